@@ -1,0 +1,346 @@
+"""Typed models of the three ``tierwise.dev/v1alpha1`` specs.
+
+They mirror ``crds/*.yaml`` field for field (names, types, enums, defaults, required), and
+``validate`` methods repeat the CRDs' CEL rules with the same messages, so ``tierwise
+render`` rejects offline what the API server would reject. A test keeps both in agreement.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from tierwise.api.parsing import SpecError
+
+Signal = Literal["stopReason", "invalidJSON", "jsonFieldBelow", "jsonFieldNotIn", "regex"]
+Breakpoint = Literal["tools", "system", "history"]
+FallbackTrigger = Literal["overloaded", "rateLimited", "serverError", "timeout"]
+
+_ROUTE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check(condition: bool, path: str, message: str) -> None:
+    if not condition:
+        raise SpecError(path, message)
+
+
+# --- ModelTier ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str = "api-key"
+
+
+@dataclass(frozen=True)
+class TierPricing:
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    cache_read: Decimal | None = None
+
+    def validate(self, path: str) -> None:
+        for name, value in self.as_overrides().items():
+            _check(
+                value >= 0,
+                f"{path}.{name}",
+                f"pricing.{name} must be zero or more (USD per million tokens)",
+            )
+
+    def as_overrides(self) -> dict[str, Decimal]:
+        """The prices this spec sets, keyed by their CRD names."""
+        named = {
+            "input": self.input,
+            "output": self.output,
+            "cacheWrite5m": self.cache_write_5m,
+            "cacheWrite1h": self.cache_write_1h,
+            "cacheRead": self.cache_read,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TierLimits:
+    max_output_tokens: int | None = None
+    timeout_seconds: int = 60
+    max_concurrency: int = 64
+
+    def validate(self, path: str) -> None:
+        if self.max_output_tokens is not None:
+            _check(
+                self.max_output_tokens >= 1,
+                f"{path}.maxOutputTokens",
+                "limits.maxOutputTokens must be at least 1",
+            )
+        _check(
+            1 <= self.timeout_seconds <= 3600,
+            f"{path}.timeoutSeconds",
+            "limits.timeoutSeconds must be between 1 and 3600",
+        )
+        _check(
+            self.max_concurrency >= 1,
+            f"{path}.maxConcurrency",
+            "limits.maxConcurrency must be at least 1",
+        )
+
+
+@dataclass(frozen=True)
+class ModelTierSpec:
+    model: str
+    provider: Literal["anthropic"] = "anthropic"
+    endpoint: str | None = None
+    api_key_secret_ref: SecretKeyRef | None = None
+    pricing: TierPricing | None = None
+    limits: TierLimits = field(default_factory=TierLimits)
+
+    def validate(self, path: str) -> None:
+        _check(0 < len(self.model) <= 128, f"{path}.model", "model must be 1 to 128 characters")
+        if self.endpoint is not None:
+            _check(
+                self.endpoint.startswith(("http://", "https://")),
+                f"{path}.endpoint",
+                "endpoint must be an http:// or https:// URL",
+            )
+
+
+# --- CacheProfile ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptCaching:
+    enabled: bool = True
+    breakpoints: tuple[Breakpoint, ...] = ("tools", "system")
+    ttl: str = "5m"
+    max_breakpoints: int = 4
+
+    def validate(self, path: str) -> None:
+        _check(
+            len(set(self.breakpoints)) == len(self.breakpoints),
+            f"{path}.breakpoints",
+            "breakpoints must not repeat",
+        )
+        _check(
+            self.ttl in ("5m", "1h"),
+            f"{path}.ttl",
+            "ttl must be 5m or 1h, the two prompt-cache lifetimes the API offers",
+        )
+        _check(
+            1 <= self.max_breakpoints <= 4,
+            f"{path}.maxBreakpoints",
+            "maxBreakpoints must be between 1 and 4, the API rejects more than 4 cache_control blocks",
+        )
+        _check(
+            len(self.breakpoints) <= self.max_breakpoints,
+            path,
+            "promptCaching lists more breakpoints than maxBreakpoints allows",
+        )
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    url: str | None = None
+
+    def validate(self, path: str) -> None:
+        if self.url is not None:
+            _check(
+                self.url.startswith(("redis://", "rediss://")),
+                f"{path}.url",
+                "redis.url must start with redis:// or rediss://",
+            )
+
+
+@dataclass(frozen=True)
+class ResponseCache:
+    enabled: bool = False
+    ttl_seconds: int = 300
+    max_entries: int = 10000
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RedisSpec | None = None
+    allow_non_deterministic: bool = False
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.ttl_seconds >= 1,
+            f"{path}.ttlSeconds",
+            "responseCache.ttlSeconds must be at least 1",
+        )
+        _check(
+            self.max_entries >= 1,
+            f"{path}.maxEntries",
+            "responseCache.maxEntries must be at least 1",
+        )
+        _check(
+            self.backend != "redis" or (self.redis is not None and self.redis.url is not None),
+            path,
+            "responseCache with backend redis needs redis.url",
+        )
+
+
+@dataclass(frozen=True)
+class CacheProfileSpec:
+    prompt_caching: PromptCaching | None = None
+    response_cache: ResponseCache | None = None
+
+
+# --- CascadePolicy -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    match_labels: dict[str, str] | None = None
+    match_expressions: tuple[LabelSelectorRequirement, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class EscalationSignal:
+    signal: Signal
+    values: tuple[str, ...] | None = None
+    field: str | None = None
+    threshold: Decimal | None = None
+    pattern: str | None = None
+
+    def validate(self, path: str) -> None:
+        if self.signal == "stopReason":
+            _check(
+                bool(self.values),
+                path,
+                "signal stopReason needs values, e.g. [max_tokens, refusal]",
+            )
+        if self.signal == "jsonFieldBelow":
+            _check(
+                self.field is not None and self.threshold is not None,
+                path,
+                "signal jsonFieldBelow needs field and threshold",
+            )
+        if self.signal == "jsonFieldNotIn":
+            _check(
+                self.field is not None and bool(self.values),
+                path,
+                "signal jsonFieldNotIn needs field and a non-empty values list",
+            )
+        if self.signal == "regex":
+            _check(self.pattern is not None, path, "signal regex needs pattern")
+        if self.threshold is not None:
+            _check(
+                0 <= self.threshold <= 1, f"{path}.threshold", "threshold must be between 0 and 1"
+            )
+        if self.pattern is not None:
+            # Beyond the CRD: CEL cannot tell whether the router's regex engine accepts it.
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise SpecError(
+                    f"{path}.pattern", f"not a valid regular expression: {exc}"
+                ) from exc
+
+
+@dataclass(frozen=True)
+class Step:
+    tier: str
+    max_tokens: int | None = None
+    escalate_when: tuple[EscalationSignal, ...] | None = None
+
+    def validate(self, path: str) -> None:
+        if self.max_tokens is not None:
+            _check(self.max_tokens >= 1, f"{path}.maxTokens", "maxTokens must be at least 1")
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    models: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    steps: tuple[Step, ...]
+    match: RouteMatch | None = None
+    mode: Literal["interactive", "batch"] = "interactive"
+    stream_policy: Literal["cascade", "strongestOnly"] = "cascade"
+    format_instruction: str | None = None
+
+    def validate(self, path: str) -> None:
+        _check(
+            len(self.name) <= 63 and bool(_ROUTE_NAME.match(self.name)),
+            f"{path}.name",
+            "route name must be lowercase letters, digits and '-', starting and ending with a letter or digit",
+        )
+        _check(len(self.steps) >= 1, f"{path}.steps", "a route needs at least one step")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    tier: str
+    when: tuple[FallbackTrigger, ...] = ("overloaded",)
+
+
+@dataclass(frozen=True)
+class Retry:
+    max_attempts: int = 3
+    initial_backoff_seconds: Decimal = Decimal("0.25")
+    max_backoff_seconds: Decimal = Decimal("8")
+
+    def validate(self, path: str) -> None:
+        _check(
+            1 <= self.max_attempts <= 10,
+            f"{path}.maxAttempts",
+            "retry.maxAttempts must be between 1 and 10",
+        )
+        _check(
+            self.initial_backoff_seconds >= 0,
+            f"{path}.initialBackoffSeconds",
+            "retry.initialBackoffSeconds must be zero or more",
+        )
+        _check(
+            self.max_backoff_seconds >= 0,
+            f"{path}.maxBackoffSeconds",
+            "retry.maxBackoffSeconds must be zero or more",
+        )
+
+
+@dataclass(frozen=True)
+class CascadePolicySpec:
+    routes: tuple[Route, ...]
+    pod_selector: LabelSelector | None = None
+    cache_profile_ref: ObjectRef | None = None
+    default_route: str | None = None
+    fallback: Fallback | None = None
+    retry: Retry | None = None
+
+    def validate(self, path: str) -> None:
+        _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")
+        names = [r.name for r in self.routes]
+        _check(
+            len(set(names)) == len(names),
+            f"{path}.routes",
+            "route names must be unique within a CascadePolicy",
+        )
+        if self.default_route is not None:
+            _check(
+                self.default_route in names,
+                path,
+                "defaultRoute must name one of the routes in spec.routes",
+            )
+
+    def tier_names(self) -> list[str]:
+        """Every tier the policy uses, in first-use order (steps, then fallback)."""
+        seen = [step.tier for route in self.routes for step in route.steps]
+        if self.fallback:
+            seen.append(self.fallback.tier)
+        return list(dict.fromkeys(seen))

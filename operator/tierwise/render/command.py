@@ -1,0 +1,82 @@
+"""`tierwise render`: print router configs from local manifests, no cluster needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tierwise.api import SpecError, load_manifests
+from tierwise.render.document import dump_document
+from tierwise.render.workspace import render_all
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Read ModelTier, CacheProfile and CascadePolicy manifests and print the router config "
+        "document of each CascadePolicy, exactly as the operator would write it to the "
+        "policy's ConfigMap. Exits 1, naming the policy and the missing reference, when a "
+        "policy does not resolve. Other kinds in the files are ignored, so a whole GitOps "
+        "directory can be given."
+    )
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file or directory (recursive, multi-document YAML); repeatable",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="namespace of objects that set none, as with kubectl apply -n (default: default)",
+    )
+    parser.add_argument(
+        "--policy",
+        metavar="[NAMESPACE/]NAME",
+        help="render only this CascadePolicy",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["json", "hash"],
+        default="json",
+        help="json: the documents (one JSON object per policy, in a list when several); "
+        "hash: one line per policy with its config hash",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        results = render_all(load_manifests(args.paths, default_namespace=args.namespace))
+    except (SpecError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.policy:
+        results = [(p, r) for p, r in results if args.policy in (p.name, f"{p.namespace}/{p.name}")]
+    if not results:
+        what = f"CascadePolicy {args.policy!r}" if args.policy else "CascadePolicy"
+        print(f"error: no {what} found in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    failed = False
+    for policy, result in results:
+        for problem in result.problems:
+            failed = True
+            print(
+                f"error: CascadePolicy {policy.namespace}/{policy.name}: {problem.reason}: {problem.message}",
+                file=sys.stderr,
+            )
+    if failed:
+        return 1
+    documents = [r.document for _, r in results]
+    if args.output == "hash":
+        for policy, result in results:
+            print(f"{policy.namespace}/{policy.name}\t{result.document['hash']}")  # type: ignore[index]
+    elif len(documents) == 1:
+        sys.stdout.write(dump_document(documents[0]))  # type: ignore[arg-type]
+    else:
+        sys.stdout.write(json.dumps(documents, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
+    return 0
