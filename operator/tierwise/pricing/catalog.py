@@ -119,7 +119,9 @@ def resolve_prices(model: str, override: dict | None) -> Prices | PricingUnknown
             return base
         derived = Rates.from_input_output(override["input"], override["output"])
     elif "input" in override:
-        derived = Rates.from_input_output(override["input"], override.get("output", base.rates.output))
+        derived = Rates.from_input_output(
+            override["input"], override.get("output", base.rates.output)
+        )
     else:
         derived = base.rates
     return Prices(

@@ -208,7 +208,9 @@ class CostBreakdown:
 
     @property
     def total(self) -> Decimal:
-        return self.input + self.output + self.cache_read + self.cache_write_5m + self.cache_write_1h
+        return (
+            self.input + self.output + self.cache_read + self.cache_write_5m + self.cache_write_1h
+        )
 
 
 def cost_breakdown(usage: Usage, prices: Prices, *, batch: bool = False) -> CostBreakdown:
