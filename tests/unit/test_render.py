@@ -1,0 +1,240 @@
+import json
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tierwise import API_VERSION
+from tierwise.api import load_manifests, parse_resource
+from tierwise.cli import main
+from tierwise.pricing import Prices, Usage, cost_usd
+from tierwise.render import (
+    CACHE_PROFILE_NOT_FOUND,
+    PRICING_UNKNOWN,
+    SCHEMA_VERSION,
+    TIER_NOT_FOUND,
+    api_key_env,
+    content_hash,
+    dump_document,
+    render_all,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def tier(name, model="claude-haiku-4-5", **spec):
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelTier",
+        "metadata": {"name": name},
+        "spec": {"model": model, **spec},
+    }
+
+
+def policy(name="p", routes=None, **spec):
+    routes = routes or [{"name": "triage", "steps": [{"tier": "haiku"}, {"tier": "sonnet"}]}]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CascadePolicy",
+        "metadata": {"name": name},
+        "spec": {"routes": routes, **spec},
+    }
+
+
+def render(*docs):
+    return render_all(parse_resource(d) for d in docs)
+
+
+def test_examples_render_one_document_per_policy(capsys):
+    assert main(["render", "-f", str(EXAMPLES)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["schemaVersion"] == SCHEMA_VERSION
+    assert [r["name"] for r in document["routes"]] == ["triage", "chat"]
+    assert document["hash"] == content_hash(document)
+    triage = document["routes"][0]
+    assert [s["tier"] for s in triage["steps"]] == ["haiku", "sonnet"]
+    assert {s["signal"] for s in triage["steps"][0]["escalateWhen"]} == {
+        "stopReason",
+        "invalidJSON",
+        "jsonFieldBelow",
+        "jsonFieldNotIn",
+    }
+    assert document["tiers"]["haiku"]["model"] == "claude-haiku-4-5"
+    assert document["tiers"]["haiku"]["pricing"]["input"] == "1"
+    assert document["fallback"] == {"tier": "opus", "on": ["overloaded"]}
+
+
+def test_two_policies_print_two_documents(tmp_path, capsys):
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    second = (
+        (tmp_path / "ex/support-triage/policy.yaml")
+        .read_text()
+        .replace("name: email-triage", "name: second")
+    )
+    (tmp_path / "ex/second.yaml").write_text(second)
+    assert main(["render", "-f", str(tmp_path / "ex")]) == 0
+    documents = json.loads(capsys.readouterr().out)
+    assert sorted(d["policy"]["name"] for d in documents) == ["email-triage", "second"]
+
+
+def test_missing_tier_exits_1_naming_policy_and_tier(tmp_path, capsys):
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    tiers = tmp_path / "ex/support-triage/tiers.yaml"
+    tiers.write_text(tiers.read_text().split("---")[0])  # keep only haiku
+    assert main(["render", "-f", str(tmp_path / "ex")]) == 1
+    err = capsys.readouterr().err
+    assert "CascadePolicy default/email-triage" in err
+    assert "TierNotFound" in err and "'sonnet'" in err and "'opus'" in err
+
+
+def test_render_ignores_other_kinds_and_reports_bad_files(tmp_path, capsys):
+    (tmp_path / "deploy.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n"
+    )
+    assert main(["render", "-f", str(tmp_path)]) == 1
+    assert "no CascadePolicy found" in capsys.readouterr().err
+    assert main(["render", "-f", str(tmp_path / "missing.yaml")]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_namespace_flag_places_objects_like_kubectl_apply(capsys):
+    assert main(["render", "-f", str(EXAMPLES), "-n", "support"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == {
+        "namespace": "support",
+        "name": "email-triage",
+    }
+
+
+def test_problems_come_back_as_values():
+    [(_, result)] = render(
+        tier("haiku"),
+        tier("mystery", model="claude-unknown-1"),
+        policy(
+            routes=[
+                {"name": "a", "steps": [{"tier": "haiku"}, {"tier": "mystery"}, {"tier": "gone"}]}
+            ],
+            cacheProfileRef={"name": "nope"},
+        ),
+    )
+    assert result.document is None
+    assert {(p.reason, p.ref) for p in result.problems} == {
+        (PRICING_UNKNOWN, "mystery"),
+        (TIER_NOT_FOUND, "gone"),
+        (CACHE_PROFILE_NOT_FOUND, "nope"),
+    }
+
+
+def test_no_key_ever_reaches_the_document_only_the_env_var_name():
+    secret = {"name": "anthropic-key", "key": "token"}
+    [(_, result)] = render(
+        tier("haiku", apiKeySecretRef=secret), tier("sonnet", "claude-sonnet-4-5"), policy()
+    )
+    doc = result.document
+    assert doc["tiers"]["haiku"]["apiKeyEnv"] == "TIERWISE_TIER_HAIKU_API_KEY"
+    assert doc["tiers"]["sonnet"]["apiKeyEnv"] is None
+    assert "anthropic-key" not in json.dumps(doc)
+    assert [(k.env, k.secret_name, k.secret_key) for k in result.key_envs] == [
+        ("TIERWISE_TIER_HAIKU_API_KEY", "anthropic-key", "token")
+    ]
+
+
+def test_api_key_env_names():
+    assert api_key_env("claude-haiku.v2") == "TIERWISE_TIER_CLAUDE_HAIKU_V2_API_KEY"
+
+
+def test_hash_changes_with_what_moves_cost_and_only_with_it():
+    base = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-5"), policy())[0][1].document
+    again = render(tier("sonnet", "claude-sonnet-4-5"), tier("haiku"), policy())[0][1].document
+    assert base["hash"] == again["hash"]
+    swapped = render(tier("haiku"), tier("sonnet", "claude-opus-4-5"), policy())[0][1].document
+    repriced = render(
+        tier("haiku", pricing={"input": 0.9}), tier("sonnet", "claude-sonnet-4-5"), policy()
+    )[0][1].document
+    assert len({base["hash"], swapped["hash"], repriced["hash"]}) == 3
+
+
+def test_counterfactual_tier_is_the_most_expensive_step():
+    routes = [{"name": "a", "steps": [{"tier": "opus"}, {"tier": "haiku"}]}]
+    [(_, result)] = render(tier("haiku"), tier("opus", "claude-opus-4-5"), policy(routes=routes))
+    assert result.document["routes"][0]["counterfactualTier"] == "opus"
+
+
+def test_prices_in_the_document_reprice_usage_exactly():
+    [(_, result)] = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-5"), policy())
+    prices = Prices.from_document(
+        json.loads(dump_document(result.document))["tiers"]["haiku"]["pricing"]
+    )
+    assert cost_usd(Usage(1_000_000, 1_000_000), prices) == Decimal("6.00")
+
+
+def test_rendered_example_equals_cli_output(capsys):
+    [(_, result)] = render_all(load_manifests([EXAMPLES]))
+    main(["render", "-f", str(EXAMPLES)])
+    assert capsys.readouterr().out == dump_document(result.document)
+
+
+names = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
+models = st.sampled_from(
+    ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5", "claude-sonnet-5-5"]
+)
+signals = st.one_of(
+    st.just({"signal": "invalidJSON"}),
+    st.builds(
+        lambda v: {"signal": "stopReason", "values": v},
+        st.lists(st.sampled_from(["max_tokens", "refusal"]), min_size=1, unique=True),
+    ),
+    st.builds(
+        lambda t: {"signal": "jsonFieldBelow", "field": "confidence", "threshold": t},
+        st.floats(0, 1).map(lambda f: round(f, 3)),
+    ),
+    st.builds(
+        lambda p: {"signal": "regex", "pattern": p},
+        st.sampled_from(["sorry", "(?i)unsure", r"\bdon't know\b"]),
+    ),
+)
+
+
+@st.composite
+def workspaces(draw):
+    tier_names = draw(st.lists(names, min_size=1, max_size=4, unique=True))
+    tiers = [
+        tier(n, draw(models), limits={"timeoutSeconds": draw(st.integers(1, 3600))})
+        for n in tier_names
+    ]
+    route_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
+    routes = [
+        {
+            "name": r,
+            "steps": [
+                {
+                    "tier": draw(st.sampled_from(tier_names)),
+                    "maxTokens": draw(st.integers(1, 4096)),
+                    "escalateWhen": draw(st.lists(signals, max_size=3)),
+                }
+                for _ in range(draw(st.integers(1, 3)))
+            ],
+        }
+        for r in route_names
+    ]
+    return tiers, policy(routes=routes, defaultRoute=draw(st.sampled_from(route_names)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(workspaces(), st.randoms())
+def test_rendering_is_deterministic_complete_and_order_independent(workspace, random):
+    tiers, pol = workspace
+    [(_, first)] = render(*tiers, pol)
+    shuffled = list(tiers)
+    random.shuffle(shuffled)
+    [(_, second)] = render(pol, *shuffled)
+    assert first.ok and first.document == second.document
+    doc = json.loads(dump_document(first.document))
+    assert doc["hash"] == content_hash(doc)
+    used = {s["tier"] for r in doc["routes"] for s in r["steps"]}
+    assert used == set(doc["tiers"])
+    for route in doc["routes"]:
+        assert route["counterfactualTier"] in {s["tier"] for s in route["steps"]}
+        assert f"tierwise/{route['name']}" in route["models"]
