@@ -1,0 +1,153 @@
+from tierwise import API_VERSION
+from tierwise.controller.reconcile import (
+    READY,
+    RESOLVED_REFS,
+    Condition,
+    cache_profile_status,
+    config_map_up_to_date,
+    count_pods,
+    desired_config_map,
+    label_selector_string,
+    merge_conditions,
+    policies_using,
+    policy_status,
+    render_inputs,
+    tier_status,
+    transitions,
+)
+from tierwise.render import CONFIG_KEY, render_policy
+
+
+def body(kind, name, spec, status=None, generation=1):
+    meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": generation}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": meta,
+        "spec": spec,
+        **({"status": status} if status else {}),
+    }
+
+
+HAIKU = body("ModelTier", "haiku", {"model": "claude-haiku-4-5"})
+SONNET = body("ModelTier", "sonnet", {"model": "claude-sonnet-4-5"})
+POLICY = body(
+    "CascadePolicy",
+    "triage",
+    {
+        "podSelector": {"matchLabels": {"app": "inbox"}},
+        "routes": [{"name": "t", "steps": [{"tier": "haiku"}, {"tier": "sonnet"}]}],
+    },
+)
+
+
+def render(policy, tiers):
+    parsed, named_tiers, profiles = render_inputs(policy, tiers, [])
+    return render_policy(parsed, named_tiers, profiles)
+
+
+def conditions(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_ready_policy_status_and_owned_config_map():
+    result = render(POLICY, [HAIKU, SONNET])
+    status = policy_status(POLICY, result, None, count_pods([]), "2026-01-01T00:00:00Z")
+    assert conditions(status)[READY]["status"] == "True"
+    assert conditions(status)[RESOLVED_REFS]["reason"] == "AllResolved"
+    assert (
+        status["observedGeneration"] == 1 and status["routeCount"] == 1 and status["tierCount"] == 2
+    )
+    assert status["configHash"] == result.document["hash"]
+    cm = desired_config_map(POLICY, result.document)
+    assert cm["metadata"]["name"] == "tierwise-triage"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-triage"
+    assert "blockOwnerDeletion" not in cm["metadata"]["ownerReferences"][0]
+    assert config_map_up_to_date(cm, cm) and not config_map_up_to_date(None, cm)
+
+
+def test_missing_tier_is_a_condition_with_its_reason():
+    result = render(POLICY, [HAIKU])
+    status = policy_status(POLICY, result, None, None, "2026-01-01T00:00:00Z")
+    assert conditions(status)[RESOLVED_REFS] | {"lastTransitionTime": None} == {
+        "type": RESOLVED_REFS,
+        "status": "False",
+        "reason": "TierNotFound",
+        "message": "ModelTier 'sonnet' not found in namespace 'ns'",
+        "observedGeneration": 1,
+        "lastTransitionTime": None,
+    }
+    assert "configHash" not in status
+
+
+def test_transition_time_moves_only_when_status_changes():
+    first = merge_conditions(None, [Condition(READY, True, "A", "m")], 1, "t1")
+    same = merge_conditions(first, [Condition(READY, True, "B", "m2")], 2, "t2")
+    flipped = merge_conditions(same, [Condition(READY, False, "C", "m3")], 3, "t3")
+    assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
+    assert [c["type"] for c in transitions(same, flipped)] == [READY]
+    assert transitions(first, first) == []
+
+
+def test_status_keeps_fields_it_does_not_own():
+    policy = {**POLICY, "status": {"lastEval": {"quality": "0.97"}}}
+    status = policy_status(policy, render(policy, [HAIKU, SONNET]), None, None, "t")
+    assert status["lastEval"] == {"quality": "0.97"}
+
+
+def test_pod_counts_and_selectors():
+    pods = [{"spec": {"initContainers": [{"name": "tierwise-router"}]}}, {"spec": {}}]
+    assert count_pods(pods).to_dict() == {"matching": 2, "injected": 1, "withoutSidecar": 1}
+    selector = {
+        "matchLabels": {"b": "2", "a": "1"},
+        "matchExpressions": [
+            {"key": "t", "operator": "In", "values": ["x", "y"]},
+            {"key": "o", "operator": "DoesNotExist"},
+        ],
+    }
+    assert label_selector_string(selector) == "a=1,b=2,t in (x,y),!o"
+    assert label_selector_string(None) is None
+    assert label_selector_string({}) == ""
+
+
+def test_tier_status_reports_prices_or_why_not():
+    ready = tier_status({**HAIKU}, 2, "t")
+    assert (
+        ready["usedBy"] == 2
+        and ready["pricing"]["input"] == "1"
+        and conditions(ready)[READY]["status"] == "True"
+    )
+    unpriced = tier_status(body("ModelTier", "x", {"model": "claude-unknown"}), 0, "t")
+    assert conditions(unpriced)[READY]["reason"] == "PricingUnknown" and "pricing" not in unpriced
+
+
+def test_cache_profile_status():
+    profile = body("CacheProfile", "c", {"responseCache": {"enabled": True, "backend": "memory"}})
+    assert cache_profile_status(profile, 1, "t")["responseCache"] == "memory"
+
+
+def test_policies_using_a_tier_or_profile():
+    other = body(
+        "CascadePolicy",
+        "other",
+        {
+            "cacheProfileRef": {"name": "c"},
+            "routes": [{"name": "a", "steps": [{"tier": "opus"}]}],
+            "fallback": {"tier": "sonnet"},
+        },
+    )
+    assert [p["metadata"]["name"] for p in policies_using([POLICY, other], tier="sonnet")] == [
+        "triage",
+        "other",
+    ]
+    assert [p["metadata"]["name"] for p in policies_using([POLICY, other], profile="c")] == [
+        "other"
+    ]
+
+
+def test_config_document_is_the_cli_render():
+    result = render(POLICY, [HAIKU, SONNET])
+    cm = desired_config_map(POLICY, result.document)
+    assert (
+        cm["data"][CONFIG_KEY].endswith("}\n") and result.document["hash"] in cm["data"][CONFIG_KEY]
+    )
