@@ -1,0 +1,255 @@
+"""What the emulated models answer (pure functions, deterministic).
+
+Two behaviours:
+
+* **Labelled datasets.** When the last user message contains the ``input`` of a dataset
+  item, the model answers the JSON text ``{"label": ..., "confidence": ...}``. It is right
+  with the profile's accuracy; its confidence is drawn higher when right than when wrong,
+  so a confidence threshold catches most wrong answers, as a cascade expects. Every draw
+  comes from a hash of (seed, model, input): the same question gets the same answer.
+* **Everything else** gets a short echo of the question, or filler of a requested length
+  when the message carries a marker: ``[[emulator:tokens=N]]`` (exactly N output tokens),
+  ``[[emulator:long]]`` (``LONG_ANSWER_TOKENS``) or ``[[emulator:refusal]]``.
+
+Both respect ``max_tokens`` (truncated, ``stop_reason: "max_tokens"``) and
+``stop_sequences`` (cut, ``stop_reason: "stop_sequence"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tierwise.emulator.tokens import CHARS_PER_TOKEN, canonical_json, text_tokens
+
+LONG_ANSWER_TOKENS = 8_192
+ECHO_WORDS = 12
+REFUSAL_TEXT = "I can't help with that request."
+_MARKER = re.compile(r"\[\[emulator:(tokens|long|refusal)(?:=(\d+))?\]\]")
+_FILLER = "The emulated model keeps writing deterministic filler text for this answer. "
+_MEMO_LIMIT = 4_096
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetItem:
+    input: str
+    label: str
+
+
+class Dataset:
+    """Labelled items, found by their input inside a prompt."""
+
+    def __init__(self, items: Iterable[DatasetItem], labels: Sequence[str] | None = None) -> None:
+        self.items: tuple[DatasetItem, ...] = tuple(items)
+        if not self.items:
+            raise ValueError("a dataset needs at least one item")
+        found = list(dict.fromkeys(item.label for item in self.items))
+        self.labels: tuple[str, ...] = tuple(labels) if labels else tuple(found)
+        missing = set(found) - set(self.labels)
+        if missing:
+            raise ValueError(f"items use labels not in the label list: {sorted(missing)}")
+        self._by_input = {item.input.strip(): item for item in self.items}
+        # Longest first, so an input that contains another one wins the scan.
+        self._scan_order = sorted(self._by_input.items(), key=lambda kv: -len(kv[0]))
+        self._memo: dict[str, DatasetItem | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], labels: Sequence[str] | None = None
+    ) -> Dataset:
+        """Items from ``{"input", "label"}`` records; a record with only ``labels`` lists them."""
+        items: list[DatasetItem] = []
+        declared = list(labels or [])
+        for number, record in enumerate(records, start=1):
+            if "input" not in record and "labels" in record:
+                declared.extend(str(label) for label in record["labels"])
+                continue
+            if not isinstance(record.get("input"), str) or "label" not in record:
+                raise ValueError(f"record {number}: needs a string 'input' and a 'label'")
+            items.append(DatasetItem(record["input"], str(record["label"])))
+        return cls(items, list(dict.fromkeys(declared)) or None)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, labels: Sequence[str] | None = None) -> Dataset:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        return cls.from_records(records, labels)
+
+    def find(self, text: str) -> DatasetItem | None:
+        """The item whose input the text contains (the longest one if several do)."""
+        key = text.strip()
+        item = self._by_input.get(key)
+        if item is not None:
+            return item
+        if key in self._memo:
+            return self._memo[key]
+        item = self._find_by_line(key) or self._find_by_scan(key)
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = item
+        return item
+
+    def _find_by_line(self, text: str) -> DatasetItem | None:
+        for line in text.splitlines():
+            item = self._by_input.get(line.strip())
+            if item is not None:
+                return item
+        return None
+
+    def _find_by_scan(self, text: str) -> DatasetItem | None:
+        for stripped, item in self._scan_order:
+            if stripped and stripped in text:
+                return item
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Confidence ranges: right answers ~ U(right), wrong ones ~ U(wrong)."""
+
+    right: tuple[float, float] = (0.75, 0.99)
+    wrong: tuple[float, float] = (0.35, 0.85)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledAnswer:
+    label: str
+    confidence: float
+    correct: bool
+
+    def text(self) -> str:
+        return json.dumps({"label": self.label, "confidence": self.confidence})
+
+
+def labelled_answer(
+    item: DatasetItem,
+    labels: Sequence[str],
+    *,
+    model: str,
+    accuracy: float,
+    seed: int,
+    calibration: Calibration = Calibration(),
+) -> LabelledAnswer:
+    """The model's deterministic answer to one dataset item."""
+    draw_correct, draw_confidence, draw_label = _uniforms(f"{seed}\x1f{model}\x1f{item.input}")
+    others = [label for label in labels if label != item.label]
+    correct = draw_correct < accuracy or not others
+    low, high = calibration.right if correct else calibration.wrong
+    confidence = round(low + (high - low) * draw_confidence, 2)
+    label = item.label if correct else others[int(draw_label * len(others))]
+    return LabelledAnswer(label, confidence, correct)
+
+
+def _uniforms(key: str) -> tuple[float, float, float]:
+    digest = hashlib.blake2b(key.encode(), digest_size=24).digest()
+    scale = float(1 << 64)
+    return (
+        int.from_bytes(digest[0:8], "big") / scale,
+        int.from_bytes(digest[8:16], "big") / scale,
+        int.from_bytes(digest[16:24], "big") / scale,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A model turn: content blocks, why it stopped and the output tokens it cost."""
+
+    content: tuple[dict[str, Any], ...]
+    stop_reason: str
+    stop_sequence: str | None
+    output_tokens: int
+
+    @property
+    def text(self) -> str:
+        return "".join(b["text"] for b in self.content if b["type"] == "text")
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text of the last user message (text blocks joined by newlines)."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        return "\n".join(str(b.get("text", "")) for b in content or () if b.get("type") == "text")
+    return ""
+
+
+def natural_text(model: str, question: str) -> tuple[str, str | None]:
+    """The unconstrained answer text and, for a refusal marker, its stop reason."""
+    if "[[emulator:" in question:
+        match = _MARKER.search(question)
+        if match is not None:
+            kind, number = match.groups()
+            if kind == "refusal":
+                return REFUSAL_TEXT, "refusal"
+            tokens = LONG_ANSWER_TOKENS if kind == "long" else int(number or 0)
+            return filler(tokens), None
+    words = question.split()
+    echo = " ".join(words[:ECHO_WORDS]) + (" ..." if len(words) > ECHO_WORDS else "")
+    return f"[{model}] You asked: {echo or '(no text)'}", None
+
+
+def filler(tokens: int) -> str:
+    """Deterministic text of exactly ``tokens`` tokens under the 4-characters rule."""
+    chars = tokens * CHARS_PER_TOKEN
+    repeats = chars // len(_FILLER) + 1
+    return (_FILLER * repeats)[:chars]
+
+
+def finish(
+    text: str,
+    *,
+    max_tokens: int,
+    stop_sequences: Sequence[str] = (),
+    stop_reason: str | None = None,
+    tool_use: Mapping[str, Any] | None = None,
+) -> Answer:
+    """Apply stop sequences and the ``max_tokens`` cap to an answer text.
+
+    An explicit ``stop_reason`` (scripted answers, refusals) is kept as given.
+    """
+    stop_sequence = None
+    if stop_reason is None and stop_sequences:
+        text, stop_sequence = _cut_at_stop_sequence(text, stop_sequences)
+    tokens = text_tokens(text)
+    if stop_reason is None:
+        if tokens > max_tokens:
+            text, tokens, stop_reason = (
+                text[: max_tokens * CHARS_PER_TOKEN],
+                max_tokens,
+                "max_tokens",
+            )
+        elif stop_sequence is not None:
+            stop_reason = "stop_sequence"
+        elif tool_use is not None:
+            stop_reason = "tool_use"
+        else:
+            stop_reason = "end_turn"
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not tool_use else []
+    if tool_use is not None and stop_reason != "max_tokens":
+        content.append(dict(tool_use))
+        tokens += text_tokens(canonical_json(tool_use))
+    if stop_reason != "stop_sequence":
+        stop_sequence = None
+    return Answer(tuple(content), stop_reason, stop_sequence, max(tokens, 1))
+
+
+def _cut_at_stop_sequence(text: str, stop_sequences: Sequence[str]) -> tuple[str, str | None]:
+    best: tuple[int, str] | None = None
+    for sequence in stop_sequences:
+        position = text.find(sequence)
+        if position >= 0 and (best is None or position < best[0]):
+            best = (position, sequence)
+    if best is None:
+        return text, None
+    return text[: best[0]], best[1]
