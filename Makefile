@@ -15,8 +15,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Everything: unit, router, control-plane tests (builds the control plane on first use).
-test: setup
+test: setup controlplane redis
 	$(BIN)/pytest -q
+
+## The main job: local control plane, operator, examples, injected pod, router, triage replay.
+demo: setup controlplane
+	$(BIN)/python hack/demo.py
+
+## kube-apiserver, etcd, kube-controller-manager from the Go module proxy (cached), and helm.
+controlplane: setup
+	hack/controlplane/build.sh >/dev/null
+	hack/install-helm.sh
+
+## redis-server for the router's Redis response-cache tests (Debian package, if missing).
+redis:
+	hack/install-redis.sh
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
