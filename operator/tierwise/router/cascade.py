@@ -1,0 +1,194 @@
+"""Running a route's steps against the tiers: cost accounting, escalation, fallback.
+
+``Exchange`` is one client request's state (route, body, running cost, escalations);
+``Cascade`` runs steps for it. Nothing here knows about the client side of HTTP: the
+server decides whether the answer goes out as JSON, a synthesized stream or a live one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from tierwise.pricing import Usage, cost_usd
+from tierwise.router.config import Route, Step, Tier
+from tierwise.router.errors import error_body
+from tierwise.router.escalation import escalation_reason
+from tierwise.router.jsonutil import dumps, loads
+from tierwise.router.metrics import RouterMetrics
+from tierwise.router.request import build_step_request
+from tierwise.router.runtime import Runtime
+from tierwise.router.upstream import (
+    FALLBACK_NAMES,
+    SERVER_ERROR,
+    Stream,
+    Upstream,
+    UpstreamFailure,
+)
+
+MESSAGES_PATH = "/v1/messages"
+
+
+@dataclass
+class Exchange:
+    """One client request as it goes through the router."""
+
+    runtime: Runtime
+    route: Route
+    body: dict[str, Any]
+    forwarded: Mapping[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    stream: bool = False
+    escalations: int = 0
+    cost: Decimal = Decimal(0)
+    tier: str = ""
+    cache_status: str = "bypass"
+    cache_key: str | None = None
+    outcome: str = "success"
+    endpoint: str = "messages"
+    batch: bool = False
+
+
+@dataclass
+class Answer:
+    """A complete (buffered) answer of one step."""
+
+    tier: Tier
+    body: bytes
+    message: dict[str, Any]
+    usage: Usage
+    request_id: str | None
+    cost: Decimal
+
+
+class Cascade:
+    def __init__(self, upstream: Upstream, metrics: RouterMetrics) -> None:
+        self.upstream = upstream
+        self.metrics = metrics
+
+    async def first_accepted(
+        self, ex: Exchange, steps: Sequence[Step], *, last_is_final: bool
+    ) -> Answer | None:
+        """Run ``steps`` buffered until one's answer is accepted.
+
+        With ``last_is_final`` the last step's answer is returned whatever its signals say
+        (the end of the cascade); without, ``None`` means every step escalated (the caller
+        then runs the route's last step itself, e.g. streaming it live).
+        """
+        for index, step in enumerate(steps):
+            answer = await self.call_step(ex, step)
+            if last_is_final and index == len(steps) - 1:
+                return answer
+            reason = escalation_reason(step.escalate_when, answer.message)
+            if reason is None:
+                return answer
+            ex.escalations += 1
+            self.metrics.escalations.labels(
+                ex.runtime.policy, ex.route.name, answer.tier.name, reason
+            ).inc()
+        return None
+
+    async def call_step(self, ex: Exchange, step: Step) -> Answer:
+        """One buffered upstream call for ``step``, falling back when configured."""
+        config = ex.runtime.config
+        tier = config.tiers[step.tier]
+        ex.tier = tier.name  # an error answer names the tier that failed
+        try:
+            reply = await self.upstream.call(
+                ex.runtime.clients[tier.name],
+                MESSAGES_PATH,
+                self._payload(ex, step, tier, False),
+                ex.forwarded,
+                config.retry,
+            )
+        except UpstreamFailure as failure:
+            tier = self._fallback_tier(ex, failure)
+            self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
+            reply = await self.upstream.call(
+                ex.runtime.clients[tier.name],
+                MESSAGES_PATH,
+                self._payload(ex, step, tier, False),
+                ex.forwarded,
+                config.retry,
+                attempts=1,
+            )
+        try:
+            message = loads(reply.body)
+            if not isinstance(message, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise UpstreamFailure(
+                SERVER_ERROR,
+                502,
+                error_body("api_error", f"tier {tier.name!r} answered with invalid JSON"),
+            ) from exc
+        usage = Usage.from_anthropic(message.get("usage") or {})
+        cost = self.account(ex, tier, usage)
+        return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+
+    async def open_live(self, ex: Exchange, step: Step) -> tuple[Stream, Tier]:
+        """Open ``step``'s streaming call (retried, then falling back, before any byte)."""
+        config = ex.runtime.config
+        tier = config.tiers[step.tier]
+        ex.tier = tier.name
+        try:
+            stream = await self.upstream.open_stream(
+                ex.runtime.clients[tier.name],
+                MESSAGES_PATH,
+                self._payload(ex, step, tier, True),
+                ex.forwarded,
+                config.retry,
+            )
+        except UpstreamFailure as failure:
+            tier = self._fallback_tier(ex, failure)
+            self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
+            stream = await self.upstream.open_stream(
+                ex.runtime.clients[tier.name],
+                MESSAGES_PATH,
+                self._payload(ex, step, tier, True),
+                ex.forwarded,
+                config.retry,
+                attempts=1,
+            )
+        return stream, tier
+
+    def account(self, ex: Exchange, tier: Tier, usage: Usage) -> Decimal:
+        """Add one upstream call's cost to the request and the metrics."""
+        cost = cost_usd(usage, tier.prices, batch=ex.batch)
+        ex.cost += cost
+        ex.tier = tier.name
+        self.metrics.record_usage(ex.runtime.policy, ex.route.name, tier.name, usage, cost)
+        return cost
+
+    def account_counterfactual(
+        self, ex: Exchange, usage: Usage, tier: str | None = None, cost: Decimal | None = None
+    ) -> None:
+        """Price the final answer's usage on the route's counterfactual tier.
+
+        ``tier``/``cost``: the answering tier and what it cost, reused when it is the
+        counterfactual tier itself (a single-step route on its strongest tier).
+        """
+        name = ex.route.counterfactual_tier
+        if name is None:
+            return
+        if cost is None or tier != name:
+            cost = cost_usd(usage, ex.runtime.config.tiers[name].prices, batch=ex.batch)
+        self.metrics.record_counterfactual(ex.runtime.policy, ex.route.name, name, cost)
+
+    def _payload(self, ex: Exchange, step: Step, tier: Tier, stream: bool) -> bytes:
+        config = ex.runtime.config
+        body = build_step_request(
+            ex.body, ex.route, step, tier, config.cache.prompt_caching, stream=stream
+        )
+        return dumps(body)
+
+    def _fallback_tier(self, ex: Exchange, failure: UpstreamFailure) -> Tier:
+        """The fallback tier for this failure, or re-raise it."""
+        fallback = ex.runtime.config.fallback
+        if fallback is None or FALLBACK_NAMES.get(failure.kind) not in fallback.on:
+            raise failure
+        ex.tier = fallback.tier
+        return ex.runtime.config.tiers[fallback.tier]

@@ -1,0 +1,125 @@
+"""`tierwise router`: run the router sidecar from a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from tierwise.router.config import ConfigError
+from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
+
+EXIT_BAD_CONFIG = 2
+EXIT_CANNOT_LISTEN = 3
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve the Anthropic Messages API (/v1/messages, streaming, count_tokens) in front "
+        "of the model tiers of a router config document: routing, cheap-first cascades, "
+        "prompt-caching breakpoints, response cache, retries and fallback. Metrics, "
+        "/healthz and /readyz are served on a separate port. The config file is watched and "
+        "hot-reloaded; an invalid file at startup exits with status 2."
+    )
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="the router config document (JSON, docs/router-config.md); "
+        "watched for changes, e.g. a mounted ConfigMap",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address of the Messages API (default: %(default)s, only the pod itself can reach it)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port of the Messages API (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        help="address of /metrics, /healthz and /readyz (default: %(default)s, "
+        "so Prometheus and kubelet probes reach it; it serves no API)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="port of /metrics, /healthz and /readyz (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="BYTES",
+        help="largest accepted request body; larger ones get a 413 "
+        "request_too_large error (default: %(default)s = 32 MiB)",
+    )
+    parser.add_argument(
+        "--reload-interval",
+        type=float,
+        default=DEFAULT_RELOAD_INTERVAL,
+        metavar="SECONDS",
+        help="how often the config file is checked for changes; 0 disables "
+        "reloading (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: %(default)s); no level logs API keys or request bodies",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        router = Router(
+            args.config, max_body_bytes=args.max_body_bytes, reload_interval=args.reload_interval
+        )
+    except ConfigError as exc:
+        print(f"tierwise router: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    _install_uvloop()
+    return asyncio.run(_serve(args, router))
+
+
+def _install_uvloop() -> None:
+    # uvloop's faster event loop when installed; the router is correct without it.
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(args: argparse.Namespace, router: Router) -> int:
+    log = logging.getLogger("tierwise.router")
+    try:
+        await router.start(args.host, args.port, args.metrics_host, args.metrics_port)
+    except OSError as exc:
+        print(f"tierwise router: cannot listen: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    log.info(
+        "router serving policy %s (config %s) on %s, metrics on %s",
+        router.config.policy.label,
+        router.config.hash,
+        router.base_url,
+        router.metrics_url,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await router.stop()
+    return 0

@@ -1,0 +1,70 @@
+"""Errors in the Messages API's shape: ``{"type": "error", "error": {"type", "message"}}``.
+
+Every failure the router answers (bad request, unknown route, upstream trouble) uses this
+body with the status the API would use, so SDKs raise their usual exception classes.
+"""
+
+from __future__ import annotations
+
+from tierwise.router.jsonutil import dumps, loads
+
+# Error type per HTTP status, as the Messages API uses them.
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return dumps({"type": "error", "error": {"type": error_type, "message": message}})
+
+
+class RouterError(Exception):
+    """A request the router answers with an error itself (not passed through from upstream).
+
+    ``outcome`` is the ``outcome`` label of the request metric.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, outcome: str = "rejected", error_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+        self.error_type = error_type or ERROR_TYPES.get(status, "api_error")
+
+    def body(self) -> bytes:
+        return error_body(self.error_type, self.message)
+
+
+def invalid_request(message: str) -> RouterError:
+    return RouterError(400, message)
+
+
+def not_found(message: str) -> RouterError:
+    return RouterError(404, message)
+
+
+def too_large(limit: int) -> RouterError:
+    return RouterError(413, f"request body exceeds the router's limit of {limit} bytes")
+
+
+def upstream_error_body(status: int, body: bytes) -> bytes:
+    """An upstream error body for the client: as is when Anthropic-shaped, else a generic
+    one (a proxy's HTML 502 page must not reach an SDK that expects JSON)."""
+    try:
+        parsed = loads(body)
+        if isinstance(parsed, dict) and parsed.get("type") == "error":
+            return body
+    except ValueError:
+        pass
+    return error_body(ERROR_TYPES.get(status, "api_error"), f"upstream answered HTTP {status}")

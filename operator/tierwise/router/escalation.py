@@ -1,0 +1,133 @@
+"""Escalation signals: should a cascade step's answer be replaced by the next step's?
+
+Pure functions over the Messages API response (a dict), per docs/router-config.md:
+the answer's text is the concatenation of its ``text`` blocks; its JSON is that text
+parsed after stripping whitespace and one surrounding Markdown code fence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from tierwise.router.config import (
+    InvalidJSONSignal,
+    JSONFieldBelowSignal,
+    JSONFieldNotInSignal,
+    RegexSignal,
+    Signal,
+    StopReasonSignal,
+)
+
+_FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n(?P<body>.*?)\n?```\Z", re.DOTALL)
+
+
+class _NotJSON:
+    """Marker for text that is not JSON (``None`` is valid JSON: ``null``)."""
+
+    def __repr__(self) -> str:
+        return "NOT_JSON"
+
+
+NOT_JSON: Any = _NotJSON()
+_MISSING = object()
+
+
+def answer_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        block.get("text", "")
+        for block in content
+        if isinstance(block, Mapping) and block.get("type") == "text"
+    )
+
+
+def parse_answer_json(text: str) -> Any:
+    """The answer's JSON value, or ``NOT_JSON``."""
+    stripped = text.strip()
+    fenced = _FENCE.match(stripped)
+    if fenced:
+        stripped = fenced.group("body").strip()
+    try:
+        # The standard library, not orjson: it accepts exactly JSON, and answers are small.
+        return json.loads(stripped)
+    except ValueError:
+        return NOT_JSON
+
+
+def escalation_reason(signals: Sequence[Signal], message: Mapping[str, Any]) -> str | None:
+    """The metric ``reason`` of the first signal that fires, or ``None`` to accept."""
+    if not signals:
+        return None
+    answer = _Answer(message)
+    for signal in signals:
+        if _fires(signal, answer):
+            return signal.reason
+    return None
+
+
+class _Answer:
+    """Text and JSON of an answer, computed at most once however many signals ask."""
+
+    def __init__(self, message: Mapping[str, Any]) -> None:
+        self.message = message
+        self._text: str | None = None
+        self._json: Any = _MISSING
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = answer_text(self.message)
+        return self._text
+
+    @property
+    def json(self) -> Any:
+        if self._json is _MISSING:
+            self._json = parse_answer_json(self.text)
+        return self._json
+
+
+def _fires(signal: Signal, answer: _Answer) -> bool:
+    if isinstance(signal, StopReasonSignal):
+        return answer.message.get("stop_reason") in signal.values
+    if isinstance(signal, InvalidJSONSignal):
+        return answer.json is NOT_JSON
+    if isinstance(signal, JSONFieldBelowSignal):
+        number = _as_decimal(_lookup(answer.json, signal.field))
+        return number is None or number < signal.threshold
+    if isinstance(signal, JSONFieldNotInSignal):
+        value = _lookup(answer.json, signal.field)
+        return not isinstance(value, str) or value not in signal.values
+    if isinstance(signal, RegexSignal):
+        return signal.pattern.search(answer.text) is not None
+    raise TypeError(f"unknown signal {signal!r}")
+
+
+def _lookup(value: Any, path: tuple[str, ...]) -> Any:
+    """Follow a dot path through objects (and lists, by numeric segment)."""
+    for part in path:
+        if isinstance(value, Mapping):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    """An exact decimal of a JSON number; booleans and strings are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None

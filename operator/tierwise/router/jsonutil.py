@@ -1,0 +1,52 @@
+"""JSON encoding for the hot path: orjson when installed, the standard library otherwise.
+
+The router parses every request and response body once; orjson does that several times
+faster than ``json``. Both give the same values, so behaviour never depends on which one
+is present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+try:  # pragma: no cover - depends on the environment
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+
+__all__ = ["JSONDecodeError", "canonical_bytes", "dumps", "loads", "sha256_hex"]
+
+JSONDecodeError = ValueError  # both json.JSONDecodeError and orjson.JSONDecodeError subclass it
+
+
+if _orjson is not None:
+
+    def loads(data: bytes | str) -> Any:
+        return _orjson.loads(data)
+
+    def dumps(value: Any) -> bytes:
+        """Compact JSON bytes (separators `,` and `:`)."""
+        return _orjson.dumps(value)
+
+else:  # pragma: no cover
+
+    def loads(data: bytes | str) -> Any:
+        return json.loads(data)
+
+    def dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Canonical JSON: keys sorted, no insignificant whitespace, UTF-8.
+
+    Uses the standard library on purpose: its float formatting is the reference the config
+    document's hash is defined against, and this runs once per config load or cache key.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,293 @@
+"""Building the upstream request of one cascade step from the client's request.
+
+Pure functions over the request body (a dict). The client's body is never mutated: every
+changed container is copied on write, everything else is shared, so building several
+steps' requests from one body is cheap and safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tierwise.router.config import PromptCaching, Route, Step, Tier
+
+MAX_BREAKPOINTS = 4  # the Messages API's limit per request, the client's own included
+CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
+MESSAGE_OVERHEAD_TOKENS = 3
+IMAGE_TOKENS = 1_500
+_UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
+    """min(client's ``max_tokens``, the step's cap, the tier's ``maxOutputTokens``)."""
+    caps = [c for c in (step.max_tokens, tier.limits.max_output_tokens) if c is not None]
+    if isinstance(client, int) and not isinstance(client, bool):
+        caps.append(client)
+    elif client is not None:
+        return None  # not an integer: left as sent, for the API to reject
+    return min(caps) if caps else None
+
+
+def build_step_request(
+    body: Mapping[str, Any],
+    route: Route,
+    step: Step,
+    tier: Tier,
+    prompt_caching: PromptCaching,
+    *,
+    stream: bool,
+) -> dict[str, Any]:
+    """The body sent to ``tier`` for ``step``: model, caps, instruction, breakpoints."""
+    out = dict(body)
+    out["model"] = tier.model
+    cap = effective_max_tokens(body.get("max_tokens"), step, tier)
+    if cap is not None:  # a request without max_tokens gets the cap (None: left to the API)
+        out["max_tokens"] = cap
+    if stream:
+        out["stream"] = True
+    else:
+        out.pop("stream", None)
+    if route.format_instruction:
+        out["system"] = append_system_text(body.get("system"), route.format_instruction)
+    if prompt_caching.enabled and prompt_caching.breakpoints:
+        out = insert_breakpoints(out, prompt_caching, tier.min_cacheable_tokens)
+    return out
+
+
+def build_count_tokens_request(body: Mapping[str, Any], route: Route, tier: Tier) -> dict[str, Any]:
+    """A count_tokens body as the route's first step would send it (model, instruction)."""
+    out = dict(body)
+    out["model"] = tier.model
+    if route.format_instruction:
+        out["system"] = append_system_text(body.get("system"), route.format_instruction)
+    return out
+
+
+def append_system_text(system: Any, text: str) -> Any:
+    """The system prompt with ``text`` appended, keeping the client's shape."""
+    if system is None or system == "" or system == []:
+        return text
+    if isinstance(system, str):
+        return f"{system}\n\n{text}"
+    if isinstance(system, list):
+        return [*system, {"type": "text", "text": text}]
+    return system  # not a valid system prompt: left for the API to reject
+
+
+# --- prompt-caching breakpoints ---------------------------------------------------------
+
+
+def text_tokens(text: str) -> int:
+    """Four characters per token, rounded up."""
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def block_tokens(block: Any) -> int:
+    """Estimated tokens of one prompt block.
+
+    The same rule the emulator counts with (text: its characters / 4; any other block: its
+    compact key-sorted JSON without ``cache_control`` / 4), so breakpoint decisions made
+    here agree with what the emulator then caches. Only gates breakpoints: cheap matters
+    more than exact.
+    """
+    if isinstance(block, str):
+        return text_tokens(block)
+    if not isinstance(block, Mapping):
+        return 0
+    if block.get("type") == "text":
+        text = block.get("text", "")
+        return text_tokens(text if isinstance(text, str) else "")
+    if block.get("type") == "image":
+        return IMAGE_TOKENS
+    plain = {k: v for k, v in block.items() if k != "cache_control"}
+    return text_tokens(json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """Estimated prompt tokens of a request body (tools, system, messages)."""
+    return sum(_section_tokens(body))
+
+
+def _section_tokens(body: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """Estimated tokens of (tools, system, history = all messages but the last, last)."""
+    tools = body.get("tools")
+    tools_tokens = sum(block_tokens(t) for t in tools) if isinstance(tools, list) else 0
+    system = body.get("system")
+    if isinstance(system, list):
+        system_tokens = sum(block_tokens(b) for b in system)
+    else:
+        system_tokens = block_tokens(system) if isinstance(system, str) else 0
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return tools_tokens, system_tokens, 0, 0
+    history = sum(_message_tokens(m) for m in messages[:-1])
+    return tools_tokens, system_tokens, history, _message_tokens(messages[-1])
+
+
+def _message_tokens(message: Any) -> int:
+    content = message.get("content") if isinstance(message, Mapping) else None
+    if isinstance(content, list):
+        blocks = sum(block_tokens(b) for b in content)
+    else:
+        blocks = block_tokens(content) if isinstance(content, str) else 0
+    return blocks + MESSAGE_OVERHEAD_TOKENS
+
+
+def _ttl(cache_control: Any) -> str:
+    ttl = cache_control.get("ttl") if isinstance(cache_control, Mapping) else None
+    return ttl if ttl in ("5m", "1h") else "5m"  # an omitted ttl is the API's default 5m
+
+
+def existing_breakpoints(body: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(position in prompt order, ttl) of the client's own ``cache_control`` markers."""
+    found: list[tuple[int, str]] = []
+    blocks = _prompt_blocks(body)
+    for position, block in enumerate(blocks):
+        if isinstance(block, Mapping) and block.get("cache_control"):
+            found.append((position, _ttl(block["cache_control"])))
+    automatic = body.get("cache_control")
+    if isinstance(automatic, Mapping) and blocks and (not found or found[-1][0] != len(blocks) - 1):
+        # Top-level cache_control (automatic caching) marks the last block; it counts too.
+        found.append((len(blocks) - 1, _ttl(automatic)))
+    return found
+
+
+def _prompt_blocks(body: Mapping[str, Any]) -> list[Any]:
+    """Tools, system blocks and message content blocks in the order the API caches them."""
+    blocks: list[Any] = []
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        blocks.extend(tools)
+    system = body.get("system")
+    if isinstance(system, list):
+        blocks.extend(system)
+    elif system:
+        blocks.append(system)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, list):
+                blocks.extend(content)
+            else:
+                blocks.append(content)
+    return blocks
+
+
+def insert_breakpoints(
+    body: dict[str, Any], caching: PromptCaching, min_cacheable_tokens: int
+) -> dict[str, Any]:
+    """Add ``cache_control`` breakpoints per the cache profile; returns a new body.
+
+    Candidates in prompt order: the last tool, the last system block, the last content
+    block of the second-to-last message (the history stable across turns). A candidate is
+    skipped when the prefix it closes is shorter than ``min_cacheable_tokens`` (the API
+    would not cache it and the breakpoint would be wasted), when it is already marked, when
+    no breakpoint is left of ``maxBreakpoints`` (at most the API's 4, the client's own
+    counted), or when it would break the API's rule
+    that longer-TTL (1h) breakpoints come before shorter-TTL (5m) ones.
+    """
+    placed = existing_breakpoints(body)
+    budget = min(caching.max_breakpoints, MAX_BREAKPOINTS) - len(placed)
+    if budget <= 0:
+        return body
+    tools_tokens, system_tokens, history_tokens, _last = _section_tokens(body)
+    tools = body.get("tools")
+    system = body.get("system")
+    messages = body.get("messages")
+    tools_len = len(tools) if isinstance(tools, list) else 0
+    system_len = len(system) if isinstance(system, list) else (1 if system else 0)
+    candidates: list[tuple[str, int, int]] = []  # (kind, block position, prefix tokens)
+    if tools_len:
+        candidates.append(("tools", tools_len - 1, tools_tokens))
+    if system_len:
+        candidates.append(("system", tools_len + system_len - 1, tools_tokens + system_tokens))
+    if isinstance(messages, list) and len(messages) >= 2:
+        history_blocks = sum(_content_len(m) for m in messages[:-1])
+        candidates.append(
+            (
+                "history",
+                tools_len + system_len + history_blocks - 1,
+                tools_tokens + system_tokens + history_tokens,
+            )
+        )
+    control = {"type": "ephemeral", "ttl": caching.ttl}
+    out = body
+    for kind, position, prefix_tokens in candidates:
+        if budget <= 0:
+            break
+        if kind not in caching.breakpoints or prefix_tokens < min_cacheable_tokens:
+            continue
+        if not _ttl_order_allows(placed, position, caching.ttl):
+            continue
+        marked = _MARKERS[kind](out, control)
+        if marked is None:
+            continue
+        out = marked
+        placed.append((position, caching.ttl))
+        budget -= 1
+    return out
+
+
+def _ttl_order_allows(placed: list[tuple[int, str]], position: int, ttl: str) -> bool:
+    """False if a breakpoint is already there, or the API's TTL order would break."""
+    for p, t in placed:
+        if p == position:
+            return False  # the client's own breakpoint already closes this prefix
+        if ttl == "1h" and t == "5m" and p < position:
+            return False  # a 1h breakpoint may not follow a 5m one
+        if ttl == "5m" and t == "1h" and p > position:
+            return False
+    return True
+
+
+def _content_len(message: Any) -> int:
+    content = message.get("content") if isinstance(message, Mapping) else None
+    return len(content) if isinstance(content, list) else 1
+
+
+def _mark_tools(body: dict[str, Any], control: dict[str, str]) -> dict[str, Any] | None:
+    tools = list(body["tools"])
+    if not isinstance(tools[-1], Mapping):
+        return None
+    tools[-1] = {**tools[-1], "cache_control": dict(control)}
+    return {**body, "tools": tools}
+
+
+def _mark_system(body: dict[str, Any], control: dict[str, str]) -> dict[str, Any] | None:
+    system = body["system"]
+    if isinstance(system, str):
+        return {
+            **body,
+            "system": [{"type": "text", "text": system, "cache_control": dict(control)}],
+        }
+    if not isinstance(system, list) or not isinstance(system[-1], Mapping):
+        return None
+    blocks = list(system)
+    blocks[-1] = {**blocks[-1], "cache_control": dict(control)}
+    return {**body, "system": blocks}
+
+
+def _mark_history(body: dict[str, Any], control: dict[str, str]) -> dict[str, Any] | None:
+    messages = list(body["messages"])
+    message = messages[-2]
+    if not isinstance(message, Mapping):
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        if not content:
+            return None
+        new_content: list[Any] = [{"type": "text", "text": content, "cache_control": dict(control)}]
+    elif isinstance(content, list) and content and isinstance(content[-1], Mapping):
+        if content[-1].get("type") in _UNCACHEABLE_BLOCKS:
+            return None
+        new_content = [*content[:-1], {**content[-1], "cache_control": dict(control)}]
+    else:
+        return None
+    messages[-2] = {**message, "content": new_content}
+    return {**body, "messages": messages}
+
+
+_MARKERS = {"tools": _mark_tools, "system": _mark_system, "history": _mark_history}

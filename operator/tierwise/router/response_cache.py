@@ -1,0 +1,213 @@
+"""Exact-match response cache: keying, eligibility and two backends with one contract.
+
+A key covers the route, the config hash (a config change that can move cost or quality
+must not serve answers produced under the old one) and the complete request body except
+``stream`` (a streaming and a non-streaming request for the same thing share an answer).
+Whole bodies, so multi-turn conversations never collide.
+
+Values are opaque bytes (``encode_entry``): the tier that answered and the message JSON
+exactly as the upstream returned it, so a hit is served without re-serialization.
+
+Both backends: ``get`` refreshes recency (LRU), entries expire ``ttl`` seconds after
+they were stored, at most ``max_entries`` are kept (least recently used go first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from tierwise.router.config import ResponseCacheConfig
+from tierwise.router.jsonutil import sha256_hex
+
+try:  # orjson sorts keys natively and fast; the fallback keeps the same key format
+    import orjson as _orjson
+
+    def _sorted_json(value: Any) -> bytes:
+        return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+
+except ImportError:  # pragma: no cover
+    import json
+
+    def _sorted_json(value: Any) -> bytes:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+CACHE_HEADER = "x-tierwise-cache"
+HIT, MISS, BYPASS = "hit", "miss", "bypass"
+
+
+def cache_decision(
+    settings: ResponseCacheConfig, body: Mapping[str, Any], client_header: str | None
+) -> bool:
+    """Whether this request may be served from, and stored in, the response cache.
+
+    Only deterministic requests (``temperature: 0``) unless the config allows others or the
+    client opts in with ``x-tierwise-cache: allow``; ``x-tierwise-cache: bypass`` opts out.
+    """
+    if not settings.enabled:
+        return False
+    header = (client_header or "").strip().lower()
+    if header == "bypass":
+        return False
+    if header == "allow" or settings.allow_non_deterministic:
+        return True
+    temperature = body.get("temperature")
+    return (
+        isinstance(temperature, (int, float))
+        and not isinstance(temperature, bool)
+        and temperature == 0
+    )
+
+
+def cache_key(route: str, config_hash: str, body: Mapping[str, Any]) -> str:
+    """A hex digest of route, config hash and the canonical request body (minus ``stream``)."""
+    material = {
+        "route": route,
+        "config": config_hash,
+        "body": {k: v for k, v in body.items() if k != "stream"},
+    }
+    return sha256_hex(_sorted_json(material))
+
+
+def encode_entry(tier: str, message_json: bytes) -> bytes:
+    return tier.encode() + b"\n" + message_json
+
+
+def decode_entry(value: bytes) -> tuple[str, bytes]:
+    tier, _, message = value.partition(b"\n")
+    return tier.decode(), message
+
+
+class ResponseCache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def same_settings(self, settings: ResponseCacheConfig) -> bool: ...
+
+    def update_settings(self, settings: ResponseCacheConfig) -> None: ...
+
+
+class MemoryResponseCache:
+    """Per-process LRU with per-entry expiry."""
+
+    def __init__(self, settings: ResponseCacheConfig, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes) -> None:
+        self._entries[key] = (self._clock() + self.settings.ttl_seconds, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.settings.max_entries:
+            self._entries.popitem(last=False)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+    def same_settings(self, settings: ResponseCacheConfig) -> bool:
+        return settings.backend == "memory" and settings.max_entries == self.settings.max_entries
+
+    def update_settings(self, settings: ResponseCacheConfig) -> None:
+        self.settings = settings
+
+
+# Redis: values under `<prefix>v:<key>` with a TTL, recency in a sorted set `<prefix>lru`
+# scored by last use. Each operation is one Lua script, so concurrent routers sharing the
+# Redis keep the bound exact.
+_GET_SCRIPT = """
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1]) end
+return v
+"""
+_SET_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3] - ARGV[2])
+local n = redis.call('ZCARD', KEYS[2])
+local max = tonumber(ARGV[4])
+if n > max then
+  local old = redis.call('ZPOPMIN', KEYS[2], n - max)
+  for i = 1, #old, 2 do redis.call('DEL', old[i]) end
+end
+return n
+"""
+
+
+class RedisResponseCache:
+    """Shared across replicas; the same semantics as ``MemoryResponseCache``.
+
+    Network trouble never fails a request: operations time out quickly and the caller
+    treats an exception as a miss (and counts it).
+    """
+
+    OPERATION_TIMEOUT_SECONDS = 0.5
+
+    def __init__(self, settings: ResponseCacheConfig, namespace: str) -> None:
+        import redis.asyncio as redis_asyncio
+
+        if not settings.redis_url:
+            raise ValueError("the redis backend needs redisURL")
+        self.settings = settings
+        self._prefix = f"tierwise:response-cache:{namespace}:"
+        self._client = redis_asyncio.from_url(
+            settings.redis_url,
+            socket_timeout=self.OPERATION_TIMEOUT_SECONDS,
+            socket_connect_timeout=self.OPERATION_TIMEOUT_SECONDS,
+        )
+        self._get = self._client.register_script(_GET_SCRIPT)
+        self._set = self._client.register_script(_SET_SCRIPT)
+
+    def _keys(self, key: str) -> list[str]:
+        return [f"{self._prefix}v:{key}", f"{self._prefix}lru"]
+
+    async def get(self, key: str) -> bytes | None:
+        async with asyncio.timeout(self.OPERATION_TIMEOUT_SECONDS * 2):
+            value = await self._get(keys=self._keys(key), args=[time.time()])
+        return bytes(value) if value is not None else None
+
+    async def set(self, key: str, value: bytes) -> None:
+        args = [value, self.settings.ttl_seconds, time.time(), self.settings.max_entries]
+        async with asyncio.timeout(self.OPERATION_TIMEOUT_SECONDS * 2):
+            await self._set(keys=self._keys(key), args=args)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def same_settings(self, settings: ResponseCacheConfig) -> bool:
+        return (
+            settings.backend == "redis"
+            and settings.redis_url == self.settings.redis_url
+            and settings.max_entries == self.settings.max_entries
+        )
+
+    def update_settings(self, settings: ResponseCacheConfig) -> None:
+        self.settings = settings
+
+
+def make_response_cache(settings: ResponseCacheConfig, namespace: str) -> ResponseCache | None:
+    if not settings.enabled:
+        return None
+    if settings.backend == "redis":
+        return RedisResponseCache(settings, namespace)
+    return MemoryResponseCache(settings)

@@ -1,0 +1,331 @@
+"""Calls to a tier's Messages API: keep-alive session, concurrency limit, timeout, retries.
+
+One ``aiohttp.ClientSession`` per router is shared by all tiers (keep-alive connection
+pools per endpoint). Each attempt is bounded by the tier's ``timeoutSeconds`` (waiting
+for a concurrency slot included, so nothing waits forever); 429, 529, other 5xx,
+timeouts and connection errors are retried with jittered exponential backoff, a
+``retry-after`` header overriding the backoff. Other 4xx answers are final and passed
+through to the client unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from tierwise.router.config import RetryPolicy, Tier
+from tierwise.router.errors import error_body
+
+# A retry-after longer than this is not waited for: the failure is returned (or falls back)
+# at once instead of holding the client's request for minutes.
+MAX_RETRY_AFTER_SECONDS = 60.0
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+# Failure kinds: the `type` label of upstream_errors, and the `fallback.on` names they match.
+OVERLOADED, RATE_LIMITED, SERVER_ERROR = "overloaded", "rate_limited", "server_error"
+TIMEOUT, CONNECTION, CLIENT_ERROR = "timeout", "connection", "client_error"
+FALLBACK_NAMES = {
+    OVERLOADED: "overloaded",
+    RATE_LIMITED: "rateLimited",
+    SERVER_ERROR: "serverError",
+    CONNECTION: "serverError",  # no answer at all is a server-side failure
+    TIMEOUT: "timeout",
+}
+
+
+def classify_status(status: int) -> str | None:
+    """The failure kind of an HTTP status, ``None`` for success."""
+    if status < 400:
+        return None
+    if status == 529:
+        return OVERLOADED
+    if status == 429:
+        return RATE_LIMITED
+    if status >= 500:
+        return SERVER_ERROR
+    return CLIENT_ERROR
+
+
+def retryable(kind: str) -> bool:
+    return kind != CLIENT_ERROR
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``retry-after`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_seconds(
+    attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
+) -> float:
+    """Jittered exponential backoff before retry number ``attempt`` (0-based).
+
+    "Equal jitter": half the exponential delay is fixed, half random, so retries of many
+    clients spread out but none retries immediately.
+    """
+    ceiling = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * (2**attempt))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+@dataclass
+class UpstreamFailure(Exception):
+    """An upstream call that did not succeed; carries what the client should get."""
+
+    kind: str
+    status: int
+    body: bytes
+    retry_after: float | None = None
+    request_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"upstream {self.kind} ({self.status})"
+
+
+@dataclass
+class Reply:
+    """A buffered upstream answer (2xx)."""
+
+    status: int
+    body: bytes
+    request_id: str | None
+    content_type: str = "application/json"
+
+
+class TierClient:
+    """One tier's endpoint, key and concurrency slots."""
+
+    def __init__(self, tier: Tier, api_key: str | None, semaphore: asyncio.Semaphore) -> None:
+        self.tier = tier
+        self.semaphore = semaphore
+        self.base_headers: dict[str, str] = {
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        if api_key:
+            self.base_headers["x-api-key"] = api_key
+
+    def url(self, path: str) -> str:
+        return self.tier.endpoint + path
+
+    def headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
+        headers = dict(self.base_headers)
+        headers.update(forwarded)
+        headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+        return headers
+
+
+# Client headers passed upstream; everything else (x-api-key, authorization, cookies,
+# x-tierwise-*) stays in the router.
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name in FORWARDED_HEADERS if (value := headers.get(name, ""))}
+
+
+OnFailure = Callable[[str, str], None]  # (tier name, failure kind)
+OnRetry = Callable[[str], None]  # tier name
+
+
+class Upstream:
+    """Sends requests to tiers with retries; reports failures and retries to callbacks."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        on_failure: OnFailure,
+        on_retry: OnRetry,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.session = session
+        self._on_failure = on_failure
+        self._on_retry = on_retry
+        self._sleep = sleep
+
+    async def call(
+        self,
+        client: TierClient,
+        path: str,
+        payload: bytes | None,
+        headers: Mapping[str, str],
+        retry: RetryPolicy,
+        *,
+        attempts: int | None = None,
+        method: str = "POST",
+    ) -> Reply:
+        """A buffered request with retries; raises ``UpstreamFailure`` when it gives up."""
+        max_attempts = attempts or retry.max_attempts
+        for attempt in range(max_attempts):
+            try:
+                return await self._buffered_attempt(client, path, payload, headers, method)
+            except UpstreamFailure as failure:
+                await self._after_failure(client, failure, attempt, max_attempts, retry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def open_stream(
+        self,
+        client: TierClient,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        retry: RetryPolicy,
+        *,
+        attempts: int | None = None,
+    ) -> Stream:
+        """A streaming request whose response started with 200; retried before that."""
+        max_attempts = attempts or retry.max_attempts
+        for attempt in range(max_attempts):
+            try:
+                return await self._stream_attempt(client, path, payload, headers)
+            except UpstreamFailure as failure:
+                await self._after_failure(client, failure, attempt, max_attempts, retry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _after_failure(
+        self,
+        client: TierClient,
+        failure: UpstreamFailure,
+        attempt: int,
+        max_attempts: int,
+        retry: RetryPolicy,
+    ) -> None:
+        """Count the failure, then re-raise it or sleep before the next attempt."""
+        self._on_failure(client.tier.name, failure.kind)
+        if not retryable(failure.kind) or attempt + 1 >= max_attempts:
+            raise failure
+        delay = failure.retry_after
+        if delay is None:
+            delay = backoff_seconds(attempt, retry)
+        elif delay > MAX_RETRY_AFTER_SECONDS:
+            raise failure
+        self._on_retry(client.tier.name)
+        await self._sleep(delay)
+
+    async def _buffered_attempt(
+        self,
+        client: TierClient,
+        path: str,
+        payload: bytes | None,
+        headers: Mapping[str, str],
+        method: str = "POST",
+    ) -> Reply:
+        timeout = client.tier.limits.timeout_seconds
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                client.semaphore,
+                self.session.request(
+                    method, client.url(path), data=payload, headers=client.headers(headers)
+                ) as response,
+            ):
+                body = await response.read()
+                status = response.status
+                request_id = response.headers.get("request-id")
+                retry_after = response.headers.get("retry-after")
+                content_type = response.content_type
+        except TimeoutError as exc:
+            raise _timeout_failure(client, timeout) from exc
+        except aiohttp.ClientError as exc:
+            raise _connection_failure(client, exc) from exc
+        kind = classify_status(status)
+        if kind is None:
+            return Reply(status, body, request_id, content_type)
+        raise UpstreamFailure(kind, status, body, parse_retry_after(retry_after), request_id)
+
+    async def _stream_attempt(
+        self, client: TierClient, path: str, payload: bytes, headers: Mapping[str, str]
+    ) -> Stream:
+        tier_timeout = client.tier.limits.timeout_seconds
+        # Between chunks a stream may be quiet, but never longer than the tier timeout.
+        read_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=tier_timeout, sock_read=tier_timeout
+        )
+        acquired = False
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(tier_timeout):
+                await client.semaphore.acquire()
+                acquired = True
+                response = await self.session.post(
+                    client.url(path),
+                    data=payload,
+                    headers=client.headers(headers),
+                    timeout=read_timeout,
+                )
+                kind = classify_status(response.status)
+                if kind is None:
+                    stream = Stream(response, client.semaphore)
+                    acquired = False  # the stream releases the slot when it closes
+                    return stream
+                body = await response.read()
+        except TimeoutError as exc:
+            raise _timeout_failure(client, tier_timeout) from exc
+        except aiohttp.ClientError as exc:
+            raise _connection_failure(client, exc) from exc
+        finally:
+            if acquired:
+                client.semaphore.release()
+                if response is not None:
+                    response.release()
+        raise UpstreamFailure(
+            kind,
+            response.status,
+            body,
+            parse_retry_after(response.headers.get("retry-after")),
+            response.headers.get("request-id"),
+        )
+
+
+class Stream:
+    """An open upstream SSE response holding a concurrency slot until ``close``."""
+
+    def __init__(self, response: aiohttp.ClientResponse, semaphore: asyncio.Semaphore) -> None:
+        self.response = response
+        self._semaphore = semaphore
+        self._closed = False
+
+    @property
+    def request_id(self) -> str | None:
+        return self.response.headers.get("request-id")
+
+    async def chunks(self) -> Any:
+        async for chunk in self.response.content.iter_any():
+            yield chunk
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release the slot; ``abort`` drops the connection so upstream stops generating."""
+        if self._closed:
+            return
+        self._closed = True
+        if abort:
+            self.response.close()
+        else:
+            self.response.release()
+        self._semaphore.release()
+
+
+def _timeout_failure(client: TierClient, timeout: float) -> UpstreamFailure:
+    message = f"tier {client.tier.name!r} did not answer within {timeout:g}s"
+    return UpstreamFailure(TIMEOUT, 504, error_body("timeout_error", message))
+
+
+def _connection_failure(client: TierClient, exc: BaseException) -> UpstreamFailure:
+    message = f"tier {client.tier.name!r} unreachable: {type(exc).__name__}"
+    return UpstreamFailure(CONNECTION, 502, error_body("api_error", message))
