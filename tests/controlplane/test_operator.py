@@ -129,7 +129,9 @@ def operator_kubeconfig(controlplane, kubectl: Kubectl, user_kubeconfig) -> Path
     kubeconfig = user_kubeconfig(OPERATOR_USER)
     # RBAC reads bindings through informers: wait until the new one counts.
     as_operator = kubectl.as_kubeconfig(kubeconfig)
-    as_operator.wait_until_allowed("patch", "cascadepolicies", "--subresource=status", "--all-namespaces")
+    as_operator.wait_until_allowed(
+        "patch", "cascadepolicies", "--subresource=status", "--all-namespaces"
+    )
     as_operator.wait_until_allowed("update", "configmaps", "--all-namespaces")
     return kubeconfig
 
