@@ -8,19 +8,13 @@ and nothing else, so every test here also shows that ClusterRole is enough.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from operator_process import eventually
 
 from tierwise.localcluster.kubectl import Kubectl
 from tierwise.render import CONFIG_KEY
@@ -29,121 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 POLICY = "email-triage"
 CONFIG_MAP = f"tierwise-{POLICY}"
-OPERATOR_USER = "tierwise-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, KeyError, StopIteration, json.JSONDecodeError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-class OperatorProcess:
-    """`tierwise operator` as a subprocess that tests can kill and restart."""
-
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.health_port = 0
-
-    def start(self) -> None:
-        self.health_port = free_port()
-        argv = [
-            str(Path(sys.executable).parent / "tierwise"),
-            "operator",
-            "--standalone",
-            "--metrics-port=0",
-            f"--health-port={self.health_port}",
-            "--webhook-port=0",
-            "--resync-seconds=2",
-        ]
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        eventually(self._healthy, "the operator's liveness endpoint", timeout=60)
-
-    def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(
-                f"operator exited with {self.process.returncode}; log {self.log}:\n{self.log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
-            ) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, as when a node dies mid-way."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@pytest.fixture(scope="module")
-def operator_kubeconfig(controlplane, kubectl: Kubectl, user_kubeconfig) -> Path:
-    kubectl.apply(ROOT / "config/rbac/operator-clusterrole.yaml")
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "tierwise-operator-test"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "tierwise-operator",
-        },
-        "subjects": [
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
-        ],
-    }
-    kubectl.apply(json.dumps(binding))
-    kubeconfig = user_kubeconfig(OPERATOR_USER)
-    # RBAC reads bindings through informers: wait until the new one counts.
-    as_operator = kubectl.as_kubeconfig(kubeconfig)
-    as_operator.wait_until_allowed(
-        "patch", "cascadepolicies", "--subresource=status", "--all-namespaces"
-    )
-    as_operator.wait_until_allowed("update", "configmaps", "--all-namespaces")
-    return kubeconfig
-
-
-@pytest.fixture(scope="module")
-def operator(operator_kubeconfig: Path, tmp_path_factory) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
-    )
-    process.start()
-    yield process
-    process.stop()
 
 
 def config_map(kubectl: Kubectl, namespace: str) -> dict[str, Any]:

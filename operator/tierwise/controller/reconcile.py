@@ -14,15 +14,13 @@ from typing import Any
 
 from tierwise import __version__
 from tierwise.api import SpecError, parse_resource
-from tierwise.controller.names import config_map_name
+from tierwise.controller.names import CONFIG_HASH_ANNOTATION, SIDECAR_NAME, config_map_name
 from tierwise.pricing import Prices, PricingUnknown, resolve_prices
 from tierwise.render import CONFIG_KEY, RenderResult, dump_document
 
 READY = "Ready"
 RESOLVED_REFS = "ResolvedRefs"
-CONFIG_HASH_ANNOTATION = "tierwise.dev/config-hash"
 POLICY_LABEL = "tierwise.dev/policy"
-SIDECAR_NAME = "tierwise-router"
 
 
 def now_iso() -> str:
