@@ -36,6 +36,7 @@ from typing import Any
 import anthropic
 
 from tierwise.localcluster import LocalControlPlane
+from tierwise.localcluster.kubectl import Kubectl
 from tierwise.pricing import Prices, Usage, cost_usd
 from tierwise.render import CONFIG_KEY
 
@@ -97,22 +98,6 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
             return result
         time.sleep(0.2)
     raise SystemExit(f"demo failed: timed out waiting for {what}")
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path) -> None:
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        done = subprocess.run(
-            [str(BIN / "kubectl"), *args], env=self.env, input=input, text=True, capture_output=True
-        )
-        if check and done.returncode != 0:
-            raise SystemExit(f"demo failed: kubectl {' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
 
 
 def start_process(
@@ -186,10 +171,12 @@ def main() -> int:
         ) as say:
             cluster = LocalControlPlane(workdir / "controlplane").start()
             stack.callback(cluster.stop)
-            kubectl = Kubectl(cluster.kubeconfig)
+            kubectl = Kubectl.for_kubeconfig(cluster.kubeconfig)
             kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-            version = json.loads(kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]
+            version = json.loads(kubectl("version", "-o", "json").stdout)["serverVersion"][
+                "gitVersion"
+            ]
             say(f"kube-apiserver {version} at {cluster.server}; CRDs installed")
 
         with progress("Starting the model emulator with the labelled support emails") as say:
@@ -247,7 +234,7 @@ def main() -> int:
             wait_for(
                 lambda: kubectl(
                     "get", "mutatingwebhookconfigurations", "-o", "name", check=False
-                ).strip(),
+                ).stdout.strip(),
                 "the webhook registration",
             )
             say("operator healthy; MutatingWebhookConfiguration registered with the API server")
@@ -264,7 +251,7 @@ def main() -> int:
                 "anthropic-api-key",
                 f"--from-literal=api-key={DEMO_KEY}",
             )
-            kubectl("-n", NAMESPACE, "apply", "-f", str(EXAMPLES))
+            kubectl.apply(EXAMPLES, namespace=NAMESPACE)
             # The examples point at api.anthropic.com; here every tier goes to the emulator.
             for tier in ("haiku", "sonnet", "opus"):
                 kubectl(
@@ -280,7 +267,7 @@ def main() -> int:
             config_map = f"tierwise-{POLICY}"
 
             def rendered_with_emulator() -> dict | None:
-                data = kubectl.json("-n", NAMESPACE, "get", "configmap", config_map)["data"][
+                data = kubectl.get_json("configmap", config_map, namespace=NAMESPACE)["data"][
                     CONFIG_KEY
                 ]
                 document = json.loads(data)
@@ -302,12 +289,21 @@ def main() -> int:
                         POLICY,
                         "-o",
                         "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-                    )
+                    ).stdout
                 ),
                 "policy Ready",
             )
+            wait_for(
+                lambda: all(
+                    any(c["type"] == "Ready" for c in t.get("status", {}).get("conditions", []))
+                    for t in kubectl.get_json("modeltiers", namespace=NAMESPACE)["items"]
+                ),
+                "tier status",
+            )
             say(f"ConfigMap {config_map} holds router config {document['hash'][:19]}…")
-            for line in kubectl("-n", NAMESPACE, "get", "tierwise").rstrip().splitlines():
+            for line in (
+                kubectl("get", "tierwise", namespace=NAMESPACE).stdout.rstrip().splitlines()
+            ):
                 say(line)
 
         with progress("Creating an app pod; the API server calls the webhook") as say:
@@ -317,8 +313,8 @@ def main() -> int:
                 "metadata": {"name": "support-inbox", "labels": {"app": "support-inbox"}},
                 "spec": {"containers": [{"name": "app", "image": "example.com/support-inbox:1.0"}]},
             }
-            kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(pod))
-            stored = kubectl.json("-n", NAMESPACE, "get", "pod", "support-inbox")
+            kubectl.apply(json.dumps(pod), namespace=NAMESPACE)
+            stored = kubectl.get_json("pod", "support-inbox", namespace=NAMESPACE)
             sidecars = [
                 c
                 for c in stored["spec"].get("initContainers", [])
@@ -345,7 +341,7 @@ def main() -> int:
         with progress("Running the router with the operator's config, as the sidecar does") as say:
             config_file = workdir / CONFIG_KEY
             config_file.write_text(
-                kubectl.json("-n", NAMESPACE, "get", "configmap", config_map)["data"][CONFIG_KEY]
+                kubectl.get_json("configmap", config_map, namespace=NAMESPACE)["data"][CONFIG_KEY]
             )
             router_port, metrics_port = free_port(), free_port()
             # Keys come from the Secret through secretKeyRef in the pod; here, from the same value.
@@ -409,12 +405,14 @@ async def replay(
             raw = await client.messages.with_raw_response.create(
                 model="tierwise/triage",
                 max_tokens=1024,
-                temperature=0,
+                # Triage answers may be reused for identical emails: opt in to the response
+                # cache per request (it caches only deterministic requests by default).
+                extra_headers={"x-tierwise-cache": "allow"},
                 system=SYSTEM,
                 messages=[{"role": "user", "content": item["input"]}],
             )
             elapsed = time.perf_counter() - started
-            message = raw.parse()
+            message = await raw.parse()
             done += 1
             if done % 50 == 0 or done == len(items):
                 say(f"{done}/{len(items)} answered")
@@ -454,11 +452,16 @@ def report(results: list[dict[str, Any]], document: dict[str, Any]) -> list[str]
     tiers = Counter(r["tier"] for r in served)
     saving = all_strong - cascade
     p95 = seconds[max(0, round(0.95 * len(seconds)) - 1)]
+    upstream = [r["usage"] for r in served]
+    prompt = sum(u.prompt_tokens for u in upstream)
+    read = sum(u.cache_read_input_tokens for u in upstream)
+    written = sum(u.cache_creation_input_tokens for u in upstream)
     return [
         f"requests            {len(results)} ({cache.get('hit', 0)} served from the response cache)",
         "answered by         " + ", ".join(f"{tier} {n}" for tier, n in tiers.most_common()),
         f"escalation rate     {escalated / len(served):.1%} of upstream requests went on to {route['steps'][-1]['tier']}",
         f"quality             {correct / len(results):.1%} of labels correct",
+        f"prompt cache        {read / prompt:.1%} of final-step prompt tokens read from cache ({written:,} written)",
         f"cost (cascade)      ${cascade:.4f}",
         f"cost (all-strong)   ${all_strong:.4f} on {route['counterfactualTier']}",
         f"saving              ${saving:.4f} ({saving / all_strong:.1%} cut)"
