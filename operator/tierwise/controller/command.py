@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     )
     kube.connect()
     operator_app.OPTIONS.update(vars(args))
+    if args.webhook_port:
+        # Registers the admission handler; kopf refuses to start with one and no server.
+        from tierwise.controller import webhook  # noqa: F401
     namespaces = args.namespaces or []
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
     health = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None

@@ -158,7 +158,9 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             "--metrics-host=0.0.0.0",
             f"--metrics-port={METRICS_PORT}",
         ],
-        "ports": [{"name": "router-metrics", "containerPort": METRICS_PORT}],  # IANA_SVC_NAME: <= 15 chars
+        "ports": [
+            {"name": "router-metrics", "containerPort": METRICS_PORT}
+        ],  # IANA_SVC_NAME: <= 15 chars
         "env": [
             {"name": key.env, "valueFrom": {"secretKeyRef": {"name": key.secret, "key": key.key}}}
             for key in plan.keys

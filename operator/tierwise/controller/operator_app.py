@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from tierwise.controller import indexes, policies, references, webhook  # noqa: F401  (registers handlers)
+from tierwise.controller import indexes, policies, references  # noqa: F401  (registers handlers)
 from tierwise.controller.resync import resync_forever
 
 OPTIONS: dict[str, Any] = {}
@@ -40,4 +40,6 @@ async def configure_operator(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _configure_webhook(settings: kopf.OperatorSettings) -> None:
+    from tierwise.controller import webhook  # imported (handlers registered) by the command
+
     webhook.configure_admission(settings, OPTIONS)
