@@ -51,14 +51,16 @@ class OperatorProcess:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self.health_port = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
         self.health_port = free_port()
+        self.metrics_port = free_port()
         argv = [
             str(Path(sys.executable).parent / "tierwise"),
             "operator",
             "--standalone",
-            "--metrics-port=0",
+            f"--metrics-port={self.metrics_port}",
             f"--health-port={self.health_port}",
             "--resync-seconds=2",
             *(self.extra_args or ["--webhook-port=0"]),
@@ -83,6 +85,12 @@ class OperatorProcess:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
+            return response.read().decode()
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, as when a node dies mid-way."""

@@ -111,6 +111,15 @@ def test_status_conditions_printer_columns_and_events(operator, kubectl: Kubectl
     )
     assert {"ConfigRendered", "Rendered"} <= {e["reason"] for e in events}
 
+    metrics = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith("tierwise_operator_")
+    }
+    assert metrics['tierwise_operator_reconciles_total{kind="CascadePolicy",result="ready"}'] >= 1
+    assert metrics["tierwise_operator_config_writes_total"] >= 1
+    assert metrics['tierwise_operator_reconcile_duration_seconds_count{kind="CascadePolicy"}'] >= 1
+
 
 def test_tier_change_rerenders_and_missing_tier_is_a_condition(
     operator, kubectl: Kubectl, namespace: str

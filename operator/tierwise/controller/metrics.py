@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 RECONCILES = Counter(
     "tierwise_operator_reconciles_total", "Reconciles by kind and result.", ["kind", "result"]
@@ -22,9 +22,6 @@ RECONCILE_SECONDS = Histogram(
 )
 CONFIG_WRITES = Counter(
     "tierwise_operator_config_writes_total", "Router-config ConfigMaps created or replaced."
-)
-POLICIES_READY = Gauge(
-    "tierwise_operator_policies", "CascadePolicies by readiness, as last reconciled.", ["ready"]
 )
 
 
