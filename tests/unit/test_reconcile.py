@@ -151,3 +151,23 @@ def test_config_document_is_the_cli_render():
     assert (
         cm["data"][CONFIG_KEY].endswith("}\n") and result.document["hash"] in cm["data"][CONFIG_KEY]
     )
+
+
+def test_a_live_higher_priority_peer_outranks_this_replica():
+    from datetime import UTC, datetime, timedelta
+
+    from tierwise.controller.peering import outranked
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    fresh = (now - timedelta(seconds=10)).isoformat()
+    stale = (now - timedelta(seconds=120)).isoformat()
+    assert outranked({"a": {"priority": 20, "lifetime": 60, "lastseen": fresh}}, 10, now)
+    assert not outranked({"a": {"priority": 20, "lifetime": 60, "lastseen": stale}}, 10, now)
+    assert not outranked(
+        {
+            "a": {"priority": 5, "lifetime": 60, "lastseen": fresh},
+            "me": {"priority": 10, "lifetime": 60, "lastseen": fresh},
+        },
+        10,
+        now,
+    )

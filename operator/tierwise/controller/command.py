@@ -108,12 +108,12 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     kube.connect()
-    operator_app.OPTIONS.update(vars(args))
+    priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
+    operator_app.OPTIONS.update(vars(args), priority=priority)
     if args.webhook_port:
         # Registers the admission handler; kopf refuses to start with one and no server.
         from tierwise.controller import webhook  # noqa: F401
     namespaces = args.namespaces or []
-    priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
     health = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         kopf.run(

@@ -14,6 +14,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from tierwise.controller import indexes, policies, references  # noqa: F401  (registers handlers)
+from tierwise.controller.peering import is_active
 from tierwise.controller.resync import resync_forever
 
 OPTIONS: dict[str, Any] = {}
@@ -31,8 +32,15 @@ async def configure_operator(settings: kopf.OperatorSettings, **_: Any) -> None:
     if OPTIONS.get("metrics_port"):
         start_http_server(OPTIONS["metrics_port"])
     namespaces = OPTIONS.get("namespaces") or None
+    peering = None if OPTIONS.get("standalone", True) else OPTIONS.get("peering")
+    priority = int(OPTIONS.get("priority") or 0)
+    scope = namespaces[0] if namespaces else None
+
+    def active() -> bool:
+        return is_active(peering, priority, scope)
+
     asyncio.get_running_loop().create_task(
-        resync_forever(namespaces, OPTIONS.get("resync_seconds", 30.0))
+        resync_forever(namespaces, OPTIONS.get("resync_seconds", 30.0), active)
     )
     log.info(
         "tierwise operator started (namespaces: %s)", ", ".join(namespaces) if namespaces else "all"

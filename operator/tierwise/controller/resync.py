@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tierwise.controller import kube
@@ -55,10 +55,15 @@ def _guarded(sync: Any, body: dict[str, Any], *args: Any) -> None:
         )
 
 
-async def resync_forever(namespaces: Sequence[str] | None, period: float) -> None:
+async def resync_forever(
+    namespaces: Sequence[str] | None, period: float, active: Callable[[], bool] = lambda: True
+) -> None:
+    """Resync every ``period`` seconds while ``active()`` (see ``peering.is_active``)."""
     while True:
         await asyncio.sleep(period)
         try:
+            if not await asyncio.to_thread(active):
+                continue
             # to_thread copies the context, so kopf's event posting works from the thread.
             await asyncio.to_thread(resync_once, namespaces)
         except Exception:
