@@ -1,35 +1,70 @@
-"""Which pods get the router sidecar, and what the injected pod looks like.
+"""Which pods get the router sidecar, what the injected pod looks like, and how the webhook
+is registered.
 
-Pure functions over plain pod and policy dicts; ``webhook.py`` adapts them to kopf's
-admission handler. Injection is idempotent: a pod that already carries the sidecar is left
-as it is, so a re-invoked webhook never injects twice.
+Pure functions over plain pod and policy dicts (no kopf, no Kubernetes client), so every
+rule is unit-tested; ``webhook.py`` adapts them to kopf's admission handler.
+
+Injection converges rather than appends: each piece (the sidecar, its volume, the base URL
+of each app container) is added only when missing. A webhook re-invoked after another
+webhook changed the pod (reinvocationPolicy IfNeeded) therefore never adds a second sidecar
+or a duplicate env var, but does point a container added in between at the router.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tierwise.controller.names import (
+    BASE_URL_ENV,
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
     CONFIG_VOLUME,
     INJECT_ANNOTATION,
     INJECTED_BY_ANNOTATION,
+    INJECTION_ENABLED,
+    INJECTION_LABEL,
     METRICS_PORT,
+    METRICS_PORT_NAME,
     ROUTER_PORT,
     SIDECAR_NAME,
+    WEBHOOK_NAME,
+    WEBHOOK_PATH,
     config_map_name,
 )
 from tierwise.render import CONFIG_KEY, api_key_env
 
-BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+__all__ = [
+    "BASE_URL_ENV",
+    "DEFAULT_RESOURCES",
+    "InjectionPlan",
+    "KeyRef",
+    "choose_policy",
+    "inject",
+    "matching_policies",
+    "opted_out",
+    "plan_for",
+    "router_container",
+    "selects",
+    "webhook_configuration",
+]
+
+BASE_URL = f"http://127.0.0.1:{ROUTER_PORT}"
+DEFAULT_SECRET_KEY = "api-key"  # the CRD's default for apiKeySecretRef.key
+# Small, and with a CPU limit: a namespace whose ResourceQuota covers limits.cpu rejects
+# pods with a container that has none, and injection must not make a pod unschedulable.
+DEFAULT_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "192Mi"},
+}
 
 
 @dataclass(frozen=True)
 class KeyRef:
+    """One tier's API key: the env var the router reads, and the Secret it comes from."""
+
     env: str
     secret: str
     key: str
@@ -37,55 +72,85 @@ class KeyRef:
 
 @dataclass(frozen=True)
 class InjectionPlan:
+    """Everything the mutation needs, resolved from the indexes before touching the pod."""
+
     policy: str
     image: str
     keys: tuple[KeyRef, ...] = ()
     config_hash: str | None = None
-    resources: Mapping[str, Any] = field(
-        default_factory=lambda: {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "192Mi"},
-        }
-    )
+    resources: Mapping[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES))
+
+
+# -- selection ----------------------------------------------------------------------------
 
 
 def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """Kubernetes LabelSelector semantics; a missing selector selects nothing."""
+    """Kubernetes LabelSelector semantics; a missing selector selects nothing, an empty one
+    selects everything (as for a NetworkPolicy's podSelector)."""
     if selector is None:
         return False
+    labels = labels or {}
     for key, value in (selector.get("matchLabels") or {}).items():
         if labels.get(key) != value:
             return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        present = key in labels
-        if (
-            (op == "In" and (not present or labels[key] not in values))
-            or (op == "NotIn" and present and labels[key] in values)
-            or (op == "Exists" and not present)
-            or (op == "DoesNotExist" and present)
-        ):
-            return False
-    return True
+    return all(_requirement_holds(expr, labels) for expr in selector.get("matchExpressions") or [])
+
+
+def _requirement_holds(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, operator, values = expr["key"], expr["operator"], expr.get("values") or []
+    if operator == "In":
+        return key in labels and labels[key] in values
+    if operator == "NotIn":
+        return key not in labels or labels[key] not in values
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    return False  # an unknown operator selects nothing rather than everything
+
+
+def _labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return (pod.get("metadata") or {}).get("labels") or {}
+
+
+def _age_key(policy: Mapping[str, Any]) -> tuple[str, str]:
+    # creationTimestamp is RFC 3339 in UTC with second precision ("2026-01-01T00:00:00Z"),
+    # so string order is time order; the name breaks ties between policies created together.
+    meta = policy.get("metadata") or {}
+    return (meta.get("creationTimestamp") or "", meta.get("name") or "")
+
+
+def matching_policies(
+    pod: Mapping[str, Any], policies: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The policies whose podSelector selects the pod, oldest first (then by name).
+
+    A policy being deleted no longer claims pods: its ConfigMap is about to go away.
+    """
+    labels = _labels(pod)
+    candidates = [
+        p
+        for p in policies
+        if not (p.get("metadata") or {}).get("deletionTimestamp")
+        and selects((p.get("spec") or {}).get("podSelector"), labels)
+    ]
+    return sorted(candidates, key=_age_key)
 
 
 def choose_policy(
-    labels: Mapping[str, str], policies: Iterable[Mapping[str, Any]]
+    pod: Mapping[str, Any], policies: Iterable[Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
-    """The policy whose podSelector selects the pod; the oldest wins when several do."""
-    matching = [p for p in policies if selects((p.get("spec") or {}).get("podSelector"), labels)]
-    if not matching:
-        return None
-    return min(
-        matching,
-        key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]),
-    )
+    """The policy that injects the pod: the oldest matching one, so adding a policy never
+    changes the choice for pods an existing one already selects."""
+    matching = matching_policies(pod, policies)
+    return matching[0] if matching else None
 
 
 def plan_for(
     policy: Mapping[str, Any], tiers: Iterable[Mapping[str, Any]], image: str
 ) -> InjectionPlan:
-    """Keys of the tiers the policy uses, from their apiKeySecretRef (never the key itself)."""
+    """Keys of the tiers the policy uses (steps and fallback, as the renderer counts them),
+    from each tier's apiKeySecretRef: the Secret's name, never its content."""
     spec = policy.get("spec") or {}
     used = {s.get("tier") for r in spec.get("routes") or [] for s in r.get("steps") or []}
     if spec.get("fallback"):
@@ -95,7 +160,9 @@ def plan_for(
         name = tier["metadata"]["name"]
         ref = (tier.get("spec") or {}).get("apiKeySecretRef")
         if name in used and ref:
-            keys.append(KeyRef(api_key_env(name), ref["name"], ref.get("key", "api-key")))
+            keys.append(
+                KeyRef(api_key_env(name), ref["name"], ref.get("key") or DEFAULT_SECRET_KEY)
+            )
     return InjectionPlan(
         policy=policy["metadata"]["name"],
         image=image,
@@ -104,75 +171,118 @@ def plan_for(
     )
 
 
+# -- mutation -----------------------------------------------------------------------------
+
+
 def opted_out(pod: Mapping[str, Any]) -> bool:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(INJECT_ANNOTATION, "")).lower() == "false"
+    return str(annotations.get(INJECT_ANNOTATION, "")).strip().lower() == "false"
 
 
-def already_injected(pod: Mapping[str, Any]) -> bool:
+def has_sidecar(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}
-    return any(
-        c.get("name") == SIDECAR_NAME
-        for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
-    )
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    return any(c.get("name") == SIDECAR_NAME for c in containers)
+
+
+def injected_by_webhook(pod: Mapping[str, Any]) -> bool:
+    return INJECTED_BY_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
 
 
 def inject(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any] | None:
-    """The pod with the router sidecar, or None when there is nothing to do."""
-    if opted_out(pod) or already_injected(pod):
+    """The pod with the router sidecar, or None when there is nothing to change.
+
+    A pod that brings its own ``tierwise-router`` (no injected-by annotation) is left as it
+    is: whoever wrote it manages it. A pod this webhook already injected (re-invocation)
+    only gets the base URL on containers added since.
+    """
+    if opted_out(pod):
+        return None
+    if has_sidecar(pod) and not injected_by_webhook(pod):
         return None
     mutated = copy.deepcopy(dict(pod))
     spec = mutated.setdefault("spec", {})
-    # A native sidecar: an init container that keeps running (Kubernetes >= 1.29), started
-    # before the app containers so the router is there when the app makes its first call.
-    spec["initContainers"] = [router_container(plan), *(spec.get("initContainers") or [])]
-    for container in [*spec["initContainers"][1:], *(spec.get("containers") or [])]:
+    if not has_sidecar(pod):
+        _add_sidecar(mutated, plan)
+    for container in app_containers(spec):
         _set_base_url(container)
+    return None if mutated == pod else mutated
+
+
+def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
+    spec = pod["spec"]
+    # First init container: a native sidecar starts before the init containers after it, so
+    # the router serves the app's (and its init containers') first call.
+    spec["initContainers"] = [router_container(plan), *(spec.get("initContainers") or [])]
+    # The name is ours: a volume already called so would not hold the policy's config.
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") != CONFIG_VOLUME]
     spec["volumes"] = [
         *volumes,
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(plan.policy)}},
     ]
-    annotations = mutated.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[INJECTED_BY_ANNOTATION] = plan.policy
     if plan.config_hash:
         annotations[CONFIG_HASH_ANNOTATION] = plan.config_hash
-    return mutated
+
+
+def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Containers that run app code: regular containers and ordinary init containers, not
+    the router and not other native sidecars (restartPolicy Always, e.g. a mesh proxy)."""
+    for container in spec.get("initContainers") or []:
+        if container.get("name") != SIDECAR_NAME and container.get("restartPolicy") != "Always":
+            yield container
+    yield from spec.get("containers") or []
+
+
+def _set_base_url(container: dict[str, Any]) -> None:
+    """Point the app's Anthropic SDK at the sidecar, unless the container chose otherwise."""
+    env = container.get("env") or []
+    if any(e.get("name") == BASE_URL_ENV for e in env):
+        return
+    container["env"] = [*env, {"name": BASE_URL_ENV, "value": BASE_URL}]
 
 
 def router_container(plan: InjectionPlan) -> dict[str, Any]:
-    probe = {
-        "httpGet": {"path": "/readyz", "port": METRICS_PORT},
-        "periodSeconds": 2,
-        "failureThreshold": 3,
-    }
+    ready = {"httpGet": {"path": "/readyz", "port": METRICS_PORT}, "periodSeconds": 2}
     return {
         "name": SIDECAR_NAME,
         "image": plan.image,
+        # Native sidecar (Kubernetes >= 1.29): keeps running beside the app, is stopped
+        # after it, and does not keep a Job's pod alive.
         "restartPolicy": "Always",
-        "args": [
+        # `command`, not `args`: the sidecar must not depend on the image's entrypoint.
+        "command": [
+            "tierwise",
             "router",
-            f"--config={CONFIG_DIR}/{CONFIG_KEY}",
-            "--host=127.0.0.1",
-            f"--port={ROUTER_PORT}",
-            "--metrics-host=0.0.0.0",
-            f"--metrics-port={METRICS_PORT}",
+            "--config",
+            f"{CONFIG_DIR}/{CONFIG_KEY}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ROUTER_PORT),
+            "--metrics-host",
+            "0.0.0.0",
+            "--metrics-port",
+            str(METRICS_PORT),
         ],
-        "ports": [
-            {"name": "router-metrics", "containerPort": METRICS_PORT}
-        ],  # IANA_SVC_NAME: <= 15 chars
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "env": [
             {"name": key.env, "valueFrom": {"secretKeyRef": {"name": key.secret, "key": key.key}}}
             for key in plan.keys
         ],
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}],
-        "readinessProbe": probe,
-        "startupProbe": {**probe, "failureThreshold": 30},
+        # The kubelet starts the app containers once the startup probe passes, i.e. once the
+        # router has a valid config; a minute of grace covers a ConfigMap that is mounted late.
+        "startupProbe": {**ready, "failureThreshold": 30},
+        "readinessProbe": {**ready, "failureThreshold": 3},
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": METRICS_PORT},
             "periodSeconds": 10,
+            "failureThreshold": 3,
         },
-        "resources": dict(plan.resources),
+        "resources": copy.deepcopy(dict(plan.resources)),
+        # Restricted Pod Security Standard, so injection never makes a pod inadmissible.
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
@@ -183,9 +293,51 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
     }
 
 
-def _set_base_url(container: dict[str, Any]) -> None:
-    """Point the app's Anthropic SDK at the sidecar, unless the container chose otherwise."""
-    env: Sequence[Mapping[str, Any]] = container.get("env") or []
-    if any(e.get("name") == BASE_URL_ENV for e in env):
-        return
-    container["env"] = [*env, {"name": BASE_URL_ENV, "value": f"http://127.0.0.1:{ROUTER_PORT}"}]
+# -- registration -------------------------------------------------------------------------
+
+
+def webhook_configuration(
+    client_config: Mapping[str, Any], *, name: str, timeout_seconds: int = 5
+) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration for ``client_config`` ({url} or {service}, plus
+    caBundle), as the operator registers it and as a static registration should read.
+
+    - namespaceSelector: the API server does not even call for namespaces that did not opt
+      in, and sees a namespace's label the moment it is set;
+    - failurePolicy Ignore with a short timeout: pods are created, without the sidecar, when
+      the operator is down or slow (the policy's status counts them);
+    - reinvocationPolicy IfNeeded: a webhook that runs after this one and adds a container
+      gets that container pointed at the router too.
+    """
+    client = copy.deepcopy(dict(client_config))
+    if "url" in client:
+        client["url"] = client["url"].rstrip("/") + WEBHOOK_PATH
+    if "service" in client:
+        client["service"]["path"] = WEBHOOK_PATH
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "tierwise"}},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "clientConfig": client,
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "operations": ["CREATE"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {INJECTION_LABEL: INJECTION_ENABLED}},
+                "failurePolicy": "Ignore",
+                "matchPolicy": "Equivalent",
+                "reinvocationPolicy": "IfNeeded",
+                "sideEffects": "None",
+                "timeoutSeconds": timeout_seconds,
+                "admissionReviewVersions": ["v1"],
+            }
+        ],
+    }

@@ -1,6 +1,9 @@
-"""Names shared by the reconcile loop, the injection webhook, and the people reading pods."""
+"""Names shared by the reconcile loop, the injection webhook, the Helm chart and the people
+reading pods. Changing one of them changes the operator's contract with running pods."""
 
 from __future__ import annotations
+
+from tierwise import __version__
 
 # A namespace opts in to sidecar injection with this label...
 INJECTION_LABEL = "tierwise.dev/injection"
@@ -16,6 +19,18 @@ CONFIG_VOLUME = "tierwise-router-config"
 CONFIG_DIR = "/etc/tierwise"
 ROUTER_PORT = 8787
 METRICS_PORT = 9787
+# Port names are IANA service names: at most 15 characters.
+METRICS_PORT_NAME = "router-metrics"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+DEFAULT_ROUTER_IMAGE = f"ghcr.io/tierwise/tierwise:{__version__}"
+
+# The MutatingWebhookConfiguration, its one webhook, and the path the webhook server serves
+# it on (kopf routes by the handler id in the path). A static registration (Helm) must use
+# the same path.
+WEBHOOK_CONFIGURATION = "tierwise.dev"
+WEBHOOK_NAME = "inject-router.tierwise.dev"
+WEBHOOK_HANDLER_ID = "inject-router"
+WEBHOOK_PATH = f"/{WEBHOOK_HANDLER_ID}"
 
 
 def config_map_name(policy_name: str) -> str:
