@@ -34,6 +34,7 @@ from tierwise.controller.names import (
     WEBHOOK_PATH,
     config_map_name,
 )
+from tierwise.controller.reconcile import tier_names
 from tierwise.render import CONFIG_KEY, api_key_env
 
 __all__ = [
@@ -151,10 +152,7 @@ def plan_for(
 ) -> InjectionPlan:
     """Keys of the tiers the policy uses (steps and fallback, as the renderer counts them),
     from each tier's apiKeySecretRef: the Secret's name, never its content."""
-    spec = policy.get("spec") or {}
-    used = {s.get("tier") for r in spec.get("routes") or [] for s in r.get("steps") or []}
-    if spec.get("fallback"):
-        used.add(spec["fallback"].get("tier"))
+    used = tier_names(policy.get("spec") or {})
     keys = []
     for tier in sorted(tiers, key=lambda t: t["metadata"]["name"]):
         name = tier["metadata"]["name"]

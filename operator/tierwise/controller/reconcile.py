@@ -294,14 +294,15 @@ def policies_using(
     found = []
     for policy in policies:
         spec = policy.get("spec") or {}
-        if (tier is not None and tier in _tier_names(spec)) or (
+        if (tier is not None and tier in tier_names(spec)) or (
             profile is not None and (spec.get("cacheProfileRef") or {}).get("name") == profile
         ):
             found.append(policy)
     return found
 
 
-def _tier_names(spec: Mapping[str, Any]) -> set[str]:
+def tier_names(spec: Mapping[str, Any]) -> set[str]:
+    """Tiers a policy spec (plain dict) uses: every step's, and the fallback's."""
     names = {
         step.get("tier") for route in spec.get("routes") or [] for step in route.get("steps") or []
     }

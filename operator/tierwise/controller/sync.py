@@ -23,6 +23,7 @@ from tierwise.controller.reconcile import (
     now_iso,
     policy_status,
     render_inputs,
+    tier_names,
     tier_status,
     transitions,
 )
@@ -58,7 +59,7 @@ def sync_policy(
 def sync_tier(tier: Body, policies: Iterable[Body], emit: Emit) -> None:
     with metrics.timed("ModelTier"):
         name = tier["metadata"]["name"]
-        used_by = sum(1 for p in policies if name in _tier_refs(p))
+        used_by = sum(1 for p in policies if name in tier_names(p.get("spec") or {}))
         _write_status("modeltiers", tier, tier_status(tier, used_by, now_iso()), emit)
         metrics.RECONCILES.labels("ModelTier", "ok").inc()
 
@@ -110,11 +111,3 @@ def _pod_counts(policy: Body):
     if selector is None:
         return None
     return count_pods(kube.list_pods(policy["metadata"]["namespace"], selector))
-
-
-def _tier_refs(policy: Body) -> set[str]:
-    spec = policy.get("spec") or {}
-    refs = {s.get("tier") for r in spec.get("routes") or [] for s in r.get("steps") or []}
-    if spec.get("fallback"):
-        refs.add(spec["fallback"].get("tier"))
-    return refs
