@@ -131,8 +131,10 @@ def parse_dataset(text: str, source: str = "dataset") -> Dataset:
             continue
         try:
             value = json.loads(line)
-        except ValueError as exc:
-            raise DatasetError(source, number, f"not valid JSON: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise DatasetError(
+                source, number, f"not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from exc
         if not isinstance(value, dict):
             raise DatasetError(source, number, "an item must be a JSON object")
         if set(value) == {"labels"}:
