@@ -57,7 +57,7 @@ def test_dataset_file_option_and_json_output(tmp_path: Path, capsys):
     data.write_text("\n".join(lines) + "\n")
     code = main(["eval", "-f", str(EXAMPLES), "--emulator", "-q", "--json", "--dataset", str(data)])
     report = json.loads(capsys.readouterr().out)[0]
-    assert report["routes"][0]["itemCount"] == 60
+    assert report["routes"][0]["items"] == 60 and len(report["routes"][0]["results"]) == 60
     assert code == {"Promoted": 0, "Rejected": 1, "Inconclusive": 2}[report["decision"]]
 
 
@@ -102,13 +102,17 @@ def test_the_installed_command_and_its_help():
     assert "--emulator" in result.stdout and "Exit status" in result.stdout
 
 
-def test_job_mode_writes_a_small_summary_to_the_termination_log(tmp_path: Path, capsys):
+def test_job_mode_writes_a_small_summary_to_the_termination_log(
+    tmp_path: Path, capsys, monkeypatch
+):
     from dataclasses import replace
 
     from tierwise.emulator import Dataset, EmulatorConfig, EmulatorThread
     from tierwise.evals.local import local_evals, point_at
 
     (found,) = local_evals([str(EXAMPLES)])
+    for tier in ("HAIKU", "SONNET", "OPUS"):  # as the Job gets them through secretKeyRef
+        monkeypatch.setenv(f"TIERWISE_TIER_{tier}_API_KEY", "key")
     emulated = Dataset.from_jsonl(EXAMPLES / "support-triage/dataset.jsonl")
     with EmulatorThread(EmulatorConfig(zero_latency=True, dataset=emulated)) as emu:
         route = replace(

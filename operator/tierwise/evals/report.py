@@ -131,7 +131,7 @@ def full_json(report: EvalReport) -> dict[str, Any]:
                     {"expected": e, "predicted": p, "count": n}
                     for (e, p), n in sorted(route.confusion().items())
                 ],
-                "items": [
+                "results": [
                     _item_json(r, base)
                     for r, base in zip(
                         route.candidate.results,
@@ -141,7 +141,6 @@ def full_json(report: EvalReport) -> dict[str, Any]:
                         strict=True,
                     )
                 ],
-                "itemCount": len(route.candidate.results),
             }
         )
     return {
