@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 
 import kopf
 
@@ -70,6 +71,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
     )
+    evals = parser.add_argument_group("eval Jobs (policies with spec.evaluation)")
+    evals.add_argument(
+        "--eval-image",
+        default=f"ghcr.io/tierwise/tierwise:{__version__}",
+        help="image of the eval Jobs (runs `tierwise eval`)",
+    )
+    evals.add_argument(
+        "--eval-pod-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra label on eval Job pods, repeatable (e.g. to opt out of a service mesh)",
+    )
+    evals.add_argument(
+        "--eval-ttl-seconds",
+        type=int,
+        default=3600,
+        help="ttlSecondsAfterFinished of eval Jobs: how long a finished eval's logs stay (default 3600)",
+    )
     webhook = parser.add_argument_group("sidecar injection webhook")
     webhook.add_argument(
         "--webhook-port",
@@ -106,6 +126,26 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    labels = {}
+    for pair in args.eval_pod_label:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            print(
+                f"tierwise operator: --eval-pod-label needs KEY=VALUE, got {pair!r}",
+                file=sys.stderr,
+            )
+            return 2
+        labels[key] = value
+    from tierwise.controller import rollout
+    from tierwise.evals.job import JobSettings
+
+    rollout.configure(
+        JobSettings(
+            image=args.eval_image,
+            pod_labels=labels,
+            ttl_seconds_after_finished=args.eval_ttl_seconds,
+        )
     )
     kube.connect()
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)

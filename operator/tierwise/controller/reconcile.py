@@ -177,12 +177,15 @@ def policy_status(
     spec_error: SpecError | None,
     pods: PodCounts | None,
     now: str,
+    extra_conditions: Iterable[Condition] = (),
 ) -> dict[str, Any]:
-    """The whole desired status; fields it does not know (e.g. eval figures) are kept."""
+    """The whole desired status; fields it does not know (e.g. eval figures) are kept.
+    ``extra_conditions``: other concerns' conditions (the rollout's Promoted, Progressing)."""
     previous = dict(policy.get("status") or {})
     generation = policy["metadata"].get("generation")
+    own = policy_conditions(result, spec_error)
     conditions = merge_conditions(
-        previous.get("conditions"), policy_conditions(result, spec_error), generation, now
+        previous.get("conditions"), [*own, *extra_conditions], generation, now
     )
     status = {**previous, "observedGeneration": generation, "conditions": conditions}
     status["configMap"] = config_map_name(policy["metadata"]["name"])

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tierwise.api import SpecError
-from tierwise.controller import kube, metrics
+from tierwise.controller import kube, metrics, rollout
 from tierwise.controller.reconcile import (
     READY,
     cache_profile_status,
@@ -47,9 +47,22 @@ def sync_policy(
             result = render_policy(parsed, tiers_by_name, profiles_by_name)
         except SpecError as exc:
             spec_error = exc
+        gated = None
         if result is not None and result.document is not None:
-            _write_config_map(policy, result.document, emit)
-        status = policy_status(policy, result, spec_error, _pod_counts(policy), now_iso())
+            # Promote the rendered config, or evaluate it first (spec.evaluation).
+            gated = rollout.reconcile(
+                policy, parsed, result, tiers_by_name, emit, _write_config_map
+            )
+        status = policy_status(
+            policy,
+            result,
+            spec_error,
+            _pod_counts(policy),
+            now_iso(),
+            extra_conditions=gated.conditions if gated else (),
+        )
+        if gated is not None:
+            status.update(gated.fields)
         _write_status("cascadepolicies", policy, status, emit)
         ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
         metrics.RECONCILES.labels("CascadePolicy", "ready" if ready else "not_ready").inc()

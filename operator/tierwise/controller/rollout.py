@@ -1,0 +1,397 @@
+"""Eval-gated rollout: promote a policy's candidate config, or evaluate it in a Job first.
+
+``reconcile`` is the hook ``sync_policy`` calls where it used to write the live ConfigMap:
+without ``spec.evaluation`` it still does exactly that; with it, it reads the live ConfigMap
+and the policy's eval Jobs, asks ``rollout_state.next_step`` what to do, and does it. The
+kopf handler below re-syncs a policy when one of its eval Jobs changes, so a finished eval
+is decided at once rather than at the next resync.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import kopf
+from kubernetes.client import BatchV1Api
+from kubernetes.client.rest import ApiException
+
+from tierwise import GROUP, VERSION
+from tierwise.api import Resource
+from tierwise.controller import kube
+from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.reconcile import Condition, now_iso
+from tierwise.controller.rollout_state import (
+    EVALUATING,
+    PAUSE_ANNOTATION,
+    PAUSED_VALUE,
+    PROMOTE_ANNOTATION,
+    UNGATED,
+    JobView,
+    Situation,
+    Step,
+    last_eval_status,
+    next_step,
+)
+from tierwise.evals.gate import PROMOTED
+from tierwise.evals.job import (
+    CANDIDATE_ANNOTATION,
+    COMPONENT,
+    COMPONENT_LABEL,
+    CONTAINER,
+    POLICY_LABEL,
+    JobSettings,
+    dataset_mount,
+    job_manifests,
+    job_name,
+    owned_by,
+    service_account,
+)
+from tierwise.evals.plan import plan_for_policy, strongest_tier_config
+from tierwise.render import CONFIG_KEY, RenderResult, SecretKeyEnv, api_key_env
+
+log = logging.getLogger("tierwise.rollout")
+
+PROMOTED_CONDITION = "Promoted"
+PROGRESSING_CONDITION = "Progressing"
+
+Emit = Callable[[Mapping[str, Any], str, str, str], None]
+WriteLive = Callable[[Mapping[str, Any], Mapping[str, Any], Emit], None]
+
+_settings = JobSettings()
+
+
+def configure(settings: JobSettings) -> None:
+    global _settings
+    _settings = settings
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """Status fields and conditions the rollout contributes to the policy's status."""
+
+    fields: dict[str, Any]
+    conditions: list[Condition] = field(default_factory=list)
+
+
+def reconcile(
+    policy: Mapping[str, Any],
+    parsed: Resource,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    emit: Emit,
+    write_live: WriteLive,
+) -> RolloutStatus:
+    document = result.document
+    assert document is not None
+    evaluation = parsed.spec.evaluation
+    previous = dict((policy.get("status") or {}).get("rollout") or {})
+    if evaluation is None:
+        write_live(policy, document, emit)
+        message = "no spec.evaluation: every rendered config goes live at once"
+        return RolloutStatus(
+            {
+                "candidateHash": document["hash"],
+                "promotedHash": document["hash"],
+                "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
+            },
+            [
+                Condition(PROMOTED_CONDITION, True, "NoEvaluation", message),
+                Condition(PROGRESSING_CONDITION, False, "NoEvaluation", message),
+            ],
+        )
+    meta = policy["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    live = kube.read_config_map(namespace, config_map_name(name))
+    promoted_hash = _live_hash(live)
+    jobs = _eval_jobs(namespace, name)
+    annotations = meta.get("annotations") or {}
+    situation = Situation(
+        candidate_hash=document["hash"],
+        promoted_hash=promoted_hash,
+        previous=previous,
+        jobs=[_view(job, document["hash"]) for job in jobs],
+        on_new_policy=evaluation.on_new_policy,
+        paused=annotations.get(PAUSE_ANNOTATION, "").strip().lower() == PAUSED_VALUE,
+        promote_hash=annotations.get(PROMOTE_ANNOTATION),
+        timeout_seconds=evaluation.timeout_seconds,
+    )
+    step = next_step(situation, job_name(name, document["hash"]))
+    if step.decided:
+        # The body may predate our own last status write (an index or an event lags): a
+        # decision is taken on the API server's current status, so it is taken once.
+        fresh = _current_rollout(namespace, name)
+        if fresh != previous:
+            previous = fresh
+            situation = replace(situation, previous=fresh)
+            step = next_step(situation, job_name(name, document["hash"]))
+    for job in step.delete_jobs:
+        _delete_job(namespace, job)
+    if step.start_job:
+        problem = _start_job(policy, parsed, result, tiers, live)
+        if problem is not None:
+            step = Step(
+                EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
+            )
+    fields = _fields(step, previous, document["hash"], promoted_hash, policy.get("status") or {})
+    if step.decided:
+        # Record the decision before acting on it: a restart then finishes it, never redoes it.
+        kube.patch_status("cascadepolicies", namespace, name, fields)
+    if step.promote:
+        write_live(policy, document, emit)
+        fields["promotedHash"] = document["hash"]
+    if step.event is not None and (step.decided or _changed(previous, step)):
+        emit(policy, *step.event)
+    return RolloutStatus(fields, _conditions(step, fields))
+
+
+def _rollout(
+    previous: Mapping[str, Any], phase: str, reason: str, message: str, **extra: Any
+) -> dict[str, Any]:
+    changed = previous.get("phase") != phase or not previous.get("lastTransitionTime")
+    rollout = {
+        **{k: v for k, v in previous.items() if k in ("decidedHash", "job")},
+        "phase": phase,
+        "reason": reason,
+        "message": message[:2000],
+        "lastTransitionTime": now_iso() if changed else previous["lastTransitionTime"],
+    }
+    rollout.update({k: v for k, v in extra.items() if v is not None})
+    return rollout
+
+
+def _changed(previous: Mapping[str, Any], step: Step) -> bool:
+    return (previous.get("phase"), previous.get("reason"), previous.get("job")) != (
+        step.phase,
+        step.reason,
+        step.job or previous.get("job"),
+    )
+
+
+def _fields(
+    step: Step,
+    previous: Mapping[str, Any],
+    candidate: str,
+    promoted: str | None,
+    status: Mapping[str, Any],
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {"job": step.job}
+    if step.decided:
+        extra["decidedHash"] = candidate
+    fields: dict[str, Any] = {
+        "candidateHash": candidate,
+        "rollout": _rollout(previous, step.phase, step.reason, step.message, **extra),
+    }
+    if promoted is not None:
+        fields["promotedHash"] = promoted
+        fields["configHash"] = promoted
+    if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
+        last = last_eval_status(
+            step.summary, step.phase, step.message, step.job or "", candidate, now_iso()
+        )
+        fields["lastEval"] = last
+        if "escalationRate" in last:
+            fields["escalationRate"] = last["escalationRate"]
+        if "saving" in last:
+            fields["estimatedSavings"] = last["saving"]
+    elif status.get("lastEval"):
+        fields["lastEval"] = status["lastEval"]
+    return fields
+
+
+def _conditions(step: Step, fields: Mapping[str, Any]) -> list[Condition]:
+    live = fields.get("promotedHash")
+    if step.phase == PROMOTED:
+        promoted = Condition(PROMOTED_CONDITION, True, step.reason, f"config {live} is live")
+    else:
+        promoted = Condition(
+            PROMOTED_CONDITION,
+            False,
+            step.reason,
+            f"candidate {fields['candidateHash']} is not live ({step.phase.lower()}): {step.message}"
+            + (f"; live config {live}" if live else "; no config is live yet"),
+        )
+    progressing = Condition(
+        PROGRESSING_CONDITION,
+        step.phase == EVALUATING,
+        step.reason,
+        step.message,
+    )
+    return [promoted, progressing]
+
+
+def _live_hash(live: Mapping[str, Any] | None) -> str | None:
+    if live is None:
+        return None
+    return ((live.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+
+
+def _current_rollout(namespace: str, name: str) -> dict[str, Any]:
+    try:
+        current = kube.custom().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "cascadepolicies", name
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return {}
+    return dict((current.get("status") or {}).get("rollout") or {})
+
+
+# --- Jobs -------------------------------------------------------------------------------------
+
+
+def _batch() -> BatchV1Api:
+    return BatchV1Api(kube.client())
+
+
+def _eval_jobs(namespace: str, policy: str) -> list[dict[str, Any]]:
+    selector = f"{COMPONENT_LABEL}={COMPONENT},{POLICY_LABEL}={policy}"
+    jobs = _batch().list_namespaced_job(namespace, label_selector=selector)
+    return [kube.client().sanitize_for_serialization(j) for j in jobs.items]
+
+
+def _view(job: Mapping[str, Any], candidate: str) -> JobView:
+    meta = job["metadata"]
+    config_hash = (meta.get("annotations") or {}).get(CANDIDATE_ANNOTATION, "")
+    conditions = {
+        c["type"]: c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    if meta.get("deletionTimestamp"):
+        return JobView(meta["name"], config_hash, "deleting")
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+        state, reason = "succeeded", ""
+    elif "Failed" in conditions or "FailureTarget" in conditions:
+        failed = conditions.get("Failed") or conditions["FailureTarget"]
+        state, reason = "failed", failed.get("reason", "")
+    else:
+        return JobView(meta["name"], config_hash, "running")
+    # Only the candidate's finished Job is read: its pod's termination message.
+    message = (
+        _termination_message(meta["namespace"], meta["name"]) if config_hash == candidate else ""
+    )
+    return JobView(meta["name"], config_hash, state, reason, message)
+
+
+def _termination_message(namespace: str, job: str) -> str:
+    pods = kube.list_pods(namespace, f"job-name={job}")
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(pods):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated")
+            if status.get("name") == CONTAINER and terminated:
+                return str(terminated.get("message") or "")
+    return ""
+
+
+def _delete_job(namespace: str, name: str) -> None:
+    try:
+        _batch().delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    log.info("deleted superseded eval Job %s/%s", namespace, name)
+
+
+def _start_job(
+    policy: Mapping[str, Any],
+    parsed: Resource,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    live: Mapping[str, Any] | None,
+) -> str | None:
+    """Create the candidate's Job and its inputs; a message when it cannot be started."""
+    document = result.document
+    assert document is not None
+    namespace = policy["metadata"]["namespace"]
+    planned = plan_for_policy(parsed, tiers, lambda ref: dataset_mount(ref.name, ref.key))
+    if planned.plan is None:
+        return "cannot start the eval: " + "; ".join(p.message for p in planned.problems)
+    baseline, kind = _baseline(live, document)
+    key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
+    evaluation = parsed.spec.evaluation
+    datasets = [evaluation.dataset_for(r.name).config_map_ref.name for r in evaluation.routes]
+    job, inputs = job_manifests(
+        policy, planned.plan, document, baseline, kind, key_envs, datasets, _settings
+    )
+    _ensure_service_account(namespace)
+    try:
+        created = _batch().create_namespaced_job(namespace, job)
+        created_job = kube.client().sanitize_for_serialization(created)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        created_job = kube.client().sanitize_for_serialization(
+            _batch().read_namespaced_job(job["metadata"]["name"], namespace)
+        )
+    try:
+        kube.core().create_namespaced_config_map(namespace, owned_by(inputs, created_job))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    log.info("started eval Job %s/%s", namespace, job["metadata"]["name"])
+    return None
+
+
+def _baseline(
+    live: Mapping[str, Any] | None, candidate: Mapping[str, Any]
+) -> tuple[dict[str, Any], str]:
+    data = (live or {}).get("data") or {}
+    if CONFIG_KEY in data:
+        try:
+            return json.loads(data[CONFIG_KEY]), "promoted"
+        except ValueError:
+            log.warning("the live config is not valid JSON; evaluating against the strongest tiers")
+    return strongest_tier_config(candidate), "strongest"
+
+
+def _baseline_keys(
+    baseline: Mapping[str, Any], tiers: Mapping[str, Resource]
+) -> list[SecretKeyEnv]:
+    """Keys of the baseline's tiers, from the ModelTiers of the same name today."""
+    keys = []
+    for name, tier in (baseline.get("tiers") or {}).items():
+        resource = tiers.get(name)
+        ref = resource.spec.api_key_secret_ref if resource is not None else None
+        if tier.get("apiKeyEnv") and ref is not None:
+            keys.append(SecretKeyEnv(api_key_env(name), ref.name, ref.key))
+    return keys
+
+
+def _ensure_service_account(namespace: str) -> None:
+    try:
+        kube.core().create_namespaced_service_account(namespace, service_account(namespace))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={COMPONENT_LABEL: COMPONENT})
+def eval_job_changed(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    labels: Mapping[str, str],
+    policies_by_namespace: kopf.Index,
+    tiers_by_namespace: kopf.Index,
+    cache_profiles_by_namespace: kopf.Index,
+    **_: Any,
+) -> None:
+    """An eval Job started, finished or went away: re-sync its policy to decide."""
+    from tierwise.controller.events import emit
+    from tierwise.controller.sync import sync_policy
+
+    policy_name = labels.get(POLICY_LABEL)
+    for policy in policies_by_namespace.get(namespace, []):
+        if policy["metadata"]["name"] == policy_name:
+            sync_policy(
+                policy,
+                tiers_by_namespace.get(namespace, []),
+                cache_profiles_by_namespace.get(namespace, []),
+                emit,
+            )
