@@ -90,6 +90,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=3600,
         help="ttlSecondsAfterFinished of eval Jobs: how long a finished eval's logs stay (default 3600)",
     )
+    evals.add_argument(
+        "--eval-deadline-slack-seconds",
+        type=int,
+        default=120,
+        help="activeDeadlineSeconds of an eval Job past its timeoutSeconds, to start and report (default 120)",
+    )
     webhook = parser.add_argument_group("sidecar injection webhook")
     webhook.add_argument(
         "--webhook-port",
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
             image=args.eval_image,
             pod_labels=labels,
             ttl_seconds_after_finished=args.eval_ttl_seconds,
+            deadline_slack_seconds=args.eval_deadline_slack_seconds,
         )
     )
     kube.connect()

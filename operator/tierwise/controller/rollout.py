@@ -315,7 +315,8 @@ def _start_job(
     baseline, kind = _baseline(live, document)
     key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
     evaluation = parsed.spec.evaluation
-    datasets = [evaluation.dataset_for(r.name).config_map_ref.name for r in evaluation.routes]
+    refs = [evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes]
+    datasets = [(ref.name, ref.key) for ref in refs]
     job, inputs = job_manifests(
         policy, planned.plan, document, baseline, kind, key_envs, datasets, _settings
     )

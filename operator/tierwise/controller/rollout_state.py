@@ -182,6 +182,8 @@ def _decide(job: JobView, others: tuple[str, ...], timeout: int) -> Step:
     if job.state == "failed":
         if job.reason == "DeadlineExceeded":
             why = f"eval Job {job.name} ran past its deadline (timeoutSeconds {timeout})"
+        elif (reported := parse_summary(job.message)) is not None and reported.get("error"):
+            why = f"eval Job {job.name} failed: {str(reported['error'])[:500]}"
         else:
             tail = job.message.strip().splitlines()[-1:] if job.message.strip() else []
             why = f"eval Job {job.name} failed ({job.reason or 'Failed'})" + (

@@ -79,6 +79,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="what the baseline config is (for the report)",
     )
     job.add_argument(
+        "--datasets-dir",
+        metavar="DIR",
+        default=".",
+        help="where relative dataset paths of the plan are resolved (the mounted ConfigMaps)",
+    )
+    job.add_argument(
         "--termination-log",
         metavar="FILE",
         default=None,
@@ -215,7 +221,8 @@ def _run_job(args: argparse.Namespace) -> int:
         baseline, kind = _read_json(args.baseline_config), args.baseline_kind
     else:
         baseline, kind = strongest_tier_config(candidate), "strongest"
-    datasets = {r.name: load_dataset(r.dataset).sample(r.sample_size) for r in plan.routes}
+    root = Path(args.datasets_dir)
+    datasets = {r.name: load_dataset(root / r.dataset).sample(r.sample_size) for r in plan.routes}
     print(
         f"eval of {plan.policy}: candidate {candidate.get('hash')}, baseline ({kind}) "
         f"{baseline.get('hash')}, {sum(len(d.items) for d in datasets.values())} items",

@@ -53,10 +53,12 @@ class JobSettings:
     ttl_seconds_after_finished: int = 3600
     backoff_limit: int = 1
     service_account: str = EVAL_SERVICE_ACCOUNT
+    deadline_slack_seconds: int = DEADLINE_SLACK_SECONDS
 
 
 def dataset_mount(config_map: str, key: str) -> str:
-    return f"{DATASETS_DIR}/{config_map}/{key}"
+    """A dataset's path in the plan: relative to ``--datasets-dir`` (where they are mounted)."""
+    return f"{config_map}/{key}"
 
 
 def job_manifests(
@@ -66,7 +68,7 @@ def job_manifests(
     baseline: Mapping[str, Any],
     baseline_kind: str,
     key_envs: Iterable[SecretKeyEnv],
-    dataset_config_maps: Sequence[str],
+    dataset_refs: Sequence[tuple[str, str]],
     settings: JobSettings,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Job, inputs ConfigMap without its owner reference: the Job's uid comes later)."""
@@ -88,15 +90,14 @@ def job_manifests(
         {"name": "inputs", "configMap": {"name": name}},
     ]
     mounts: list[dict[str, Any]] = [{"name": "inputs", "mountPath": INPUTS_DIR, "readOnly": True}]
-    for index, config_map in enumerate(dict.fromkeys(dataset_config_maps)):
-        volumes.append({"name": f"dataset-{index}", "configMap": {"name": config_map}})
-        mounts.append(
-            {
-                "name": f"dataset-{index}",
-                "mountPath": f"{DATASETS_DIR}/{config_map}",
-                "readOnly": True,
-            }
-        )
+    # One projected volume holds every dataset as <configmap>/<key> under DATASETS_DIR.
+    sources = [
+        {"configMap": {"name": name, "items": [{"key": key, "path": f"{name}/{key}"}]}}
+        for name, key in dict.fromkeys(dataset_refs)
+    ]
+    if sources:
+        volumes.append({"name": "datasets", "projected": {"sources": sources}})
+        mounts.append({"name": "datasets", "mountPath": DATASETS_DIR, "readOnly": True})
     container = {
         "name": CONTAINER,
         "image": settings.image,
@@ -110,6 +111,8 @@ def job_manifests(
             f"{INPUTS_DIR}/baseline.json",
             "--baseline-kind",
             baseline_kind,
+            "--datasets-dir",
+            DATASETS_DIR,
             "--termination-log",
             TERMINATION_LOG,
             "--quiet",
@@ -148,7 +151,7 @@ def job_manifests(
         },
         "spec": {
             "backoffLimit": settings.backoff_limit,
-            "activeDeadlineSeconds": plan.timeout_seconds + DEADLINE_SLACK_SECONDS,
+            "activeDeadlineSeconds": plan.timeout_seconds + settings.deadline_slack_seconds,
             "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
             "template": {
                 "metadata": {
