@@ -143,7 +143,7 @@ class Engine:
             prompt,
             answer,
             service_tier=service_tier,
-            inference_geo=_inference_geo(body),
+            inference_geo=_inference_geo(body) if profile.inference_geo else None,
             server_tools=_has_server_tools(body),
             overrides=overrides,
         )

@@ -69,6 +69,7 @@ class ModelProfile:
     sampling: str = "temperature_or_top_p"
     tool_prompt_tokens: tuple[int, int] = (346, 313)
     context_window_stop: bool = True
+    inference_geo: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy <= 1.0:
@@ -98,7 +99,9 @@ def _check_subset(name: str, label: str, values: Sequence[str], allowed: Sequenc
 # thinking" / "Adaptive thinking"; effort levels from "Effort"; the 4.5 models' "temperature
 # or top_p, not both" from "Migrating to Claude 4.5"; Opus 4.7's fixed sampling and
 # adaptive-only thinking from "Migrating to Claude Opus 4.7"; the tool-use system prompt
-# (346 tokens for auto/none, 313 for any/tool on Claude 4.x) from "Tool use overview".
+# (346 tokens for auto/none, 313 for any/tool on Claude 4.x) from "Tool use overview";
+# ``inference_geo`` (Opus 4.6, Sonnet 4.6 and later; a 400 on the 4.5 models) from "Data
+# residency".
 # Accuracies and speeds are the emulator's own choice, picked so a cheap-first cascade with
 # a confidence threshold has something to prove.
 DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
@@ -106,6 +109,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
     for p in (
         ModelProfile(
             name="claude-haiku-4-5",
+            inference_geo=False,
             accuracy=0.82,
             ttft_seconds=0.35,
             output_tokens_per_second=150.0,
@@ -115,6 +119,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
         ),
         ModelProfile(
             name="claude-sonnet-4-5",
+            inference_geo=False,
             accuracy=0.93,
             ttft_seconds=0.6,
             output_tokens_per_second=75.0,
@@ -124,6 +129,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
         ),
         ModelProfile(
             name="claude-opus-4-5",
+            inference_geo=False,
             accuracy=0.97,
             ttft_seconds=1.0,
             output_tokens_per_second=50.0,
@@ -231,9 +237,9 @@ def _coerce_field(name: str, value: Any) -> Any:
         return int(value)
     if name == "sampling":
         return str(value)
-    if name == "context_window_stop":
+    if name in ("context_window_stop", "inference_geo"):
         if not isinstance(value, bool):
-            raise ValueError("context_window_stop must be true or false")
+            raise ValueError(f"{name} must be true or false")
         return value
     return float(value)
 

@@ -119,6 +119,7 @@ def validate_for_model(body: Mapping[str, Any], profile: ModelProfile) -> Thinki
     """Raise a 400 for what ``profile``'s model rejects; returns the thinking settings."""
     thinking = _thinking(body, profile)
     _effort(body, profile)
+    _inference_geo(body, profile)
     _sampling(body, profile, thinking)
     if thinking is not None:
         choice = body.get("tool_choice")
@@ -186,6 +187,19 @@ def _effort(body: Mapping[str, Any], profile: ModelProfile) -> None:
             f"output_config.effort: {effort!r} is not supported for model {profile.name}; "
             f"supported: {', '.join(profile.effort_levels)}"
         )
+
+
+INFERENCE_GEOS = ("global", "us")
+
+
+def _inference_geo(body: Mapping[str, Any], profile: ModelProfile) -> None:
+    geo = body.get("inference_geo")
+    if geo is None:
+        return
+    if not profile.inference_geo:
+        raise invalid(f"inference_geo: is not supported for model {profile.name}")
+    if geo not in INFERENCE_GEOS:
+        raise invalid("inference_geo: Input should be 'global' or 'us'")
 
 
 def effort_of(body: Mapping[str, Any]) -> str:

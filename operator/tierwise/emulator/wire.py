@@ -25,7 +25,7 @@ def usage_dict(
     answer: Answer,
     *,
     service_tier: str = "standard",
-    inference_geo: str = "global",
+    inference_geo: str | None = None,
     server_tools: bool = False,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -46,8 +46,9 @@ def usage_dict(
         },
         "output_tokens": output_tokens,
         "service_tier": service_tier,
-        "inference_geo": inference_geo,
     }
+    if inference_geo is not None:  # models that support data residency report it
+        usage["inference_geo"] = inference_geo
     if answer.thinking_tokens:
         usage["output_tokens_details"] = {"thinking_tokens": answer.thinking_tokens}
     if server_tools:

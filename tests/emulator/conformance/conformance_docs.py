@@ -24,6 +24,7 @@ MODELS = f"{DOCS}/about-claude/models/overview"
 MESSAGES_API = f"{DOCS}/api/messages"
 MIGRATING_4_5 = f"{DOCS}/about-claude/models/migrating-to-claude-4"
 BETA_HEADERS = f"{DOCS}/api/beta-headers"
+DATA_RESIDENCY = f"{DOCS}/manage-claude/data-residency"
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,8 +8,8 @@ import anthropic
 import pytest
 from conformance_docs import (
     BATCHES,
+    DATA_RESIDENCY,
     ERRORS,
-    MESSAGES_API,
     RATE_LIMITS,
     STOP_REASONS,
     TOOL_USE,
@@ -121,7 +121,7 @@ def test_cache_reads_are_not_rate_limited(emu: EmulatorThread) -> None:
     assert first - second < 100
 
 
-@follows(MESSAGES_API, "usage reports service_tier, inference_geo and server_tool_use")
+@follows(DATA_RESIDENCY, "inference_geo: Opus/Sonnet 4.6 and later; usage says where it ran")
 def test_usage_billing_fields(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model=SONNET,
@@ -131,12 +131,21 @@ def test_usage_billing_fields(client: anthropic.Anthropic) -> None:
     )
     usage = message.usage
     assert usage.service_tier == "standard"
-    assert usage.inference_geo == "global"
     assert usage.server_tool_use is not None and usage.server_tool_use.web_search_requests == 0
+    assert usage.inference_geo is None  # 4.5 models predate data residency
+    newer = client.messages.create(model="claude-sonnet-4-6", max_tokens=5, messages=user("x"))
+    assert newer.usage.inference_geo == "global"
     us = client.messages.create(
-        model=SONNET, max_tokens=5, messages=user("x"), extra_body={"inference_geo": "us"}
+        model="claude-sonnet-4-6",
+        max_tokens=5,
+        messages=user("x"),
+        extra_body={"inference_geo": "us"},
     )
     assert us.usage.inference_geo == "us"
+    with pytest.raises(anthropic.BadRequestError, match="inference_geo"):
+        client.messages.create(
+            model=SONNET, max_tokens=5, messages=user("x"), extra_body={"inference_geo": "us"}
+        )
 
 
 @follows(TOOL_USE, "tools add a hidden system prompt: 346 tokens (auto/none), 313 (any/tool)")
