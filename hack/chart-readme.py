@@ -103,7 +103,9 @@ def render(readme: str, chart: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the README is stale")
-    parser.add_argument("chart", nargs="?", default=str(Path(__file__).parent.parent / "charts/tierwise"))
+    parser.add_argument(
+        "chart", nargs="?", default=str(Path(__file__).parent.parent / "charts/tierwise")
+    )
     args = parser.parse_args(argv)
     chart = Path(args.chart)
     readme_path = chart / "README.md"
