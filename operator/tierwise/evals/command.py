@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from tierwise.api import SpecError
     from tierwise.evals.dataset import DatasetError
     from tierwise.evals.local import InputError
-    from tierwise.router.config import ConfigError
+    from tierwise.routerconfig import ConfigError
 
     if args.concurrency is not None and args.concurrency < 1:
         return _bad("--concurrency must be at least 1")

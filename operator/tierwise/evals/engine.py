@@ -17,11 +17,11 @@ from typing import Any
 import aiohttp
 
 from tierwise.router.cascade import Cascade, Exchange
-from tierwise.router.config import RouterConfig
 from tierwise.router.jsonutil import loads
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.runtime import build_runtime
 from tierwise.router.upstream import Upstream, UpstreamFailure
+from tierwise.routerconfig import RouterConfig
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from tierwise.evals.gate import Decision, Measured, combine, decide
 from tierwise.evals.graders import GraderSpec, Verdict, grade
 from tierwise.evals.plan import JUDGE_ROUTE, EvalPlan, RoutePlan, judge_config
 from tierwise.evals.stats import PairedCounts, percentile
-from tierwise.router.config import RouterConfig, load_config
+from tierwise.routerconfig import RouterConfig
+from tierwise.routerconfig import load as load_config
 
 Progress = Callable[[int, int], None]  # (done, total) item answers, both configs counted
 
