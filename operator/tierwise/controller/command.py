@@ -19,7 +19,7 @@ import kopf
 
 from tierwise import __version__
 from tierwise.controller.settings import OperatorOptions, WebhookOptions
-from tierwise.evals.job import JobSettings
+from tierwise.evals.job import EVAL_SERVICE_ACCOUNT, JobSettings
 
 ENV_PREFIX = "TIERWISE_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -108,6 +108,11 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         default=[],
         metavar="KEY=VALUE",
         help="extra label on eval Job pods, repeatable (e.g. to opt out of a service mesh)",
+    )
+    evals.add_argument(
+        "--eval-service-account",
+        default=EVAL_SERVICE_ACCOUNT,
+        help=f"ServiceAccount eval Jobs run as, created in each policy's namespace with no permissions (default {EVAL_SERVICE_ACCOUNT})",
     )
     evals.add_argument(
         "--eval-ttl-seconds",
@@ -244,7 +249,8 @@ def options_from(args: argparse.Namespace) -> OperatorOptions:
         router_image=args.router_image,
         evals=JobSettings(
             image=args.eval_image,
-            pod_labels=_labels(args.eval_pod_label),
+            pod_labels=_labels(args.eval_pod_label or []),
+            service_account=args.eval_service_account,
             ttl_seconds_after_finished=args.eval_ttl_seconds,
             deadline_slack_seconds=args.eval_deadline_slack_seconds,
         ),

@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from tierwise import GROUP, VERSION
 from tierwise.api import Resource
-from tierwise.controller import kube
+from tierwise.controller import kube, metrics
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.reconcile import Condition, now_iso
 from tierwise.controller.rollout_state import (
@@ -137,6 +137,8 @@ def reconcile(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
             )
     fields = _fields(step, previous, document["hash"], promoted_hash, policy.get("status") or {})
+    if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
+        metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
         # Record the decision before acting on it: a restart then finishes it, never redoes it.
         kube.patch_status("cascadepolicies", namespace, name, fields)
@@ -365,8 +367,9 @@ def _baseline_keys(
 
 
 def _ensure_service_account(namespace: str) -> None:
+    account = service_account(namespace, _settings.service_account)
     try:
-        kube.core().create_namespaced_service_account(namespace, service_account(namespace))
+        kube.core().create_namespaced_service_account(namespace, account)
     except ApiException as exc:
         if exc.status != 409:
             raise
