@@ -39,8 +39,11 @@ class Outcome:
 class CascadeEngine:
     """Requests through one config's routes; use as ``async with CascadeEngine(...)``."""
 
-    def __init__(self, config: RouterConfig, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: RouterConfig, env: Mapping[str, str], *, batch_prices: bool = False
+    ) -> None:
         self.config = config
+        self.batch_prices = batch_prices  # price the tokens at the tiers' batch prices
         self.metrics = RouterMetrics()  # its own registry: nothing global is touched
         self.runtime = build_runtime(config, env)
         self._session: aiohttp.ClientSession | None = None
@@ -62,7 +65,9 @@ class CascadeEngine:
     async def run(self, route_name: str, body: dict[str, Any]) -> Outcome:
         assert self._cascade is not None, "use the engine in an async with block"
         route = self.config.routes_by_name[route_name]
-        ex = Exchange(runtime=self.runtime, route=route, body=body, forwarded={})
+        ex = Exchange(
+            runtime=self.runtime, route=route, body=body, forwarded={}, batch=self.batch_prices
+        )
         started = time.perf_counter()
         try:
             answer = await self._cascade.first_accepted(ex, route.steps, last_is_final=True)

@@ -160,6 +160,7 @@ async def run_eval(
     *,
     baseline_kind: str = "promoted",
     progress: Progress | None = None,
+    batch_prices: bool = False,
 ) -> EvalReport:
     """Run ``plan``. ``candidate``/``baseline``: router config documents (``baseline`` None:
     no comparison). ``datasets``: by route name, already sampled."""
@@ -172,9 +173,13 @@ async def run_eval(
     )
     tracker = _Tracker(total, progress)
     async with AsyncExitStack() as stack:
-        cand_engine = await stack.enter_async_context(CascadeEngine(candidate_config, env))
+        cand_engine = await stack.enter_async_context(
+            CascadeEngine(candidate_config, env, batch_prices=batch_prices)
+        )
         base_engine = (
-            await stack.enter_async_context(CascadeEngine(baseline_config, env))
+            await stack.enter_async_context(
+                CascadeEngine(baseline_config, env, batch_prices=batch_prices)
+            )
             if baseline_config is not None
             else None
         )
