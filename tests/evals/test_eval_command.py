@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,18 @@ def test_summary_is_trimmed_to_fit_a_termination_message():
     trimmed = fit(doc)
     assert len(dump_summary(trimmed).encode()) <= 4096
     assert trimmed["decision"] == "Rejected" and trimmed["reasons"]
+
+
+def test_batch_mode_halves_the_cost_at_the_same_quality(examples: Path, capsys):
+    assert main(["eval", "-f", str(examples), "--emulator", "-q", "--json"]) == 0
+    interactive = json.loads(capsys.readouterr().out)[0]["routes"][0]
+    policy = examples / "support-triage/policy.yaml"
+    policy.write_text(policy.read_text().replace("    concurrency: 8", "    useBatchAPI: true"))
+    assert main(["eval", "-f", str(examples), "--emulator", "-q", "--json"]) == 0
+    batched = json.loads(capsys.readouterr().out)[0]["routes"][0]
+    assert batched["batch"] is True and batched["p95Seconds"] is None
+    assert batched["quality"] == interactive["quality"]
+    assert batched["escalationRate"] == interactive["escalationRate"]
+    assert Decimal(batched["costPerItem"]) * 2 == pytest.approx(
+        Decimal(interactive["costPerItem"]), abs=Decimal("0.000002")
+    )

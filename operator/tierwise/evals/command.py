@@ -177,6 +177,7 @@ async def _local_reports(args: argparse.Namespace, evals: list[Any]) -> list[Any
                 baseline, kind = baseline_document(args.baseline, item.policy), "promoted"
             else:
                 baseline, kind = strongest_tier_config(candidate), "strongest"
+            original_baseline = baseline
             if url is not None:
                 candidate, baseline = point_at(candidate, url), point_at(baseline, url)
                 plan = plan_with_endpoint(plan, url)
@@ -192,17 +193,19 @@ async def _local_reports(args: argparse.Namespace, evals: list[Any]) -> list[Any
                     f"baseline, concurrency {plan.concurrency}",
                     file=sys.stderr,
                 )
-            reports.append(
-                await run_eval(
-                    plan,
-                    candidate,
-                    baseline,
-                    item.datasets,
-                    env,
-                    baseline_kind=kind,
-                    progress=_progress(not args.quiet),
-                )
+            report = await run_eval(
+                plan,
+                candidate,
+                baseline,
+                item.datasets,
+                env,
+                baseline_kind=kind,
+                progress=_progress(not args.quiet),
             )
+            if url is not None:  # report the manifests' hashes, not the emulator-pointed ones
+                report.candidate_hash = item.candidate["hash"]
+                report.baseline_hash = original_baseline["hash"]
+            reports.append(report)
     return reports
 
 

@@ -42,7 +42,7 @@ def _interval_list(value: Interval | None) -> list[float] | None:
     )
 
 
-def route_figures(route: RouteReport) -> dict[str, Any]:
+def route_figures(route: RouteReport, batch: bool = False) -> dict[str, Any]:
     """The figures of one route, JSON-ready (shared by the summary and the full JSON)."""
     cand = route.candidate
     base = route.baseline
@@ -62,8 +62,10 @@ def route_figures(route: RouteReport) -> dict[str, Any]:
         "baselineCostPerItem": _str(base.cost_per_item) if base else None,
         "saving": None if route.saving is None else round(route.saving, 4),
         "escalationRate": _round(cand.escalation_rate),
-        "p50Seconds": _round(cand.latency(0.5)),
-        "p95Seconds": _round(cand.latency(0.95)),
+        # Over batches an item's latency is its batch's: not an interactive figure.
+        "p50Seconds": None if batch else _round(cand.latency(0.5)),
+        "p95Seconds": None if batch else _round(cand.latency(0.95)),
+        "batch": batch,
     }
 
 
@@ -86,7 +88,7 @@ def summary(report: EvalReport, limit: int = TERMINATION_MESSAGE_LIMIT) -> dict[
         "decision": report.decision.outcome,
         "reasons": list(report.decision.reasons),
         "seconds": round(report.seconds, 2),
-        "routes": {r.name: route_figures(r) for r in report.routes},
+        "routes": {r.name: route_figures(r, report.batch) for r in report.routes},
     }
     return fit(doc, limit)
 
@@ -125,7 +127,7 @@ def full_json(report: EvalReport) -> dict[str, Any]:
             {
                 "name": route.name,
                 "grader": route.grader.type,
-                **route_figures(route),
+                **route_figures(route, report.batch),
                 "reasons": list(route.decision.reasons),
                 "confusion": [
                     {"expected": e, "predicted": p, "count": n}
@@ -189,7 +191,7 @@ def text_report(report: EvalReport) -> str:
         f"policy {report.policy}: candidate {report.candidate_hash[:19]}, baseline {baseline}",
     ]
     for route in report.routes:
-        lines += ["", *_route_text(route)]
+        lines += ["", *_route_text(route, report.batch)]
     lines += ["", f"decision: {report.decision.outcome}"]
     lines += [f"  - {reason}" for reason in report.decision.reasons]
     if report.judge_cost:
@@ -198,7 +200,7 @@ def text_report(report: EvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _route_text(route: RouteReport) -> list[str]:
+def _route_text(route: RouteReport, batch: bool = False) -> list[str]:
     cand, base = route.candidate, route.baseline
     m = cand.measured()
     rows = [
@@ -214,8 +216,11 @@ def _route_text(route: RouteReport) -> list[str]:
         ("latency p50", _ms(cand.latency(0.5)), _ms(base.latency(0.5)) if base else "-"),
         ("latency p95", _ms(cand.latency(0.95)), _ms(base.latency(0.95)) if base else "-"),
     ]
+    if batch:
+        rows[-2:] = [("latency", "batch", "batch")]
     width = max(len(r[1]) for r in rows) + 3
-    lines = [f"route {route.name} ({route.grader.type} grader): {route.decision.outcome}"]
+    via = ", Message Batches at batch prices" if batch else ""
+    lines = [f"route {route.name} ({route.grader.type} grader{via}): {route.decision.outcome}"]
     lines += [f"  {a:<16}{b:<{width}}{c}" for a, b, c in rows]
     lines.append(f"  {'saving':<16}{_pct(route.saving)} of the baseline's cost per item")
     for label, run in (("candidate", cand), ("baseline", base)):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from tierwise.evals.batch import BatchCascadeEngine
 from tierwise.evals.dataset import Dataset, Item
 from tierwise.evals.engine import CascadeEngine, Outcome
 from tierwise.evals.gate import Decision, Measured, combine, decide
@@ -173,13 +174,15 @@ async def run_eval(
     )
     tracker = _Tracker(total, progress)
     async with AsyncExitStack() as stack:
-        cand_engine = await stack.enter_async_context(
-            CascadeEngine(candidate_config, env, batch_prices=batch_prices)
-        )
+
+        def engine(config: RouterConfig) -> Any:
+            if plan.use_batch_api:
+                return BatchCascadeEngine(config, env)
+            return CascadeEngine(config, env, batch_prices=batch_prices)
+
+        cand_engine = await stack.enter_async_context(engine(candidate_config))
         base_engine = (
-            await stack.enter_async_context(
-                CascadeEngine(baseline_config, env, batch_prices=batch_prices)
-            )
+            await stack.enter_async_context(engine(baseline_config))
             if baseline_config is not None
             else None
         )
@@ -222,6 +225,7 @@ async def run_eval(
         decision=decision,
         seconds=time.perf_counter() - started,
         judge_cost=judge_cost,
+        batch=plan.use_batch_api,
     )
 
 
@@ -269,6 +273,8 @@ async def _replay(
             tracker.step()
             return ItemResult(item, outcome, verdict)
 
+    if isinstance(engine, BatchCascadeEngine):
+        return await _replay_batched(engine, route, dataset, plan, judge, deadline, tracker)
     tasks = [asyncio.ensure_future(one(item)) for item in dataset.items]
     await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
     results = []
@@ -284,6 +290,40 @@ async def _replay(
         results.append(ItemResult(item, Outcome(None, "", Decimal(0), 0, 0.0, error), None))
     await asyncio.gather(*tasks, return_exceptions=True)
     return ConfigRun(results)
+
+
+async def _replay_batched(
+    engine: BatchCascadeEngine,
+    route: RoutePlan,
+    dataset: Dataset,
+    plan: EvalPlan,
+    judge: CascadeEngine | None,
+    deadline: float,
+    tracker: _Tracker,
+) -> ConfigRun:
+    alias = f"tierwise/{route.name}"
+    bodies = [item.request(alias, route.template) for item in dataset.items]
+    try:
+        outcomes = await asyncio.wait_for(
+            engine.run_all(route.name, bodies), max(0.0, deadline - time.monotonic())
+        )
+    except TimeoutError:
+        error = f"the batches did not end within the eval's timeout ({plan.timeout_seconds}s)"
+        outcomes = [Outcome(None, "", Decimal(0), 0, 0.0, error) for _ in bodies]
+    slots = asyncio.Semaphore(plan.concurrency)
+
+    async def graded(item: Item, outcome: Outcome) -> ItemResult:
+        async with slots:
+            verdict = None
+            if outcome.message is not None:
+                verdict = await grade(route.grader, item, outcome.message, _judge(judge, route))
+            tracker.step()
+            return ItemResult(item, outcome, verdict)
+
+    results = await asyncio.gather(
+        *(graded(item, outcome) for item, outcome in zip(dataset.items, outcomes, strict=True))
+    )
+    return ConfigRun(list(results))
 
 
 def _judge(engine: CascadeEngine | None, route: RoutePlan) -> Any:
