@@ -425,3 +425,26 @@ def test_break_glass_promotes_a_hash_and_pauses(
     assert status["rollout"]["reason"] == "BreakGlass" and status["promotedHash"] == candidate
     assert first["hash"] != candidate
     assert any(e["reason"] == "BreakGlassPromotion" for e in events(kubectl, namespace))
+
+
+def test_an_eval_waits_for_its_dataset_config_map(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    dataset = kubectl.get_json("configmap", "triage-eval-dataset", namespace=namespace)
+    kubectl("delete", "configmap", "triage-eval-dataset", namespace=namespace)
+    set_threshold(kubectl, namespace, 0)
+    body = eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"]["reason"] == "EvalNotStarted"
+            and p
+        ),
+        "the eval to wait for its dataset",
+    )
+    assert "triage-eval-dataset" in body["status"]["rollout"]["message"]
+    assert eval_jobs(kubectl, namespace) == []
+    restored = {k: dataset[k] for k in ("apiVersion", "kind", "data")}
+    restored["metadata"] = {"name": "triage-eval-dataset"}
+    kubectl.apply(json.dumps(restored), namespace=namespace)
+    status = decided(kubectl, namespace, first["hash"])["status"]
+    assert status["rollout"]["phase"] == "Rejected"

@@ -319,6 +319,16 @@ def _start_job(
     evaluation = parsed.spec.evaluation
     refs = [evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes]
     datasets = [(ref.name, ref.key) for ref in refs]
+    for name, key in dict.fromkeys(datasets):
+        # GitOps may apply the dataset after the policy: wait for it rather than start a Job
+        # that would sit until its deadline.
+        found = kube.read_config_map(namespace, name)
+        if found is None:
+            return (
+                f"dataset ConfigMap {name!r} not found in namespace {namespace!r}; waiting for it"
+            )
+        if key not in (found.get("data") or {}):
+            return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
     job, inputs = job_manifests(
         policy, planned.plan, document, baseline, kind, key_envs, datasets, _settings
     )
