@@ -98,7 +98,9 @@ def deploy(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, **evaluat
         if doc["kind"] == "CascadePolicy":
             doc["spec"]["evaluation"].update(evaluation)
         kubectl.apply(json.dumps(doc), namespace=namespace)
-    return eventually(lambda: live_config(kubectl, namespace), "the first promoted config")
+    return eventually(
+        lambda: live_config(kubectl, namespace), "the first promoted config", timeout=120
+    )
 
 
 def live(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
@@ -448,3 +450,23 @@ def test_an_eval_waits_for_its_dataset_config_map(
     kubectl.apply(json.dumps(restored), namespace=namespace)
     status = decided(kubectl, namespace, first["hash"])["status"]
     assert status["rollout"]["phase"] == "Rejected"
+
+
+def test_a_new_policy_is_gated_against_its_strongest_tiers(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    document = deploy(kubectl, namespace, emulator, onNewPolicy="Evaluate")
+    status = policy(kubectl, namespace)["status"]
+    assert status["rollout"]["reason"] == "EvalPassed"
+    assert status["promotedHash"] == document["hash"] == status["configHash"]
+    (job,) = eval_jobs(kubectl, namespace)
+    inputs = kubectl.get_json("configmap", job["metadata"]["name"], namespace=namespace)
+    baseline = json.loads(inputs["data"]["baseline.json"])
+    triage = next(r for r in baseline["routes"] if r["name"] == "triage")
+    assert [s["tier"] for s in triage["steps"]] == ["sonnet"]
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["args"][
+            job["spec"]["template"]["spec"]["containers"][0]["args"].index("--baseline-kind") + 1
+        ]
+        == "strongest"
+    )

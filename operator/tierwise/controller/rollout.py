@@ -96,6 +96,7 @@ def reconcile(
             {
                 "candidateHash": document["hash"],
                 "promotedHash": document["hash"],
+                "configHash": document["hash"],
                 "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
             },
             [
@@ -187,6 +188,8 @@ def _fields(
         "candidateHash": candidate,
         "rollout": _rollout(previous, step.phase, step.reason, step.message, **extra),
     }
+    # configHash is what the live ConfigMap holds: nothing yet for a new, unpromoted policy
+    # (left out, never null: a null would be written, dropped, and differ again next time).
     if promoted is not None:
         fields["promotedHash"] = promoted
         fields["configHash"] = promoted

@@ -63,6 +63,8 @@ def sync_policy(
         )
         if gated is not None:
             status.update(gated.fields)
+            if "configHash" not in gated.fields:  # gated, and nothing promoted yet
+                status.pop("configHash", None)
         _write_status("cascadepolicies", policy, status, emit)
         ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
         metrics.RECONCILES.labels("CascadePolicy", "ready" if ready else "not_ready").inc()
