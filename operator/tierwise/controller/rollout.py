@@ -151,6 +151,19 @@ def reconcile(
     return RolloutStatus(fields, _conditions(step, fields))
 
 
+def explain_ready(status: dict[str, Any]) -> None:
+    """Ready says the config was rendered; while a candidate is not live, say what is."""
+    candidate, live = status.get("candidateHash"), status.get("promotedHash")
+    if candidate is None or candidate == live:
+        return
+    for condition in status.get("conditions") or []:
+        if condition["type"] == "Ready" and condition["status"] == "True":
+            condition["message"] = (
+                f"router config {candidate} rendered; the live ConfigMap holds "
+                f"{live or 'no config yet'} (see the Promoted condition)"
+            )
+
+
 def _rollout(
     previous: Mapping[str, Any], phase: str, reason: str, message: str, **extra: Any
 ) -> dict[str, Any]:

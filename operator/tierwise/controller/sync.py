@@ -65,6 +65,7 @@ def sync_policy(
             status.update(gated.fields)
             if "configHash" not in gated.fields:  # gated, and nothing promoted yet
                 status.pop("configHash", None)
+            rollout.explain_ready(status)
         _write_status("cascadepolicies", policy, status, emit)
         ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
         metrics.RECONCILES.labels("CascadePolicy", "ready" if ready else "not_ready").inc()
