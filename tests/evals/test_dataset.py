@@ -79,3 +79,8 @@ def test_sample_is_deterministic_and_split_is_disjoint():
     tune, held = dataset.split(0.5)
     assert {i.id for i in tune.items}.isdisjoint(i.id for i in held.items)
     assert len(tune.items) + len(held.items) == 200 and 60 < len(held.items) < 140
+
+
+def test_a_byte_order_mark_is_not_an_error():
+    dataset = parse_dataset('\ufeff{"input": "a", "label": "x"}\n')
+    assert dataset.items[0].label == "x"

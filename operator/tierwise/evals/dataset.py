@@ -122,6 +122,7 @@ def load_dataset(path: str | Path) -> Dataset:
 
 def parse_dataset(text: str, source: str = "dataset") -> Dataset:
     """Parse JSONL; the first bad line raises ``DatasetError`` naming it."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     items: list[Item] = []
     labels: list[str] = []
     ids: dict[str, int] = {}
