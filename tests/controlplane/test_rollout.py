@@ -301,6 +301,23 @@ def test_an_upstream_answering_only_5xx_is_inconclusive(
     assert "graded items" in status["rollout"]["message"]
     assert status["lastEval"]["graded"] == 0
     assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
+    # The outage is over: ask for a new eval of the same candidate.
+    emulator.reset()
+    candidate = status["candidateHash"]
+    kubectl(
+        "annotate", "cascadepolicy", POLICY, f"tierwise.dev/reevaluate={candidate[7:19]}",
+        namespace=namespace,
+    )  # fmt: skip
+    body = eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("reason") == "EvalPassed"
+            and p
+        ),
+        "the new eval's decision",
+        timeout=120,
+    )
+    assert body["status"]["promotedHash"] == candidate
+    assert live_config(kubectl, namespace)["hash"] == candidate
 
 
 def test_two_quick_changes_evaluate_only_the_newer(

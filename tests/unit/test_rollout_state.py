@@ -152,3 +152,21 @@ def test_last_eval_figures_are_readable():
     assert status["costPerItem"] == "$0.000300" and status["items"] == 200
     bare = last_eval_status(None, "Inconclusive", "Job failed", JOB, NEW, "now")
     assert bare["reasons"] == ["Job failed"] and "quality" not in bare
+
+
+def test_a_new_eval_of_a_decided_candidate_can_be_requested_once():
+    previous = {"phase": "Inconclusive", "reason": "EvalFailed", "decidedHash": NEW, "job": JOB}
+    failed = JobView(JOB, NEW, "failed", "DeadlineExceeded")
+    step = next_step(situation(previous=previous, jobs=[failed], reevaluate="bbbbbbbb"), JOB)
+    assert step.reason == "ReEvaluating" and step.clear_decision and step.delete_jobs == (JOB,)
+    assert step.extra == {"reevaluated": "bbbbbbbb"} and not step.decided
+    # The same annotation value again: already acted on, the decision stands.
+    done = {**previous, "reevaluated": "bbbbbbbb"}
+    again = next_step(situation(previous=done, jobs=[failed], reevaluate="bbbbbbbb"), JOB)
+    assert again.phase == "Inconclusive" and not again.clear_decision
+    # While the old Job is being deleted, wait; then start a new one.
+    deleting = JobView(JOB, NEW, "deleting")
+    waiting = next_step(situation(previous={"reevaluated": "bbbbbbbb"}, jobs=[deleting]), JOB)
+    assert waiting.reason == "EvalRestarting" and not waiting.start_job
+    fresh = next_step(situation(previous={"reevaluated": "bbbbbbbb"}), JOB)
+    assert fresh.start_job

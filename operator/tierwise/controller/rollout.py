@@ -29,6 +29,7 @@ from tierwise.controller.rollout_state import (
     PAUSE_ANNOTATION,
     PAUSED_VALUE,
     PROMOTE_ANNOTATION,
+    REEVALUATE_ANNOTATION,
     UNGATED,
     JobView,
     Situation,
@@ -118,6 +119,7 @@ def reconcile(
         on_new_policy=evaluation.on_new_policy,
         paused=annotations.get(PAUSE_ANNOTATION, "").strip().lower() == PAUSED_VALUE,
         promote_hash=annotations.get(PROMOTE_ANNOTATION),
+        reevaluate=annotations.get(REEVALUATE_ANNOTATION),
         timeout_seconds=evaluation.timeout_seconds,
     )
     step = next_step(situation, job_name(name, document["hash"]))
@@ -169,7 +171,7 @@ def _rollout(
 ) -> dict[str, Any]:
     changed = previous.get("phase") != phase or not previous.get("lastTransitionTime")
     rollout = {
-        **{k: v for k, v in previous.items() if k in ("decidedHash", "job")},
+        **{k: v for k, v in previous.items() if k in ("decidedHash", "job", "reevaluated")},
         "phase": phase,
         "reason": reason,
         "message": message[:2000],
@@ -194,13 +196,13 @@ def _fields(
     promoted: str | None,
     status: Mapping[str, Any],
 ) -> dict[str, Any]:
-    extra: dict[str, Any] = {"job": step.job}
+    extra: dict[str, Any] = {"job": step.job, **step.extra}
     if step.decided:
         extra["decidedHash"] = candidate
-    fields: dict[str, Any] = {
-        "candidateHash": candidate,
-        "rollout": _rollout(previous, step.phase, step.reason, step.message, **extra),
-    }
+    rollout = _rollout(previous, step.phase, step.reason, step.message, **extra)
+    if step.clear_decision:
+        rollout["decidedHash"] = None  # null deletes it in the status merge patch
+    fields: dict[str, Any] = {"candidateHash": candidate, "rollout": rollout}
     # configHash is what the live ConfigMap holds: nothing yet for a new, unpromoted policy
     # (left out, never null: a null would be written, dropped, and differ again next time).
     if promoted is not None:

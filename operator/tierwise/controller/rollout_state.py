@@ -26,6 +26,7 @@ UNGATED = "Ungated"
 PROMOTE_ANNOTATION = "tierwise.dev/promote"  # a candidate hash (or its first 8+ hex digits)
 PAUSE_ANNOTATION = "tierwise.dev/rollout"  # "paused"
 PAUSED_VALUE = "paused"
+REEVALUATE_ANNOTATION = "tierwise.dev/reevaluate"  # a candidate hash: run its eval again
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Situation:
     paused: bool = False
     promote_hash: str | None = None
     timeout_seconds: int = 1800
+    reevaluate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Step:
     event: tuple[str, str, str] | None = None  # (type, reason, message)
     job: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    clear_decision: bool = False  # forget the candidate's decision (a requested re-run)
 
 
 def matches_hash(value: str | None, config_hash: str) -> bool:
@@ -124,6 +127,25 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
                 promote=True,
                 delete_jobs=others,
             )
+        wanted = s.reevaluate
+        if (
+            phase in (REJECTED, INCONCLUSIVE)
+            and matches_hash(wanted, candidate)
+            and s.previous.get("reevaluated") != wanted
+        ):
+            return Step(
+                EVALUATING,
+                "ReEvaluating",
+                f"the {REEVALUATE_ANNOTATION} annotation asks for a new eval of {candidate}",
+                delete_jobs=tuple(j.name for j in s.jobs if j.candidate_hash == candidate),
+                clear_decision=True,
+                extra={"reevaluated": wanted},
+                event=(
+                    "Normal",
+                    "ReEvaluating",
+                    f"a new eval of candidate {candidate} was requested",
+                ),
+            )
         if phase in (REJECTED, INCONCLUSIVE):
             return Step(
                 phase,
@@ -155,6 +177,13 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
                 f"eval Job {job_for_candidate} started for candidate {candidate}",
             ),
             job=job_for_candidate,
+        )
+    if mine.state == "deleting":
+        return Step(
+            EVALUATING,
+            "EvalRestarting",
+            f"waiting for the previous eval Job {mine.name} to be deleted before a new one",
+            job=mine.name,
         )
     if mine.state == "running":
         return Step(
