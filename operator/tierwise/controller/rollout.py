@@ -133,6 +133,9 @@ def reconcile(
             step = next_step(situation, job_name(name, document["hash"]))
     for job in step.delete_jobs:
         _delete_job(namespace, job)
+    if step.reason == "EvalRunning" and step.job is not None:
+        running = next(j for j in jobs if j["metadata"]["name"] == step.job)
+        _adopt(policy, parsed, result, tiers, live, running)
     if step.start_job:
         problem = _start_job(policy, parsed, result, tiers, live)
         if problem is not None:
@@ -147,7 +150,7 @@ def reconcile(
         kube.patch_status("cascadepolicies", namespace, name, fields)
     if step.promote:
         write_live(policy, document, emit)
-        fields["promotedHash"] = document["hash"]
+        fields["promotedHash"] = fields["configHash"] = document["hash"]
     if step.event is not None and (step.decided or _changed(previous, step)):
         emit(policy, *step.event)
     return RolloutStatus(fields, _conditions(step, fields))
@@ -318,14 +321,14 @@ def _delete_job(namespace: str, name: str) -> None:
     log.info("deleted superseded eval Job %s/%s", namespace, name)
 
 
-def _start_job(
+def _manifests(
     policy: Mapping[str, Any],
     parsed: Resource,
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
-) -> str | None:
-    """Create the candidate's Job and its inputs; a message when it cannot be started."""
+) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """The candidate's Job and inputs ConfigMap, or why they cannot be made yet."""
     document = result.document
     assert document is not None
     namespace = policy["metadata"]["namespace"]
@@ -347,9 +350,24 @@ def _start_job(
             )
         if key not in (found.get("data") or {}):
             return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
-    job, inputs = job_manifests(
+    return job_manifests(
         policy, planned.plan, document, baseline, kind, key_envs, datasets, _settings
     )
+
+
+def _start_job(
+    policy: Mapping[str, Any],
+    parsed: Resource,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    live: Mapping[str, Any] | None,
+) -> str | None:
+    """Create the candidate's Job and its inputs; a message when it cannot be started."""
+    made = _manifests(policy, parsed, result, tiers, live)
+    if isinstance(made, str):
+        return made
+    job, inputs = made
+    namespace = policy["metadata"]["namespace"]
     _ensure_service_account(namespace)
     try:
         created = _batch().create_namespaced_job(namespace, job)
@@ -360,13 +378,38 @@ def _start_job(
         created_job = kube.client().sanitize_for_serialization(
             _batch().read_namespaced_job(job["metadata"]["name"], namespace)
         )
+    _create_inputs(inputs, created_job)
+    log.info("started eval Job %s/%s", namespace, job["metadata"]["name"])
+    return None
+
+
+def _create_inputs(inputs: dict[str, Any], job: Mapping[str, Any]) -> None:
     try:
-        kube.core().create_namespaced_config_map(namespace, owned_by(inputs, created_job))
+        kube.core().create_namespaced_config_map(
+            inputs["metadata"]["namespace"], owned_by(inputs, job)
+        )
     except ApiException as exc:
         if exc.status != 409:
             raise
-    log.info("started eval Job %s/%s", namespace, job["metadata"]["name"])
-    return None
+
+
+def _adopt(
+    policy: Mapping[str, Any],
+    parsed: Resource,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    live: Mapping[str, Any] | None,
+    job: Mapping[str, Any],
+) -> None:
+    """A running Job found (e.g. after a restart): make sure its inputs exist, since an
+    operator stopped between creating the Job and its ConfigMap leaves the pod waiting."""
+    meta = job["metadata"]
+    if kube.read_config_map(meta["namespace"], meta["name"]) is not None:
+        return
+    made = _manifests(policy, parsed, result, tiers, live)
+    if not isinstance(made, str):
+        _create_inputs(made[1], job)
+        log.info("created the missing inputs of eval Job %s/%s", meta["namespace"], meta["name"])
 
 
 def _baseline(
