@@ -364,7 +364,12 @@ def test_a_killed_operator_adopts_the_running_eval_and_decides_once(
     emulator.script("*", [{"first_token_delay": 0.05}] * 2000)
     set_threshold(kubectl, namespace, 0.75)
     (job,) = eventually(lambda: eval_jobs(kubectl, namespace), "the eval Job")
-    operator.kill()
+    name = job["metadata"]["name"]
+    eventually(
+        lambda: kubectl("get", "configmap", name, namespace=namespace, check=False).returncode == 0,
+        "the eval Job's inputs",
+    )
+    operator.kill()  # mid-eval: the Job runs on without it
     try:
         eventually(
             lambda: any(
