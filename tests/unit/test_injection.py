@@ -30,6 +30,7 @@ from tierwise.controller.names import (
     WEBHOOK_PATH,
     config_map_name,
 )
+from tierwise.routerconfig import sidecar
 
 BASE_URL = {"name": BASE_URL_ENV, "value": "http://127.0.0.1:8787"}
 
@@ -248,6 +249,8 @@ def test_the_router_is_a_native_sidecar_before_the_init_containers():
         "0.0.0.0",
         "--metrics-port",
         "9787",
+        "--max-body-bytes",
+        str(sidecar.MAX_BODY_BYTES),
     ]
     assert "restartPolicy" not in init[1]
 
@@ -557,3 +560,18 @@ def test_serve_admission_generates_a_certificate_for_the_host():
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     ca = x509.load_pem_x509_certificate(Path(server.cafile).read_bytes())
     assert cert.issuer == ca.subject
+
+
+def test_sidecar_limits_probes_and_body_limit_agree() -> None:
+    """Repro: a 32 MiB body did not fit a 192Mi sidecar and probes had no timeout."""
+    from tierwise.controller.injection import InjectionPlan, router_container
+
+    container = router_container(InjectionPlan(policy="p", image="img"))
+    command = container["command"]
+    max_body = int(command[command.index("--max-body-bytes") + 1])
+    assert max_body == sidecar.MAX_BODY_BYTES
+    limit_mib = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    # Measured (docs/benchmarks.md): ~60 MiB idle plus ~4x the largest body in flight.
+    assert limit_mib * 2**20 >= 60 * 2**20 + 4 * max_body
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["timeoutSeconds"] == sidecar.PROBE_TIMEOUT_SECONDS >= 2
