@@ -28,6 +28,9 @@ IMAGE_TOKENS = 1_500
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
+MIN_THINKING_BUDGET = 1024  # the API's minimum budget_tokens for manual extended thinking
+
+
 def check_messages_request(body: Mapping[str, Any]) -> None:
     """What the Messages API requires and the router relies on, with the API's 400 text.
 
@@ -57,6 +60,48 @@ def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
     return min([client, *caps])
 
 
+def thinking_budget(body: Mapping[str, Any]) -> int | None:
+    """The client's manual thinking budget (``thinking.type: enabled``), if any."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        return None
+    return budget
+
+
+def output_limits(body: Mapping[str, Any], step: Step, tier: Tier) -> tuple[int | None, Any]:
+    """``max_tokens`` and ``thinking`` for one step, never turning a valid request invalid.
+
+    The API requires ``thinking.budget_tokens < max_tokens`` (thinking counts toward
+    ``max_tokens``). A step's ``maxTokens`` caps the *answer*: with manual thinking, the
+    step's limit is the client's budget plus the cap (still at most the client's
+    ``max_tokens`` and the tier's ``maxOutputTokens``), so a 256-token triage cap does not
+    make a thinking request a 400. Only the tier's ``maxOutputTokens`` (the model's own
+    limit) can be below the budget; then the budget is lowered to half of that limit, or,
+    when that is under the API's 1,024 minimum, thinking is turned off for the step.
+    Returns the body's own ``thinking`` when it is unchanged.
+    """
+    client = body.get("max_tokens")
+    thinking = body.get("thinking")
+    budget = thinking_budget(body)
+    if budget is None or isinstance(client, bool) or not isinstance(client, int):
+        return effective_max_tokens(client, step, tier), thinking
+    caps = [client]
+    if step.max_tokens is not None:
+        caps.append(budget + step.max_tokens)
+    if tier.limits.max_output_tokens is not None:
+        caps.append(tier.limits.max_output_tokens)
+    limit = min(caps)
+    if limit > budget or client <= budget:
+        return limit, thinking  # fits (or the client's own request is invalid: left as is)
+    lowered = limit // 2
+    if lowered >= MIN_THINKING_BUDGET:
+        return limit, {**thinking, "budget_tokens": lowered}
+    return effective_max_tokens(client, step, tier), {"type": "disabled"}
+
+
 def build_step_request(
     body: Mapping[str, Any],
     route: Route,
@@ -69,9 +114,11 @@ def build_step_request(
     """The body sent to ``tier`` for ``step``: model, caps, instruction, breakpoints."""
     out = dict(body)
     out["model"] = tier.model
-    cap = effective_max_tokens(body.get("max_tokens"), step, tier)
+    cap, thinking = output_limits(body, step, tier)
     if cap is not None:
         out["max_tokens"] = cap
+    if thinking is not body.get("thinking"):
+        out["thinking"] = thinking
     if stream:
         out["stream"] = True
     else:

@@ -5,9 +5,10 @@ pools per endpoint). Each attempt is bounded by the tier's ``timeoutSeconds`` (w
 for a concurrency slot included, so nothing waits forever); 429, 529, other 5xx,
 timeouts, connection errors and a 2xx whose body is not the JSON object the endpoint
 promises are retried with jittered exponential backoff, a ``retry-after`` header
-overriding the backoff. Other 4xx answers are final and passed through to the client
-unchanged. A failure records whether the router already retried, so the client's SDK can
-be told not to retry on top (``x-should-retry: false``).
+overriding the backoff. A 429 without ``retry-after`` (a spend limit) and other 4xx
+answers are final and passed through to the client unchanged. A failure records whether
+the router already retried, so the client's SDK can be told not to retry on top
+(``x-should-retry: false``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,15 @@ def classify_status(status: int) -> str | None:
     return CLIENT_ERROR
 
 
-def retryable(kind: str) -> bool:
-    return kind != CLIENT_ERROR
+def retryable(failure: UpstreamFailure) -> bool:
+    """Worth another attempt: not a client error, and not a 429 without ``retry-after``.
+
+    The API sends ``retry-after`` with every rate-limit 429; one without it (a spend limit,
+    say) will not clear by waiting, so retrying only delays the answer and adds load.
+    """
+    if failure.kind == CLIENT_ERROR:
+        return False
+    return not (failure.kind == RATE_LIMITED and failure.retry_after is None)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -221,7 +229,7 @@ class Upstream:
         """Count the failure, then re-raise it or sleep before the next attempt."""
         self._on_failure(client.tier.name, failure.kind)
         failure.retried = attempt > 0
-        if not retryable(failure.kind) or attempt + 1 >= max_attempts:
+        if not retryable(failure) or attempt + 1 >= max_attempts:
             raise failure
         delay = failure.retry_after
         if delay is None:
