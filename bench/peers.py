@@ -39,8 +39,9 @@ import router_overhead as ro
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".bench-venv"
 # Pinned: LiteLLM releases 1.82.7, 1.82.8 and 1.107.0 were published compromised on the
-# package index; never install it unpinned.
-PEER_REQUIREMENT = "litellm[proxy]==1.110.2"
+# package index; never install it unpinned. 1.81.16 predates them; later releases' `proxy`
+# extra needs a `litellm-proxy` distribution the index does not carry.
+PEER_REQUIREMENT = "litellm[proxy]==1.81.16"
 STRONG_MODEL = "claude-sonnet-4-5"
 HEADERS = {
     "content-type": "application/json",

@@ -580,8 +580,8 @@ def test_sidecar_limits_probes_and_body_limit_agree() -> None:
     max_body = int(command[command.index("--max-body-bytes") + 1])
     assert max_body == sidecar.MAX_BODY_BYTES
     limit_mib = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
-    # Measured (docs/benchmarks.md): ~60 MiB idle plus ~4x the largest body in flight.
-    assert limit_mib * 2**20 >= 60 * 2**20 + 4 * max_body
+    # Measured (docs/benchmarks.md): ~40 MiB idle plus ~6x the largest body in flight.
+    assert limit_mib * 2**20 >= 40 * 2**20 + 6 * max_body
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["timeoutSeconds"] == sidecar.PROBE_TIMEOUT_SECONDS >= 2
 

@@ -22,8 +22,9 @@ MAX_JSON_STRUCTURE = 1_000_000
 # Bodies larger than this are decoded in a worker thread, not on the event loop.
 OFF_LOOP_DECODE_BYTES = 256 * 1024
 
-# Memory: measured peak RSS is ~60 MiB idle plus ~4x the largest body in flight (raw bytes,
-# decoded form, the upstream payload, the answer); see docs/benchmarks.md.
+# Memory: measured peak RSS is ~40 MiB idle plus ~6x the largest body in flight (raw bytes,
+# decoded form, the upstream payload and its send buffer); a body at the structure limit
+# adds ~75 MiB. See docs/benchmarks.md.
 MEMORY_REQUEST = "96Mi"
 MEMORY_LIMIT = "320Mi"
 
