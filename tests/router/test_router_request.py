@@ -52,7 +52,7 @@ LONG = "x" * 400  # 100 tokens
         (1000, None, None, 1000),
         (1000, 512, 300, 300),
         (1000, None, 300, 300),
-        (None, 256, None, 256),
+        (None, 256, None, None),  # caps are ceilings, never a default
         (None, None, None, None),
     ],
 )

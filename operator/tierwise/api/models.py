@@ -176,6 +176,7 @@ class ResponseCache:
     backend: Literal["memory", "redis"] = DEFAULT_CACHE_BACKEND  # type: ignore[assignment]
     redis: RedisSpec | None = None
     allow_non_deterministic: bool = False
+    shared_routes: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
         _check(

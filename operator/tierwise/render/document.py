@@ -259,4 +259,5 @@ def _render_response_cache(spec: CacheProfileSpec) -> ResponseCacheConfig:
         backend=cache.backend,
         redis_url=cache.redis.url if cache.redis else None,
         allow_non_deterministic=cache.allow_non_deterministic,
+        shared_routes=tuple(cache.shared_routes),
     )
