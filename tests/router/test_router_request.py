@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from tierwise.emulator import count_prompt_tokens
 from tierwise.pricing import catalog_prices
-from tierwise.router.config import PromptCaching, Route, Step, Tier, TierLimits
 from tierwise.router.request import (
     MAX_BREAKPOINTS,
     build_count_tokens_request,
@@ -22,6 +21,7 @@ from tierwise.router.request import (
     insert_breakpoints,
     output_limits,
 )
+from tierwise.routerconfig import PromptCaching, Route, Step, Tier, TierLimits
 
 PRICES = catalog_prices("claude-haiku-4-5")
 

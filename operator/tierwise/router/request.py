@@ -11,9 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tierwise.router.config import PromptCaching, Route, Step, Tier
+from tierwise.routerconfig import CACHE_TTLS, MAX_BREAKPOINTS, PromptCaching, Route, Step, Tier
 
-MAX_BREAKPOINTS = 4  # the Messages API's limit per request, the client's own included
 CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
 MESSAGE_OVERHEAD_TOKENS = 3
 IMAGE_TOKENS = 1_500
@@ -184,7 +183,7 @@ def _message_tokens(message: Any) -> int:
 
 def _ttl(cache_control: Any) -> str:
     ttl = cache_control.get("ttl") if isinstance(cache_control, Mapping) else None
-    return ttl if ttl in ("5m", "1h") else "5m"  # an omitted ttl is the API's default 5m
+    return ttl if ttl in CACHE_TTLS else "5m"  # an omitted ttl is the API's default 5m
 
 
 def existing_breakpoints(body: Mapping[str, Any]) -> list[tuple[int, str]]:

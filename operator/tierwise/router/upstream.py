@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from tierwise.router.config import RetryPolicy, Tier
 from tierwise.router.errors import error_body
+from tierwise.routerconfig import RetryPolicy, Tier
 
 # A retry-after longer than this is not waited for: the failure is returned (or falls back)
 # at once instead of holding the client's request for minutes.
