@@ -133,7 +133,11 @@ class Engine:
         """
         if visible_at is None:
             start = self.clock()
-            visible_at = lambda usage: start + self.first_token_seconds(profile, usage, step)  # noqa: E731
+
+            def at_first_token(usage: CacheUsage) -> float:
+                return start + self.first_token_seconds(profile, usage, step)
+
+            visible_at = at_first_token
         prompt = self.cache.account(
             profile.name, prepared.layout, profile.min_cacheable_tokens, visible_at=visible_at
         )
