@@ -29,7 +29,6 @@ from typing import Any
 import kopf
 
 from tierwise.controller.certificates import SelfSignedCertificates, merge_ca_bundle
-from tierwise.controller.indexes import plain
 from tierwise.controller.injection import (
     inject,
     matching_policies,
@@ -41,6 +40,7 @@ from tierwise.controller.names import (
     INJECTED_BY_ANNOTATION,
     WEBHOOK_HANDLER_ID,
 )
+from tierwise.controller.objects import plain
 from tierwise.controller.settings import WebhookOptions
 
 log = logging.getLogger("tierwise.webhook")
@@ -76,10 +76,9 @@ def inject_router(
     policy = matching[0]
     if len(matching) > 1:
         # Shown by kubectl to whoever creates the pod; the choice is also on the pod.
-        names = ", ".join(p["metadata"]["name"] for p in matching)
+        names = ", ".join(p.name for p in matching)
         warnings.append(
-            f"CascadePolicies {names} all select this pod; "
-            f"{policy['metadata']['name']} (the oldest) injects it"
+            f"CascadePolicies {names} all select this pod; {policy.name} (the oldest) injects it"
         )
     image = getattr(getattr(memo, "options", None), "router_image", DEFAULT_ROUTER_IMAGE)
     plan = plan_for(policy, tiers_by_namespace.get(namespace, []), image)
@@ -92,7 +91,7 @@ def inject_router(
         namespace,
         pod["metadata"].get("name") or pod["metadata"].get("generateName", ""),
         "re-admitted" if INJECTED_BY_ANNOTATION in _annotations(pod) else "router injected",
-        policy["metadata"]["name"],
+        policy.name,
     )
 
 

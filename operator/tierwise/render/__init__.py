@@ -14,6 +14,7 @@ from tierwise.render.document import (
     content_hash,
     dump_document,
     render_policy,
+    secret_key_env,
     strongest_tier,
 )
 from tierwise.render.workspace import Workspace, render_all
@@ -34,5 +35,6 @@ __all__ = [
     "dump_document",
     "render_all",
     "render_policy",
+    "secret_key_env",
     "strongest_tier",
 ]
