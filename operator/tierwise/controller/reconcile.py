@@ -85,10 +85,21 @@ def transitions(
 
 
 def policy_conditions(
-    result: RenderResult | None, spec_error: SpecError | None, has_config: bool = False
+    result: RenderResult | None,
+    spec_error: SpecError | None,
+    has_config: bool = False,
+    write_error: str | None = None,
 ) -> list[Condition]:
-    """``has_config``: a ConfigMap from an earlier render exists (and is kept)."""
+    """``has_config``: a ConfigMap from an earlier render exists (and is kept);
+    ``write_error``: why the rendered config could not be written to it."""
     keeping = "keeping the last rendered config" if has_config else "no router config yet"
+    if write_error is not None and spec_error is None and result is not None:
+        return [
+            Condition(
+                RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"
+            ),
+            Condition(READY, False, "ConfigMapWriteFailed", f"{keeping}: {write_error}"),
+        ]
     if spec_error is not None:
         message = str(spec_error)
         return [
@@ -185,6 +196,7 @@ def policy_status(
     *,
     previous: Mapping[str, Any] | None = None,
     has_config: bool = False,
+    write_error: str | None = None,
 ) -> dict[str, Any]:
     """The whole desired status; fields it does not know (e.g. eval figures) are kept.
 
@@ -194,7 +206,7 @@ def policy_status(
     previous = dict(policy.status if previous is None else previous)
     conditions = merge_conditions(
         previous.get("conditions"),
-        policy_conditions(result, policy.error, has_config),
+        policy_conditions(result, policy.error, has_config, write_error),
         policy.generation,
         now,
     )
@@ -203,7 +215,7 @@ def policy_status(
         status["configMap"] = config_map_name(policy.name)
     else:
         status.pop("configMap", None)  # never name a ConfigMap that does not exist
-    if result is not None and result.document is not None:
+    if result is not None and result.document is not None and write_error is None:
         document = result.document
         status["configHash"] = document["hash"]
         status["routeCount"] = len(document["routes"])

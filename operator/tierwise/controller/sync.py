@@ -18,6 +18,7 @@ logged and counted and never stops the others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -105,10 +106,18 @@ class Reconciler:
             result = None
             if policy.resource is not None:
                 result = render_policy(policy.resource, by_name(tiers), by_name(profiles))
-            has_config = False
+            has_config, write_error = False, None
             if result is not None and result.document is not None:
-                self.write_live_config(policy, result, config_map)
-                has_config = True
+                try:
+                    self.write_live_config(policy, result, config_map)
+                    has_config = True
+                except ApiException as exc:
+                    # Say so on this policy; the others go on (sync_policies isolates them).
+                    write_error = (
+                        f"writing ConfigMap {config_map_name(policy.name)} failed: {_reason(exc)}"
+                    )
+                    log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
+                    has_config = self._config_exists(policy, True)
             else:
                 has_config = self._config_exists(policy, config_map)
             if pods is True:
@@ -120,6 +129,7 @@ class Reconciler:
                 now_iso(),
                 previous=self._previous_status(policy),
                 has_config=has_config,
+                write_error=write_error,
             )
             self._write_status(policy, status)
             ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
@@ -268,6 +278,15 @@ class Reconciler:
             if condition["type"] == READY:
                 event_type = "Normal" if condition["status"] == "True" else "Warning"
                 self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
+
+
+def _reason(exc: ApiException) -> str:
+    """The API server's own message, else the HTTP status."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"HTTP {exc.status} {exc.reason}")
 
 
 def _own(status: Mapping[str, Any]) -> dict[str, Any]:
