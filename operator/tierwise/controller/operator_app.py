@@ -31,10 +31,12 @@ def options_of(memo: Any) -> OperatorOptions:
 @kopf.on.startup()
 async def configure_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = options_of(memo)
-    settings.posting.level = logging.INFO
+    # Events are posted by the operator itself (events.py), on transitions only.
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.mandatory = not options.standalone
+    settings.peering.lifetime = options.peering_lifetime
     if options.webhook.enabled:
         from tierwise.controller import webhook  # imported (handlers registered) by the command
 

@@ -33,14 +33,14 @@ async def policy_changed(
 ) -> None:
     policy = observe(body, CASCADE_POLICY)
     reconciler = reconciler_of(memo)
+    tiers = list(tiers_by_namespace.get(namespace, []))
+    profiles = list(cache_profiles_by_namespace.get(namespace, []))
     if type == "DELETED":
         reconciler.forget(policy)
-    else:
-        await reconciler.sync_policies(
-            [policy],
-            list(tiers_by_namespace.get(namespace, [])),
-            list(cache_profiles_by_namespace.get(namespace, [])),
-        )
+    elif not reconciler.up_to_date(policy, tiers, profiles):
+        # (An event that changed only the status, e.g. our own write, needs no work: pod
+        # counts are refreshed by the resync.)
+        await reconciler.sync_policies([policy], tiers, profiles)
     # A policy's tiers and profile count it in `usedBy`: refresh them (coalesced).
     usage_of(memo).touch(
         namespace, policies_by_namespace, tiers_by_namespace, cache_profiles_by_namespace

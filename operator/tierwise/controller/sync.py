@@ -81,6 +81,7 @@ class Reconciler:
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._config_hashes: dict[str, str] = {}  # policy uid -> hash in its ConfigMap
         self._statuses: dict[str, dict[str, Any]] = {}  # uid -> own status fields written
+        self._inputs: dict[str, tuple[Any, ...]] = {}  # policy uid -> inputs of its last sync
         self._memory_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tierwise-sync")
 
@@ -132,9 +133,18 @@ class Reconciler:
                 write_error=write_error,
             )
             self._write_status(policy, status)
+            if write_error is None:
+                self._inputs[policy.uid] = inputs_key(policy, tiers, profiles)
             ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
             metrics.RECONCILES.labels("CascadePolicy", "ready" if ready else "not_ready").inc()
             return status
+
+    def up_to_date(
+        self, policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
+    ) -> bool:
+        """Whether the last sync of ``policy`` saw the same spec, tiers and profile: then an
+        event that changed only its status (often our own write) needs no work."""
+        return self._inputs.get(policy.uid) == inputs_key(policy, tiers, profiles)
 
     def write_live_config(
         self,
@@ -247,6 +257,7 @@ class Reconciler:
         with self._memory_lock:
             self._config_hashes.pop(obj.uid, None)
             self._statuses.pop(obj.uid, None)
+            self._inputs.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -278,6 +289,21 @@ class Reconciler:
             if condition["type"] == READY:
                 event_type = "Normal" if condition["status"] == "True" else "Warning"
                 self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
+
+
+def inputs_key(
+    policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
+) -> tuple[Any, ...]:
+    """What a policy's render depends on: its own spec generation and the generations of the
+    tiers and profile it names (present or not)."""
+    used = set(policy.tier_names())
+    profile = policy.cache_profile_name()
+    return (
+        policy.generation,
+        policy.deleting,
+        tuple(sorted((t.name, t.uid, t.generation) for t in tiers if t.name in used)),
+        tuple(sorted((p.name, p.uid, p.generation) for p in profiles if p.name == profile)),
+    )
 
 
 def _reason(exc: ApiException) -> str:
