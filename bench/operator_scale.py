@@ -311,6 +311,12 @@ class ConfigMapWatch:
         )
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception:  # the stream ends when the benchmark stops the watch
+            return
+
+    def _follow(self) -> None:
         fn = (
             self.core.list_config_map_for_all_namespaces
             if self.namespace is None
