@@ -167,7 +167,11 @@ def test_stream_wire_format_has_ping_after_block_start(emu: EmulatorThread) -> N
     assert names[-1] == "message_stop"
     assert all(name == data["type"] for name, data in events)
     delta = dict(events)["message_delta"]
-    assert delta["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    assert delta["delta"] == {
+        "stop_reason": "max_tokens",
+        "stop_sequence": None,
+        "stop_details": None,
+    }
     assert delta["usage"]["output_tokens"] == 5
 
 

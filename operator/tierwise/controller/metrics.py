@@ -23,6 +23,13 @@ RECONCILE_SECONDS = Histogram(
 CONFIG_WRITES = Counter(
     "tierwise_operator_config_writes_total", "Router-config ConfigMaps created or replaced."
 )
+# The eval gate's verdicts (Promoted, Rejected, Inconclusive): the Helm chart's dashboard and
+# its TierwiseEvalRejected alert read this counter.
+EVAL_OUTCOMES = Counter(
+    "tierwise_operator_eval_outcomes_total",
+    "Eval verdicts on candidate router configs, by policy and outcome.",
+    ["namespace", "policy", "outcome"],
+)
 
 
 @contextmanager
