@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 from kubernetes.client import BatchV1Api
@@ -23,6 +23,7 @@ from tierwise import GROUP, VERSION
 from tierwise.api import Resource
 from tierwise.controller import kube, metrics
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.objects import Observed, by_name
 from tierwise.controller.reconcile import Condition, now_iso
 from tierwise.controller.rollout_state import (
     EVALUATING,
@@ -60,7 +61,6 @@ PROMOTED_CONDITION = "Promoted"
 PROGRESSING_CONDITION = "Progressing"
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]
-WriteLive = Callable[[Mapping[str, Any], Mapping[str, Any], Emit], None]
 
 _settings = JobSettings()
 
@@ -72,45 +72,63 @@ def configure(settings: JobSettings) -> None:
 
 @dataclass(frozen=True)
 class RolloutStatus:
-    """Status fields and conditions the rollout contributes to the policy's status."""
+    """What the rollout contributes to the policy's status: its own fields (written by the
+    rollout itself), its conditions, and the live ConfigMap's state."""
 
     fields: dict[str, Any]
     conditions: list[Condition] = field(default_factory=list)
+    has_config: bool = False
+
+
+class LiveWriter(Protocol):
+    emit: Emit
+
+    def write_live_config(
+        self, policy: Observed, result: RenderResult, config_map: Mapping[str, Any] | bool | None
+    ) -> bool: ...
 
 
 def reconcile(
-    policy: Mapping[str, Any],
-    parsed: Resource,
+    policy: Observed,
     result: RenderResult,
-    tiers: Mapping[str, Resource],
-    emit: Emit,
-    write_live: WriteLive,
+    tiers: Iterable[Observed],
+    writer: LiveWriter,
+    config_map: Mapping[str, Any] | bool | None = True,
 ) -> RolloutStatus:
+    """Promote ``result`` (the candidate) to the live ConfigMap, or evaluate it first.
+
+    ``config_map``: the live ConfigMap as listed by the caller (None: it does not exist), or
+    True to read it. ``writer``: the reconciler, which owns writing the live ConfigMap.
+    """
     document = result.document
-    assert document is not None
-    evaluation = parsed.spec.evaluation
-    previous = dict((policy.get("status") or {}).get("rollout") or {})
+    assert document is not None and policy.resource is not None
+    evaluation = policy.spec.evaluation
+    previous = dict(policy.status.get("rollout") or {})
     if evaluation is None:
-        write_live(policy, document, emit)
+        writer.write_live_config(policy, result, config_map)
         message = "no spec.evaluation: every rendered config goes live at once"
+        fields = {
+            "candidateHash": document["hash"],
+            "promotedHash": document["hash"],
+            "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
+        }
+        _write_fields(policy, fields)
         return RolloutStatus(
-            {
-                "candidateHash": document["hash"],
-                "promotedHash": document["hash"],
-                "configHash": document["hash"],
-                "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
-            },
+            fields,
             [
                 Condition(PROMOTED_CONDITION, True, "NoEvaluation", message),
                 Condition(PROGRESSING_CONDITION, False, "NoEvaluation", message),
             ],
+            has_config=True,
         )
-    meta = policy["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    live = kube.read_config_map(namespace, config_map_name(name))
+    namespace, name = policy.namespace, policy.name
+    if config_map is True:
+        live = kube.read_config_map(namespace, config_map_name(name))
+    else:
+        live = dict(config_map) if isinstance(config_map, Mapping) else None
     promoted_hash = _live_hash(live)
     jobs = _eval_jobs(namespace, name)
-    annotations = meta.get("annotations") or {}
+    annotations = policy.annotations
     situation = Situation(
         candidate_hash=document["hash"],
         promoted_hash=promoted_hash,
@@ -119,41 +137,74 @@ def reconcile(
         on_new_policy=evaluation.on_new_policy,
         paused=annotations.get(PAUSE_ANNOTATION, "").strip().lower() == PAUSED_VALUE,
         promote_hash=annotations.get(PROMOTE_ANNOTATION),
-        reevaluate=annotations.get(REEVALUATE_ANNOTATION),
         timeout_seconds=evaluation.timeout_seconds,
+        reevaluate=annotations.get(REEVALUATE_ANNOTATION),
     )
     step = next_step(situation, job_name(name, document["hash"]))
     if step.decided:
-        # The body may predate our own last status write (an index or an event lags): a
-        # decision is taken on the API server's current status, so it is taken once.
+        # The observed status may predate our own last write (the watch lags): a decision
+        # is taken on the API server's current status, so it is taken once.
         fresh = _current_rollout(namespace, name)
         if fresh != previous:
             previous = fresh
             situation = replace(situation, previous=fresh)
             step = next_step(situation, job_name(name, document["hash"]))
+    by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
     if step.reason == "EvalRunning" and step.job is not None:
         running = next(j for j in jobs if j["metadata"]["name"] == step.job)
-        _adopt(policy, parsed, result, tiers, live, running)
+        _adopt(policy, result, by_tier, live, running)
     if step.start_job:
-        problem = _start_job(policy, parsed, result, tiers, live)
+        problem = _start_job(policy, result, by_tier, live)
         if problem is not None:
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
             )
-    fields = _fields(step, previous, document["hash"], promoted_hash, policy.get("status") or {})
+    fields = _fields(step, previous, document["hash"], promoted_hash, policy.status)
     if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
         # Record the decision before acting on it: a restart then finishes it, never redoes it.
         kube.patch_status("cascadepolicies", namespace, name, fields)
     if step.promote:
-        write_live(policy, document, emit)
-        fields["promotedHash"] = fields["configHash"] = document["hash"]
+        writer.write_live_config(policy, result, live)
+        fields["promotedHash"] = document["hash"]
+    _write_fields(policy, fields)
     if step.event is not None and (step.decided or _changed(previous, step)):
-        emit(policy, *step.event)
-    return RolloutStatus(fields, _conditions(step, fields))
+        writer.emit(policy.reference(), *step.event)
+    has_config = live is not None or step.promote
+    return RolloutStatus(fields, _conditions(step, fields), has_config=has_config)
+
+
+ROLLOUT_FIELDS = (
+    "candidateHash",
+    "promotedHash",
+    "rollout",
+    "lastEval",
+    "escalationRate",
+    "estimatedSavings",
+)
+
+
+def _write_fields(policy: Observed, fields: Mapping[str, Any]) -> None:
+    """Patch the rollout's own status fields where they differ from the observed ones (the
+    reconciler writes only its own fields, and leaves these to the rollout)."""
+    changed = {k: v for k, v in fields.items() if k in ROLLOUT_FIELDS and policy.status.get(k) != v}
+    if changed:
+        kube.patch_status("cascadepolicies", policy.namespace, policy.name, changed)
+
+
+def adjust_status(status: dict[str, Any], gated: RolloutStatus) -> None:
+    """The reconciler's status, corrected for a gated policy: ``configHash`` names what the
+    live ConfigMap holds (nothing yet for a new, unpromoted policy), and Ready says so."""
+    status.update({k: v for k, v in gated.fields.items() if k in ROLLOUT_FIELDS})
+    promoted = gated.fields.get("promotedHash")
+    if promoted is None:
+        status.pop("configHash", None)
+    else:
+        status["configHash"] = promoted
+    explain_ready(status)
 
 
 def explain_ready(status: dict[str, Any]) -> None:
@@ -210,7 +261,6 @@ def _fields(
     # (left out, never null: a null would be written, dropped, and differ again next time).
     if promoted is not None:
         fields["promotedHash"] = promoted
-        fields["configHash"] = promoted
     if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
         last = last_eval_status(
             step.summary, step.phase, step.message, step.job or "", candidate, now_iso()
@@ -322,8 +372,7 @@ def _delete_job(namespace: str, name: str) -> None:
 
 
 def _manifests(
-    policy: Mapping[str, Any],
-    parsed: Resource,
+    policy: Observed,
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
@@ -331,13 +380,14 @@ def _manifests(
     """The candidate's Job and inputs ConfigMap, or why they cannot be made yet."""
     document = result.document
     assert document is not None
-    namespace = policy["metadata"]["namespace"]
-    planned = plan_for_policy(parsed, tiers, lambda ref: dataset_mount(ref.name, ref.key))
+    namespace = policy.namespace
+    assert policy.resource is not None
+    planned = plan_for_policy(policy.resource, tiers, lambda ref: dataset_mount(ref.name, ref.key))
     if planned.plan is None:
         return "cannot start the eval: " + "; ".join(p.message for p in planned.problems)
     baseline, kind = _baseline(live, document)
     key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
-    evaluation = parsed.spec.evaluation
+    evaluation = policy.spec.evaluation
     refs = [evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes]
     datasets = [(ref.name, ref.key) for ref in refs]
     for name, key in dict.fromkeys(datasets):
@@ -351,23 +401,22 @@ def _manifests(
         if key not in (found.get("data") or {}):
             return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
     return job_manifests(
-        policy, planned.plan, document, baseline, kind, key_envs, datasets, _settings
+        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, _settings
     )
 
 
 def _start_job(
-    policy: Mapping[str, Any],
-    parsed: Resource,
+    policy: Observed,
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
 ) -> str | None:
     """Create the candidate's Job and its inputs; a message when it cannot be started."""
-    made = _manifests(policy, parsed, result, tiers, live)
+    made = _manifests(policy, result, tiers, live)
     if isinstance(made, str):
         return made
     job, inputs = made
-    namespace = policy["metadata"]["namespace"]
+    namespace = policy.namespace
     _ensure_service_account(namespace)
     try:
         created = _batch().create_namespaced_job(namespace, job)
@@ -394,8 +443,7 @@ def _create_inputs(inputs: dict[str, Any], job: Mapping[str, Any]) -> None:
 
 
 def _adopt(
-    policy: Mapping[str, Any],
-    parsed: Resource,
+    policy: Observed,
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
@@ -406,7 +454,7 @@ def _adopt(
     meta = job["metadata"]
     if kube.read_config_map(meta["namespace"], meta["name"]) is not None:
         return
-    made = _manifests(policy, parsed, result, tiers, live)
+    made = _manifests(policy, result, tiers, live)
     if not isinstance(made, str):
         _create_inputs(made[1], job)
         log.info("created the missing inputs of eval Job %s/%s", meta["namespace"], meta["name"])
@@ -447,26 +495,24 @@ def _ensure_service_account(namespace: str) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={COMPONENT_LABEL: COMPONENT})
-def eval_job_changed(
-    type: str | None,
-    body: kopf.Body,
+async def eval_job_changed(
     namespace: str,
     labels: Mapping[str, str],
+    memo: Any,
     policies_by_namespace: kopf.Index,
     tiers_by_namespace: kopf.Index,
     cache_profiles_by_namespace: kopf.Index,
     **_: Any,
 ) -> None:
-    """An eval Job started, finished or went away: re-sync its policy to decide."""
-    from tierwise.controller.events import emit
-    from tierwise.controller.sync import sync_policy
+    """An eval Job started, finished or went away: re-sync its policy to decide at once
+    (the policy's own inputs did not change, so its handler would see nothing to do)."""
+    from tierwise.controller.runtime import reconciler_of  # (runtime imports this module)
 
     policy_name = labels.get(POLICY_LABEL)
-    for policy in policies_by_namespace.get(namespace, []):
-        if policy["metadata"]["name"] == policy_name:
-            sync_policy(
-                policy,
-                tiers_by_namespace.get(namespace, []),
-                cache_profiles_by_namespace.get(namespace, []),
-                emit,
-            )
+    policies = [p for p in policies_by_namespace.get(namespace, []) if p.name == policy_name]
+    await reconciler_of(memo).sync_policies(
+        policies,
+        list(tiers_by_namespace.get(namespace, [])),
+        list(cache_profiles_by_namespace.get(namespace, [])),
+        pods=False,
+    )

@@ -146,7 +146,13 @@ class BatchCascadeEngine:
             )
             status = loads(reply.body)
         reply = await self._upstream.call(
-            client, f"{BATCHES_PATH}/{batch_id}/results", None, {}, retry, method="GET"
+            client,
+            f"{BATCHES_PATH}/{batch_id}/results",
+            None,
+            {},
+            retry,
+            method="GET",
+            expect_json=False,  # JSONL, one result per line
         )
         found: dict[int, tuple[Mapping[str, Any], Usage] | str] = {}
         for line in reply.body.decode().splitlines():

@@ -13,6 +13,7 @@ from tierwise.render.document import (
     SecretKeyEnv,
     render_policy,
     render_tier,
+    secret_key_env,
     strongest_tier,
 )
 from tierwise.render.workspace import Workspace, render_all
@@ -42,5 +43,6 @@ __all__ = [
     "render_all",
     "render_policy",
     "render_tier",
+    "secret_key_env",
     "strongest_tier",
 ]
