@@ -141,3 +141,22 @@ def bind_operator_identity(
     )
     as_operator.wait_until_allowed("update", "configmaps", "--all-namespaces")
     return kubeconfig
+
+
+def apply_ungated(kubectl: Kubectl, namespace: str, example: Path) -> None:
+    """Apply an example with its policy's eval gate removed, so a change goes straight to
+    the ConfigMap (test_rollout.py covers the gate); waits until the operator says so."""
+    kubectl.apply(example, namespace=namespace)
+    kubectl(
+        "patch", "cascadepolicy", "email-triage", "--type=json",
+        "-p", '[{"op": "remove", "path": "/spec/evaluation"}]', namespace=namespace,
+    )  # fmt: skip
+    eventually(
+        lambda: (
+            kubectl.get_json("cascadepolicy", "email-triage", namespace=namespace)["status"][
+                "rollout"
+            ]["phase"]
+            == "Ungated"
+        ),
+        "the policy to be ungated",
+    )
