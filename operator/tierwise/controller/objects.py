@@ -94,11 +94,44 @@ class Observed:
         return self.status.get("configHash")
 
 
-def observe(body: Mapping[str, Any], kind: str | None = None) -> Observed:
-    """Parse ``body`` (an API object) once. ``kind`` defaults to the body's own."""
+# uid -> (generation, resource, error): the spec of a generation never changes, and only
+# the latest generation of each object is kept.
+ParseCache = dict[str, tuple[Any, Resource | None, SpecError | None]]
+
+
+def observe(
+    body: Mapping[str, Any], kind: str | None = None, cache: ParseCache | None = None
+) -> Observed:
+    """Parse ``body`` (an API object) once. ``kind`` defaults to the body's own. With
+    ``cache``, a spec already parsed for the same uid and generation is not parsed again
+    (the resync sees every object every period)."""
     metadata = body.get("metadata") or {}
     kind = kind or str(body.get("kind") or "")
-    resource = error = None
+    uid, generation = str(metadata.get("uid") or ""), metadata.get("generation")
+    cached = cache.get(uid) if cache is not None and uid else None
+    if cached is not None and cached[0] == generation:
+        resource, error = cached[1], cached[2]
+    else:
+        resource, error = _parse(body, kind, metadata)
+        if cache is not None and uid:
+            cache[uid] = (generation, resource, error)
+    return Observed(
+        kind=kind,
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        uid=str(metadata.get("uid") or ""),
+        generation=metadata.get("generation"),
+        created=str(metadata.get("creationTimestamp") or ""),
+        deleting=bool(metadata.get("deletionTimestamp")),
+        status=plain(body.get("status") or {}),
+        resource=resource,
+        error=error,
+    )
+
+
+def _parse(
+    body: Mapping[str, Any], kind: str, metadata: Mapping[str, Any]
+) -> tuple[Resource | None, SpecError | None]:
     try:
         resource = parse_resource(
             {
@@ -112,19 +145,8 @@ def observe(body: Mapping[str, Any], kind: str | None = None) -> Observed:
             }
         )
     except SpecError as exc:
-        error = exc
-    return Observed(
-        kind=kind,
-        namespace=str(metadata.get("namespace") or ""),
-        name=str(metadata.get("name") or ""),
-        uid=str(metadata.get("uid") or ""),
-        generation=metadata.get("generation"),
-        created=str(metadata.get("creationTimestamp") or ""),
-        deleting=bool(metadata.get("deletionTimestamp")),
-        status=plain(body.get("status") or {}),
-        resource=resource,
-        error=error,
-    )
+        return None, exc
+    return resource, None
 
 
 def by_name(objects: Iterable[Observed]) -> dict[str, Resource]:

@@ -19,7 +19,7 @@ from typing import Any
 from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
 from tierwise.controller import kube
 from tierwise.controller.injection import selects
-from tierwise.controller.objects import Observed, observe
+from tierwise.controller.objects import Observed, ParseCache, observe
 from tierwise.controller.reconcile import POLICY_LABEL, PodCounts, count_pods
 from tierwise.controller.sync import Reconciler, config_maps_by_policy
 
@@ -32,7 +32,9 @@ KINDS = {
 }
 
 
-def snapshot(namespaces: Sequence[str] | None) -> dict[str, defaultdict[str, list[Observed]]]:
+def snapshot(
+    namespaces: Sequence[str] | None, cache: ParseCache | None = None
+) -> dict[str, defaultdict[str, list[Observed]]]:
     """Every Tierwise object in scope, observed, by plural and namespace."""
     scopes: Sequence[str | None] = namespaces or [None]
     by_kind: dict[str, defaultdict[str, list[Observed]]] = {}
@@ -40,14 +42,14 @@ def snapshot(namespaces: Sequence[str] | None) -> dict[str, defaultdict[str, lis
         grouped: defaultdict[str, list[Observed]] = defaultdict(list)
         for scope in scopes:
             for body in kube.list_objects(plural, scope):
-                grouped[body["metadata"]["namespace"]].append(observe(body, kind))
+                grouped[body["metadata"]["namespace"]].append(observe(body, kind, cache))
         by_kind[plural] = grouped
     return by_kind
 
 
 async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) -> int:
     """Sync every object in ``namespaces`` (None: all); returns how many policies it saw."""
-    by_kind = await asyncio.to_thread(snapshot, namespaces)
+    by_kind = await asyncio.to_thread(snapshot, namespaces, reconciler.parsed)
     policies, tiers, profiles = (
         by_kind["cascadepolicies"],
         by_kind["modeltiers"],

@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 
 from tierwise.controller import kube, metrics
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
-from tierwise.controller.objects import Observed, by_name
+from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.reconcile import (
     POLICY_LABEL,
     READY,
@@ -82,6 +82,11 @@ class Reconciler:
         self._config_hashes: dict[str, str] = {}  # policy uid -> hash in its ConfigMap
         self._statuses: dict[str, dict[str, Any]] = {}  # uid -> own status fields written
         self._inputs: dict[str, tuple[Any, ...]] = {}  # policy uid -> inputs of its last sync
+        # policy uid -> (inputs, render result, desired ConfigMap): a resync of an unchanged
+        # policy neither renders nor serializes its document again.
+        self._rendered: dict[str, tuple[tuple[Any, ...], RenderResult, dict[str, Any] | None]] = {}
+        # Parsed specs by uid and generation, for the resync (see objects.observe).
+        self.parsed: ParseCache = {}
         self._memory_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tierwise-sync")
 
@@ -104,13 +109,11 @@ class Reconciler:
         the counts in the status (a tier change does not move pods).
         """
         with self._locks[policy.uid or repr(policy.key)], metrics.timed("CascadePolicy"):
-            result = None
-            if policy.resource is not None:
-                result = render_policy(policy.resource, by_name(tiers), by_name(profiles))
+            result, desired = self._render(policy, tiers, profiles)
             has_config, write_error = False, None
             if result is not None and result.document is not None:
                 try:
-                    self.write_live_config(policy, result, config_map)
+                    self.write_live_config(policy, result, config_map, desired)
                     has_config = True
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
@@ -146,17 +149,33 @@ class Reconciler:
         event that changed only its status (often our own write) needs no work."""
         return self._inputs.get(policy.uid) == inputs_key(policy, tiers, profiles)
 
+    def _render(
+        self, policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
+    ) -> tuple[RenderResult | None, dict[str, Any] | None]:
+        if policy.resource is None:
+            return None, None
+        tiers, profiles = list(tiers), list(profiles)
+        key = inputs_key(policy, tiers, profiles)
+        cached = self._rendered.get(policy.uid)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        result = render_policy(policy.resource, by_name(tiers), by_name(profiles))
+        desired = desired_config_map(policy, result.document) if result.document else None
+        self._rendered[policy.uid] = (key, result, desired)
+        return result, desired
+
     def write_live_config(
         self,
         policy: Observed,
         result: RenderResult,
         config_map: Mapping[str, Any] | bool | None = True,
+        desired: dict[str, Any] | None = None,
     ) -> bool:
         """Put the rendered document into the policy's live ConfigMap (what running routers
         load), unless it is already there. Returns whether it wrote."""
         document = result.document
         assert document is not None
-        desired = desired_config_map(policy, document)
+        desired = desired or desired_config_map(policy, document)
         if config_map is True:
             if self._config_hashes.get(policy.uid) == document["hash"]:
                 return False
@@ -258,6 +277,8 @@ class Reconciler:
             self._config_hashes.pop(obj.uid, None)
             self._statuses.pop(obj.uid, None)
             self._inputs.pop(obj.uid, None)
+            self._rendered.pop(obj.uid, None)
+            self.parsed.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
 
