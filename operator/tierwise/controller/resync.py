@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,6 +56,7 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
         by_kind["modeltiers"],
         by_kind["cacheprofiles"],
     )
+    listed_at = time.monotonic()
     config_maps = await asyncio.to_thread(_config_maps, namespaces)
     for namespace in sorted(set(policies) | set(tiers) | set(profiles)):
         members = policies[namespace]
@@ -66,6 +68,7 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
             lambda policy, pods=pods: {
                 "config_map": config_maps.get(policy.key),
                 "pods": _counts(policy, pods),
+                "listed_at": listed_at,
             },
         )
         for tier in tiers[namespace]:

@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,7 +80,11 @@ class Reconciler:
     def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
         self.emit = emit
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._config_hashes: dict[str, str] = {}  # policy uid -> hash in its ConfigMap
+        # policy uid -> hash in its ConfigMap (None: known not to exist)
+        self._config_hashes: dict[str, str | None] = {}
+        # policy uid -> when its ConfigMap was last written or read (monotonic), so a resync
+        # does not act on a list made before a handler's newer write
+        self._config_seen_at: dict[str, float] = {}
         self._statuses: dict[str, dict[str, Any]] = {}  # uid -> own status fields written
         self._inputs: dict[str, tuple[Any, ...]] = {}  # policy uid -> inputs of its last sync
         # policy uid -> (inputs, render result, desired ConfigMap): a resync of an unchanged
@@ -100,15 +105,20 @@ class Reconciler:
         *,
         config_map: Mapping[str, Any] | bool | None = True,
         pods: PodCounts | bool | None = True,
+        listed_at: float | None = None,
     ) -> dict[str, Any]:
         """Render ``policy`` and write its ConfigMap and status where they differ.
 
         ``config_map``: the policy's ConfigMap as listed by the caller (None: it does not
-        exist), or True to trust the remembered hash and read it only when unknown.
+        exist) at ``listed_at`` (monotonic), or True to trust the remembered hash and read
+        it only when unknown. A listing older than the operator's own last look at the
+        ConfigMap is ignored.
         ``pods``: counts computed by the caller, True to count them now, False to keep
         the counts in the status (a tier change does not move pods).
         """
         with self._locks[policy.uid or repr(policy.key)], metrics.timed("CascadePolicy"):
+            if listed_at is not None and self._config_seen_at.get(policy.uid, -1.0) > listed_at:
+                config_map = True
             result, desired = self._render(policy, tiers, profiles)
             has_config, write_error = False, None
             if result is not None and result.document is not None:
@@ -184,10 +194,22 @@ class Reconciler:
         else:
             current = config_map or None
         if config_map_up_to_date(current, desired):
-            self._config_hashes[policy.uid] = document["hash"]
+            self._remember_config(policy, document["hash"])
             return False
-        kube.create_or_replace_config_map(current, desired)
-        self._config_hashes[policy.uid] = document["hash"]
+        try:
+            kube.create_or_replace_config_map(current, desired)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Someone wrote it since it was read or listed (a handler, another replica):
+            # read it again and write only if it still differs.
+            meta = desired["metadata"]
+            current = kube.read_config_map(meta["namespace"], meta["name"])
+            if config_map_up_to_date(current, desired):
+                self._remember_config(policy, document["hash"])
+                return False
+            kube.create_or_replace_config_map(current, desired)
+        self._remember_config(policy, document["hash"])
         metrics.CONFIG_WRITES.inc()
         self.emit(
             policy.reference(),
@@ -197,15 +219,20 @@ class Reconciler:
         )
         return True
 
+    def _remember_config(self, policy: Observed, config_hash: str | None) -> None:
+        self._config_hashes[policy.uid] = config_hash
+        self._config_seen_at[policy.uid] = time.monotonic()
+
     def _config_exists(self, policy: Observed, config_map: Mapping[str, Any] | bool | None) -> bool:
         if config_map is not True:
             return bool(config_map)
         if policy.uid in self._config_hashes:
-            return True
+            return self._config_hashes[policy.uid] is not None
         current = kube.read_config_map(policy.namespace, config_map_name(policy.name))
-        if current is not None:
-            annotations = (current.get("metadata") or {}).get("annotations") or {}
-            self._config_hashes[policy.uid] = annotations.get(CONFIG_HASH_ANNOTATION, "")
+        annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+        self._remember_config(
+            policy, None if current is None else annotations.get(CONFIG_HASH_ANNOTATION, "")
+        )
         return current is not None
 
     def _count_pods(self, policy: Observed) -> PodCounts | None:
@@ -275,6 +302,7 @@ class Reconciler:
         """Drop what is remembered about a deleted object."""
         with self._memory_lock:
             self._config_hashes.pop(obj.uid, None)
+            self._config_seen_at.pop(obj.uid, None)
             self._statuses.pop(obj.uid, None)
             self._inputs.pop(obj.uid, None)
             self._rendered.pop(obj.uid, None)
