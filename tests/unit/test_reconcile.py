@@ -142,11 +142,11 @@ def test_policies_using_a_tier_or_profile():
             "fallback": {"tier": "sonnet"},
         },
     )
-    assert [p.name for p in policies_using([POLICY, other], tier="sonnet")] == [
+    assert [p.name for p in policies_using([POLICY, other], tiers=["sonnet"])] == [
         "triage",
         "other",
     ]
-    assert [p.name for p in policies_using([POLICY, other], profile="c")] == ["other"]
+    assert [p.name for p in policies_using([POLICY, other], profiles=["c"])] == ["other"]
 
 
 def test_config_document_is_the_cli_render():

@@ -156,14 +156,15 @@ def by_name(objects: Iterable[Observed]) -> dict[str, Resource]:
 
 
 def policies_using(
-    policies: Iterable[Observed], *, tier: str | None = None, profile: str | None = None
+    policies: Iterable[Observed], *, tiers: Iterable[str] = (), profiles: Iterable[str] = ()
 ) -> list[Observed]:
-    """Policies whose steps or fallback use ``tier``, or that use ``profile``."""
+    """Policies whose steps or fallback use one of ``tiers``, or that use one of
+    ``profiles``."""
+    tiers, profiles = set(tiers), set(profiles)
     return [
         p
         for p in policies
-        if (tier is not None and p.uses_tier(tier))
-        or (profile is not None and p.uses_profile(profile))
+        if not tiers.isdisjoint(p.tier_names()) or p.cache_profile_name() in profiles
     ]
 
 

@@ -90,6 +90,9 @@ class Reconciler:
         # policy uid -> (inputs, render result, desired ConfigMap): a resync of an unchanged
         # policy neither renders nor serializes its document again.
         self._rendered: dict[str, tuple[tuple[Any, ...], RenderResult, dict[str, Any] | None]] = {}
+        # policy uid -> generation whose pods were last counted (a policy's own event counts
+        # them again only when its spec, so maybe its podSelector, changed)
+        self._pods_counted: dict[str, Any] = {}
         # Parsed specs by uid and generation, for the resync (see objects.observe).
         self.parsed: ParseCache = {}
         self._memory_lock = threading.Lock()
@@ -134,8 +137,12 @@ class Reconciler:
                     has_config = self._config_exists(policy, True)
             else:
                 has_config = self._config_exists(policy, config_map)
+            if pods is True and self._pods_counted.get(policy.uid, object()) == policy.generation:
+                pods = False  # counted for this spec already; the resync refreshes them
             if pods is True:
                 pods = self._count_pods(policy)
+            if isinstance(pods, PodCounts):
+                self._pods_counted[policy.uid] = policy.generation
             status = policy_status(
                 policy,
                 result,
@@ -306,6 +313,7 @@ class Reconciler:
             self._statuses.pop(obj.uid, None)
             self._inputs.pop(obj.uid, None)
             self._rendered.pop(obj.uid, None)
+            self._pods_counted.pop(obj.uid, None)
             self.parsed.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
