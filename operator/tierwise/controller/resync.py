@@ -86,7 +86,7 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
 def _config_maps(namespaces: Sequence[str] | None) -> dict[tuple[str, str], Any]:
     listed = []
     for scope in namespaces or [None]:
-        listed.extend(kube.list_config_maps(scope, POLICY_LABEL))
+        listed.extend(kube.list_config_map_metadata(scope, POLICY_LABEL))
     return config_maps_by_policy(listed)
 
 

@@ -80,8 +80,10 @@ class Reconciler:
     def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
         self.emit = emit
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        # policy uid -> hash in its ConfigMap (None: known not to exist)
+        # policy uid -> hash in its ConfigMap (None: known not to exist), and the
+        # resourceVersion of the ConfigMap as last written or read in full
         self._config_hashes: dict[str, str | None] = {}
+        self._config_versions: dict[str, str] = {}
         # policy uid -> when its ConfigMap was last written or read (monotonic), so a resync
         # does not act on a list made before a handler's newer write
         self._config_seen_at: dict[str, float] = {}
@@ -112,10 +114,11 @@ class Reconciler:
     ) -> dict[str, Any]:
         """Render ``policy`` and write its ConfigMap and status where they differ.
 
-        ``config_map``: the policy's ConfigMap as listed by the caller (None: it does not
-        exist) at ``listed_at`` (monotonic), or True to trust the remembered hash and read
-        it only when unknown. A listing older than the operator's own last look at the
-        ConfigMap is ignored.
+        ``config_map``: the policy's ConfigMap's metadata as listed by the caller (None: it
+        does not exist) at ``listed_at`` (monotonic), or True to trust the remembered hash
+        and read it only when unknown. A listing older than the operator's own last look at
+        the ConfigMap is ignored; a listed resourceVersion other than the one the operator
+        last wrote or read means someone else changed it: it is read in full and repaired.
         ``pods``: counts computed by the caller, True to count them now, False to keep
         the counts in the status (a tier change does not move pods).
         """
@@ -193,30 +196,37 @@ class Reconciler:
         document = result.document
         assert document is not None
         desired = desired or desired_config_map(policy, document)
+        meta = desired["metadata"]
         if config_map is True:
             if self._config_hashes.get(policy.uid) == document["hash"]:
                 return False
-            meta = desired["metadata"]
             current = kube.read_config_map(meta["namespace"], meta["name"])
+        elif not config_map:
+            current = None
         else:
-            current = config_map or None
+            listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
+            if (
+                listed_version == self._config_versions.get(policy.uid)
+                and self._config_hashes.get(policy.uid) == document["hash"]
+            ):
+                return False  # as the operator last wrote or read it
+            current = kube.read_config_map(meta["namespace"], meta["name"])
         if config_map_up_to_date(current, desired):
-            self._remember_config(policy, document["hash"])
+            self._remember_config(policy, document["hash"], current)
             return False
         try:
-            kube.create_or_replace_config_map(current, desired)
+            version = kube.create_or_replace_config_map(current, desired)
         except ApiException as exc:
             if exc.status != 409:
                 raise
             # Someone wrote it since it was read or listed (a handler, another replica):
             # read it again and write only if it still differs.
-            meta = desired["metadata"]
             current = kube.read_config_map(meta["namespace"], meta["name"])
             if config_map_up_to_date(current, desired):
-                self._remember_config(policy, document["hash"])
+                self._remember_config(policy, document["hash"], current)
                 return False
-            kube.create_or_replace_config_map(current, desired)
-        self._remember_config(policy, document["hash"])
+            version = kube.create_or_replace_config_map(current, desired)
+        self._remember_config(policy, document["hash"], version=version)
         metrics.CONFIG_WRITES.inc()
         self.emit(
             policy.reference(),
@@ -226,9 +236,18 @@ class Reconciler:
         )
         return True
 
-    def _remember_config(self, policy: Observed, config_hash: str | None) -> None:
+    def _remember_config(
+        self,
+        policy: Observed,
+        config_hash: str | None,
+        current: Mapping[str, Any] | None = None,
+        version: str | None = None,
+    ) -> None:
         self._config_hashes[policy.uid] = config_hash
         self._config_seen_at[policy.uid] = time.monotonic()
+        version = version or ((current or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._config_versions[policy.uid] = str(version)
 
     def _config_exists(self, policy: Observed, config_map: Mapping[str, Any] | bool | None) -> bool:
         if config_map is not True:
@@ -238,7 +257,9 @@ class Reconciler:
         current = kube.read_config_map(policy.namespace, config_map_name(policy.name))
         annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
         self._remember_config(
-            policy, None if current is None else annotations.get(CONFIG_HASH_ANNOTATION, "")
+            policy,
+            None if current is None else annotations.get(CONFIG_HASH_ANNOTATION, ""),
+            current,
         )
         return current is not None
 
@@ -310,6 +331,7 @@ class Reconciler:
         with self._memory_lock:
             self._config_hashes.pop(obj.uid, None)
             self._config_seen_at.pop(obj.uid, None)
+            self._config_versions.pop(obj.uid, None)
             self._statuses.pop(obj.uid, None)
             self._inputs.pop(obj.uid, None)
             self._rendered.pop(obj.uid, None)
