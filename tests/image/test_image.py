@@ -17,7 +17,7 @@ import pytest
 
 from tierwise import __version__
 from tierwise.cli import COMMANDS
-from tierwise.router.config import document_hash
+from tierwise.routerconfig import content_hash as document_hash
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1500)]
 
