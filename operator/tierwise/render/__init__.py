@@ -12,6 +12,7 @@ from tierwise.render.document import (
     RenderResult,
     SecretKeyEnv,
     render_policy,
+    secret_key_env,
     strongest_tier,
 )
 from tierwise.render.workspace import Workspace, render_all
@@ -40,5 +41,6 @@ __all__ = [
     "dump_document",
     "render_all",
     "render_policy",
+    "secret_key_env",
     "strongest_tier",
 ]

@@ -86,6 +86,13 @@ class RenderResult:
         return self.config.to_document() if self.config else None
 
 
+def secret_key_env(tier_name: str, spec: ModelTierSpec) -> SecretKeyEnv | None:
+    """Where the router finds a tier's API key (env var) and where that comes from (the
+    tier's Secret); None for a tier without ``apiKeySecretRef``."""
+    ref = spec.api_key_secret_ref
+    return None if ref is None else SecretKeyEnv(api_key_env(tier_name), ref.name, ref.key)
+
+
 def render_policy(
     policy: Resource,
     tiers: Mapping[str, Resource],
@@ -121,9 +128,9 @@ def render_policy(
             continue
         prices[name] = resolved
         rendered_tiers[name] = _render_tier(name, tier_spec, resolved)
-        if tier_spec.api_key_secret_ref is not None:
-            ref = tier_spec.api_key_secret_ref
-            key_envs.append(SecretKeyEnv(api_key_env(name), ref.name, ref.key))
+        key_env = secret_key_env(name, tier_spec)
+        if key_env is not None:
+            key_envs.append(key_env)
 
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
     if cache_problem:

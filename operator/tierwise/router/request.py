@@ -86,15 +86,18 @@ def output_limits(body: Mapping[str, Any], step: Step, tier: Tier) -> tuple[int 
     client = body.get("max_tokens")
     thinking = body.get("thinking")
     budget = thinking_budget(body)
-    if budget is None or isinstance(client, bool) or not isinstance(client, int):
+    not_an_int = client is not None and (isinstance(client, bool) or not isinstance(client, int))
+    if budget is None or not_an_int:
         return effective_max_tokens(client, step, tier), thinking
-    caps = [client]
+    caps = [] if client is None else [client]
     if step.max_tokens is not None:
         caps.append(budget + step.max_tokens)
     if tier.limits.max_output_tokens is not None:
         caps.append(tier.limits.max_output_tokens)
+    if not caps:
+        return None, thinking
     limit = min(caps)
-    if limit > budget or client <= budget:
+    if limit > budget or (client is not None and client <= budget):
         return limit, thinking  # fits (or the client's own request is invalid: left as is)
     lowered = limit // 2
     if lowered >= MIN_THINKING_BUDGET:
