@@ -17,7 +17,7 @@ import pytest
 
 from tierwise import __version__
 from tierwise.cli import COMMANDS
-from tierwise.router.config import document_hash
+from tierwise.routerconfig.digest import content_hash
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1500)]
 
@@ -102,7 +102,7 @@ def router_container(
     doc = json.loads(rendered)
     for tier in doc["tiers"].values():
         tier["endpoint"] = f"http://127.0.0.1:{EMULATOR_PORT}"
-    doc["hash"] = document_hash(doc)
+    doc["hash"] = content_hash(doc)
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (config_dir / "router.json").write_text(json.dumps(doc))

@@ -10,11 +10,11 @@ import jsonpatch
 import kopf
 import pytest
 
+from tierwise.api.models import LabelSelector, LabelSelectorRequirement
 from tierwise.controller.injection import (
     BASE_URL_ENV,
     DEFAULT_RESOURCES,
     InjectionPlan,
-    KeyRef,
     choose_policy,
     inject,
     matching_policies,
@@ -30,6 +30,10 @@ from tierwise.controller.names import (
     WEBHOOK_PATH,
     config_map_name,
 )
+from tierwise.controller.objects import observe
+from tierwise.controller.settings import OperatorOptions, WebhookOptions
+from tierwise.render import SecretKeyEnv
+from tierwise.routerconfig import sidecar
 
 BASE_URL = {"name": BASE_URL_ENV, "value": "http://127.0.0.1:8787"}
 
@@ -58,6 +62,7 @@ def policy(
     tiers=("haiku", "sonnet"),
     fallback=None,
     config_hash="sha256:abc",
+    **meta,
 ):
     spec = {"routes": [{"name": "r", "steps": [{"tier": t} for t in tiers]}]}
     if selector is not None:
@@ -65,24 +70,35 @@ def policy(
     if fallback:
         spec["fallback"] = {"tier": fallback}
     status = {"configHash": config_hash} if config_hash else {}
-    return {
-        "metadata": {"name": name, "creationTimestamp": created},
-        "spec": spec,
-        "status": status,
-    }
+    return observe(
+        {
+            "apiVersion": "tierwise.dev/v1alpha1",
+            "kind": "CascadePolicy",
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created, **meta},
+            "spec": spec,
+            "status": status,
+        }
+    )
 
 
 def tier(name, secret=None):
     spec: dict[str, Any] = {"model": "m"}
     if secret:
         spec["apiKeySecretRef"] = secret
-    return {"metadata": {"name": name}, "spec": spec}
+    return observe(
+        {
+            "apiVersion": "tierwise.dev/v1alpha1",
+            "kind": "ModelTier",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": spec,
+        }
+    )
 
 
 PLAN = InjectionPlan(
     policy="triage",
     image="tierwise:test",
-    keys=(KeyRef("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),),
+    keys=(SecretKeyEnv("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),),
     config_hash="sha256:abc",
 )
 
@@ -150,7 +166,20 @@ def expr(key, operator, *values):
     ],
 )
 def test_label_selector_semantics(selector, labels, expected):
-    assert selects(selector, labels) is expected
+    assert selects(typed_selector(selector), labels) is expected
+
+
+def typed_selector(selector):
+    """The typed LabelSelector (built directly: one case uses an operator the schema refuses)."""
+    if selector is None:
+        return None
+    return LabelSelector(
+        match_labels=selector.get("matchLabels"),
+        match_expressions=tuple(
+            LabelSelectorRequirement(e["key"], e["operator"], tuple(e.get("values") or ()) or None)
+            for e in selector.get("matchExpressions") or ()
+        ),
+    )
 
 
 # -- choosing the policy ----------------------------------------------------------------------
@@ -161,8 +190,8 @@ def test_the_oldest_matching_policy_wins():
     older = policy("z", {}, created="2026-01-01T00:00:00Z")
     other = policy("a", {"matchLabels": {"app": "other"}}, created="2025-01-01T00:00:00Z")
     inbox = pod({"app": "inbox"})
-    assert choose_policy(inbox, [newer, other, older])["metadata"]["name"] == "z"
-    assert [p["metadata"]["name"] for p in matching_policies(inbox, [newer, other, older])] == [
+    assert choose_policy(inbox, [newer, other, older]).name == "z"
+    assert [p.name for p in matching_policies(inbox, [newer, other, older])] == [
         "z",
         "b",
     ]
@@ -171,10 +200,10 @@ def test_the_oldest_matching_policy_wins():
 def test_policies_created_in_the_same_second_are_ordered_by_name():
     same = "2026-01-01T00:00:00Z"
     chosen = choose_policy(pod(), [policy("zeta", {}, same), policy("alpha", {}, same)])
-    assert chosen["metadata"]["name"] == "alpha"
+    assert chosen.name == "alpha"
     # The choice does not depend on the order the index returns the policies in.
     chosen = choose_policy(pod(), [policy("alpha", {}, same), policy("zeta", {}, same)])
-    assert chosen["metadata"]["name"] == "alpha"
+    assert chosen.name == "alpha"
 
 
 def test_no_policy_for_unmatched_pods_or_policies_without_selector():
@@ -186,10 +215,11 @@ def test_no_policy_for_unmatched_pods_or_policies_without_selector():
 
 
 def test_a_policy_being_deleted_no_longer_claims_pods():
-    going = policy("old", {}, created="2025-01-01T00:00:00Z")
-    going["metadata"]["deletionTimestamp"] = "2026-03-01T00:00:00Z"
+    going = policy(
+        "old", {}, created="2025-01-01T00:00:00Z", deletionTimestamp="2026-03-01T00:00:00Z"
+    )
     staying = policy("new", {}, created="2026-01-01T00:00:00Z")
-    assert choose_policy(pod(), [going, staying])["metadata"]["name"] == "new"
+    assert choose_policy(pod(), [going, staying]).name == "new"
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -206,8 +236,8 @@ def test_plan_maps_used_tiers_to_their_secrets_only():
     # Sorted by tier name; the fallback tier counts; a tier without a Secret has no key;
     # `key` defaults to the CRD's default.
     assert plan.keys == (
-        KeyRef("TIERWISE_TIER_HAIKU_API_KEY", "k", "token"),
-        KeyRef("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key"),
+        SecretKeyEnv("TIERWISE_TIER_HAIKU_API_KEY", "k", "token"),
+        SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key"),
     )
     assert (plan.policy, plan.image, plan.config_hash) == ("triage", "img", "sha256:abc")
 
@@ -248,6 +278,8 @@ def test_the_router_is_a_native_sidecar_before_the_init_containers():
         "0.0.0.0",
         "--metrics-port",
         "9787",
+        "--max-body-bytes",
+        str(sidecar.MAX_BODY_BYTES),
     ]
     assert "restartPolicy" not in init[1]
 
@@ -282,8 +314,8 @@ def test_tier_keys_come_from_secrets_by_reference():
         policy="triage",
         image="i",
         keys=(
-            KeyRef("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),
-            KeyRef("TIERWISE_TIER_OPUS_API_KEY", "opus-key", "token"),
+            SecretKeyEnv("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),
+            SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "opus-key", "token"),
         ),
     )
     [router] = routers(inject(pod(), plan))
@@ -527,33 +559,73 @@ def test_serve_admission_never_uses_kopfs_managed_registration(tmp_path):
     (tmp_path / "tls.crt").write_text("c")
     (tmp_path / "tls.key").write_text("k")
     settings = kopf.OperatorSettings()
-    webhook.serve_admission(settings, port=9443, cert_dir=tmp_path, manage=True, host="h")
+    options = WebhookOptions(cert_dir=str(tmp_path), manage=True, host="h")
+    webhook.serve_admission(settings, options, None)
     assert isinstance(settings.admission.server, webhook.RegisteringWebhookServer)
     assert settings.admission.managed is None
     assert settings.admission.server.host == "h" and settings.admission.server.cafile is None
 
     settings = kopf.OperatorSettings()
-    webhook.configure_admission(
-        settings,
-        {"webhook_port": 9443, "webhook_cert_dir": str(tmp_path), "router_image": "img:2"},
-    )
+    webhook.serve_admission(settings, WebhookOptions(cert_dir=str(tmp_path)), None)
     server = settings.admission.server
     assert type(server) is kopf.WebhookServer and server.host == "127.0.0.1"
-    assert webhook._router_image == "img:2"
-    webhook.serve_admission(kopf.OperatorSettings(), port=9443, cert_dir=tmp_path)
-    assert webhook._router_image == DEFAULT_ROUTER_IMAGE
 
 
-def test_serve_admission_generates_a_certificate_for_the_host():
+def test_a_missing_certificate_directory_is_a_clear_error(tmp_path):
+    from tierwise.controller import webhook
+
+    with pytest.raises(kopf.PermanentError, match=r"tls\.crt does not exist"):
+        webhook.serve_admission(
+            kopf.OperatorSettings(), WebhookOptions(cert_dir=str(tmp_path)), None
+        )
+
+
+def test_serve_admission_generates_a_certificate_for_the_host_and_sans():
     from cryptography import x509
 
     from tierwise.controller import webhook
 
     settings = kopf.OperatorSettings()
-    webhook.serve_admission(settings, port=9443, addr="0.0.0.0", host="127.0.0.1")
+    options = WebhookOptions(
+        address="0.0.0.0", host="127.0.0.1", sans=("tierwise-webhook.tierwise-system.svc",)
+    )
+    webhook.serve_admission(settings, options, None)
     server = settings.admission.server
     cert = x509.load_pem_x509_certificate(Path(server.certfile).read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["tierwise-webhook.tierwise-system.svc"]
     ca = x509.load_pem_x509_certificate(Path(server.cafile).read_bytes())
     assert cert.issuer == ca.subject
+
+
+def test_sidecar_limits_probes_and_body_limit_agree() -> None:
+    """Repro: a 32 MiB body did not fit a 192Mi sidecar and probes had no timeout."""
+    from tierwise.controller.injection import InjectionPlan, router_container
+
+    container = router_container(InjectionPlan(policy="p", image="img"))
+    command = container["command"]
+    max_body = int(command[command.index("--max-body-bytes") + 1])
+    assert max_body == sidecar.MAX_BODY_BYTES
+    limit_mib = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    # Measured (docs/benchmarks.md): ~40 MiB idle plus ~6x the largest body in flight.
+    assert limit_mib * 2**20 >= 40 * 2**20 + 6 * max_body
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["timeoutSeconds"] == sidecar.PROBE_TIMEOUT_SECONDS >= 2
+
+
+def test_the_admission_handler_uses_the_router_image_from_the_options():
+    from tierwise.controller.webhook import inject_router
+
+    p = pod({"app": "inbox"})
+    patch = kopf.Patch(body=kopf.Body(p))
+    inject_router(
+        body=kopf.Body(p),
+        patch=patch,
+        warnings=[],
+        policies_by_namespace={"ns": [policy("triage", {})]},
+        tiers_by_namespace={"ns": []},
+        memo=kopf.Memo(options=OperatorOptions(router_image="registry.example/router:2")),
+    )
+    result = jsonpatch.apply_patch(p, patch.as_json_patch())
+    assert routers(result)[0]["image"] == "registry.example/router:2"

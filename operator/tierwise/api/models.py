@@ -1,6 +1,7 @@
 """Typed models of the three ``tierwise.dev/v1alpha1`` specs.
 
-They mirror ``crds/*.yaml`` field for field (names, types, enums, defaults, required), and
+Defaults that reach the router config come from ``tierwise.routerconfig``, the format's
+one owner. They mirror ``crds/*.yaml`` field for field (names, types, enums, defaults, required), and
 ``validate`` methods repeat the CRDs' CEL rules with the same messages, so ``tierwise
 render`` rejects offline what the API server would reject. A test keeps both in agreement.
 """
@@ -13,12 +14,60 @@ from decimal import Decimal
 from typing import Literal
 
 from tierwise.api.parsing import SpecError
+from tierwise.routerconfig import (
+    CACHE_TTLS,
+    DEFAULT_BREAKPOINTS,
+    DEFAULT_CACHE_BACKEND,
+    DEFAULT_CACHE_TTL,
+    DEFAULT_INITIAL_BACKOFF_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF_SECONDS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_RESPONSE_CACHE_MAX_ENTRIES,
+    DEFAULT_RESPONSE_CACHE_TTL_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_BREAKPOINTS,
+)
 
 Signal = Literal["stopReason", "invalidJSON", "jsonFieldBelow", "jsonFieldNotIn", "regex"]
 Breakpoint = Literal["tools", "system", "history"]
 FallbackTrigger = Literal["overloaded", "rateLimited", "serverError", "timeout"]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Kubernetes label syntax (as the API server checks label selectors).
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# The stop_reason values of the Messages API (platform.claude.com, "Handling stop reasons",
+# checked 2026-11-29).
+STOP_REASONS = (
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+)
+LABEL_KEY_MESSAGE = (
+    "an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', "
+    "starting and ending with a letter or digit"
+)
+LABEL_VALUE_MESSAGE = (
+    "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or "
+    "digit (no spaces)"
+)
+
+
+def is_label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return len(name) <= 63 and bool(_LABEL_NAME.match(name))
+
+
+def is_label_value(value: str) -> bool:
+    return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
 
 
 def _check(condition: bool, path: str, message: str) -> None:
@@ -66,8 +115,8 @@ class TierPricing:
 @dataclass(frozen=True)
 class TierLimits:
     max_output_tokens: int | None = None
-    timeout_seconds: int = 60
-    max_concurrency: int = 64
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     def validate(self, path: str) -> None:
         if self.max_output_tokens is not None:
@@ -100,10 +149,26 @@ class ModelTierSpec:
     def validate(self, path: str) -> None:
         _check(0 < len(self.model) <= 128, f"{path}.model", "model must be 1 to 128 characters")
         if self.endpoint is not None:
+            where = f"{path}.endpoint"
             _check(
                 self.endpoint.startswith(("http://", "https://")),
-                f"{path}.endpoint",
+                where,
                 "endpoint must be an http:// or https:// URL",
+            )
+            _check(
+                not re.search(r"\s", self.endpoint),
+                where,
+                "endpoint must not contain spaces or line breaks",
+            )
+            _check(
+                not re.search(r"/v1/?$", self.endpoint) and not re.search(r"[?#]", self.endpoint),
+                where,
+                "endpoint is the base URL without /v1, a query or a fragment; the router adds /v1/messages itself",
+            )
+            _check(
+                bool(re.match(r"^https?://[^/]+", self.endpoint)),
+                where,
+                "endpoint must name a host",
             )
 
 
@@ -113,9 +178,9 @@ class ModelTierSpec:
 @dataclass(frozen=True)
 class PromptCaching:
     enabled: bool = True
-    breakpoints: tuple[Breakpoint, ...] = ("tools", "system")
-    ttl: str = "5m"
-    max_breakpoints: int = 4
+    breakpoints: tuple[Breakpoint, ...] = DEFAULT_BREAKPOINTS
+    ttl: str = DEFAULT_CACHE_TTL
+    max_breakpoints: int = MAX_BREAKPOINTS
 
     def validate(self, path: str) -> None:
         _check(
@@ -124,12 +189,12 @@ class PromptCaching:
             "breakpoints must not repeat",
         )
         _check(
-            self.ttl in ("5m", "1h"),
+            self.ttl in CACHE_TTLS,
             f"{path}.ttl",
             "ttl must be 5m or 1h, the two prompt-cache lifetimes the API offers",
         )
         _check(
-            1 <= self.max_breakpoints <= 4,
+            1 <= self.max_breakpoints <= MAX_BREAKPOINTS,
             f"{path}.maxBreakpoints",
             "maxBreakpoints must be between 1 and 4, the API rejects more than 4 cache_control blocks",
         )
@@ -156,11 +221,12 @@ class RedisSpec:
 @dataclass(frozen=True)
 class ResponseCache:
     enabled: bool = False
-    ttl_seconds: int = 300
-    max_entries: int = 10000
-    backend: Literal["memory", "redis"] = "memory"
+    ttl_seconds: int = DEFAULT_RESPONSE_CACHE_TTL_SECONDS
+    max_entries: int = DEFAULT_RESPONSE_CACHE_MAX_ENTRIES
+    backend: Literal["memory", "redis"] = DEFAULT_CACHE_BACKEND  # type: ignore[assignment]
     redis: RedisSpec | None = None
     allow_non_deterministic: bool = False
+    shared_routes: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
         _check(
@@ -195,11 +261,40 @@ class LabelSelectorRequirement:
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: tuple[str, ...] | None = None
 
+    def validate(self, path: str) -> None:
+        # The API server refuses such selectors when the operator lists pods with them.
+        _check(
+            is_label_key(self.key), f"{path}.key", f"key must be a label key: {LABEL_KEY_MESSAGE}"
+        )
+        if self.operator in ("In", "NotIn"):
+            _check(bool(self.values), path, "operators In and NotIn need a non-empty values list")
+        else:
+            _check(not self.values, path, "operators Exists and DoesNotExist take no values")
+        for index, value in enumerate(self.values or ()):
+            _check(
+                is_label_value(value),
+                f"{path}.values[{index}]",
+                f"values must be label values: {LABEL_VALUE_MESSAGE}; got {value!r}",
+            )
+
 
 @dataclass(frozen=True)
 class LabelSelector:
     match_labels: dict[str, str] | None = None
     match_expressions: tuple[LabelSelectorRequirement, ...] | None = None
+
+    def validate(self, path: str) -> None:
+        for key, value in (self.match_labels or {}).items():
+            _check(
+                is_label_key(key),
+                f"{path}.matchLabels",
+                f"matchLabels keys must be label keys: {LABEL_KEY_MESSAGE}; got {key!r}",
+            )
+            _check(
+                is_label_value(value),
+                f"{path}.matchLabels",
+                f"matchLabels values must be label values: {LABEL_VALUE_MESSAGE}; got {value!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -236,6 +331,14 @@ class EscalationSignal:
             )
         if self.signal == "regex":
             _check(self.pattern is not None, path, "signal regex needs pattern")
+        if self.signal == "stopReason":
+            unknown = [v for v in self.values or () if v not in STOP_REASONS]
+            _check(
+                not unknown,
+                path,
+                "stopReason values must be stop reasons of the Messages API: "
+                f"{', '.join(STOP_REASONS)} (not {', '.join(unknown)})",
+            )
         if self.threshold is not None:
             _check(
                 0 <= self.threshold <= 1, f"{path}.threshold", "threshold must be between 0 and 1"
@@ -282,6 +385,19 @@ class Route:
             "route name must be lowercase letters, digits and '-', starting and ending with a letter or digit",
         )
         _check(len(self.steps) >= 1, f"{path}.steps", "a route needs at least one step")
+        if self.steps:
+            _check(
+                not self.steps[-1].escalate_when,
+                path,
+                "the last step of a route has nothing to escalate to; remove its escalateWhen",
+            )
+        tiers = [step.tier for step in self.steps]
+        repeated = sorted({t for t in tiers if tiers.count(t) > 1})
+        _check(
+            not repeated,
+            path,
+            f"a tier may appear only once in a route's steps (repeated: {', '.join(repeated)})",
+        )
 
 
 @dataclass(frozen=True)
@@ -292,9 +408,9 @@ class Fallback:
 
 @dataclass(frozen=True)
 class Retry:
-    max_attempts: int = 3
-    initial_backoff_seconds: Decimal = Decimal("0.25")
-    max_backoff_seconds: Decimal = Decimal("8")
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_backoff_seconds: Decimal = DEFAULT_INITIAL_BACKOFF_SECONDS
+    max_backoff_seconds: Decimal = DEFAULT_MAX_BACKOFF_SECONDS
 
     def validate(self, path: str) -> None:
         _check(
@@ -312,6 +428,11 @@ class Retry:
             f"{path}.maxBackoffSeconds",
             "retry.maxBackoffSeconds must be zero or more",
         )
+        _check(
+            self.initial_backoff_seconds <= self.max_backoff_seconds,
+            path,
+            "retry.initialBackoffSeconds must not be above retry.maxBackoffSeconds",
+        )
 
 
 @dataclass(frozen=True)
@@ -326,11 +447,23 @@ class CascadePolicySpec:
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")
         names = [r.name for r in self.routes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
         _check(
-            len(set(names)) == len(names),
+            not repeated,
             f"{path}.routes",
-            "route names must be unique within a CascadePolicy",
+            f"route names must be unique within a CascadePolicy; repeated: {', '.join(repeated)}",
         )
+        # Beyond the CRD (CEL cannot afford the comparison): a model name taken over by two
+        # routes would go to whichever the router happens to check first.
+        claims: dict[str, str] = {}
+        for route in self.routes:
+            for model in (route.match.models or ()) if route.match else ():
+                _check(
+                    claims.setdefault(model, route.name) == route.name,
+                    f"{path}.routes",
+                    f"a model name may be claimed by one route only: {model!r} is in "
+                    f"match.models of routes {claims[model]} and {route.name}",
+                )
         if self.default_route is not None:
             _check(
                 self.default_route in names,

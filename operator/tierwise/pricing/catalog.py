@@ -77,12 +77,15 @@ class PricingUnknown:
     """An error value: the model has no catalog entry and its ModelTier gives no prices."""
 
     model: str
+    # The spec.pricing fields still needed (an unknown model needs input and output).
+    missing: tuple[str, ...] = ("input", "output")
 
     @property
     def message(self) -> str:
+        needed = " and ".join(f"spec.pricing.{name}" for name in self.missing)
         return (
             f"model {self.model!r} is not in the built-in price catalog ({CATALOG_DATE}); "
-            "set spec.pricing.input and spec.pricing.output on its ModelTier"
+            f"set {needed} on its ModelTier"
         )
 
 
@@ -115,8 +118,9 @@ def resolve_prices(model: str, override: dict | None) -> Prices | PricingUnknown
     if not override:
         return base
     if isinstance(base, PricingUnknown):
-        if "input" not in override or "output" not in override:
-            return base
+        missing = tuple(name for name in ("input", "output") if name not in override)
+        if missing:
+            return PricingUnknown(model, missing)
         derived = Rates.from_input_output(override["input"], override["output"])
     elif "input" in override:
         derived = Rates.from_input_output(

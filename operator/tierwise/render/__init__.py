@@ -1,22 +1,29 @@
-"""Pure rendering of policies into router config documents (see docs/router-config.md)."""
+"""Pure rendering of policies into router config documents (see docs/router-config.md).
+
+The format itself (classes, version, defaults, hash) belongs to ``tierwise.routerconfig``;
+the names re-exported here from it are for the operator's convenience.
+"""
 
 from tierwise.render.document import (
     CACHE_PROFILE_NOT_FOUND,
-    CONFIG_KEY,
     PRICING_UNKNOWN,
-    SCHEMA_VERSION,
     TIER_NOT_FOUND,
     Problem,
     RenderResult,
     SecretKeyEnv,
+    render_policy,
+    secret_key_env,
+    strongest_tier,
+)
+from tierwise.render.workspace import Workspace, render_all
+from tierwise.routerconfig import (
+    CONFIG_KEY,
+    SCHEMA_VERSION,
     api_key_env,
     canonical_json,
     content_hash,
     dump_document,
-    render_policy,
-    strongest_tier,
 )
-from tierwise.render.workspace import Workspace, render_all
 
 __all__ = [
     "CACHE_PROFILE_NOT_FOUND",
@@ -34,5 +41,6 @@ __all__ = [
     "dump_document",
     "render_all",
     "render_policy",
+    "secret_key_env",
     "strongest_tier",
 ]

@@ -7,8 +7,8 @@ import json
 import sys
 
 from tierwise.api import SpecError, load_manifests
-from tierwise.render.document import dump_document
 from tierwise.render.workspace import render_all
+from tierwise.routerconfig import dump_document
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -7,27 +7,102 @@ steps' requests from one body is cheap and safe.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from tierwise.router.config import PromptCaching, Route, Step, Tier
+from tierwise.router.errors import invalid_request
+from tierwise.routerconfig import (
+    CACHE_TTLS,
+    MAX_BREAKPOINTS,
+    PromptCaching,
+    Route,
+    Step,
+    Tier,
+    canonical_json,
+)
 
-MAX_BREAKPOINTS = 4  # the Messages API's limit per request, the client's own included
 CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
 MESSAGE_OVERHEAD_TOKENS = 3
 IMAGE_TOKENS = 1_500
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
+MIN_THINKING_BUDGET = 1024  # the API's minimum budget_tokens for manual extended thinking
+
+
+def check_messages_request(body: Mapping[str, Any]) -> None:
+    """What the Messages API requires and the router relies on, with the API's 400 text.
+
+    ``max_tokens`` is required, as the official SDKs and the API require it: a route's caps
+    are ceilings on it, never a default. Sampling numbers must be finite (``NaN`` would be
+    forwarded as invalid JSON).
+    """
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise invalid_request("max_tokens: Field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise invalid_request("max_tokens: Input should be a valid integer greater than 0")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise invalid_request(f"{name}: Input should be a finite number")
+
+
 def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
-    """min(client's ``max_tokens``, the step's cap, the tier's ``maxOutputTokens``)."""
+    """min(client's ``max_tokens``, the step's cap, the tier's ``maxOutputTokens``).
+
+    ``None`` (leave the body as sent) when the client sent no integer: caps only lower.
+    """
+    if not isinstance(client, int) or isinstance(client, bool):
+        return None
     caps = [c for c in (step.max_tokens, tier.limits.max_output_tokens) if c is not None]
-    if isinstance(client, int) and not isinstance(client, bool):
-        caps.append(client)
-    elif client is not None:
-        return None  # not an integer: left as sent, for the API to reject
-    return min(caps) if caps else None
+    return min([client, *caps])
+
+
+def thinking_budget(body: Mapping[str, Any]) -> int | None:
+    """The client's manual thinking budget (``thinking.type: enabled``), if any."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        return None
+    return budget
+
+
+def output_limits(body: Mapping[str, Any], step: Step, tier: Tier) -> tuple[int | None, Any]:
+    """``max_tokens`` and ``thinking`` for one step, never turning a valid request invalid.
+
+    The API requires ``thinking.budget_tokens < max_tokens`` (thinking counts toward
+    ``max_tokens``). A step's ``maxTokens`` caps the *answer*: with manual thinking, the
+    step's limit is the client's budget plus the cap (still at most the client's
+    ``max_tokens`` and the tier's ``maxOutputTokens``), so a 256-token triage cap does not
+    make a thinking request a 400. Only the tier's ``maxOutputTokens`` (the model's own
+    limit) can be below the budget; then the budget is lowered to half of that limit, or,
+    when that is under the API's 1,024 minimum, thinking is turned off for the step.
+    Returns the body's own ``thinking`` when it is unchanged.
+    """
+    client = body.get("max_tokens")
+    thinking = body.get("thinking")
+    budget = thinking_budget(body)
+    not_an_int = client is not None and (isinstance(client, bool) or not isinstance(client, int))
+    if budget is None or not_an_int:
+        return effective_max_tokens(client, step, tier), thinking
+    caps = [] if client is None else [client]
+    if step.max_tokens is not None:
+        caps.append(budget + step.max_tokens)
+    if tier.limits.max_output_tokens is not None:
+        caps.append(tier.limits.max_output_tokens)
+    if not caps:
+        return None, thinking
+    limit = min(caps)
+    if limit > budget or (client is not None and client <= budget):
+        return limit, thinking  # fits (or the client's own request is invalid: left as is)
+    lowered = limit // 2
+    if lowered >= MIN_THINKING_BUDGET:
+        return limit, {**thinking, "budget_tokens": lowered}
+    return effective_max_tokens(client, step, tier), {"type": "disabled"}
 
 
 def build_step_request(
@@ -42,9 +117,11 @@ def build_step_request(
     """The body sent to ``tier`` for ``step``: model, caps, instruction, breakpoints."""
     out = dict(body)
     out["model"] = tier.model
-    cap = effective_max_tokens(body.get("max_tokens"), step, tier)
-    if cap is not None:  # a request without max_tokens gets the cap (None: left to the API)
+    cap, thinking = output_limits(body, step, tier)
+    if cap is not None:
         out["max_tokens"] = cap
+    if thinking is not body.get("thinking"):
+        out["thinking"] = thinking
     if stream:
         out["stream"] = True
     else:
@@ -102,7 +179,7 @@ def block_tokens(block: Any) -> int:
     if block.get("type") == "image":
         return IMAGE_TOKENS
     plain = {k: v for k, v in block.items() if k != "cache_control"}
-    return text_tokens(json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return text_tokens(canonical_json(plain))
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
@@ -137,7 +214,7 @@ def _message_tokens(message: Any) -> int:
 
 def _ttl(cache_control: Any) -> str:
     ttl = cache_control.get("ttl") if isinstance(cache_control, Mapping) else None
-    return ttl if ttl in ("5m", "1h") else "5m"  # an omitted ttl is the API's default 5m
+    return ttl if ttl in CACHE_TTLS else "5m"  # an omitted ttl is the API's default 5m
 
 
 def existing_breakpoints(body: Mapping[str, Any]) -> list[tuple[int, str]]:
