@@ -158,9 +158,10 @@ def release(
     namespace: str,
     app_namespace: str,
     pod_runner: Any,
-    webhook_secret: str,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, Any]]:
+    tls_mode = request.param
     # Pods share the host's network here: two operators can run side by side only when they
     # bind their pod IPs, which needs the --metrics-address/--health-address options.
     side_by_side = _operator_supports_address_options()
@@ -182,12 +183,12 @@ def release(
             "namespaceSelectorExpressions": [
                 {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [app_namespace]}
             ],
-            "tls": {
-                "mode": "secret",
-                "secret": {"name": "webhook-tls", "caBundle": webhook_secret},
-            },
+            "tls": {"mode": tls_mode},
         },
     }
+    if tls_mode == "secret":
+        bundle = request.getfixturevalue("webhook_secret")
+        values["webhook"]["tls"]["secret"] = {"name": "webhook-tls", "caBundle": bundle}
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     helm(
@@ -261,6 +262,7 @@ def _injected_pod(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return _wait(create, 60, "the chart's webhook to inject the router")
 
 
+@pytest.mark.parametrize("release", ["selfSigned", "secret"], indirect=True)
 def test_helm_install_upgrade_uninstall(
     release: dict[str, Any], helm: Helm, kubectl: Kubectl, pod_runner: Any
 ) -> None:
@@ -286,6 +288,11 @@ def test_helm_install_upgrade_uninstall(
     kubectl("label", "namespace", namespace, "tierwise.dev/injection=enabled")
     pod = _injected_pod(kubectl, app_namespace)
     assert pod["metadata"]["annotations"]["tierwise.dev/injected-by"]
+    # selfSigned: the operator put its CA into the chart's registration (secret: the chart did).
+    live = kubectl.get_json("mutatingwebhookconfiguration", "tw-tierwise")
+    assert base64.b64decode(live["webhooks"][0]["clientConfig"]["caBundle"]).startswith(
+        b"-----BEGIN CERTIFICATE-----"
+    )
     app = pod["spec"]["containers"][0]
     assert {"name": "ANTHROPIC_BASE_URL", "value": "http://127.0.0.1:8787"} in app["env"]
     listing = kubectl("get", "tierwise", "-A").stdout
