@@ -33,6 +33,7 @@ from tierwise.controller.names import (
 from tierwise.controller.objects import observe
 from tierwise.controller.settings import OperatorOptions, WebhookOptions
 from tierwise.render import SecretKeyEnv
+from tierwise.routerconfig import sidecar
 
 BASE_URL = {"name": BASE_URL_ENV, "value": "http://127.0.0.1:8787"}
 
@@ -277,6 +278,8 @@ def test_the_router_is_a_native_sidecar_before_the_init_containers():
         "0.0.0.0",
         "--metrics-port",
         "9787",
+        "--max-body-bytes",
+        str(sidecar.MAX_BODY_BYTES),
     ]
     assert "restartPolicy" not in init[1]
 
@@ -594,6 +597,21 @@ def test_serve_admission_generates_a_certificate_for_the_host_and_sans():
     assert sans.get_values_for_type(x509.DNSName) == ["tierwise-webhook.tierwise-system.svc"]
     ca = x509.load_pem_x509_certificate(Path(server.cafile).read_bytes())
     assert cert.issuer == ca.subject
+
+
+def test_sidecar_limits_probes_and_body_limit_agree() -> None:
+    """Repro: a 32 MiB body did not fit a 192Mi sidecar and probes had no timeout."""
+    from tierwise.controller.injection import InjectionPlan, router_container
+
+    container = router_container(InjectionPlan(policy="p", image="img"))
+    command = container["command"]
+    max_body = int(command[command.index("--max-body-bytes") + 1])
+    assert max_body == sidecar.MAX_BODY_BYTES
+    limit_mib = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    # Measured (docs/benchmarks.md): ~40 MiB idle plus ~6x the largest body in flight.
+    assert limit_mib * 2**20 >= 40 * 2**20 + 6 * max_body
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["timeoutSeconds"] == sidecar.PROBE_TIMEOUT_SECONDS >= 2
 
 
 def test_the_admission_handler_uses_the_router_image_from_the_options():

@@ -38,6 +38,7 @@ from tierwise.controller.names import (
 )
 from tierwise.controller.objects import Observed, tier_spec
 from tierwise.render import CONFIG_KEY, SecretKeyEnv, secret_key_env
+from tierwise.routerconfig import sidecar
 
 __all__ = [
     "BASE_URL_ENV",
@@ -56,9 +57,11 @@ __all__ = [
 BASE_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 # Small, and with a CPU limit: a namespace whose ResourceQuota covers limits.cpu rejects
 # pods with a container that has none, and injection must not make a pod unschedulable.
+# Memory fits the largest body the router accepts (routerconfig.sidecar, measured in
+# docs/benchmarks.md).
 DEFAULT_RESOURCES: Mapping[str, Any] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"cpu": "500m", "memory": "192Mi"},
+    "requests": {"cpu": "50m", "memory": sidecar.MEMORY_REQUEST},
+    "limits": {"cpu": "500m", "memory": sidecar.MEMORY_LIMIT},
 }
 
 
@@ -217,7 +220,11 @@ def _set_base_url(container: dict[str, Any]) -> None:
 
 
 def router_container(plan: InjectionPlan) -> dict[str, Any]:
-    ready = {"httpGet": {"path": "/readyz", "port": METRICS_PORT}, "periodSeconds": 2}
+    ready = {
+        "httpGet": {"path": "/readyz", "port": METRICS_PORT},
+        "periodSeconds": 2,
+        "timeoutSeconds": sidecar.PROBE_TIMEOUT_SECONDS,
+    }
     return {
         "name": SIDECAR_NAME,
         "image": plan.image,
@@ -238,6 +245,8 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             "0.0.0.0",
             "--metrics-port",
             str(METRICS_PORT),
+            "--max-body-bytes",
+            str(sidecar.MAX_BODY_BYTES),
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "env": [
@@ -255,6 +264,7 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": METRICS_PORT},
             "periodSeconds": 10,
+            "timeoutSeconds": sidecar.PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
         "resources": copy.deepcopy(dict(plan.resources)),

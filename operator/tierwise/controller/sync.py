@@ -29,7 +29,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from tierwise.controller import kube, metrics
+from tierwise.controller import kube, metrics, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.reconcile import (
@@ -89,9 +89,9 @@ class Reconciler:
         self._config_seen_at: dict[str, float] = {}
         self._statuses: dict[str, dict[str, Any]] = {}  # uid -> own status fields written
         self._inputs: dict[str, tuple[Any, ...]] = {}  # policy uid -> inputs of its last sync
-        # policy uid -> (inputs, render result, desired ConfigMap): a resync of an unchanged
-        # policy neither renders nor serializes its document again.
-        self._rendered: dict[str, tuple[tuple[Any, ...], RenderResult, dict[str, Any] | None]] = {}
+        # policy uid -> (inputs, render result): a resync of an unchanged policy renders
+        # nothing, and its document is serialized only when its ConfigMap must be compared.
+        self._rendered: dict[str, tuple[tuple[Any, ...], RenderResult]] = {}
         # policy uid -> generation whose pods were last counted (a policy's own event counts
         # them again only when its spec, so maybe its podSelector, changed)
         self._pods_counted: dict[str, Any] = {}
@@ -125,12 +125,13 @@ class Reconciler:
         with self._locks[policy.uid or repr(policy.key)], metrics.timed("CascadePolicy"):
             if listed_at is not None and self._config_seen_at.get(policy.uid, -1.0) > listed_at:
                 config_map = True
-            result, desired = self._render(policy, tiers, profiles)
-            has_config, write_error = False, None
+            result = self._render(policy, tiers, profiles)
+            has_config, write_error, gated = False, None, None
             if result is not None and result.document is not None:
                 try:
-                    self.write_live_config(policy, result, config_map, desired)
-                    has_config = True
+                    # Write the live config, or evaluate it first (spec.evaluation).
+                    gated = rollout.reconcile(policy, result, tiers, self, config_map)
+                    has_config = gated.has_config
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
                     write_error = (
@@ -154,7 +155,10 @@ class Reconciler:
                 previous=self._previous_status(policy),
                 has_config=has_config,
                 write_error=write_error,
+                extra_conditions=gated.conditions if gated else (),
             )
+            if gated is not None:
+                rollout.adjust_status(status, gated)
             self._write_status(policy, status)
             if write_error is None:
                 self._inputs[policy.uid] = inputs_key(policy, tiers, profiles)
@@ -171,18 +175,17 @@ class Reconciler:
 
     def _render(
         self, policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
-    ) -> tuple[RenderResult | None, dict[str, Any] | None]:
+    ) -> RenderResult | None:
         if policy.resource is None:
-            return None, None
+            return None
         tiers, profiles = list(tiers), list(profiles)
         key = inputs_key(policy, tiers, profiles)
         cached = self._rendered.get(policy.uid)
         if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
+            return cached[1]
         result = render_policy(policy.resource, by_name(tiers), by_name(profiles))
-        desired = desired_config_map(policy, result.document) if result.document else None
-        self._rendered[policy.uid] = (key, result, desired)
-        return result, desired
+        self._rendered[policy.uid] = (key, result)
+        return result
 
     def write_live_config(
         self,
@@ -195,12 +198,11 @@ class Reconciler:
         load), unless it is already there. Returns whether it wrote."""
         document = result.document
         assert document is not None
-        desired = desired or desired_config_map(policy, document)
-        meta = desired["metadata"]
+        name = config_map_name(policy.name)
         if config_map is True:
             if self._config_hashes.get(policy.uid) == document["hash"]:
                 return False
-            current = kube.read_config_map(meta["namespace"], meta["name"])
+            current = kube.read_config_map(policy.namespace, name)
         elif not config_map:
             current = None
         else:
@@ -210,7 +212,10 @@ class Reconciler:
                 and self._config_hashes.get(policy.uid) == document["hash"]
             ):
                 return False  # as the operator last wrote or read it
-            current = kube.read_config_map(meta["namespace"], meta["name"])
+            current = kube.read_config_map(policy.namespace, name)
+        # Built only now: serializing the document is the costly part of an unchanged sync.
+        desired = desired or desired_config_map(policy, document)
+        meta = desired["metadata"]
         if config_map_up_to_date(current, desired):
             self._remember_config(policy, document["hash"], current)
             return False
@@ -380,6 +385,10 @@ def inputs_key(
     return (
         policy.generation,
         policy.deleting,
+        # Rollout break-glass annotations change no generation but do change the work.
+        tuple(
+            sorted((k, v) for k, v in policy.annotations.items() if k.startswith("tierwise.dev/"))
+        ),
         tuple(sorted((t.name, t.uid, t.generation) for t in tiers if t.name in used)),
         tuple(sorted((p.name, p.uid, p.generation) for p in profiles if p.name == profile)),
     )

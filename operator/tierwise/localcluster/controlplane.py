@@ -35,10 +35,14 @@ from tierwise.localcluster.pki import CertificateAuthority, KeyPair, write_signi
 from tierwise.localcluster.processes import Component, free_port, spawn
 
 ADMIN_USER = "tierwise-admin"
-# The controllers a Tierwise test or demo needs. Everything else (nodes, volumes, services,
-# deployments) has nothing to act on without a kubelet, so it stays off and costs nothing.
+# The controllers a Tierwise test or demo needs. Everything else (nodes, volumes, services)
+# has nothing to act on without a kubelet, so it stays off and costs nothing. Deployments and
+# ReplicaSets create pods the pod runner can run (the Helm chart's operator).
 DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "disruption-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "namespace-controller",
@@ -375,6 +379,10 @@ class LocalControlPlane:
             f"--service-account-signing-key-file={signing.key}",
             # Endpoints may not point at loopback, and nothing routes to them anyway.
             "--endpoint-reconciler-type=none",
+            # Traffic to Services (webhooks registered with a service reference) goes through
+            # an HTTP CONNECT proxy on a Unix socket, which the pod runner serves: there is no
+            # kube-proxy to route ClusterIPs, and EndpointSlices may not hold loopback pod IPs.
+            f"--egress-selector-config-file={self._write_egress_config()}",
             "--allow-privileged=true",
             "--profiling=false",
             f"--v={self._verbosity}",
@@ -383,6 +391,29 @@ class LocalControlPlane:
         server = f"https://127.0.0.1:{port}"
         self._wait_until(component, lambda: self._readyz(server), 90.0)
         return server
+
+    @property
+    def service_proxy_socket(self) -> Path:
+        """Where the API server sends Service traffic (HTTP CONNECT); the pod runner serves it."""
+        return self.workdir / "svc.sock"
+
+    def _write_egress_config(self) -> Path:
+        path = self.workdir / "egress-selector.yaml"
+        config = {
+            "apiVersion": "apiserver.k8s.io/v1beta1",
+            "kind": "EgressSelectorConfiguration",
+            "egressSelections": [
+                {
+                    "name": "cluster",
+                    "connection": {
+                        "proxyProtocol": "HTTPConnect",
+                        "transport": {"uds": {"udsName": str(self.service_proxy_socket)}},
+                    },
+                }
+            ],
+        }
+        path.write_text(json.dumps(config))
+        return path
 
     def _launch_controller_manager(
         self, binaries: Binaries, kubeconfig: Path, signing: KeyPair

@@ -27,16 +27,32 @@ Job controller would stay Pending forever. ``PodRunner`` watches pods labelled
 The Job controller needs nothing more: no Node object and no binding (``spec.nodeName`` stays
 empty); a terminal pod phase in the status is what it counts. Logs are kept on disk (see
 :meth:`PodRunner.logs`); ``kubectl logs`` and ``exec`` need a kubelet and do not work. Probes,
-resources, security contexts, image pulls and networking are ignored.
+resources, security contexts and image pulls are ignored.
+
+For Deployments (operator pods, webhooks) it also plays the pod network, minimally:
+
+- each pod gets a loopback address of its own (``127.X.Y.Z``, in ``status.podIP`` and the
+  ``status.podIP`` downward API), so replicas that bind their pod IP do not collide; processes
+  still share the host's network namespace, so two that bind ``0.0.0.0`` on one port do;
+- a container that mounts the service-account token gets ``KUBECONFIG`` pointing at it (the
+  in-cluster token path is compiled into client libraries, so it cannot be rewritten);
+- with ``service_proxy_socket`` (the control plane's
+  :attr:`~tierwise.localcluster.LocalControlPlane.service_proxy_socket`) it serves the API
+  server's Service traffic, a kube-proxy stand-in: the API server's egress selector sends
+  ``CONNECT <clusterIP>:<port>`` there for webhooks registered with a Service, and the runner
+  connects it to a ready pod it runs that the Service selects (a pod counts as ready once its
+  containers run). Nothing else is ever dialled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -52,6 +68,7 @@ from urllib.parse import urlparse
 
 from tierwise.localcluster import podenv
 from tierwise.localcluster.podenv import ConfigError, PathMap, VolumeSources
+from tierwise.localcluster.serviceproxy import ServiceProxy
 
 LOCAL_RUN_LABEL = "tierwise.dev/local-run"
 LOCAL_RUN_SELECTOR = f"{LOCAL_RUN_LABEL}=true"
@@ -62,6 +79,7 @@ _MESSAGE_LIMIT = 4096
 _FALLBACK_LOG_LINES = 80
 _FALLBACK_LOG_BYTES = 2048
 _WATCH_SECONDS = 2
+SERVICE_ACCOUNT_KUBECONFIG_ENV = "KUBECONFIG"
 log = logging.getLogger(__name__)
 
 
@@ -151,6 +169,8 @@ class _PodExecution:
         self.reason = ""
         self.message = ""
         self.start_time = _now()
+        self.pod_ip = runner.allocate_pod_ip()
+        pod.setdefault("status", {})["podIP"] = self.pod_ip
         self.cancelled = threading.Event()
         # Set when the main containers are done: sidecars stop and are not restarted.
         self.finishing = threading.Event()
@@ -353,7 +373,42 @@ class _PodExecution:
         own = podenv.container_env(self.pod, container, self.runner.lookup)
         env = self.runner.base_environment(self.name, self.directory)
         env.update({k: paths.rewrite(v) for k, v in own.items()})
+        token_dir = paths.host_path(podenv.SERVICE_ACCOUNT_DIR)
+        if token_dir is not None and SERVICE_ACCOUNT_KUBECONFIG_ENV not in own:
+            env[SERVICE_ACCOUNT_KUBECONFIG_ENV] = str(self._service_account_kubeconfig(token_dir))
         return env
+
+    def _service_account_kubeconfig(self, token_dir: Path) -> Path:
+        """In-cluster credentials as a kubeconfig: the mounted token file and CA."""
+        path = self.directory / "service-account.kubeconfig"
+        server = self.runner.server.geturl()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "in-cluster",
+                    "cluster": {
+                        "server": server,
+                        "certificate-authority": str(token_dir / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": "service-account", "user": {"tokenFile": str(token_dir / "token")}}],
+            "contexts": [
+                {
+                    "name": "in-cluster",
+                    "context": {
+                        "cluster": "in-cluster",
+                        "user": "service-account",
+                        "namespace": self.namespace,
+                    },
+                }
+            ],
+            "current-context": "in-cluster",
+        }
+        path.write_text(json.dumps(config))
+        return path
 
     def _working_dir(self, container: Mapping[str, Any], paths: PathMap, scratch: Path) -> Path:
         working = container.get("workingDir")
@@ -428,14 +483,20 @@ class _PodExecution:
             if not self.runner.patch_status(self.namespace, self.name, self._status()):
                 self.cancel(deleted=True)
 
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and all(s.running for s in self.states.values())
+
     def _status(self) -> dict[str, Any]:
         terminal = self.phase in ("Succeeded", "Failed")
         initialized = self.phase != "Pending"
-        ready = self.phase == "Running" and all(s.running for s in self.states.values())
+        ready = self.ready
         status: dict[str, Any] = {
             "phase": self.phase,
             "startTime": self.start_time,
             "hostIP": "127.0.0.1",
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
             "conditions": [
                 self._condition("PodReadyToStartContainers", not terminal),
                 self._condition("Initialized", initialized or terminal),
@@ -498,6 +559,20 @@ def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait(timeout=5)
 
 
+def _items(response: Any) -> list[dict[str, Any]]:
+    return list(json.loads(response.data).get("items") or [])
+
+
+def _container_port(pod: Mapping[str, Any], target: int | str) -> int | None:
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for container in pod["spec"].get("containers", []):
+        for port in container.get("ports", []):
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return None
+
+
 def image_entrypoint(image: str, table: Mapping[str, Sequence[str]]) -> Sequence[str]:
     """The entrypoint for ``image`` by repository name (registry, tag and digest ignored)."""
     repository = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
@@ -517,6 +592,7 @@ class PodRunner:
         extra_env: Mapping[str, str] | None = None,
         max_grace_seconds: float = 5.0,
         config_wait_seconds: float = 30.0,
+        service_proxy_socket: Path | str | None = None,
     ) -> None:
         from kubernetes import client, config
 
@@ -541,6 +617,13 @@ class PodRunner:
         self._lock = threading.Condition()
         self._executions: dict[str, _PodExecution] = {}
         self._outcomes: dict[tuple[str, str], PodOutcome] = {}
+        # Pod IPs: a random /24 of 127.64.0.0/10 per runner, so runners of concurrent test
+        # sessions on one host rarely share addresses.
+        self._ip_base = int(ipaddress.IPv4Address("127.64.0.0")) + random.randrange(1 << 14) * 256
+        self._ip_next = 1
+        self._proxy: ServiceProxy | None = None
+        if service_proxy_socket is not None:
+            self._proxy = ServiceProxy(Path(service_proxy_socket), self.service_backend)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -552,6 +635,8 @@ class PodRunner:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._proxy is not None:
+            self._proxy.stop()
         with self._lock:
             executions = list(self._executions.values())
         for execution in executions:
@@ -570,6 +655,8 @@ class PodRunner:
         """List, then watch, opted-in pods until :meth:`stop`; re-list when the watch expires."""
         from kubernetes.client.exceptions import ApiException
 
+        if self._proxy is not None:
+            self._proxy.start()
         while not self._stopping.is_set():
             try:
                 self._watch(self._relist())
@@ -604,6 +691,12 @@ class PodRunner:
         return matches[-1].read_text(errors="replace")
 
     # -- used by executions ----------------------------------------------------------------
+
+    def allocate_pod_ip(self) -> str:
+        with self._lock:
+            offset = self._ip_next
+            self._ip_next = self._ip_next % 254 + 1
+        return str(ipaddress.IPv4Address(self._ip_base + offset))
 
     def entrypoint(self, image: str) -> Sequence[str]:
         return image_entrypoint(image, self.image_entrypoints)
@@ -673,6 +766,40 @@ class PodRunner:
             self._outcomes[(outcome.namespace, outcome.name)] = outcome
             self._executions.pop(outcome.uid, None)
             self._lock.notify_all()
+
+    # -- services --------------------------------------------------------------------------
+
+    def service_backend(self, cluster_ip: str, port: int) -> tuple[str, int] | None:
+        """The (pod IP, container port) for ``clusterIP:port``: a ready pod run here."""
+        services = _items(self._core.list_service_for_all_namespaces(_preload_content=False))
+        for service in services:
+            spec = service.get("spec") or {}
+            if spec.get("clusterIP") != cluster_ip or not spec.get("selector"):
+                continue
+            for service_port in spec.get("ports") or []:
+                if int(service_port["port"]) != port:
+                    continue
+                target = service_port.get("targetPort", service_port["port"])
+                for pod in self._ready_pods(service["metadata"]["namespace"], spec["selector"]):
+                    container_port = _container_port(pod.pod, target)
+                    if container_port is not None:
+                        return pod.pod_ip, container_port
+        return None
+
+    def _ready_pods(self, namespace: str, selector: Mapping[str, str]) -> list[_PodExecution]:
+        with self._lock:
+            executions = list(self._executions.values())
+        ready = [
+            e
+            for e in executions
+            if e.namespace == namespace
+            and e.ready
+            and all(
+                (e.pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items()
+            )
+        ]
+        random.shuffle(ready)
+        return ready
 
     # -- watching --------------------------------------------------------------------------
 
