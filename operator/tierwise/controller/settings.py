@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tierwise.controller.names import DEFAULT_ROUTER_IMAGE, WEBHOOK_CONFIGURATION
+from tierwise.evals.job import JobSettings
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class OperatorOptions:
     router_image: str = DEFAULT_ROUTER_IMAGE
     # The sidecar's container resources; None keeps the injection defaults.
     router_resources: Mapping[str, Any] | None = None
+    evals: JobSettings = field(default_factory=JobSettings)
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
 
     @property

@@ -12,6 +12,7 @@ from tierwise.render.document import (
     RenderResult,
     SecretKeyEnv,
     render_policy,
+    render_tier,
     secret_key_env,
     strongest_tier,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "dump_document",
     "render_all",
     "render_policy",
+    "render_tier",
     "secret_key_env",
     "strongest_tier",
 ]

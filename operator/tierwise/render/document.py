@@ -152,6 +152,22 @@ def render_policy(
     return RenderResult(config.with_hash(), (), tuple(key_envs))
 
 
+def render_tier(
+    name: str, tiers: Mapping[str, Resource], namespace: str
+) -> dict[str, Any] | Problem:
+    """One tier as the router config carries it (e.g. an eval judge's), or why it cannot be."""
+    tier = tiers.get(name)
+    if tier is None:
+        return Problem(
+            TIER_NOT_FOUND, name, f"ModelTier {name!r} not found in namespace {namespace!r}"
+        )
+    spec: ModelTierSpec = tier.spec
+    resolved = resolve_prices(spec.model, spec.pricing.as_overrides() if spec.pricing else None)
+    if isinstance(resolved, PricingUnknown):
+        return Problem(PRICING_UNKNOWN, name, f"ModelTier {name!r}: {resolved.message}")
+    return _render_tier(name, spec, resolved).to_document()
+
+
 def _render_tier(name: str, spec: ModelTierSpec, prices: Prices) -> Tier:
     return Tier(
         name=name,
