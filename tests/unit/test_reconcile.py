@@ -142,11 +142,11 @@ def test_policies_using_a_tier_or_profile():
             "fallback": {"tier": "sonnet"},
         },
     )
-    assert [p.name for p in policies_using([POLICY, other], tier="sonnet")] == [
+    assert [p.name for p in policies_using([POLICY, other], tiers=["sonnet"])] == [
         "triage",
         "other",
     ]
-    assert [p.name for p in policies_using([POLICY, other], profile="c")] == ["other"]
+    assert [p.name for p in policies_using([POLICY, other], profiles=["c"])] == ["other"]
 
 
 def test_config_document_is_the_cli_render():
@@ -175,3 +175,20 @@ def test_a_live_higher_priority_peer_outranks_this_replica():
         10,
         now,
     )
+
+
+def test_the_parse_cache_keeps_the_latest_generation_only():
+    raw = {
+        "apiVersion": API_VERSION,
+        "kind": "ModelTier",
+        "metadata": {"name": "haiku", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {"model": "claude-haiku-4-5"},
+    }
+    cache: dict = {}
+    first = observe(raw, cache=cache)
+    assert observe(raw, cache=cache).resource is first.resource  # not parsed again
+    raw["metadata"]["generation"] = 2
+    raw["spec"]["model"] = "claude-sonnet-4-5"
+    second = observe(raw, cache=cache)
+    assert second.resource.spec.model == "claude-sonnet-4-5"
+    assert list(cache) == ["u1"] and cache["u1"][0] == 2
