@@ -143,20 +143,20 @@ def bind_operator_identity(
     return kubeconfig
 
 
-def apply_ungated(kubectl: Kubectl, namespace: str, example: Path) -> None:
-    """Apply an example with its policy's eval gate removed, so a change goes straight to
-    the ConfigMap (test_rollout.py covers the gate); waits until the operator says so."""
-    kubectl.apply(example, namespace=namespace)
+def apply_ungated(kubectl: Any, directory: Path, policy: str, namespace: str) -> None:
+    """Apply an example directory, then drop its policy's ``spec.evaluation`` so a change goes
+    straight to the ConfigMap (tests/controlplane/test_rollout.py covers the eval gate)."""
+    kubectl.apply(directory, namespace=namespace)
     kubectl(
-        "patch", "cascadepolicy", "email-triage", "--type=json",
+        "patch", "cascadepolicy", policy, "--type=json",
         "-p", '[{"op": "remove", "path": "/spec/evaluation"}]', namespace=namespace,
     )  # fmt: skip
     eventually(
         lambda: (
-            kubectl.get_json("cascadepolicy", "email-triage", namespace=namespace)["status"][
-                "rollout"
-            ]["phase"]
+            (kubectl.get_json("cascadepolicy", policy, namespace=namespace).get("status") or {})
+            .get("rollout", {})
+            .get("phase")
             == "Ungated"
         ),
-        "the policy to be ungated",
+        f"the policy {policy} to be ungated",
     )

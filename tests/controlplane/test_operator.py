@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from operator_process import apply_ungated, eventually
+from operator_process import apply_ungated as shared_apply_ungated
+from operator_process import eventually
 
 from tierwise.localcluster.kubectl import Kubectl
 from tierwise.render import CONFIG_KEY
@@ -48,6 +49,10 @@ def rendered(namespace: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+def apply_ungated(kubectl: Kubectl, namespace: str) -> None:
+    shared_apply_ungated(kubectl, EXAMPLES / "support-triage", POLICY, namespace)
 
 
 def test_examples_become_a_config_map_equal_to_tierwise_render(
@@ -124,7 +129,7 @@ def test_status_conditions_printer_columns_and_events(operator, kubectl: Kubectl
 def test_tier_change_rerenders_and_missing_tier_is_a_condition(
     operator, kubectl: Kubectl, namespace: str
 ):
-    apply_ungated(kubectl, namespace, EXAMPLES / "support-triage")
+    apply_ungated(kubectl, namespace)
     first = eventually(lambda: config_map(kubectl, namespace), "the ConfigMap")
     first_hash = first["metadata"]["annotations"]["tierwise.dev/config-hash"]
 
@@ -241,7 +246,7 @@ def test_pod_counts_in_policy_status(operator, kubectl: Kubectl, namespace: str)
 
 
 def test_killed_and_restarted_operator_converges(operator, kubectl: Kubectl, namespace: str):
-    apply_ungated(kubectl, namespace, EXAMPLES / "support-triage")
+    apply_ungated(kubectl, namespace)
     first = eventually(lambda: config_map(kubectl, namespace), "the ConfigMap")
     operator.kill()
     try:

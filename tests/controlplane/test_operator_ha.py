@@ -193,7 +193,7 @@ def test_one_replica_reconciles_either_answers_and_the_standby_takes_over(
     active.start()
     standby.start()
     try:
-        apply_ungated(kubectl, namespace, EXAMPLE)  # a tier change re-renders at once
+        apply_ungated(kubectl, EXAMPLE, "email-triage", namespace)
         eventually(
             lambda: (
                 kubectl(
