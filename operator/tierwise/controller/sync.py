@@ -46,6 +46,7 @@ from tierwise.controller.reconcile import (
     tier_status,
     transitions,
 )
+from tierwise.controller.rollout import ROLLOUT_FIELDS
 from tierwise.render import RenderResult, render_policy
 
 # emit(involved, event_type, reason, message): posts a Kubernetes Event (events.emit).
@@ -71,6 +72,9 @@ OWN_STATUS_FIELDS = frozenset(
         "usedBy",
         "pricing",
         "responseCache",
+        # The rollout's fields, as rollout.adjust_status puts them into the status
+        # (a gated rollout also writes them itself before acting on a decision).
+        *ROLLOUT_FIELDS,
     }
 )
 DEFAULT_WORKERS = 8
