@@ -112,7 +112,8 @@ def reconcile(
             "promotedHash": document["hash"],
             "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
         }
-        _write_fields(policy, fields)
+        # No separate write: the reconciler's one status patch carries these fields
+        # (adjust_status), so a changed policy costs one ConfigMap and one status write.
         return RolloutStatus(
             fields,
             [
