@@ -2,13 +2,13 @@ from tierwise import API_VERSION
 from tierwise.api import parse
 from tierwise.api.models import LabelSelector
 from tierwise.controller.objects import by_name, observe, policies_using
+from tierwise.controller.pods import count_pods, view_pods
 from tierwise.controller.reconcile import (
     READY,
     RESOLVED_REFS,
     Condition,
     cache_profile_status,
     config_map_up_to_date,
-    count_pods,
     desired_config_map,
     label_selector_string,
     merge_conditions,
@@ -102,7 +102,7 @@ def test_status_keeps_fields_it_does_not_own():
 
 def test_pod_counts_and_selectors():
     pods = [{"spec": {"initContainers": [{"name": "tierwise-router"}]}}, {"spec": {}}]
-    assert count_pods(pods).to_dict() == {"matching": 2, "injected": 1, "withoutSidecar": 1}
+    assert count_pods(view_pods(pods)).to_dict() == {"matching": 2, "injected": 1, "withoutSidecar": 1}
     selector = {
         "matchLabels": {"b": "2", "a": "1"},
         "matchExpressions": [

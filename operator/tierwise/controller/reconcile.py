@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierwise import __version__
 from tierwise.api import SpecError
 from tierwise.api.models import LabelSelector
-from tierwise.controller.names import CONFIG_HASH_ANNOTATION, SIDECAR_NAME, config_map_name
+from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, cache_profile_spec, tier_spec
 from tierwise.pricing import Prices, PricingUnknown, resolve_prices
 from tierwise.render import CONFIG_KEY, RenderResult, dump_document
+
+if TYPE_CHECKING:  # pods.py builds on this module's Condition
+    from tierwise.controller.pods import PodCounts
 
 READY = "Ready"
 RESOLVED_REFS = "ResolvedRefs"
@@ -164,28 +167,6 @@ def config_map_up_to_date(current: Mapping[str, Any] | None, desired: Mapping[st
         == desired["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
         and (current.get("data") or {}) == desired["data"]
     )
-
-
-@dataclass(frozen=True)
-class PodCounts:
-    matching: int
-    injected: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "matching": self.matching,
-            "injected": self.injected,
-            "withoutSidecar": self.matching - self.injected,
-        }
-
-
-def count_pods(pods: Iterable[Mapping[str, Any]]) -> PodCounts:
-    matching = injected = 0
-    for pod in pods:
-        matching += 1
-        init = (pod.get("spec") or {}).get("initContainers") or []
-        injected += any(c.get("name") == SIDECAR_NAME for c in init)
-    return PodCounts(matching, injected)
 
 
 def policy_status(

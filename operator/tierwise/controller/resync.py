@@ -24,7 +24,8 @@ from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
 from tierwise.controller import kube
 from tierwise.controller.injection import selects
 from tierwise.controller.objects import Observed, ParseCache, observe
-from tierwise.controller.reconcile import POLICY_LABEL, PodCounts, count_pods
+from tierwise.controller.pods import PodView, view_pods
+from tierwise.controller.reconcile import POLICY_LABEL
 from tierwise.controller.sync import Reconciler, config_maps_by_policy
 
 log = logging.getLogger("tierwise.resync")
@@ -70,7 +71,7 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
             profiles[namespace],
             lambda policy, pods=pods: {
                 "config_map": config_maps.get(policy.key),
-                "pods": _counts(policy, pods),
+                "pods": _selected(policy, pods),
                 "listed_at": listed_at,
             },
         )
@@ -98,13 +99,17 @@ def _pods(namespace: str) -> list[dict[str, Any]] | None:
         return None
 
 
-def _counts(policy: Observed, pods: list[dict[str, Any]] | None) -> PodCounts | bool | None:
+def _selected(
+    policy: Observed, pods: list[dict[str, Any]] | None
+) -> tuple[PodView, ...] | bool | None:
+    """The pods ``policy`` selects, summarised (the sync counts them and checks their
+    sidecars against the live config)."""
     selector = policy.pod_selector()
     if pods is None:
         return False  # keep the last counts
     if selector is None:
         return None
-    return count_pods(
+    return view_pods(
         p for p in pods if selects(selector, (p.get("metadata") or {}).get("labels") or {})
     )
 

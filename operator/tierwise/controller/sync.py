@@ -33,13 +33,21 @@ from kubernetes.client.rest import ApiException
 from tierwise.controller import kube, metrics, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, ParseCache, by_name
+from tierwise.controller.pods import (
+    PODS_CURRENT,
+    LiveConfig,
+    PodView,
+    count_pods,
+    pods_condition,
+    previous_condition,
+    view_pods,
+)
 from tierwise.controller.reconcile import (
     POLICY_LABEL,
     READY,
-    PodCounts,
+    Condition,
     cache_profile_status,
     config_map_up_to_date,
-    count_pods,
     desired_config_map,
     label_selector_string,
     now_iso,
@@ -97,9 +105,13 @@ class Reconciler:
         # policy uid -> (inputs, render result): a resync of an unchanged policy renders
         # nothing, and its document is serialized only when its ConfigMap must be compared.
         self._rendered: dict[str, tuple[tuple[Any, ...], RenderResult]] = {}
-        # policy uid -> generation whose pods were last counted (a policy's own event counts
-        # them again only when its spec, so maybe its podSelector, changed)
+        # policy uid -> (generation, live config) whose pods were last counted (a policy's
+        # own event counts them again only when its spec, so maybe its podSelector, or the
+        # key variables its live config needs changed)
         self._pods_counted: dict[str, Any] = {}
+        # policy uid -> the config last known to be in its live ConfigMap (pods are checked
+        # against it; a candidate under evaluation is not live)
+        self._live: dict[str, LiveConfig] = {}
         # Parsed specs by uid and generation, for the resync (see objects.observe).
         self.parsed: ParseCache = {}
         self._memory_lock = threading.Lock()
@@ -114,7 +126,7 @@ class Reconciler:
         profiles: Iterable[Observed],
         *,
         config_map: Mapping[str, Any] | bool | None = True,
-        pods: PodCounts | bool | None = True,
+        pods: Sequence[PodView] | bool | None = True,
         listed_at: float | None = None,
     ) -> dict[str, Any]:
         """Render ``policy`` and write its ConfigMap and status where they differ.
@@ -124,8 +136,9 @@ class Reconciler:
         and read it only when unknown. A listing older than the operator's own last look at
         the ConfigMap is ignored; a listed resourceVersion other than the one the operator
         last wrote or read means someone else changed it: it is read in full and repaired.
-        ``pods``: counts computed by the caller, True to count them now, False to keep
-        the counts in the status (a tier change does not move pods).
+        ``pods``: the selected pods as listed by the caller, True to list them now, False
+        to keep the counts in the status (a tier change does not move pods; they are listed
+        anyway when the key variables the live config needs changed).
         """
         with self._locks[policy.uid or repr(policy.key)], metrics.timed("CascadePolicy"):
             if listed_at is not None and self._config_seen_at.get(policy.uid, -1.0) > listed_at:
@@ -150,21 +163,32 @@ class Reconciler:
                     has_config = self._config_exists(policy, True)
             else:
                 has_config = self._config_exists(policy, config_map)
-            if pods is True and self._pods_counted.get(policy.uid, object()) == policy.generation:
+            live = self._live_config(policy, result, gated, write_error)
+            counted_for = (policy.generation, live)
+            last_counted = self._pods_counted.get(policy.uid, object())
+            if pods is True and last_counted == counted_for:
                 pods = False  # counted for this spec already; the resync refreshes them
+            elif pods is False and live is not None and last_counted != counted_for:
+                pods = True  # the live config needs other keys: see which pods have them
             if pods is True:
-                pods = self._count_pods(policy)
-            if isinstance(pods, PodCounts):
-                self._pods_counted[policy.uid] = policy.generation
+                pods = self._list_pods(policy)
+            counts, pod_conditions = None, self._kept_pod_condition(policy)
+            if pods is not None and pods is not False:
+                assert not isinstance(pods, bool)
+                counts = count_pods(pods, live)
+                pod_conditions = [pods_condition(counts, live)] if live else pod_conditions
+                self._pods_counted[policy.uid] = counted_for
+            elif pods is None:
+                pod_conditions = []  # no podSelector: no pods to judge
             status = policy_status(
                 policy,
                 result,
-                pods if isinstance(pods, PodCounts) else None,
+                counts,
                 now_iso(),
                 previous=self._previous_status(policy),
                 has_config=has_config,
                 write_error=write_error,
-                extra_conditions=gated.conditions if gated else (),
+                extra_conditions=[*(gated.conditions if gated else ()), *pod_conditions],
             )
             if gated is not None:
                 rollout.adjust_status(status, gated)
@@ -279,16 +303,45 @@ class Reconciler:
         )
         return current is not None
 
-    def _count_pods(self, policy: Observed) -> PodCounts | None:
+    def _list_pods(self, policy: Observed) -> tuple[PodView, ...] | bool | None:
         selector = label_selector_string(policy.pod_selector())
         if selector is None:
             return None
         try:
-            return count_pods(kube.list_pods(policy.namespace, selector))
+            return view_pods(kube.list_pods(policy.namespace, selector))
         except ApiException as exc:
             # Keep the last counts; the reconcile of the policy itself goes on.
             log.warning("counting pods of %s/%s failed: %s", *policy.key, exc.status)
-            return None
+            return False
+
+    def _live_config(
+        self,
+        policy: Observed,
+        result: RenderResult | None,
+        gated: rollout.RolloutStatus | None,
+        write_error: str | None,
+    ) -> LiveConfig | None:
+        """The config the policy's sidecars load now, when known: the rendered one once it
+        is in the live ConfigMap, else the one remembered for the live hash."""
+        known = self._live.get(policy.uid)
+        if gated is None or write_error is not None or result is None:
+            return known  # nothing was written: the live ConfigMap holds what it held
+        document = result.document
+        live_hash = gated.fields.get("promotedHash")
+        if document is not None and live_hash == document["hash"]:
+            known = LiveConfig(
+                document["hash"],
+                config_map_name(policy.name),
+                frozenset(k.env for k in result.key_envs),
+            )
+            with self._memory_lock:
+                self._live[policy.uid] = known
+            return known
+        return known if known is not None and known.hash == live_hash else None
+
+    def _kept_pod_condition(self, policy: Observed) -> list[Condition]:
+        kept = previous_condition(self._previous_status(policy).get("conditions"))
+        return [kept] if kept is not None else []
 
     # -- ModelTier and CacheProfile -------------------------------------------------------
 
@@ -352,6 +405,7 @@ class Reconciler:
             self._inputs.pop(obj.uid, None)
             self._rendered.pop(obj.uid, None)
             self._pods_counted.pop(obj.uid, None)
+            self._live.pop(obj.uid, None)
             self.parsed.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
@@ -380,9 +434,15 @@ class Reconciler:
             return
         with self._memory_lock:
             self._statuses[obj.uid] = _own(status)
+        before = {c.get("type") for c in previous.get("conditions") or ()}
         for condition in transitions(previous.get("conditions"), status["conditions"]):
-            if condition["type"] == READY:
-                event_type = "Normal" if condition["status"] == "True" else "Warning"
+            ok = condition["status"] == "True"
+            # PodsCurrent: news when pods cannot serve, and when that is over (not when a
+            # new policy's pods are fine from the start).
+            if condition["type"] == READY or (
+                condition["type"] == PODS_CURRENT and (not ok or condition["type"] in before)
+            ):
+                event_type = "Normal" if ok else "Warning"
                 self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
 
 
