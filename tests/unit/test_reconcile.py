@@ -102,7 +102,11 @@ def test_status_keeps_fields_it_does_not_own():
 
 def test_pod_counts_and_selectors():
     pods = [{"spec": {"initContainers": [{"name": "tierwise-router"}]}}, {"spec": {}}]
-    assert count_pods(view_pods(pods)).to_dict() == {"matching": 2, "injected": 1, "withoutSidecar": 1}
+    assert count_pods(view_pods(pods)).to_dict() == {
+        "matching": 2,
+        "injected": 1,
+        "withoutSidecar": 1,
+    }
     selector = {
         "matchLabels": {"b": "2", "a": "1"},
         "matchExpressions": [
@@ -192,3 +196,56 @@ def test_the_parse_cache_keeps_the_latest_generation_only():
     second = observe(raw, cache=cache)
     assert second.resource.spec.model == "claude-sonnet-4-5"
     assert list(cache) == ["u1"] and cache["u1"][0] == 2
+
+
+def undeclared(value, schema, path="status"):
+    """Fields of ``value`` the structural schema does not declare: the API server would
+    silently drop them from the stored status."""
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is None:
+            return []  # a map (additionalProperties) or preserve-unknown-fields
+        return [
+            problem
+            for key, item in value.items()
+            for problem in (
+                [f"{path}.{key}"]
+                if key not in props
+                else undeclared(item, props[key], f"{path}.{key}")
+            )
+        ]
+    if isinstance(value, list):
+        return [p for item in value for p in undeclared(item, schema.get("items", {}), path)]
+    return []
+
+
+def test_policy_status_with_pod_check_fits_the_crd():
+    from pathlib import Path
+
+    import yaml
+
+    from tierwise.controller.pods import LiveConfig, pods_condition
+
+    crd = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "crds/tierwise.dev_cascadepolicies.yaml").read_text()
+    )
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    result = render(POLICY, [HAIKU, SONNET])
+    live = LiveConfig(result.document["hash"], "tierwise-triage", frozenset({"K"}))
+    old = {
+        "metadata": {"name": "old"},
+        "spec": {"initContainers": [{"name": "tierwise-router", "env": []}]},
+    }
+    counts = count_pods(view_pods([old]), live)
+    status = policy_status(
+        POLICY,
+        result,
+        counts,
+        "t",
+        has_config=True,
+        extra_conditions=[pods_condition(counts, live)],
+    )
+    assert status["pods"] == {"matching": 1, "injected": 1, "withoutSidecar": 0, "cannotServe": 0}
+    assert conditions(status)["PodsCurrent"]["status"] == "True"
+    assert undeclared(status, schema) == []
+    assert undeclared({"pods": {"surprise": 1}}, schema) == ["status.pods.surprise"]
