@@ -494,3 +494,114 @@ def test_pods_are_still_created_when_the_operator_is_down(
         )
 
     eventually(status_counts_match, "the policy's pod counts")
+
+
+# -- pods that cannot serve the live config -------------------------------------------------
+
+
+def policy_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return kubectl.get_json("cascadepolicy", name, namespace=namespace).get("status", {})
+
+
+def pods_current(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == "PodsCurrent"), None)
+
+
+def test_a_policy_that_gains_a_tier_names_the_pods_to_recreate(opted_in: str, kubectl: Kubectl):
+    """The sidecar's env is fixed when its pod is created: after the policy gains a tier,
+    the running pod lacks that tier's key variable (its router refuses the new config), the
+    policy says so and names the pod; a recreated pod gets the key and clears it."""
+    name, labels = "keys", {"app": "keys"}
+    policy = {
+        "apiVersion": "tierwise.dev/v1alpha1",
+        "kind": "CascadePolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "podSelector": {"matchLabels": labels},
+            "routes": [{"name": "chat", "steps": [{"tier": "haiku"}]}],
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(policy), namespace=opted_in)
+    first_hash = eventually(
+        lambda: policy_status(kubectl, opted_in, name).get("configHash"), "the first config"
+    )
+
+    def injected_pod() -> bool:
+        created = create_pod(kubectl, opted_in, pod_manifest("keys-app", labels))
+        if sidecars(created) and annotations_of(created).get("tierwise.dev/config-hash"):
+            return True
+        kubectl("delete", "pod", "keys-app", "--wait=false", namespace=opted_in)
+        eventually(
+            lambda: kubectl("get", "pod", "keys-app", namespace=opted_in, check=False).returncode,
+            "the uninjected pod to go",
+        )
+        return False
+
+    eventually(injected_pod, "a pod injected for the policy")
+    stored = kubectl.get_json("pod", "keys-app", namespace=opted_in)
+    assert set(env_of(sidecars(stored)[0])) == {"TIERWISE_TIER_HAIKU_API_KEY"}
+    ok = eventually(
+        lambda: (
+            (s := policy_status(kubectl, opted_in, name)).get("pods", {}).get("cannotServe") == 0
+            and pods_current(s)
+        ),
+        "the pod counted as current",
+    )
+    assert ok["status"] == "True" and first_hash in ok["message"]
+
+    # The policy gains a tier: its live config now names the sonnet key variable.
+    step = {"op": "add", "path": "/spec/routes/0/steps/-", "value": {"tier": "sonnet"}}
+    kubectl(
+        "patch", "cascadepolicy", name, "--type=json", "-p", json.dumps([step]), namespace=opted_in
+    )
+
+    def reported() -> dict[str, Any] | None:
+        status = policy_status(kubectl, opted_in, name)
+        condition = pods_current(status)
+        if status.get("configHash") in (None, first_hash) or not condition:
+            return None
+        return status if condition["status"] == "False" else None
+
+    status = eventually(reported, "the pod reported as unable to serve")
+    condition = pods_current(status)
+    assert status["pods"] == {"matching": 1, "injected": 1, "withoutSidecar": 0, "cannotServe": 1}
+    assert condition["reason"] == "MissingKeyEnv"
+    assert "keys-app" in condition["message"]
+    assert "TIERWISE_TIER_SONNET_API_KEY" in condition["message"]
+    assert status["configHash"] in condition["message"]
+    # Ready stays True: the config is rendered and live; the pods are what lags.
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    wide = kubectl("get", "cascadepolicy", name, "-o", "wide", namespace=opted_in).stdout
+    header, row = wide.splitlines()[:2]
+    assert "STALE PODS" in header
+    assert row[header.index("STALE PODS") :].split()[0] == "1"  # columns align by position
+
+    def events() -> set[str]:
+        items = kubectl.get_json(
+            "events", "--field-selector", f"involvedObject.name={name}", namespace=opted_in
+        )["items"]
+        return {e["reason"] for e in items if e["involvedObject"]["kind"] == "CascadePolicy"}
+
+    eventually(lambda: "MissingKeyEnv" in events(), "the Warning event")
+
+    # Recreated, the pod gets both keys; the resync sees it (no event on the policy).
+    kubectl("delete", "pod", "keys-app", "--wait=false", namespace=opted_in)
+    eventually(
+        lambda: kubectl("get", "pod", "keys-app", namespace=opted_in, check=False).returncode,
+        "the old pod to go",
+    )
+    recreated = create_pod(kubectl, opted_in, pod_manifest("keys-app", labels))
+    assert set(env_of(sidecars(recreated)[0])) == {
+        "TIERWISE_TIER_HAIKU_API_KEY",
+        "TIERWISE_TIER_SONNET_API_KEY",
+    }
+    cleared = eventually(
+        lambda: (
+            (s := policy_status(kubectl, opted_in, name)).get("pods", {}).get("cannotServe") == 0
+            and pods_current(s)
+        ),
+        "the recreated pod counted as current",
+    )
+    assert cleared["status"] == "True" and cleared["reason"] == "AllPodsCurrent"
+    eventually(lambda: "AllPodsCurrent" in events(), "the Normal event")
