@@ -432,6 +432,8 @@ THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str, Any]:
     """Patch the triage confidence threshold; the policy status once its eval decided."""
     patch = [{"op": "replace", "path": THRESHOLD_PATH, "value": value}]
+    before = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
+    earlier = {promoted, before.get("candidateHash")}  # not the config this patch replaces
     kubectl(
         "patch", "cascadepolicy", POLICY, "--type=json", "-p", json.dumps(patch),
         namespace=NAMESPACE,
@@ -441,7 +443,7 @@ def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str,
         status = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
         rollout = status.get("rollout") or {}
         candidate = status.get("candidateHash")
-        if candidate and candidate != promoted and rollout.get("decidedHash") == candidate:
+        if candidate and candidate not in earlier and rollout.get("decidedHash") == candidate:
             return status
         return None
 

@@ -23,7 +23,13 @@ from typing import Any
 
 import kubernetes
 import pytest
-from operator_process import OperatorProcess, bind_operator_identity, eventually, free_port
+from operator_process import (
+    OperatorProcess,
+    apply_ungated,
+    bind_operator_identity,
+    eventually,
+    free_port,
+)
 
 from tierwise.localcluster.kubectl import Kubectl
 
@@ -187,7 +193,7 @@ def test_one_replica_reconciles_either_answers_and_the_standby_takes_over(
     active.start()
     standby.start()
     try:
-        kubectl.apply(EXAMPLE, namespace=namespace)
+        apply_ungated(kubectl, EXAMPLE, "email-triage", namespace)
         eventually(
             lambda: (
                 kubectl(
