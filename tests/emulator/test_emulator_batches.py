@@ -10,7 +10,6 @@ from tierwise.emulator import EmulatorConfig, EmulatorThread
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 

@@ -15,7 +15,6 @@ from tierwise.emulator.config import EmulatorConfig
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 

@@ -10,7 +10,6 @@ from tierwise.emulator import Emulator, EmulatorThread
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 
@@ -34,11 +33,9 @@ def test_create_parses_with_every_usage_field(client: anthropic.Anthropic) -> No
 
 
 def test_dated_model_ids_are_accepted_and_echoed(client: anthropic.Anthropic) -> None:
-    message = client.messages.create(
-        model="claude-sonnet-4-5-20250929", max_tokens=50, messages=user("hi")
-    )
-    assert message.model == "claude-sonnet-4-5-20250929"
-    assert "claude-sonnet-4-5" in message.content[0].text
+    message = client.messages.create(model="claude-sonnet-5-5", max_tokens=50, messages=user("hi"))
+    assert message.model == "claude-sonnet-5-5"
+    assert "claude-sonnet-5-5" in message.content[0].text
 
 
 def test_response_headers(client: anthropic.Anthropic) -> None:

@@ -13,8 +13,8 @@ from tierwise.router import document_hash
 
 SCHEMA = "tierwise.dev/router-config/v1"
 HAIKU_MODEL = "claude-haiku-4-5"
-SONNET_MODEL = "claude-sonnet-4-5"
-OPUS_MODEL = "claude-opus-4-5"
+SONNET_MODEL = "claude-sonnet-5-5"
+OPUS_MODEL = "claude-opus-5-5"
 TIER_KEYS = {
     "haiku": "tier-key-haiku",
     "sonnet": "tier-key-sonnet",

@@ -49,15 +49,16 @@ def test_dollars_from_the_example_route(capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    # haiku: 1000*$1 + 200*$5 = $0.002/request; sonnet: $0.006/request.
-    assert "all-strong:        $6.00" in out
-    assert "cascade:           $2.60" in out
+    # haiku 5.5: 1000*$0.10 + 200*$0.50 = $0.0002/request; sonnet 5.5: 1000*$2 + 200*$10
+    # = $0.004/request. Cascade: 1000*$0.0002 + 100*$0.004.
+    assert "all-strong:        $4.00" in out
+    assert "cascade:           $0.60" in out
     assert "saving:            $3.40" in out
 
 
 def test_unknown_model_is_an_error(capsys):
-    assert main(["estimate", "--cheap-model", "nope", "--strong-model", "claude-opus-4-5"]) == 1
-    assert "not in the built-in price catalog" in capsys.readouterr().err
+    assert main(["estimate", "--cheap-model", "nope", "--strong-model", "claude-opus-5-5"]) == 1
+    assert "not in the price catalog" in capsys.readouterr().err
 
 
 def test_missing_route_is_an_error(capsys):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from tierwise.api.parsing import SpecError
 
@@ -36,31 +36,65 @@ class SecretKeyRef:
 
 
 @dataclass(frozen=True)
+class LongPromptPricing:
+    """Rates for a whole request whose prompt is over ``threshold_tokens``."""
+
+    threshold_tokens: int
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.threshold_tokens >= 1,
+            f"{path}.thresholdTokens",
+            "pricing.longPrompt.thresholdTokens must be at least 1",
+        )
+        for name, value in _rate_fields(self).items():
+            _check(
+                value >= 0,
+                f"{path}.{name}",
+                f"pricing.longPrompt.{name} must be zero or more (USD per million tokens)",
+            )
+
+
+@dataclass(frozen=True)
 class TierPricing:
     input: Decimal | None = None
     output: Decimal | None = None
     cache_write_5m: Decimal | None = None
     cache_write_1h: Decimal | None = None
     cache_read: Decimal | None = None
+    long_prompt: LongPromptPricing | None = None
 
     def validate(self, path: str) -> None:
-        for name, value in self.as_overrides().items():
+        for name, value in _rate_fields(self).items():
             _check(
                 value >= 0,
                 f"{path}.{name}",
                 f"pricing.{name} must be zero or more (USD per million tokens)",
             )
 
-    def as_overrides(self) -> dict[str, Decimal]:
+    def as_overrides(self) -> dict[str, Any]:
         """The prices this spec sets, keyed by their CRD names."""
-        named = {
-            "input": self.input,
-            "output": self.output,
-            "cacheWrite5m": self.cache_write_5m,
-            "cacheWrite1h": self.cache_write_1h,
-            "cacheRead": self.cache_read,
-        }
-        return {k: v for k, v in named.items() if v is not None}
+        named: dict[str, Any] = _rate_fields(self)
+        if self.long_prompt is not None:
+            band = self.long_prompt
+            named["longPrompt"] = {"thresholdTokens": band.threshold_tokens, **_rate_fields(band)}
+        return named
+
+
+def _rate_fields(prices: TierPricing | LongPromptPricing) -> dict[str, Decimal]:
+    named = {
+        "input": prices.input,
+        "output": prices.output,
+        "cacheWrite5m": prices.cache_write_5m,
+        "cacheWrite1h": prices.cache_write_1h,
+        "cacheRead": prices.cache_read,
+    }
+    return {k: v for k, v in named.items() if v is not None}
 
 
 @dataclass(frozen=True)

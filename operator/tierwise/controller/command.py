@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 
 import kopf
@@ -66,6 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="period of the full resync that also refreshes pod counts (default 30)",
     )
     parser.add_argument(
+        "--price-catalog",
+        metavar="[NAMESPACE/]NAME",
+        default=None,
+        help="optional ConfigMap whose catalog.yaml overrides the built-in price catalog "
+        "(namespace defaults to the operator's own, from POD_NAMESPACE, else 'default')",
+    )
+    parser.add_argument(
         "--router-image",
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
@@ -101,13 +109,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tierwise.controller import kube, operator_app
+    from tierwise.controller import kube, operator_app, price_catalog
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     kube.connect()
+    price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
     operator_app.OPTIONS.update(vars(args), priority=priority)
     if args.webhook_port:

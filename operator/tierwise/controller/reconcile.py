@@ -9,17 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from tierwise import __version__
 from tierwise.api import SpecError, parse_resource
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, SIDECAR_NAME, config_map_name
-from tierwise.pricing import Prices, PricingUnknown, resolve_prices
+from tierwise.pricing import (
+    BUILTIN,
+    PriceCatalog,
+    Prices,
+    PricingProblem,
+    resolve_prices,
+    retirement_notice,
+)
 from tierwise.render import CONFIG_KEY, RenderResult, dump_document
 
 READY = "Ready"
 RESOLVED_REFS = "ResolvedRefs"
+# True while a tier's model retires within 30 days or has retired: a Warning, not an error.
+MODEL_RETIRING = "ModelRetiring"
 POLICY_LABEL = "tierwise.dev/policy"
 
 
@@ -242,27 +251,47 @@ def label_selector_string(selector: Mapping[str, Any] | None) -> str | None:
 # --- ModelTier and CacheProfile ----------------------------------------------------------
 
 
-def tier_status(tier: Mapping[str, Any], used_by: int, now: str) -> dict[str, Any]:
+def tier_status(
+    tier: Mapping[str, Any],
+    used_by: int,
+    now: str,
+    catalog: PriceCatalog = BUILTIN,
+    today: date | None = None,
+) -> dict[str, Any]:
     previous = dict(tier.get("status") or {})
     generation = tier["metadata"].get("generation")
     status: dict[str, Any] = {**previous, "observedGeneration": generation, "usedBy": used_by}
+    conditions: list[Condition] = []
     try:
         spec = parse_resource(dict(tier)).spec
     except SpecError as exc:
-        condition = Condition(READY, False, "InvalidSpec", str(exc))
+        conditions.append(Condition(READY, False, "InvalidSpec", str(exc)))
     else:
-        prices = resolve_prices(spec.model, spec.pricing.as_overrides() if spec.pricing else None)
-        if isinstance(prices, PricingUnknown):
-            condition = Condition(READY, False, "PricingUnknown", prices.message)
+        overrides = spec.pricing.as_overrides() if spec.pricing else None
+        prices = resolve_prices(spec.model, overrides, catalog)
+        if isinstance(prices, PricingProblem):
+            conditions.append(Condition(READY, False, prices.reason, prices.message))
             status.pop("pricing", None)
         else:
-            condition = Condition(READY, True, "Priced", _priced_message(spec.model, prices))
+            conditions.append(Condition(READY, True, "Priced", _priced_message(spec.model, prices)))
             rates = prices.rates.to_document()
             status["pricing"] = {**rates, "source": prices.source}
-    status["conditions"] = merge_conditions(
-        previous.get("conditions"), [condition], generation, now
-    )
+        conditions.append(_retirement_condition(spec.model, catalog, today))
+    status["conditions"] = merge_conditions(previous.get("conditions"), conditions, generation, now)
     return status
+
+
+def _retirement_condition(model: str, catalog: PriceCatalog, today: date | None) -> Condition:
+    notice = retirement_notice(model, today or datetime.now(UTC).date(), catalog)
+    if notice is not None:
+        return Condition(MODEL_RETIRING, True, notice.reason, notice.message)
+    entry = catalog.entry(model)
+    if entry is not None and entry.retires is not None:
+        message = f"model {model!r} retires on {entry.retires.isoformat()}"
+        return Condition(MODEL_RETIRING, False, "RetiresLater", message)
+    return Condition(
+        MODEL_RETIRING, False, "NoRetirementScheduled", f"model {model!r} has no retirement date"
+    )
 
 
 def _priced_message(model: str, prices: Prices) -> str:

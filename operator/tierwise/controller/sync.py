@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tierwise.api import SpecError
-from tierwise.controller import kube, metrics
+from tierwise.controller import kube, metrics, price_catalog
 from tierwise.controller.reconcile import (
+    MODEL_RETIRING,
     READY,
     cache_profile_status,
     config_map_up_to_date,
@@ -44,7 +45,9 @@ def sync_policy(
         result = spec_error = None
         try:
             parsed, tiers_by_name, profiles_by_name = render_inputs(policy, tiers, profiles)
-            result = render_policy(parsed, tiers_by_name, profiles_by_name)
+            result = render_policy(
+                parsed, tiers_by_name, profiles_by_name, catalog=price_catalog.current()
+            )
         except SpecError as exc:
             spec_error = exc
         if result is not None and result.document is not None:
@@ -60,7 +63,8 @@ def sync_tier(tier: Body, policies: Iterable[Body], emit: Emit) -> None:
     with metrics.timed("ModelTier"):
         name = tier["metadata"]["name"]
         used_by = sum(1 for p in policies if name in tier_names(p.get("spec") or {}))
-        _write_status("modeltiers", tier, tier_status(tier, used_by, now_iso()), emit)
+        status = tier_status(tier, used_by, now_iso(), price_catalog.current())
+        _write_status("modeltiers", tier, status, emit)
         metrics.RECONCILES.labels("ModelTier", "ok").inc()
 
 
@@ -104,6 +108,8 @@ def _write_status(plural: str, body: Body, status: dict[str, Any], emit: Emit) -
         if condition["type"] == READY:
             event_type = "Normal" if condition["status"] == "True" else "Warning"
             emit(body, event_type, condition["reason"], condition["message"])
+        elif condition["type"] == MODEL_RETIRING and condition["status"] == "True":
+            emit(body, "Warning", condition["reason"], condition["message"])
 
 
 def _pod_counts(policy: Body):

@@ -1,10 +1,11 @@
 """Model profiles: how each emulated model behaves (accuracy, speed, cache minimum, limits).
 
-The built-in profiles cover the Claude 4.5 family. A YAML or JSON file can override any
-field of a built-in profile or add new models::
+The built-in profiles cover the current line-up (Claude Haiku, Sonnet and Opus 5.5) and the
+4.5 family before it. A YAML or JSON file can override any field of a built-in profile or
+add new models::
 
     models:
-      claude-haiku-4-5:
+      claude-haiku-5-5:
         accuracy: 0.85
       my-model:
         aliases: [my-model-latest]
@@ -58,12 +59,43 @@ class ModelProfile:
             raise ValueError(f"{self.name}: invalid token limits")
 
 
-# Minimum cacheable lengths are Anthropic's documented figures: 4096 tokens for Haiku 4.5
-# and Opus 4.5, 1024 for Sonnet 4.5. Accuracies are the emulator's own choice, picked so a
-# cheap-first cascade with a confidence threshold has something to prove.
+# Minimum cacheable lengths follow the price catalog (tierwise.pricing): 4096 tokens for
+# Haiku 4.5 and Opus 4.5, 1024 for Sonnet 4.5; Anthropic publishes none for the 5.5 models,
+# where the catalog (and so the router) assumes 1024. Accuracies are the emulator's own
+# choice, picked so a cheap-first cascade with a confidence threshold has something to prove.
 DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
     p.name: p
     for p in (
+        ModelProfile(
+            name="claude-haiku-5-5",
+            accuracy=0.82,
+            ttft_seconds=0.3,
+            output_tokens_per_second=160.0,
+            prefill_tokens_per_second=40_000.0,
+            min_cacheable_tokens=1024,
+            max_output_tokens=128_000,
+            context_window=1_000_000,
+        ),
+        ModelProfile(
+            name="claude-sonnet-5-5",
+            accuracy=0.93,
+            ttft_seconds=0.6,
+            output_tokens_per_second=75.0,
+            prefill_tokens_per_second=20_000.0,
+            min_cacheable_tokens=1024,
+            max_output_tokens=128_000,
+            context_window=1_000_000,
+        ),
+        ModelProfile(
+            name="claude-opus-5-5",
+            accuracy=0.97,
+            ttft_seconds=1.0,
+            output_tokens_per_second=50.0,
+            prefill_tokens_per_second=12_000.0,
+            min_cacheable_tokens=1024,
+            max_output_tokens=128_000,
+            context_window=1_000_000,
+        ),
         ModelProfile(
             name="claude-haiku-4-5",
             accuracy=0.82,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from tierwise.pricing.catalog import PricingUnknown, catalog_prices, resolve_prices
+from tierwise.pricing.catalog import PricingProblem, catalog_prices, resolve_prices
 from tierwise.pricing.estimate import CascadeEstimate, estimate_cascade
 from tierwise.pricing.model import Prices, Usage, cost_usd
 
@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n"
         "  tierwise estimate --requests 100000 --cheap-cost 1 --strong-cost 5 --resolved 0.9\n"
-        "  tierwise estimate --cheap-model claude-haiku-4-5 --strong-model claude-sonnet-4-5 \\\n"
+        "  tierwise estimate --cheap-model claude-haiku-5-5 --strong-model claude-sonnet-5-5 \\\n"
         "      --input-tokens 1200 --output-tokens 80 --escalation-rate 0.15\n"
         "  tierwise estimate -f examples/ --route triage --input-tokens 1200 --output-tokens 80"
     )
@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     units.add_argument("--cheap-cost", type=Decimal, help="cost of one request on the cheap tier")
     units.add_argument("--strong-cost", type=Decimal, help="cost of one request on the strong tier")
     dollars = parser.add_argument_group("dollars")
-    dollars.add_argument("--cheap-model", help="model of the first step, e.g. claude-haiku-4-5")
-    dollars.add_argument("--strong-model", help="model of the last step, e.g. claude-sonnet-4-5")
+    dollars.add_argument("--cheap-model", help="model of the first step, e.g. claude-haiku-5-5")
+    dollars.add_argument("--strong-model", help="model of the last step, e.g. claude-sonnet-5-5")
     dollars.add_argument(
         "-f",
         "--filename",
@@ -120,7 +120,7 @@ def _step_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
     prices = []
     for model in (args.cheap_model, args.strong_model):
         found = catalog_prices(model)
-        if isinstance(found, PricingUnknown):
+        if isinstance(found, PricingProblem):
             raise EstimateError(found.message)
         prices.append(found)
     return [args.cheap_model, args.strong_model], prices
@@ -154,7 +154,7 @@ def _route_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
         resolved = resolve_prices(
             tier.spec.model, tier.spec.pricing.as_overrides() if tier.spec.pricing else None
         )
-        if isinstance(resolved, PricingUnknown):
+        if isinstance(resolved, PricingProblem):
             raise EstimateError(f"ModelTier {step.tier!r}: {resolved.message}")
         names.append(f"{step.tier} ({tier.spec.model})")
         prices.append(resolved)

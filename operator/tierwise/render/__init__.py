@@ -3,6 +3,7 @@
 from tierwise.render.document import (
     CACHE_PROFILE_NOT_FOUND,
     CONFIG_KEY,
+    PRICING_AMBIGUOUS,
     PRICING_UNKNOWN,
     SCHEMA_VERSION,
     TIER_NOT_FOUND,
@@ -21,6 +22,7 @@ from tierwise.render.workspace import Workspace, render_all
 __all__ = [
     "CACHE_PROFILE_NOT_FOUND",
     "CONFIG_KEY",
+    "PRICING_AMBIGUOUS",
     "PRICING_UNKNOWN",
     "SCHEMA_VERSION",
     "TIER_NOT_FOUND",

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
+from pathlib import Path
+
+import yaml
 
 from tierwise.api import SpecError, load_manifests
+from tierwise.pricing import BUILTIN, CatalogError, PriceCatalog, parse_catalog
 from tierwise.render.document import dump_document
 from tierwise.render.workspace import render_all
 
@@ -40,6 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="render only this CascadePolicy",
     )
     parser.add_argument(
+        "--price-catalog",
+        metavar="FILE",
+        help="YAML/JSON price catalog over the built-in one, in the format of the operator's "
+        "price-catalog ConfigMap (see docs/pricing.md)",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         choices=["json", "hash"],
@@ -49,10 +60,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def load_catalog_file(path: str | None) -> PriceCatalog:
+    """The built-in catalog, overlaid with a price-catalog file when one is given."""
+    if not path:
+        return BUILTIN
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return BUILTIN.overlay(parse_catalog(doc, source=f"file:{Path(path).name}"))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        results = render_all(load_manifests(args.paths, default_namespace=args.namespace))
-    except (SpecError, FileNotFoundError, ValueError) as exc:
+        catalog = load_catalog_file(args.price_catalog)
+        resources = load_manifests(args.paths, default_namespace=args.namespace)
+        results = render_all(resources, catalog=catalog, today=date.today())
+    except (SpecError, CatalogError, OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.policy:
@@ -63,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     failed = False
     for policy, result in results:
+        for warning in result.warnings:
+            print(
+                f"warning: CascadePolicy {policy.namespace}/{policy.name}: {warning}",
+                file=sys.stderr,
+            )
         for problem in result.problems:
             failed = True
             print(

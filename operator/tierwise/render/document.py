@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -26,11 +27,13 @@ from tierwise.api.models import (
     Route,
 )
 from tierwise.pricing import (
+    BUILTIN,
+    PriceCatalog,
     Prices,
-    PricingUnknown,
+    PricingProblem,
     format_usd,
-    min_cacheable_tokens,
     resolve_prices,
+    retirement_notice,
 )
 
 SCHEMA_VERSION = "tierwise.dev/router-config/v1"
@@ -41,6 +44,7 @@ CONFIG_KEY = "router-config.json"
 TIER_NOT_FOUND = "TierNotFound"
 CACHE_PROFILE_NOT_FOUND = "CacheProfileNotFound"
 PRICING_UNKNOWN = "PricingUnknown"
+PRICING_AMBIGUOUS = "PricingAmbiguous"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class RenderResult:
     document: dict[str, Any] | None
     problems: tuple[Problem, ...] = ()
     key_envs: tuple[SecretKeyEnv, ...] = field(default=())
+    # Things that do not stop rendering but deserve a warning (a tier's model retiring).
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -81,8 +87,15 @@ def render_policy(
     policy: Resource,
     tiers: Mapping[str, Resource],
     cache_profiles: Mapping[str, Resource],
+    *,
+    catalog: PriceCatalog = BUILTIN,
+    today: date | None = None,
 ) -> RenderResult:
-    """Render ``policy``; ``tiers`` and ``cache_profiles`` are keyed by name, same namespace."""
+    """Render ``policy``; ``tiers`` and ``cache_profiles`` are keyed by name, same namespace.
+
+    Prices resolve over ``catalog``; with ``today`` given, tiers whose model retires within
+    30 days (or has retired) come back as warnings.
+    """
     if policy.kind != CASCADE_POLICY:
         raise ValueError(f"expected a CascadePolicy, got {policy.kind}")
     spec: CascadePolicySpec = policy.spec
@@ -90,6 +103,7 @@ def render_policy(
     rendered_tiers: dict[str, dict[str, Any]] = {}
     prices: dict[str, Prices] = {}
     key_envs: list[SecretKeyEnv] = []
+    warnings: list[str] = []
     for name in spec.tier_names():
         tier = tiers.get(name)
         if tier is None:
@@ -103,15 +117,22 @@ def render_policy(
             continue
         tier_spec: ModelTierSpec = tier.spec
         resolved = resolve_prices(
-            tier_spec.model, tier_spec.pricing.as_overrides() if tier_spec.pricing else None
+            tier_spec.model,
+            tier_spec.pricing.as_overrides() if tier_spec.pricing else None,
+            catalog,
         )
-        if isinstance(resolved, PricingUnknown):
+        if isinstance(resolved, PricingProblem):
             problems.append(
-                Problem(PRICING_UNKNOWN, name, f"ModelTier {name!r}: {resolved.message}")
+                Problem(resolved.reason, name, f"ModelTier {name!r}: {resolved.message}")
             )
             continue
+        notice = retirement_notice(tier_spec.model, today, catalog) if today else None
+        if notice is not None:
+            warnings.append(f"ModelTier {name!r}: {notice.message}")
         prices[name] = resolved
-        rendered_tiers[name] = _render_tier(name, tier_spec, resolved)
+        rendered_tiers[name] = _render_tier(
+            name, tier_spec, resolved, catalog.min_cacheable_tokens(tier_spec.model)
+        )
         if tier_spec.api_key_secret_ref is not None:
             ref = tier_spec.api_key_secret_ref
             key_envs.append(SecretKeyEnv(api_key_env(name), ref.name, ref.key))
@@ -120,7 +141,7 @@ def render_policy(
     if cache_problem:
         problems.append(cache_problem)
     if problems:
-        return RenderResult(None, tuple(problems))
+        return RenderResult(None, tuple(problems), warnings=tuple(warnings))
 
     document: dict[str, Any] = {
         "schemaVersion": SCHEMA_VERSION,
@@ -135,7 +156,7 @@ def render_policy(
         "cache": cache,
     }
     document["hash"] = content_hash(document)
-    return RenderResult(document, (), tuple(key_envs))
+    return RenderResult(document, (), tuple(key_envs), tuple(warnings))
 
 
 def content_hash(document: Mapping[str, Any]) -> str:
@@ -153,7 +174,9 @@ def dump_document(document: Mapping[str, Any]) -> str:
     return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def _render_tier(name: str, spec: ModelTierSpec, prices: Prices) -> dict[str, Any]:
+def _render_tier(
+    name: str, spec: ModelTierSpec, prices: Prices, min_cacheable: int
+) -> dict[str, Any]:
     return {
         "provider": spec.provider,
         "model": spec.model,
@@ -165,7 +188,7 @@ def _render_tier(name: str, spec: ModelTierSpec, prices: Prices) -> dict[str, An
             "timeoutSeconds": spec.limits.timeout_seconds,
             "maxConcurrency": spec.limits.max_concurrency,
         },
-        "minCacheableTokens": min_cacheable_tokens(spec.model),
+        "minCacheableTokens": min_cacheable,
     }
 
 
