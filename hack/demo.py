@@ -198,7 +198,7 @@ def main() -> int:
                 logs,
             )
             wait_for(lambda: http_ok(f"{emulator_url}/_emulator/health"), "the emulator")
-            say(f"emulator at {emulator_url} (Haiku 4.5, Sonnet 4.5, Opus 4.5 profiles)")
+            say(f"emulator at {emulator_url} (Haiku 5.5, Sonnet 5.5, Opus 5.5 profiles)")
 
         with progress("Running the operator with its sidecar-injection webhook") as say:
             health = free_port()

@@ -280,3 +280,22 @@ def test_ambiguous_override_is_an_error_naming_the_field(tmp_path, capsys):
     assert main(["render", "-f", str(tmp_path / "ex")]) == 1
     err = capsys.readouterr().err
     assert "PricingAmbiguous" in err and "spec.pricing.cacheWrite5m" in err and "'opus'" in err
+
+
+def test_endpoint_flag_and_env_point_every_tier_at_one_url_and_rehash(monkeypatch, capsys):
+    assert main(["render", "-f", str(EXAMPLES)]) == 0
+    original = json.loads(capsys.readouterr().out)
+    assert main(["render", "-f", str(EXAMPLES), "--endpoint", "http://127.0.0.1:8100/"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert {t["endpoint"] for t in moved["tiers"].values()} == {"http://127.0.0.1:8100"}
+    assert moved["hash"] != original["hash"] and moved["hash"] == content_hash(moved)
+    assert {k: v for k, v in moved.items() if k not in ("tiers", "hash")} == {
+        k: v for k, v in original.items() if k not in ("tiers", "hash")
+    }
+    monkeypatch.setenv("TIERWISE_ENDPOINT", "http://emulator:8090")
+    assert main(["render", "-f", str(EXAMPLES), "-o", "hash"]) == 0
+    by_env = capsys.readouterr().out.split("\t")[1].strip()
+    assert by_env != original["hash"]
+    monkeypatch.setenv("TIERWISE_ENDPOINT", "emulator:8090")
+    assert main(["render", "-f", str(EXAMPLES)]) == 1
+    assert "--endpoint: endpoint must be an http:// or https:// URL" in capsys.readouterr().err

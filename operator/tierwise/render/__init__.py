@@ -16,6 +16,7 @@ from tierwise.render.document import (
     dump_document,
     render_policy,
     strongest_tier,
+    with_endpoint,
 )
 from tierwise.render.workspace import Workspace, render_all
 
@@ -37,4 +38,5 @@ __all__ = [
     "render_all",
     "render_policy",
     "strongest_tier",
+    "with_endpoint",
 ]

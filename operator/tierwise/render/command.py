@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from tierwise.api import SpecError, load_manifests
 from tierwise.pricing import BUILTIN, CatalogError, PriceCatalog, parse_catalog
-from tierwise.render.document import dump_document
+from tierwise.render.document import dump_document, with_endpoint
 from tierwise.render.workspace import render_all
 
 
@@ -43,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--policy",
         metavar="[NAMESPACE/]NAME",
         help="render only this CascadePolicy",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        default=os.environ.get("TIERWISE_ENDPOINT") or None,
+        help="send every tier to this Messages API base URL instead of its own, e.g. a local "
+        "`tierwise emulator` (default: $TIERWISE_ENDPOINT); the hash is recomputed",
     )
     parser.add_argument(
         "--price-catalog",
@@ -97,10 +105,17 @@ def run(args: argparse.Namespace) -> int:
             )
     if failed:
         return 1
-    documents = [r.document for _, r in results]
+    try:
+        documents = [
+            with_endpoint(r.document, args.endpoint) if args.endpoint else r.document
+            for _, r in results
+        ]
+    except ValueError as exc:
+        print(f"error: --endpoint: {exc}", file=sys.stderr)
+        return 1
     if args.output == "hash":
-        for policy, result in results:
-            print(f"{policy.namespace}/{policy.name}\t{result.document['hash']}")  # type: ignore[index]
+        for (policy, _), document in zip(results, documents, strict=True):
+            print(f"{policy.namespace}/{policy.name}\t{document['hash']}")  # type: ignore[index]
     elif len(documents) == 1:
         sys.stdout.write(dump_document(documents[0]))  # type: ignore[arg-type]
     else:

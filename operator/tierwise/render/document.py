@@ -159,6 +159,18 @@ def render_policy(
     return RenderResult(document, (), tuple(key_envs), tuple(warnings))
 
 
+def with_endpoint(document: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
+    """The document with every tier sent to ``endpoint`` (e.g. a local emulator), re-hashed."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    tiers = {
+        name: {**tier, "endpoint": endpoint.rstrip("/")} for name, tier in document["tiers"].items()
+    }
+    moved = {**document, "tiers": tiers}
+    moved["hash"] = content_hash(moved)
+    return moved
+
+
 def content_hash(document: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of the document without its ``hash`` field."""
     body = {k: v for k, v in document.items() if k != "hash"}

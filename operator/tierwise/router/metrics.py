@@ -88,6 +88,14 @@ class RouterMetrics:
             ["policy", "tier"],
             registry=r,
         )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds",
+            "Time an upstream call waited for one of its tier's maxConcurrency slots: when it "
+            "grows, the cap, not the model, is the bottleneck.",
+            ["policy", "tier"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.fallbacks = Counter(
             f"{PREFIX}_fallbacks",
             "Calls sent to the fallback tier after a step kept failing.",

@@ -203,7 +203,12 @@ class Router:
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
         )
-        self._upstream = Upstream(self._session, self._on_upstream_failure, self._on_retry)
+        self._upstream = Upstream(
+            self._session,
+            self._on_upstream_failure,
+            self._on_retry,
+            on_queue_wait=self._on_queue_wait,
+        )
         self._cascade = Cascade(self._upstream, self.metrics)
         if self.config_path is not None and self.reload_interval > 0:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -263,6 +268,9 @@ class Router:
 
     def _on_retry(self, tier: str) -> None:
         self.metrics.retries.labels(self._runtime.policy, tier).inc()
+
+    def _on_queue_wait(self, tier: str, seconds: float) -> None:
+        self.metrics.child(self.metrics.queue_wait, self._runtime.policy, tier).observe(seconds)
 
     # ------------------------------------------------------- metrics app
 
