@@ -9,8 +9,8 @@ from typing import Any
 
 API_KEY = "test-key"
 HAIKU = "claude-haiku-4-5"
-SONNET = "claude-sonnet-5-5"
-OPUS = "claude-opus-5-5"
+SONNET = "claude-sonnet-4-5"
+OPUS = "claude-opus-4-5"
 
 
 def user(text: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from tierwise.emulator import EmulatorConfig, EmulatorThread
 
 pytestmark = [
     pytest.mark.timeout(30),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 
@@ -68,7 +69,12 @@ def test_batch_in_progress_until_the_clock_moves() -> None:
         assert [r.result.type for r in client.messages.batches.results(batch.id)] == ["succeeded"]
 
         other = client.messages.batches.create(requests=requests()[:1])
-        canceled = client.messages.batches.cancel(other.id)
+        canceling = client.messages.batches.cancel(other.id)
+        # Cancelation is not instant: the batch is "canceling" until in-flight work stops.
+        assert canceling.processing_status == "canceling"
+        assert canceling.cancel_initiated_at is not None
+        thread.advance_clock(2)
+        canceled = client.messages.batches.retrieve(other.id)
         assert canceled.processing_status == "ended" and canceled.request_counts.canceled == 1
         assert [r.result.type for r in client.messages.batches.results(other.id)] == ["canceled"]
 

@@ -11,7 +11,7 @@ from tierwise.emulator.cache import CacheUsage, PromptCache, split_usage
 from tierwise.emulator.tokens import layout_prompt
 
 MIN = 1024
-MODEL = "claude-sonnet-5-5"
+MODEL = "claude-sonnet-4-5"
 
 
 class Clock:
@@ -90,7 +90,7 @@ def test_minimum_is_per_model_profile() -> None:
 def test_models_do_not_share_entries() -> None:
     cache = PromptCache(Clock())
     body = request([block(5000, "5m")])
-    account(cache, body, model="claude-opus-5-5", minimum=4096)
+    account(cache, body, model="claude-opus-4-5", minimum=4096)
     other = account(cache, body, model=MODEL)
     assert other.cache_read_input_tokens == 0 and other.cache_creation_input_tokens == 5000
 

@@ -6,12 +6,13 @@ from typing import Any
 
 import anthropic
 import pytest
-from emulator_helpers import HAIKU, SONNET, user
+from emulator_helpers import HAIKU, OPUS, SONNET, user
 
 from tierwise.emulator import EmulatorThread
 
 pytestmark = [
     pytest.mark.timeout(30),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 # 2,000 tokens under the emulator's 4-characters rule: above Sonnet's 1,024 minimum,
@@ -67,7 +68,7 @@ def test_mixed_ttls_split_the_write(client: anthropic.Anthropic) -> None:
     assert usage.cache_creation.ephemeral_5m_input_tokens == 500
 
 
-@pytest.mark.parametrize("model", [HAIKU])  # 4096-token minimum
+@pytest.mark.parametrize("model", [HAIKU, OPUS])
 def test_below_the_model_minimum_nothing_is_cached(client: anthropic.Anthropic, model: str) -> None:
     for _ in range(2):
         usage = client.messages.create(

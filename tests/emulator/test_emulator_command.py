@@ -19,6 +19,7 @@ from tierwise.cli import main
 
 pytestmark = [
     pytest.mark.timeout(60),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 

@@ -14,6 +14,7 @@ from tierwise.emulator.answers import labelled_answer
 
 pytestmark = [
     pytest.mark.timeout(60),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 LABELS = ["billing", "bug", "feature", "account", "other"]

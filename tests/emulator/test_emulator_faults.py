@@ -15,6 +15,7 @@ from tierwise.emulator.config import EmulatorConfig
 
 pytestmark = [
     pytest.mark.timeout(30),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 

@@ -10,6 +10,7 @@ from tierwise.emulator import Emulator, EmulatorThread
 
 pytestmark = [
     pytest.mark.timeout(30),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 
@@ -33,9 +34,11 @@ def test_create_parses_with_every_usage_field(client: anthropic.Anthropic) -> No
 
 
 def test_dated_model_ids_are_accepted_and_echoed(client: anthropic.Anthropic) -> None:
-    message = client.messages.create(model="claude-sonnet-5-5", max_tokens=50, messages=user("hi"))
-    assert message.model == "claude-sonnet-5-5"
-    assert "claude-sonnet-5-5" in message.content[0].text
+    message = client.messages.create(
+        model="claude-sonnet-4-5-20250929", max_tokens=50, messages=user("hi")
+    )
+    assert message.model == "claude-sonnet-4-5-20250929"
+    assert "claude-sonnet-4-5" in message.content[0].text
 
 
 def test_response_headers(client: anthropic.Anthropic) -> None:
@@ -164,7 +167,11 @@ def test_stream_wire_format_has_ping_after_block_start(emu: EmulatorThread) -> N
     assert names[-1] == "message_stop"
     assert all(name == data["type"] for name, data in events)
     delta = dict(events)["message_delta"]
-    assert delta["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    assert delta["delta"] == {
+        "stop_reason": "max_tokens",
+        "stop_sequence": None,
+        "stop_details": None,
+    }
     assert delta["usage"]["output_tokens"] == 5
 
 

@@ -13,6 +13,7 @@ from tierwise.emulator import EmulatorConfig, EmulatorThread
 
 pytestmark = [
     pytest.mark.timeout(30),
+    pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning"),
 ]
 
 
@@ -28,7 +29,7 @@ def error_of(raw: bytes) -> dict[str, Any]:
     [
         ({"model": HAIKU, "messages": user("hi")}, "max_tokens: Field required"),
         (
-            {"model": HAIKU, "max_tokens": 0, "messages": user("hi")},
+            {"model": HAIKU, "max_tokens": -1, "messages": user("hi")},
             "max_tokens: Input should be greater",
         ),
         (

@@ -10,11 +10,12 @@ from typing import Any
 
 from tierwise.pricing import catalog_prices
 from tierwise.router import document_hash
+from tierwise.routerconfig import SCHEMA_VERSION
 
-SCHEMA = "tierwise.dev/router-config/v1"
+SCHEMA = SCHEMA_VERSION
 HAIKU_MODEL = "claude-haiku-4-5"
-SONNET_MODEL = "claude-sonnet-5-5"
-OPUS_MODEL = "claude-opus-5-5"
+SONNET_MODEL = "claude-sonnet-4-6"  # legacy, current enough; accepts temperature
+OPUS_MODEL = "claude-opus-4-6"
 TIER_KEYS = {
     "haiku": "tier-key-haiku",
     "sonnet": "tier-key-sonnet",

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from tierwise.router.config import ResponseCacheConfig
 from tierwise.router.response_cache import (
     MemoryResponseCache,
     cache_decision,
@@ -14,6 +13,7 @@ from tierwise.router.response_cache import (
     decode_entry,
     encode_entry,
 )
+from tierwise.routerconfig import ResponseCacheConfig
 
 ON = ResponseCacheConfig(enabled=True, ttl_seconds=10, max_entries=3)
 

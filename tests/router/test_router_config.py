@@ -12,14 +12,14 @@ import pytest
 from router_builder import config, route, step, with_hash
 
 from tierwise.router import ConfigError, document_hash, load_config, parse_config
-from tierwise.router.config import (
+from tierwise.router.routing import RouteNotFound, select_route
+from tierwise.routerconfig import (
     InvalidJSONSignal,
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,
     RegexSignal,
     StopReasonSignal,
 )
-from tierwise.router.routing import RouteNotFound, select_route
 
 EP = "http://127.0.0.1:9"
 

@@ -23,7 +23,7 @@ def test_fan_out_example_queues_at_the_tier_cap_and_the_metric_shows_it(
     emu: Any, make_router: Any
 ) -> None:
     [(_, result)] = render_all(load_manifests([str(ROOT / "examples")]))
-    document = with_endpoint(result.document, emu.base_url)  # type: ignore[arg-type]
+    document = with_endpoint(result.config, emu.base_url).to_document()  # type: ignore[arg-type]
     assert {t["endpoint"] for t in document["tiers"].values()} == {emu.base_url}
     document["tiers"]["haiku"]["limits"]["maxConcurrency"] = 2
     document["tiers"]["sonnet"]["limits"]["maxConcurrency"] = 2

@@ -225,7 +225,10 @@ def test_client_key_is_never_forwarded(emu: Any, make_router: Any) -> None:
         model="tierwise/triage",
         max_tokens=10,
         messages=user("x"),
-        extra_headers={"authorization": "Bearer client-bearer", "anthropic-beta": "test-beta"},
+        extra_headers={
+            "authorization": "Bearer client-bearer",
+            "anthropic-beta": "context-1m-2025-08-07",
+        },
     )
     haiku, sonnet = emu.recorded_requests()
     assert haiku.headers["x-api-key"] == TIER_KEYS["haiku"]
@@ -233,7 +236,7 @@ def test_client_key_is_never_forwarded(emu: Any, make_router: Any) -> None:
     for record in (haiku, sonnet):
         assert "authorization" not in record.headers
         assert CLIENT_KEY not in str(record.headers)
-        assert record.headers["anthropic-beta"] == "test-beta"
+        assert record.headers["anthropic-beta"] == "context-1m-2025-08-07"
         assert record.headers["anthropic-version"]  # the client's version, forwarded
 
 

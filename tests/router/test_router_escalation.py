@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from tierwise.router.config import (
+from tierwise.router.escalation import NOT_JSON, answer_text, escalation_reason, parse_answer_json
+from tierwise.routerconfig import (
     InvalidJSONSignal,
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,
     RegexSignal,
     StopReasonSignal,
 )
-from tierwise.router.escalation import NOT_JSON, answer_text, escalation_reason, parse_answer_json
 
 
 def msg(text: str, stop: str = "end_turn") -> dict[str, Any]:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from tierwise.emulator import count_prompt_tokens
 from tierwise.pricing import catalog_prices
-from tierwise.router.config import PromptCaching, Route, Step, Tier, TierLimits
 from tierwise.router.request import (
     MAX_BREAKPOINTS,
     build_count_tokens_request,
@@ -20,7 +19,9 @@ from tierwise.router.request import (
     estimate_prompt_tokens,
     existing_breakpoints,
     insert_breakpoints,
+    output_limits,
 )
+from tierwise.routerconfig import PromptCaching, Route, Step, Tier, TierLimits
 
 PRICES = catalog_prices("claude-haiku-4-5")
 
@@ -303,3 +304,36 @@ def test_breakpoint_invariants(
                 assert not (added_ttl == "5m" and other_ttl == "1h")
     # Stripping cache_control gives back the client's prompt (modulo string -> block form).
     assert estimate_prompt_tokens(out) == estimate_prompt_tokens(before)
+
+
+@pytest.mark.parametrize(
+    ("client", "budget", "step_cap", "tier_cap", "expected_max", "expected_thinking"),
+    [
+        # No thinking: the plain minimum.
+        (1000, None, 256, None, 256, None),
+        # The step cap bounds the answer; the budget comes on top (capped by the client).
+        (4000, 2000, 256, None, 2256, {"type": "enabled", "budget_tokens": 2000}),
+        (2100, 2000, 256, None, 2100, {"type": "enabled", "budget_tokens": 2000}),
+        # The tier's own limit is below the budget: the budget is halved to fit.
+        (8000, 6000, 256, 3000, 3000, {"type": "enabled", "budget_tokens": 1500}),
+        # ... and when half of it would be under the API's 1,024 minimum, thinking is off.
+        (8000, 6000, 256, 1500, 256, {"type": "disabled"}),
+        # An invalid client request (budget >= max_tokens) is left for the API to reject.
+        (1000, 2000, 256, None, 1000, {"type": "enabled", "budget_tokens": 2000}),
+    ],
+)
+def test_output_limits_keep_thinking_requests_valid(
+    client: int,
+    budget: int | None,
+    step_cap: int | None,
+    tier_cap: int | None,
+    expected_max: int,
+    expected_thinking: dict | None,
+) -> None:
+    body: dict = {"max_tokens": client}
+    if budget is not None:
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    max_tokens, thinking = output_limits(body, Step("t", step_cap), make_tier(tier_cap))
+    assert (max_tokens, thinking) == (expected_max, expected_thinking)
+    if thinking and thinking.get("type") == "enabled" and client > budget:  # type: ignore[operator]
+        assert thinking["budget_tokens"] < max_tokens  # the API's rule holds

@@ -6,7 +6,6 @@ import email.utils
 
 import pytest
 
-from tierwise.router.config import RetryPolicy
 from tierwise.router.upstream import (
     FALLBACK_NAMES,
     backoff_seconds,
@@ -14,6 +13,7 @@ from tierwise.router.upstream import (
     forwarded_headers,
     parse_retry_after,
 )
+from tierwise.routerconfig import RetryPolicy
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from tierwise.controller.names import (
     WEBHOOK_PATH,
     config_map_name,
 )
+from tierwise.controller.settings import OperatorOptions, WebhookOptions
 
 BASE_URL = {"name": BASE_URL_ENV, "value": "http://127.0.0.1:8787"}
 
@@ -527,33 +528,58 @@ def test_serve_admission_never_uses_kopfs_managed_registration(tmp_path):
     (tmp_path / "tls.crt").write_text("c")
     (tmp_path / "tls.key").write_text("k")
     settings = kopf.OperatorSettings()
-    webhook.serve_admission(settings, port=9443, cert_dir=tmp_path, manage=True, host="h")
+    options = WebhookOptions(cert_dir=str(tmp_path), manage=True, host="h")
+    webhook.serve_admission(settings, options, None)
     assert isinstance(settings.admission.server, webhook.RegisteringWebhookServer)
     assert settings.admission.managed is None
     assert settings.admission.server.host == "h" and settings.admission.server.cafile is None
 
     settings = kopf.OperatorSettings()
-    webhook.configure_admission(
-        settings,
-        {"webhook_port": 9443, "webhook_cert_dir": str(tmp_path), "router_image": "img:2"},
-    )
+    webhook.serve_admission(settings, WebhookOptions(cert_dir=str(tmp_path)), None)
     server = settings.admission.server
     assert type(server) is kopf.WebhookServer and server.host == "127.0.0.1"
-    assert webhook._router_image == "img:2"
-    webhook.serve_admission(kopf.OperatorSettings(), port=9443, cert_dir=tmp_path)
-    assert webhook._router_image == DEFAULT_ROUTER_IMAGE
 
 
-def test_serve_admission_generates_a_certificate_for_the_host():
+def test_a_missing_certificate_directory_is_a_clear_error(tmp_path):
+    from tierwise.controller import webhook
+
+    with pytest.raises(kopf.PermanentError, match=r"tls\.crt does not exist"):
+        webhook.serve_admission(
+            kopf.OperatorSettings(), WebhookOptions(cert_dir=str(tmp_path)), None
+        )
+
+
+def test_serve_admission_generates_a_certificate_for_the_host_and_sans():
     from cryptography import x509
 
     from tierwise.controller import webhook
 
     settings = kopf.OperatorSettings()
-    webhook.serve_admission(settings, port=9443, addr="0.0.0.0", host="127.0.0.1")
+    options = WebhookOptions(
+        address="0.0.0.0", host="127.0.0.1", sans=("tierwise-webhook.tierwise-system.svc",)
+    )
+    webhook.serve_admission(settings, options, None)
     server = settings.admission.server
     cert = x509.load_pem_x509_certificate(Path(server.certfile).read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["tierwise-webhook.tierwise-system.svc"]
     ca = x509.load_pem_x509_certificate(Path(server.cafile).read_bytes())
     assert cert.issuer == ca.subject
+
+
+def test_the_admission_handler_uses_the_router_image_from_the_options():
+    from tierwise.controller.webhook import inject_router
+
+    p = pod({"app": "inbox"})
+    patch = kopf.Patch(body=kopf.Body(p))
+    inject_router(
+        body=kopf.Body(p),
+        patch=patch,
+        warnings=[],
+        policies_by_namespace={"ns": [policy("triage", {})]},
+        tiers_by_namespace={"ns": []},
+        memo=kopf.Memo(options=OperatorOptions(router_image="registry.example/router:2")),
+    )
+    result = jsonpatch.apply_patch(p, patch.as_json_patch())
+    assert routers(result)[0]["image"] == "registry.example/router:2"

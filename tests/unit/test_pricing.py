@@ -385,3 +385,39 @@ def test_usage_round_trips_through_the_anthropic_shape(usage):
 @given(flat_prices)
 def test_prices_round_trip_through_the_document(p):
     assert Prices.from_document(p.to_document()) == p
+
+
+def test_usage_reads_thinking_server_tools_and_geo_from_the_api() -> None:
+    usage = Usage.from_anthropic(
+        {
+            "input_tokens": 400,
+            "output_tokens": 2100,
+            "output_tokens_details": {"thinking_tokens": 2000},
+            "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 1},
+            "inference_geo": "us",
+        }
+    )
+    assert (usage.thinking_tokens, usage.web_search_requests, usage.inference_geo) == (
+        2000,
+        3,
+        "us",
+    )
+    assert Usage.from_anthropic(usage.to_anthropic()) == usage
+
+
+def test_thinking_is_billed_as_output_and_searches_per_request() -> None:
+    prices = catalog_prices("claude-sonnet-4-6")
+    assert not isinstance(prices, PricingUnknown)
+    thinking = Usage(input_tokens=1000, output_tokens=2100, thinking_tokens=2000)
+    # Thinking tokens are inside output_tokens: priced once, at the output rate.
+    assert cost_usd(thinking, prices) == Decimal("0.003") + Decimal("0.0315")
+    searched = Usage(input_tokens=1000, web_search_requests=2)
+    assert cost_usd(searched, prices) == Decimal("0.003") + Decimal("0.02")
+
+
+def test_us_inference_costs_more() -> None:
+    prices = catalog_prices("claude-opus-4-6")
+    assert not isinstance(prices, PricingUnknown)
+    base = Usage(input_tokens=1_000_000, output_tokens=100_000)
+    us = Usage(input_tokens=1_000_000, output_tokens=100_000, inference_geo="us")
+    assert cost_usd(us, prices) == cost_usd(base, prices) * Decimal("1.1")

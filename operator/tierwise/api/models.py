@@ -1,6 +1,7 @@
 """Typed models of the three ``tierwise.dev/v1alpha1`` specs.
 
-They mirror ``crds/*.yaml`` field for field (names, types, enums, defaults, required), and
+Defaults that reach the router config come from ``tierwise.routerconfig``, the format's
+one owner. They mirror ``crds/*.yaml`` field for field (names, types, enums, defaults, required), and
 ``validate`` methods repeat the CRDs' CEL rules with the same messages, so ``tierwise
 render`` rejects offline what the API server would reject. A test keeps both in agreement.
 """
@@ -13,6 +14,20 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tierwise.api.parsing import SpecError
+from tierwise.routerconfig import (
+    CACHE_TTLS,
+    DEFAULT_BREAKPOINTS,
+    DEFAULT_CACHE_BACKEND,
+    DEFAULT_CACHE_TTL,
+    DEFAULT_INITIAL_BACKOFF_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF_SECONDS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_RESPONSE_CACHE_MAX_ENTRIES,
+    DEFAULT_RESPONSE_CACHE_TTL_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_BREAKPOINTS,
+)
 
 Signal = Literal["stopReason", "invalidJSON", "jsonFieldBelow", "jsonFieldNotIn", "regex"]
 Breakpoint = Literal["tools", "system", "history"]
@@ -100,8 +115,8 @@ def _rate_fields(prices: TierPricing | LongPromptPricing) -> dict[str, Decimal]:
 @dataclass(frozen=True)
 class TierLimits:
     max_output_tokens: int | None = None
-    timeout_seconds: int = 60
-    max_concurrency: int = 64
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     def validate(self, path: str) -> None:
         if self.max_output_tokens is not None:
@@ -147,9 +162,9 @@ class ModelTierSpec:
 @dataclass(frozen=True)
 class PromptCaching:
     enabled: bool = True
-    breakpoints: tuple[Breakpoint, ...] = ("tools", "system")
-    ttl: str = "5m"
-    max_breakpoints: int = 4
+    breakpoints: tuple[Breakpoint, ...] = DEFAULT_BREAKPOINTS
+    ttl: str = DEFAULT_CACHE_TTL
+    max_breakpoints: int = MAX_BREAKPOINTS
 
     def validate(self, path: str) -> None:
         _check(
@@ -158,12 +173,12 @@ class PromptCaching:
             "breakpoints must not repeat",
         )
         _check(
-            self.ttl in ("5m", "1h"),
+            self.ttl in CACHE_TTLS,
             f"{path}.ttl",
             "ttl must be 5m or 1h, the two prompt-cache lifetimes the API offers",
         )
         _check(
-            1 <= self.max_breakpoints <= 4,
+            1 <= self.max_breakpoints <= MAX_BREAKPOINTS,
             f"{path}.maxBreakpoints",
             "maxBreakpoints must be between 1 and 4, the API rejects more than 4 cache_control blocks",
         )
@@ -190,9 +205,9 @@ class RedisSpec:
 @dataclass(frozen=True)
 class ResponseCache:
     enabled: bool = False
-    ttl_seconds: int = 300
-    max_entries: int = 10000
-    backend: Literal["memory", "redis"] = "memory"
+    ttl_seconds: int = DEFAULT_RESPONSE_CACHE_TTL_SECONDS
+    max_entries: int = DEFAULT_RESPONSE_CACHE_MAX_ENTRIES
+    backend: Literal["memory", "redis"] = DEFAULT_CACHE_BACKEND  # type: ignore[assignment]
     redis: RedisSpec | None = None
     allow_non_deterministic: bool = False
 
@@ -326,9 +341,9 @@ class Fallback:
 
 @dataclass(frozen=True)
 class Retry:
-    max_attempts: int = 3
-    initial_backoff_seconds: Decimal = Decimal("0.25")
-    max_backoff_seconds: Decimal = Decimal("8")
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_backoff_seconds: Decimal = DEFAULT_INITIAL_BACKOFF_SECONDS
+    max_backoff_seconds: Decimal = DEFAULT_MAX_BACKOFF_SECONDS
 
     def validate(self, path: str) -> None:
         _check(

@@ -1,10 +1,16 @@
-"""`tierwise operator`: run the kopf operator."""
+"""`tierwise operator`: run the kopf operator.
+
+Every option can also come from the environment as ``TIERWISE_<OPTION>`` (upper case, ``-``
+as ``_``; lists comma-separated; flags ``true``/``false``), which is how a Helm chart sets
+them; a command-line flag wins over the environment.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import random
@@ -12,14 +18,20 @@ import random
 import kopf
 
 from tierwise import __version__
+from tierwise.controller.settings import OperatorOptions, WebhookOptions
+
+ENV_PREFIX = "TIERWISE_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = None) -> None:
     parser.description = (
         "Reconcile CascadePolicies into router-config ConfigMaps (re-rendered whenever a "
         "referenced ModelTier or CacheProfile changes), keep the status of all three kinds, "
         "and inject the router sidecar into matching pods through a mutating webhook. "
-        "Credentials: in-cluster service account, else KUBECONFIG."
+        "Credentials: in-cluster service account, else KUBECONFIG. Every option can also be "
+        "set as an environment variable, shown in brackets; a flag wins over it."
     )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -52,7 +64,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="peering priority (default: random, so replicas never tie)",
     )
     parser.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="address of the /metrics listener (default 0.0.0.0)",
+    )
+    parser.add_argument(
         "--metrics-port", type=int, default=8080, help="port of /metrics (default 8080; 0 disables)"
+    )
+    parser.add_argument(
+        "--health-address",
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="address of the /healthz listener (default 0.0.0.0)",
     )
     parser.add_argument(
         "--health-port",
@@ -78,7 +102,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
     )
-    webhook = parser.add_argument_group("sidecar injection webhook")
+    webhook = parser.add_argument_group(
+        "sidecar injection webhook",
+        "Certificates: --webhook-cert-dir (given, e.g. by cert-manager) or self-signed (the "
+        "default; minted and rotated by the operator). caBundle: --webhook-manage (register "
+        "the whole configuration), --webhook-ca-bundle-configuration (patch the caBundle of "
+        "an existing one), or neither (the installer keeps it right).",
+    )
     webhook.add_argument(
         "--webhook-port",
         type=int,
@@ -93,44 +123,149 @@ def configure(parser: argparse.ArgumentParser) -> None:
     webhook.add_argument(
         "--webhook-host",
         default=None,
-        help="host name the API server uses to reach the webhook (self-managed registration)",
+        help="host name the API server uses to reach the webhook: the URL of a managed "
+        "registration and the first name of a self-signed certificate "
+        "(default: --webhook-address, else 127.0.0.1)",
+    )
+    webhook.add_argument(
+        "--webhook-cert-san",
+        dest="webhook_cert_sans",
+        action="append",
+        metavar="NAME",
+        help="extra DNS name or IP of a self-signed certificate, e.g. the Service's "
+        "tierwise-webhook.tierwise-system.svc; repeatable",
     )
     webhook.add_argument(
         "--webhook-cert-dir",
         default=None,
-        help="directory with tls.crt and tls.key (default: generate a self-signed CA and certificate)",
+        metavar="DIR",
+        help="use tls.crt, tls.key (and ca.crt, if present, as caBundle) from DIR, re-read "
+        "when they change, e.g. a mounted cert-manager Secret (default: self-signed)",
+    )
+    webhook.add_argument(
+        "--webhook-cert-validity-days",
+        type=float,
+        default=365.0,
+        metavar="DAYS",
+        help="lifetime of a self-signed serving certificate; it is re-issued after two "
+        "thirds of it, and its CA lives ten times as long (default 365)",
     )
     webhook.add_argument(
         "--webhook-manage",
         action="store_true",
         help="create and update the MutatingWebhookConfiguration itself (local runs; the Helm chart registers it statically)",
     )
+    webhook.add_argument(
+        "--webhook-ca-bundle-configuration",
+        default=None,
+        metavar="NAME",
+        help="patch the caBundle of this existing MutatingWebhookConfiguration with the "
+        "operator's CA (self-signed certificates with a static registration); CAs of other "
+        "replicas already there are kept",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    apply_environment(parser, environ)
+
+
+def apply_environment(
+    parser: argparse.ArgumentParser, environ: dict[str, str] | None = None
+) -> None:
+    """Take each option's default from ``TIERWISE_<DEST>`` when set, and say so in --help."""
+    environ = dict(os.environ if environ is None else environ)
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        name = ENV_PREFIX + action.dest.upper()
+        if action.dest == "namespaces":
+            name = ENV_PREFIX + "NAMESPACES"
+        if action.help and name not in action.help:
+            action.help += f" [{name}]"
+        raw = environ.get(name)
+        if raw is None:
+            continue
+        action.default = _from_env(action, name, raw)
+
+
+def _from_env(action: argparse.Action, name: str, raw: str) -> object:
+    if isinstance(action, argparse._StoreTrueAction):
+        value = raw.strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise SystemExit(f"tierwise operator: {name}={raw!r} is not true or false")
+        return value in _TRUE
+    if isinstance(action, argparse._AppendAction):
+        return [item.strip() for item in raw.split(",") if item.strip()] or None
+    if action.type is not None:
+        try:
+            return action.type(raw)  # type: ignore[misc, operator]
+        except ValueError:
+            raise SystemExit(f"tierwise operator: {name}={raw!r} is not a valid value") from None
+    return raw
+
+
+def options_from(args: argparse.Namespace) -> OperatorOptions:
+    """The one options object the handlers see (kopf's ``memo.options``)."""
+    priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
+    if args.webhook_cert_validity_days <= 0:
+        raise SystemExit("tierwise operator: --webhook-cert-validity-days must be positive")
+    if args.webhook_cert_dir and args.webhook_cert_sans:
+        raise SystemExit(
+            "tierwise operator: --webhook-cert-san applies to self-signed certificates; "
+            "with --webhook-cert-dir the certificate's names are the issuer's"
+        )
+    return OperatorOptions(
+        namespaces=tuple(args.namespaces or ()),
+        standalone=args.standalone,
+        peering=args.peering,
+        priority=priority,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+        health_address=args.health_address,
+        health_port=args.health_port,
+        resync_seconds=args.resync_seconds,
+        router_image=args.router_image,
+        webhook=WebhookOptions(
+            port=args.webhook_port,
+            address=args.webhook_address,
+            host=args.webhook_host,
+            sans=tuple(args.webhook_cert_sans or ()),
+            cert_dir=args.webhook_cert_dir,
+            cert_validity=dt.timedelta(days=args.webhook_cert_validity_days),
+            manage=args.webhook_manage,
+            ca_bundle_configuration=args.webhook_ca_bundle_configuration,
+        ),
+    )
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def run(args: argparse.Namespace) -> int:
-    from tierwise.controller import kube, operator_app, price_catalog
+    from tierwise.controller import kube, operator_app, price_catalog  # noqa: F401
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    options = options_from(args)
     kube.connect()
     price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
-    priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
-    operator_app.OPTIONS.update(vars(args), priority=priority)
-    if args.webhook_port:
+    if options.webhook.enabled:
         # Registers the admission handler; kopf refuses to start with one and no server.
         from tierwise.controller import webhook  # noqa: F401
-    namespaces = args.namespaces or []
-    health = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    health = (
+        f"http://{_url_host(options.health_address)}:{options.health_port}/healthz"
+        if options.health_port
+        else None
+    )
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         kopf.run(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=args.standalone,
-            peering_name=None if args.standalone else args.peering,
-            priority=priority,
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            standalone=options.standalone,
+            peering_name=options.peering_name,
+            priority=options.priority,
             liveness_endpoint=health,
+            memo=kopf.Memo(options=options),
         )
     return 0

@@ -1,6 +1,6 @@
 """The operator as kopf sees it: importing this module registers every handler.
 
-``tierwise operator`` fills ``OPTIONS`` from its flags before kopf starts; the startup
+``tierwise operator`` passes its ``OperatorOptions`` as ``memo.options``; the startup
 handler applies them to kopf's settings and starts the metrics server and the resync loop.
 """
 
@@ -16,38 +16,38 @@ from prometheus_client import start_http_server
 from tierwise.controller import indexes, policies, references  # noqa: F401  (registers handlers)
 from tierwise.controller.peering import is_active
 from tierwise.controller.resync import resync_forever
+from tierwise.controller.settings import OperatorOptions
 
-OPTIONS: dict[str, Any] = {}
 log = logging.getLogger("tierwise.operator")
 
 
+def options_of(memo: Any) -> OperatorOptions:
+    """The options in kopf's memo; defaults when the operator runs without the command."""
+    options = getattr(memo, "options", None)
+    return options if isinstance(options, OperatorOptions) else OperatorOptions()
+
+
 @kopf.on.startup()
-async def configure_operator(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options = options_of(memo)
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.peering.mandatory = not OPTIONS.get("standalone", True)
-    if OPTIONS.get("webhook_port"):
-        _configure_webhook(settings)
-    if OPTIONS.get("metrics_port"):
-        start_http_server(OPTIONS["metrics_port"])
-    namespaces = OPTIONS.get("namespaces") or None
-    peering = None if OPTIONS.get("standalone", True) else OPTIONS.get("peering")
-    priority = int(OPTIONS.get("priority") or 0)
-    scope = namespaces[0] if namespaces else None
+    settings.peering.mandatory = not options.standalone
+    if options.webhook.enabled:
+        from tierwise.controller import webhook  # imported (handlers registered) by the command
+
+        webhook.serve_admission(settings, options.webhook, memo)
+    if options.metrics_port:
+        start_http_server(options.metrics_port, addr=options.metrics_address)
 
     def active() -> bool:
-        return is_active(peering, priority, scope)
+        return is_active(options.peering_name, options.priority, options.scope)
 
-    asyncio.get_running_loop().create_task(
-        resync_forever(namespaces, OPTIONS.get("resync_seconds", 30.0), active)
+    memo.resync = asyncio.get_running_loop().create_task(
+        resync_forever(list(options.namespaces) or None, options.resync_seconds, active)
     )
     log.info(
-        "tierwise operator started (namespaces: %s)", ", ".join(namespaces) if namespaces else "all"
+        "tierwise operator started (namespaces: %s)",
+        ", ".join(options.namespaces) if options.namespaces else "all",
     )
-
-
-def _configure_webhook(settings: kopf.OperatorSettings) -> None:
-    from tierwise.controller import webhook  # imported (handlers registered) by the command
-
-    webhook.configure_admission(settings, OPTIONS)

@@ -17,15 +17,18 @@ sidecar, and the policy's status counts them under ``pods.withoutSidecar``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import kopf
 
+from tierwise.controller.certificates import SelfSignedCertificates, merge_ca_bundle
 from tierwise.controller.indexes import plain
 from tierwise.controller.injection import (
     inject,
@@ -36,14 +39,11 @@ from tierwise.controller.injection import (
 from tierwise.controller.names import (
     DEFAULT_ROUTER_IMAGE,
     INJECTED_BY_ANNOTATION,
-    WEBHOOK_CONFIGURATION,
     WEBHOOK_HANDLER_ID,
 )
+from tierwise.controller.settings import WebhookOptions
 
 log = logging.getLogger("tierwise.webhook")
-
-# Set once at startup by serve_admission(); read by every admission.
-_router_image = DEFAULT_ROUTER_IMAGE
 
 # Registration retries: the API server may be briefly unavailable when the operator starts.
 REGISTER_ATTEMPTS = 5
@@ -63,6 +63,7 @@ def inject_router(
     warnings: list[str],
     policies_by_namespace: kopf.Index,
     tiers_by_namespace: kopf.Index,
+    memo: Any = None,
     **_: Any,
 ) -> None:
     pod = plain(body)
@@ -80,7 +81,8 @@ def inject_router(
             f"CascadePolicies {names} all select this pod; "
             f"{policy['metadata']['name']} (the oldest) injects it"
         )
-    plan = plan_for(policy, tiers_by_namespace.get(namespace, []), _router_image)
+    image = getattr(getattr(memo, "options", None), "router_image", DEFAULT_ROUTER_IMAGE)
+    plan = plan_for(policy, tiers_by_namespace.get(namespace, []), image)
     mutated = inject(pod, plan)
     if mutated is None:
         return
@@ -108,45 +110,144 @@ def _replace_body(patch: kopf.Patch, mutated: Mapping[str, Any]) -> None:
     patch.fns.append(replace)
 
 
-# -- serving and registration ---------------------------------------------------------------
+# -- serving, certificates and registration --------------------------------------------------
+
+Register = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
 class RegisteringWebhookServer(kopf.WebhookServer):
-    """kopf's HTTPS webhook server that (re-)registers the webhook each time it has a new
-    client config: at start, and after a certificate rotation changes the CA bundle."""
+    """kopf's HTTPS webhook server that hands each new client config to ``register``: at
+    start, and after the certificate files change (rotation, a renewed cert-manager
+    Secret), which kopf notices and answers by restarting the server."""
 
-    def __init__(self, *, timeout_seconds: int = 5, **kwargs: Any) -> None:
+    def __init__(self, *, register: Register, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.timeout_seconds = timeout_seconds
+        self.register = register
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async for client_config in super().__call__(fn):
-            configuration = webhook_configuration(
-                client_config, name=WEBHOOK_CONFIGURATION, timeout_seconds=self.timeout_seconds
-            )
-            await register_webhook(configuration)
+            await self.register(client_config)
             yield client_config
 
 
-async def register_webhook(configuration: dict[str, Any]) -> None:
-    """Create or update the MutatingWebhookConfiguration (RBAC: create, patch)."""
+def serve_admission(settings: kopf.OperatorSettings, options: WebhookOptions, memo: Any) -> None:
+    """Serve the injection webhook over TLS as ``options`` say (see ``WebhookOptions``).
+
+    Self-signed certificates live in a temporary directory, are created here and rotated by
+    a task kept in ``memo.certificate_rotation``.
+    """
+    listen = None if options.address in (None, "", "0.0.0.0", "::") else options.address
+    reach = options.host or listen or "127.0.0.1"
+    if options.self_signed:
+        hosts = [reach, *([listen] if listen else []), *options.sans]
+        store = SelfSignedCertificates(
+            Path(tempfile.mkdtemp(prefix="tierwise-webhook-")), hosts, options.cert_validity
+        )
+        store.ensure()
+        certfile, pkeyfile, cafile = store.cert, store.key, store.ca
+        log.info("generated a webhook certificate for %s; CA %s", store.hosts, store.ca)
+        if memo is not None:
+            memo.certificate_rotation = asyncio.get_running_loop().create_task(
+                rotate_forever(store)
+            )
+    else:
+        certs = Path(options.cert_dir or ".")
+        certfile, pkeyfile = certs / "tls.crt", certs / "tls.key"
+        for required in (certfile, pkeyfile):
+            if not required.is_file():
+                raise kopf.PermanentError(f"--webhook-cert-dir: {required} does not exist")
+        cafile = certs / "ca.crt" if (certs / "ca.crt").is_file() else None
+    server_options: dict[str, Any] = {
+        "addr": options.address,
+        "port": options.port,
+        "host": reach,
+        "certfile": str(certfile),
+        "pkeyfile": str(pkeyfile),
+        "cafile": str(cafile) if cafile else None,
+        "file_check_interval": CERT_CHECK_SECONDS,
+    }
+    register = _registration(options)
+    if register is None:
+        settings.admission.server = kopf.WebhookServer(**server_options)
+    else:
+        settings.admission.server = RegisteringWebhookServer(register=register, **server_options)
+    # Never kopf's managed registration: it would overwrite ours without a namespaceSelector.
+    settings.admission.managed = None
+    log.info(
+        "injection webhook on %s:%s (reached as %s), certificate %s, %s",
+        options.address or "*",
+        options.port,
+        reach,
+        "self-signed" if options.self_signed else f"from {options.cert_dir}",
+        "self-registered"
+        if options.manage
+        else f"caBundle patched into {options.ca_bundle_configuration}"
+        if options.ca_bundle_configuration
+        else "registered by the installer",
+    )
+
+
+# kopf re-reads the certificate files this often and restarts its server when they change.
+CERT_CHECK_SECONDS = 10.0
+# Longest sleep of the rotation loop, so a suspended host or a clock jump is noticed.
+ROTATION_CHECK_SECONDS = 3600.0
+
+
+async def rotate_forever(store: SelfSignedCertificates) -> None:
+    """Re-issue the self-signed certificates when due (see ``certificates.RENEW_AT``)."""
+    while True:
+        wait = (store.next_renewal() - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(min(max(wait, 0.0), ROTATION_CHECK_SECONDS))
+        try:
+            if await asyncio.to_thread(store.renew_if_due):
+                log.info("renewed the webhook certificate; next renewal %s", store.next_renewal())
+        except Exception:
+            log.exception("renewing the webhook certificate failed; retrying in a minute")
+            await asyncio.sleep(60)
+
+
+def _registration(options: WebhookOptions) -> Register | None:
+    if options.manage:
+
+        async def register_all(client_config: Mapping[str, Any]) -> None:
+            configuration = webhook_configuration(
+                client_config,
+                name=options.configuration_name,
+                timeout_seconds=options.timeout_seconds,
+            )
+            await _with_retries(_apply_configuration, configuration)
+
+        return register_all
+    if options.ca_bundle_configuration:
+        name = options.ca_bundle_configuration
+
+        async def patch_bundle(client_config: Mapping[str, Any]) -> None:
+            bundle = base64.b64decode(client_config.get("caBundle") or "")
+            await _with_retries(patch_ca_bundle, name, bundle)
+
+        return patch_bundle
+    return None
+
+
+async def _with_retries(call: Callable[..., Any], *args: Any) -> None:
+    """Run a registration call in a thread; the API server may be briefly unavailable when
+    the operator starts, and a concurrent writer (another replica) gets a 409."""
     from kubernetes.client.rest import ApiException
 
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
         try:
-            await asyncio.to_thread(_apply_configuration, configuration)
+            await asyncio.to_thread(call, *args)
+            return
         except ApiException as exc:
-            if (exc.status is not None and 400 <= exc.status < 500) or attempt == REGISTER_ATTEMPTS:
+            retriable = exc.status in (409, 429) or exc.status is None or exc.status >= 500
+            if not retriable or attempt == REGISTER_ATTEMPTS:
                 raise
             log.warning("registering the webhook failed (%s); retrying", exc.status)
             await asyncio.sleep(REGISTER_BACKOFF_SECONDS * attempt)
-        else:
-            url = configuration["webhooks"][0]["clientConfig"].get("url", "(service)")
-            log.info("registered the webhook %s at %s", configuration["metadata"]["name"], url)
-            return
 
 
 def _apply_configuration(configuration: dict[str, Any]) -> None:
+    """Create or update the whole MutatingWebhookConfiguration (RBAC: create, patch)."""
     import kubernetes
     from kubernetes.client.rest import ApiException
 
@@ -164,88 +265,39 @@ def _apply_configuration(configuration: dict[str, Any]) -> None:
             {"metadata": configuration["metadata"], "webhooks": configuration["webhooks"]},
             _content_type="application/merge-patch+json",
         )
+    url = configuration["webhooks"][0]["clientConfig"].get("url", "(service)")
+    log.info("registered the webhook %s at %s", configuration["metadata"]["name"], url)
 
 
-def serve_admission(
-    settings: kopf.OperatorSettings,
-    *,
-    port: int,
-    addr: str | None = None,
-    host: str | None = None,
-    cert_dir: str | Path | None = None,
-    manage: bool = False,
-    router_image: str | None = None,
-    timeout_seconds: int = 5,
-) -> None:
-    """Serve the injection webhook over TLS on ``addr:port``.
+def patch_ca_bundle(name: str, ca_pem: bytes) -> None:
+    """Merge ``ca_pem`` into the caBundle of every webhook of the configuration ``name``
+    (RBAC: get, patch). The read resourceVersion makes a concurrent replica's patch a 409."""
+    import kubernetes
 
-    - ``host``: the name or IP the API server uses to reach this server (in the URL of a
-      self-managed registration and in a generated certificate); default ``addr``, else
-      127.0.0.1.
-    - ``cert_dir``: ``tls.crt`` and ``tls.key`` (and ``ca.crt``, the caBundle of a
-      self-managed registration), re-read when they change (cert-manager rotation). Without
-      it, a CA and a serving certificate for ``host`` are generated for this run.
-    - ``manage``: register the MutatingWebhookConfiguration ``tierwise.dev`` with the API
-      server (local runs and tests); otherwise it is registered statically (Helm).
-    - ``router_image``: the image of the injected sidecar.
-    """
-    global _router_image
-    _router_image = router_image or DEFAULT_ROUTER_IMAGE
-    listen = None if addr in (None, "", "0.0.0.0") else addr
-    reach = host or listen or "127.0.0.1"
-    certfile, pkeyfile, cafile = _certificates(cert_dir, {reach, *([listen] if listen else [])})
-    server_options: dict[str, Any] = {
-        "addr": addr,
-        "port": port,
-        "host": reach,
-        "certfile": str(certfile),
-        "pkeyfile": str(pkeyfile),
-        "cafile": str(cafile) if cafile else None,
-    }
-    if manage:
-        settings.admission.server = RegisteringWebhookServer(
-            timeout_seconds=timeout_seconds, **server_options
-        )
-    else:
-        settings.admission.server = kopf.WebhookServer(**server_options)
-    # Never kopf's managed registration: it would overwrite ours without a namespaceSelector.
-    settings.admission.managed = None
-    log.info(
-        "injection webhook on %s:%s (reached as %s), %s, router image %s",
-        addr or "*",
-        port,
-        reach,
-        "self-registered" if manage else "registered statically",
-        _router_image,
+    from tierwise.controller import kube
+
+    api = kubernetes.client.AdmissionregistrationV1Api(kube.client())
+    current = kube.client().sanitize_for_serialization(
+        api.read_mutating_webhook_configuration(name)
     )
-
-
-def configure_admission(settings: kopf.OperatorSettings, options: Mapping[str, Any]) -> None:
-    """``serve_admission`` from the ``tierwise operator`` options (``webhook_port``,
-    ``webhook_address``, ``webhook_host``, ``webhook_cert_dir``, ``webhook_manage``,
-    ``router_image``)."""
-    serve_admission(
-        settings,
-        port=int(options["webhook_port"]),
-        addr=options.get("webhook_address"),
-        host=options.get("webhook_host"),
-        cert_dir=options.get("webhook_cert_dir"),
-        manage=bool(options.get("webhook_manage")),
-        router_image=options.get("router_image"),
+    webhooks = current.get("webhooks") or []
+    if not webhooks:
+        raise kopf.PermanentError(f"MutatingWebhookConfiguration {name} has no webhooks")
+    changed = False
+    for webhook in webhooks:
+        client = webhook.setdefault("clientConfig", {})
+        existing = base64.b64decode(client.get("caBundle") or "")
+        merged = base64.b64encode(merge_ca_bundle(existing, ca_pem)).decode()
+        changed |= merged != client.get("caBundle")
+        client["caBundle"] = merged
+    if not changed:
+        return
+    api.patch_mutating_webhook_configuration(
+        name,
+        {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "webhooks": webhooks,
+        },
+        _content_type="application/merge-patch+json",
     )
-
-
-def _certificates(cert_dir: str | Path | None, hosts: set[str]) -> tuple[Path, Path, Path | None]:
-    if cert_dir:
-        certs = Path(cert_dir)
-        ca = certs / "ca.crt"
-        return certs / "tls.crt", certs / "tls.key", ca if ca.exists() else None
-    # Imported lazily: only runs without a mounted certificate need to mint one.
-    from tierwise.localcluster.pki import CertificateAuthority
-
-    directory = Path(tempfile.mkdtemp(prefix="tierwise-webhook-"))
-    ca = CertificateAuthority.create(directory, common_name="tierwise-webhook-ca")
-    names = sorted(hosts)
-    pair = ca.issue(directory, "tls", names[0], server_hosts=names, client=False)
-    log.info("generated a webhook certificate for %s; CA bundle %s", names, ca.paths.cert)
-    return pair.cert, pair.key, ca.paths.cert
+    log.info("patched the caBundle of MutatingWebhookConfiguration %s", name)

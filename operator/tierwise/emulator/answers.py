@@ -160,12 +160,18 @@ def _uniforms(key: str) -> tuple[float, float, float]:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A model turn: content blocks, why it stopped and the output tokens it cost."""
+    """A model turn: content blocks, why it stopped and the output tokens it cost.
+
+    ``output_tokens`` is what is billed, thinking included (``thinking_tokens`` of it),
+    even when the thinking block shows only a summary or nothing.
+    """
 
     content: tuple[dict[str, Any], ...]
     stop_reason: str
     stop_sequence: str | None
     output_tokens: int
+    thinking_tokens: int = 0
+    stop_details: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:
@@ -213,10 +219,13 @@ def finish(
     stop_sequences: Sequence[str] = (),
     stop_reason: str | None = None,
     tool_use: Mapping[str, Any] | None = None,
+    limit_reason: str = "max_tokens",
 ) -> Answer:
     """Apply stop sequences and the ``max_tokens`` cap to an answer text.
 
     An explicit ``stop_reason`` (scripted answers, refusals) is kept as given.
+    ``limit_reason`` is the stop reason of a cut answer: ``max_tokens``, or
+    ``model_context_window_exceeded`` when the context window left less room than that.
     """
     stop_sequence = None
     if stop_reason is None and stop_sequences:
@@ -227,7 +236,7 @@ def finish(
             text, tokens, stop_reason = (
                 text[: max_tokens * CHARS_PER_TOKEN],
                 max_tokens,
-                "max_tokens",
+                limit_reason,
             )
         elif stop_sequence is not None:
             stop_reason = "stop_sequence"
@@ -236,7 +245,7 @@ def finish(
         else:
             stop_reason = "end_turn"
     content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not tool_use else []
-    if tool_use is not None and stop_reason != "max_tokens":
+    if tool_use is not None and stop_reason != limit_reason:
         content.append(dict(tool_use))
         tokens += text_tokens(canonical_json(tool_use))
     if stop_reason != "stop_sequence":

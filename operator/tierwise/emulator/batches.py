@@ -1,13 +1,26 @@
-"""The Message Batches API: every request is answered when the batch is created.
+"""The Message Batches API, with the states and orderings the API documents.
 
-A batch reports ``in_progress`` for ``batch_processing_seconds`` (emulator clock, so tests
-can advance it), then ``ended``. Items go through the same engine as interactive requests
-(cache accounting, scripts, faults) and report ``service_tier: "batch"``; the batch
-discount is a pricing matter, so usage is the same as for an interactive request.
+Every request is answered (through the same engine as interactive requests) when the batch
+is created, but its result *lands* at a point of the processing window: item k of n (in a
+shuffled processing order) completes at ``created + processing_seconds * (k + 1) / n`` of
+emulator time. That gives the API's behaviours ("Batch processing", read 2026-11-29):
+
+* ``in_progress`` until every item completed, then ``ended``;
+* ``cancel`` turns a batch ``canceling``; items not completed by then become ``canceled``,
+  completed ones keep their result, and the batch ends ``canceling_seconds`` later;
+* a batch not finished 24 hours after creation ends with its remaining items ``expired``;
+* results come in any order (here: the processing order), so clients must match them by
+  ``custom_id``;
+* items of one batch do not read each other's prompt-cache writes (they run concurrently;
+  the server reveals the batch's entries once it is processed).
+
+Items report ``service_tier: "batch"``; the batch discount is a pricing matter, so usage is
+the same as for an interactive request.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +30,7 @@ from tierwise.emulator.errors import ApiError, invalid
 from tierwise.emulator.wire import new_id
 
 MAX_CUSTOM_ID_LENGTH = 64
+EXPIRY_SECONDS = 24 * 3600.0
 RESULT_RETENTION = timedelta(hours=24)
 
 
@@ -26,31 +40,66 @@ def _rfc3339(moment: datetime) -> str:
 
 @dataclass
 class Batch:
+    """One batch; ``results`` are in processing order, ``done_at[i]`` when item i lands."""
+
     id: str
     created_at: datetime
-    ready_at: float
+    started: float
+    done_at: list[float]
     results: list[dict[str, Any]]
+    canceling_seconds: float = 0.0
+    cancel_at: float | None = None
     cancel_initiated_at: datetime | None = None
     ended_at: datetime | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    _final: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def expires(self) -> float:
+        return self.started + EXPIRY_SECONDS
+
+    def end_time(self) -> float:
+        """Emulator time at which the batch ends."""
+        natural = max(self.done_at, default=self.started)
+        if self.cancel_at is not None:
+            natural = min(natural, self.cancel_at + self.canceling_seconds)
+        return min(natural, self.expires)
 
     def ended(self, now: float) -> bool:
-        return self.cancel_initiated_at is not None or now >= self.ready_at
+        return now >= self.end_time()
+
+    def status(self, now: float) -> str:
+        if self.ended(now):
+            return "ended"
+        return "canceling" if self.cancel_at is not None else "in_progress"
+
+    def lines(self, now: float) -> list[dict[str, Any]]:
+        """Result lines as of ``now``: finished results, canceled or expired for the rest."""
+        if self._final is not None:
+            return self._final
+        out = []
+        for line, done in zip(self.results, self.done_at, strict=True):
+            if self.cancel_at is not None and done > self.cancel_at:
+                line = {"custom_id": line["custom_id"], "result": {"type": "canceled"}}
+            elif done > self.expires:
+                line = {"custom_id": line["custom_id"], "result": {"type": "expired"}}
+            elif done > now:
+                line = {"custom_id": line["custom_id"], "result": {"type": "processing"}}
+            out.append(line)
+        if self.ended(now):
+            self._final = out
+        return out
 
     def to_dict(self, now: float, base_url: str) -> dict[str, Any]:
         done = self.ended(now)
         if done and self.ended_at is None:
             self.ended_at = datetime.now(UTC)
-        total = len(self.results)
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        if done:
-            counts.update(self.counts)
-        else:
-            counts["processing"] = total
+        for line in self.lines(now):
+            counts[line["result"]["type"]] += 1
         return {
             "id": self.id,
             "type": "message_batch",
-            "processing_status": "ended" if done else "in_progress",
+            "processing_status": self.status(now),
             "request_counts": counts,
             "ended_at": _rfc3339(self.ended_at) if done and self.ended_at else None,
             "created_at": _rfc3339(self.created_at),
@@ -69,9 +118,15 @@ ItemProcessor = Callable[[Mapping[str, Any]], dict[str, Any]]
 class BatchStore:
     """Batches of one emulator, newest last."""
 
-    def __init__(self, clock: Callable[[], float], processing_seconds: float) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        processing_seconds: float,
+        canceling_seconds: float = 1.0,
+    ) -> None:
         self._clock = clock
         self._processing_seconds = processing_seconds
+        self._canceling_seconds = canceling_seconds
         self._batches: dict[str, Batch] = {}
 
     def clear(self) -> None:
@@ -79,18 +134,24 @@ class BatchStore:
 
     def create(self, body: Any, process: ItemProcessor) -> Batch:
         requests = _validate_batch(body)
+        batch_id = new_id("msgbatch")
+        # The API processes (and returns) items in no particular order.
+        order = list(range(len(requests)))
+        random.Random(batch_id).shuffle(order)
         results = [
-            {"custom_id": item["custom_id"], "result": process(item["params"])} for item in requests
+            {"custom_id": requests[i]["custom_id"], "result": process(requests[i]["params"])}
+            for i in order
         ]
-        counts = {"succeeded": 0, "errored": 0}
-        for line in results:
-            counts[line["result"]["type"]] += 1
+        now = self._clock()
+        total = len(results)
+        done_at = [now + self._processing_seconds * (k + 1) / total for k in range(total)]
         batch = Batch(
-            id=new_id("msgbatch"),
+            id=batch_id,
             created_at=datetime.now(UTC),
-            ready_at=self._clock() + self._processing_seconds,
+            started=now,
+            done_at=done_at,
             results=results,
-            counts=counts,
+            canceling_seconds=self._canceling_seconds,
         )
         self._batches[batch.id] = batch
         return batch
@@ -115,12 +176,11 @@ class BatchStore:
 
     def cancel(self, batch_id: str) -> Batch:
         batch = self.get(batch_id)
-        if batch.ended(self._clock()):
+        now = self._clock()
+        if batch.ended(now) or batch.cancel_at is not None:
             return batch
+        batch.cancel_at = now
         batch.cancel_initiated_at = datetime.now(UTC)
-        for line in batch.results:
-            line["result"] = {"type": "canceled"}
-        batch.counts = {"canceled": len(batch.results)}
         return batch
 
     def delete(self, batch_id: str) -> dict[str, str]:
@@ -132,9 +192,10 @@ class BatchStore:
 
     def results(self, batch_id: str) -> list[dict[str, Any]]:
         batch = self.get(batch_id)
-        if not batch.ended(self._clock()):
+        now = self._clock()
+        if not batch.ended(now):
             raise invalid(f"Batch {batch_id} has not ended yet; results are not available")
-        return batch.results
+        return batch.lines(now)
 
 
 def _validate_batch(body: Any) -> list[Mapping[str, Any]]:

@@ -3,10 +3,10 @@
 A cache entry is keyed by the model and the exact prompt prefix up to a ``cache_control``
 breakpoint. For one request, following Anthropic's documented rule for mixed TTLs:
 
-* **A** is the longest prefix found in the cache. The API looks for hits at every block
-  boundary up to ``lookback_blocks`` blocks before each breakpoint, not only at the
-  breakpoints themselves, so a breakpoint that moves forward in a growing conversation
-  still reads the previous turn's entry.
+* **A** is the longest prefix found in the cache. The API looks for hits at the block
+  boundaries of a window of ``lookback_blocks`` (20) positions ending at each breakpoint,
+  not only at the breakpoints themselves, so a breakpoint that moves forward in a growing
+  conversation still reads the previous turn's entry.
 * **B** is the last 1-hour breakpoint after A (or A when there is none).
 * **C** is the last breakpoint (or A when that is further).
 
@@ -14,10 +14,16 @@ The request reads A tokens, writes B - A tokens with a 1-hour TTL and C - B toke
 5-minute TTL; ``input_tokens`` is what follows C. Breakpoints whose prefix is shorter than
 the model's minimum cacheable length are ignored (no error, no entry). An entry expires
 ``ttl`` seconds after it was last written or read.
+
+An entry becomes readable only once the response that wrote it has begun (``visible_at``):
+the API documents that concurrent requests with the same prefix do not read each other's
+entries until the first response starts, so they each pay for a write. Batch items are held
+back until the whole batch is processed (``visible_at=math.inf`` then ``reveal_pending``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,6 +53,12 @@ class CacheUsage:
 class _Entry:
     expires_at: float
     ttl_seconds: float
+    visible_at: float = -math.inf
+
+
+# When a written entry becomes readable: a time, or a function of the request's usage (the
+# first token's time depends on how much of the prompt had to be processed).
+VisibleAt = float | Callable[[CacheUsage], float] | None
 
 
 class PromptCache:
@@ -66,15 +78,34 @@ class PromptCache:
         self._lookback = lookback_blocks
         self._max_entries = max_entries
         self._entries: dict[tuple[str, bytes], _Entry] = {}
+        self._pending: list[_Entry] = []
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._pending.clear()
 
-    def account(self, model: str, layout: PromptLayout, min_cacheable_tokens: int) -> CacheUsage:
-        """Usage of one request, updating the cache (writes, refreshes, expiries)."""
+    def reveal_pending(self, at: float | None = None) -> None:
+        """Make entries written with ``visible_at=math.inf`` readable from ``at`` (now)."""
+        when = self._clock() if at is None else at
+        for entry in self._pending:
+            entry.visible_at = min(entry.visible_at, when)
+        self._pending.clear()
+
+    def account(
+        self,
+        model: str,
+        layout: PromptLayout,
+        min_cacheable_tokens: int,
+        *,
+        visible_at: VisibleAt = None,
+    ) -> CacheUsage:
+        """Usage of one request, updating the cache (writes, refreshes, expiries).
+
+        ``visible_at``: when entries this request writes become readable (default: at once).
+        """
         if not layout.breakpoints:
             return CacheUsage(input_tokens=layout.total_tokens)
         now = self._clock()
@@ -87,7 +118,8 @@ class PromptCache:
         usage = split_usage(
             layout.total_tokens, read, [(boundaries[b.index], b.ttl) for b in eligible]
         )
-        self._store(model, layout, eligible, hit_index, now)
+        when = visible_at(usage) if callable(visible_at) else visible_at
+        self._store(model, layout, eligible, hit_index, now, now if when is None else when)
         return usage
 
     def _longest_hit(
@@ -100,6 +132,8 @@ class PromptCache:
             if entry.expires_at <= now:
                 del self._entries[(model, layout.keys[index])]
                 continue
+            if entry.visible_at > now:
+                continue  # its writer's response has not begun yet
             return index
         return None
 
@@ -110,6 +144,7 @@ class PromptCache:
         eligible: list[Breakpoint],
         hit_index: int | None,
         now: float,
+        visible_at: float,
     ) -> None:
         if hit_index is not None:
             hit = self._entries[(model, layout.keys[hit_index])]
@@ -118,12 +153,17 @@ class PromptCache:
             key = (model, layout.keys[breakpoint.index])
             entry = self._entries.get(key)
             if entry is not None and entry.expires_at > now:
-                # Reading or re-sending a cached prefix refreshes it with its own TTL.
+                # Reading or re-sending a cached prefix refreshes it with its own TTL; a
+                # concurrent writer of a not-yet-readable entry makes it readable no later.
                 entry.expires_at = now + entry.ttl_seconds
+                entry.visible_at = min(entry.visible_at, visible_at)
                 continue
             ttl = TTL_SECONDS[breakpoint.ttl]
             self._entries.pop(key, None)
-            self._entries[key] = _Entry(now + ttl, ttl)
+            entry = _Entry(now + ttl, ttl, visible_at)
+            self._entries[key] = entry
+            if visible_at == math.inf:
+                self._pending.append(entry)
         self._evict_overflow()
 
     def _evict_overflow(self) -> None:
@@ -143,7 +183,8 @@ def _lookback_positions(eligible: list[Breakpoint], lookback: int) -> Iterable[i
     """Block indices where a hit may be found, longest prefix first, each once."""
     positions: set[int] = set()
     for breakpoint in eligible:
-        positions.update(range(max(0, breakpoint.index - lookback), breakpoint.index + 1))
+        # ``lookback`` positions in all, the breakpoint's own included.
+        positions.update(range(max(0, breakpoint.index - lookback + 1), breakpoint.index + 1))
     return sorted(positions, reverse=True)
 
 

@@ -30,7 +30,9 @@ class EmulatorConfig:
     ``api_keys``: accepted ``x-api-key`` values; ``None`` accepts any non-empty key.
     ``latency_scale`` multiplies every profile delay (``zero_latency`` forces 0).
     ``stream_chunk_tokens``: tokens per ``text_delta`` event.
-    ``batch_processing_seconds``: how long a message batch stays ``in_progress``.
+    ``batch_processing_seconds``: how long a message batch stays ``in_progress`` (its items
+    land evenly over that time; over 24 hours, the rest expire).
+    ``batch_canceling_seconds``: how long a canceled batch stays ``canceling``.
     """
 
     profiles: Mapping[str, ModelProfile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
@@ -49,6 +51,7 @@ class EmulatorConfig:
     cache_lookback_blocks: int = 20
     max_cache_entries: int = 100_000
     batch_processing_seconds: float = 0.0
+    batch_canceling_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.latency_scale < 0:

@@ -6,6 +6,7 @@ batch item and an interactive request of the same body produce the same usage.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,18 +15,37 @@ from typing import Any
 from tierwise.emulator.answers import (
     Answer,
     Dataset,
+    filler,
     finish,
     labelled_answer,
     last_user_text,
     natural_text,
 )
-from tierwise.emulator.cache import CacheUsage, PromptCache
+from tierwise.emulator.cache import CacheUsage, PromptCache, VisibleAt
 from tierwise.emulator.config import EmulatorConfig
 from tierwise.emulator.errors import ApiError, invalid
 from tierwise.emulator.faults import FaultPlan, ScriptStep, tool_use_block
 from tierwise.emulator.profiles import ModelProfile, ProfileSet
-from tierwise.emulator.tokens import PromptLayout, layout_prompt
+from tierwise.emulator.rules import Thinking, effort_of, validate_for_model
+from tierwise.emulator.tokens import PromptLayout, layout_prompt, tool_prompt_tokens
 from tierwise.emulator.wire import message_dict, new_id, usage_dict
+
+# Tokens an adaptive-thinking request thinks at each effort level (the emulator's choice;
+# a script step's ``thinking_tokens`` overrides it). Manual thinking thinks its whole budget:
+# the pessimistic reading of "Claude may not use the entire budget".
+ADAPTIVE_THINKING_TOKENS = {"low": 256, "medium": 1024, "high": 4096, "xhigh": 8192, "max": 16384}
+# The visible summary of a thinking block is at most this long; the rest is billed unseen.
+THINKING_SUMMARY_TOKENS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request checked against its model: prompt layout and thinking settings."""
+
+    layout: PromptLayout
+    thinking: Thinking | None
+    output_room: int  # tokens the answer may use: max_tokens, or less when the window is full
+    limit_reason: str  # the stop reason when the answer hits output_room
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +65,7 @@ class Engine:
         self.config = config
         self.profiles = ProfileSet(config.profiles)
         self.dataset: Dataset | None = config.dataset
+        self.clock = clock
         self.cache = PromptCache(
             clock,
             lookback_blocks=config.cache_lookback_blocks,
@@ -52,6 +73,7 @@ class Engine:
         )
         self.faults = FaultPlan()
         self._tool_ids = itertools.count(1)
+        self.latency_scale = config.effective_latency_scale
 
     def resolve(self, model: str) -> ModelProfile:
         profile = self.profiles.resolve(model)
@@ -64,21 +86,28 @@ class Engine:
         profile = self.profiles.resolve(model)
         return profile.name if profile is not None else model
 
-    def prepare(self, body: Mapping[str, Any], profile: ModelProfile) -> PromptLayout:
-        """Checks that need the model: output cap and context window (400s)."""
+    def prepare(self, body: Mapping[str, Any], profile: ModelProfile) -> Prepared:
+        """Checks that need the model: its rules, output cap and context window (400s)."""
         max_tokens = body["max_tokens"]
         if max_tokens > profile.max_output_tokens:
             raise invalid(
                 f"max_tokens: {max_tokens} > {profile.max_output_tokens}, which is the maximum "
                 f"allowed number of output tokens for {body['model']}"
             )
-        layout = layout_prompt(body)
-        if layout.total_tokens + max_tokens > profile.context_window:
+        thinking = validate_for_model(body, profile)
+        layout = layout_prompt(body, tool_prompt_tokens(body, profile.tool_prompt_tokens))
+        window = profile.context_window
+        if layout.total_tokens > window or (
+            not profile.context_window_stop and layout.total_tokens + max_tokens > window
+        ):
             raise invalid(
                 f"prompt is too long: {layout.total_tokens} tokens + {max_tokens} max_tokens "
-                f"> {profile.context_window} maximum"
+                f"> {window} maximum"
             )
-        return layout
+        room = window - layout.total_tokens
+        if max_tokens <= room:
+            return Prepared(layout, thinking, max_tokens, "max_tokens")
+        return Prepared(layout, thinking, room, "model_context_window_exceeded")
 
     def injected_error(self, profile: ModelProfile, step: ScriptStep | None) -> ApiError | None:
         """The scripted error of this step, else a random fault of the model's rates."""
@@ -90,41 +119,133 @@ class Engine:
         self,
         body: Mapping[str, Any],
         profile: ModelProfile,
-        layout: PromptLayout,
+        prepared: Prepared,
         step: ScriptStep | None,
         *,
         service_tier: str = "standard",
+        visible_at: VisibleAt = None,
     ) -> Completion:
-        prompt = self.cache.account(profile.name, layout, profile.min_cacheable_tokens)
-        answer = self.answer(body, profile, step)
+        """Answer a prepared request.
+
+        ``visible_at``: when the prompt-cache entries it writes become readable; by default
+        when its first token would be sent (the latency model), as the API makes an entry
+        readable only once the writing response has begun.
+        """
+        if visible_at is None:
+            start = self.clock()
+            visible_at = lambda usage: start + self.first_token_seconds(profile, usage, step)  # noqa: E731
+        prompt = self.cache.account(
+            profile.name, prepared.layout, profile.min_cacheable_tokens, visible_at=visible_at
+        )
+        answer = self.answer(body, profile, prepared, step)
         overrides = step.usage if step is not None else None
         usage = usage_dict(
-            prompt, answer.output_tokens, service_tier=service_tier, overrides=overrides
+            prompt,
+            answer,
+            service_tier=service_tier,
+            inference_geo=_inference_geo(body) if profile.inference_geo else None,
+            server_tools=_has_server_tools(body),
+            overrides=overrides,
         )
         message = message_dict(new_id("msg"), body["model"], answer, usage)
         return Completion(message, prompt, answer, step)
 
+    def first_token_seconds(
+        self, profile: ModelProfile, prompt: CacheUsage, step: ScriptStep | None
+    ) -> float:
+        """Seconds before the first token: TTFT plus prefill of the uncached prompt."""
+        extra = (
+            float(step.first_token_delay) if step is not None and step.first_token_delay else 0.0
+        )
+        if self.latency_scale == 0:
+            return extra
+        uncached = prompt.input_tokens + prompt.cache_creation_input_tokens
+        prefill = uncached / profile.prefill_tokens_per_second
+        return (profile.ttft_seconds + prefill) * self.latency_scale + extra
+
     def answer(
-        self, body: Mapping[str, Any], profile: ModelProfile, step: ScriptStep | None
+        self,
+        body: Mapping[str, Any],
+        profile: ModelProfile,
+        prepared: Prepared,
+        step: ScriptStep | None,
     ) -> Answer:
-        max_tokens = body["max_tokens"]
+        room, limit = prepared.output_room, prepared.limit_reason
+        if body["max_tokens"] == 0:
+            # Cache pre-warming: the prompt is processed (and cached), nothing is generated.
+            return Answer((), "max_tokens", None, 0)
+        thinking = self._thinking_block(body, prepared.thinking, room, step)
+        thought = thinking[1] if thinking else 0
+        text_room = room - thought
+        if thinking is not None and text_room <= 0:
+            return Answer((thinking[0],), limit, None, room, thinking_tokens=room)
+        answer = self._text_answer(body, profile, text_room, limit, step)
+        details = step.stop_details if step is not None and step.stop_details else None
+        if details is None and answer.stop_reason == "refusal":
+            details = {"type": "refusal", "category": None, "explanation": None}
+        content = ((thinking[0],) if thinking else ()) + answer.content
+        return Answer(
+            content,
+            answer.stop_reason,
+            answer.stop_sequence,
+            answer.output_tokens + thought,
+            thinking_tokens=thought,
+            stop_details=dict(details) if details else None,
+        )
+
+    def _thinking_block(
+        self,
+        body: Mapping[str, Any],
+        thinking: Thinking | None,
+        room: int,
+        step: ScriptStep | None,
+    ) -> tuple[dict[str, Any], int] | None:
+        """The thinking block and the tokens it cost (billed in full), if the request thinks."""
+        if thinking is None:
+            return None
+        if step is not None and step.thinking_tokens is not None:
+            planned = int(step.thinking_tokens)
+        elif thinking.budget_tokens is not None:
+            planned = thinking.budget_tokens
+        else:
+            planned = ADAPTIVE_THINKING_TOKENS[effort_of(body)]
+        used = min(planned, room)
+        summary = (
+            "" if thinking.display == "omitted" else filler(min(used, THINKING_SUMMARY_TOKENS))
+        )
+        signature = "EmuSig" + hashlib.blake2b(summary.encode(), digest_size=24).hexdigest()
+        return {"type": "thinking", "thinking": summary, "signature": signature}, used
+
+    def _text_answer(
+        self,
+        body: Mapping[str, Any],
+        profile: ModelProfile,
+        room: int,
+        limit: str,
+        step: ScriptStep | None,
+    ) -> Answer:
         stops = body.get("stop_sequences") or ()
         if step is not None and (step.text is not None or step.tool_use is not None):
             answer = finish(
                 step.text or "",
-                max_tokens=max_tokens,
+                max_tokens=room,
                 stop_sequences=stops,
                 stop_reason=step.stop_reason,
                 tool_use=tool_use_block(step.tool_use, next(self._tool_ids))
                 if step.tool_use
                 else None,
+                limit_reason=limit,
             )
         else:
             text, stop_reason = self._natural(body, profile)
             if step is not None and step.stop_reason is not None:
                 stop_reason = step.stop_reason
             answer = finish(
-                text, max_tokens=max_tokens, stop_sequences=stops, stop_reason=stop_reason
+                text,
+                max_tokens=room,
+                stop_sequences=stops,
+                stop_reason=stop_reason,
+                limit_reason=limit,
             )
         if step is not None and step.output_tokens is not None:
             answer = Answer(
@@ -148,3 +269,19 @@ class Engine:
                 )
                 return labelled.text(), None
         return natural_text(profile.name, question)
+
+
+def _inference_geo(body: Mapping[str, Any]) -> str:
+    geo = body.get("inference_geo")
+    return geo if isinstance(geo, str) and geo else "global"
+
+
+def _has_server_tools(body: Mapping[str, Any]) -> bool:
+    """Server tools (web search, web fetch, ...) are typed tools run by the API itself."""
+    tools = body.get("tools") or ()
+    return any(
+        isinstance(t, Mapping)
+        and isinstance(t.get("type"), str)
+        and t["type"].startswith(("web_search", "web_fetch"))
+        for t in tools
+    )

@@ -33,10 +33,27 @@ _STEP_KEYS = frozenset(
         "retry_after",
         "stream_error_after_tokens",
         "first_token_delay",
+        "thinking_tokens",
+        "stop_details",
+        "spend_limit",
     }
 )
 STOP_REASONS = frozenset(
-    {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"}
+    {
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+        "model_context_window_exceeded",
+    }
+)
+# A 429 for a spend limit: no ``retry-after``, since waiting does not help (the limit holds
+# until the billing period ends or someone raises it).
+SPEND_LIMIT_MESSAGE = (
+    "You have reached your specified workspace API usage limits. You will regain access "
+    "when your limits reset or when the limits are raised."
 )
 
 
@@ -49,7 +66,10 @@ class ScriptStep:
     * ``error`` (HTTP status) with optional ``error_type``, ``message``, ``retry_after``;
     * ``stream_error_after_tokens``: a stream sends that many tokens then an
       ``overloaded_error`` event; a non-streaming request gets a 529;
-    * ``first_token_delay``: seconds before the first token (on top of the profile).
+    * ``first_token_delay``: seconds before the first token (on top of the profile);
+    * ``thinking_tokens``: how many tokens a thinking request thinks (billed in full);
+    * ``stop_details``: the message's ``stop_details`` (a refusal's category/explanation);
+    * ``spend_limit``: a 429 without ``retry-after`` (``retry_after: null`` also omits it).
     """
 
     text: str | None = None
@@ -63,6 +83,10 @@ class ScriptStep:
     retry_after: float | None = None
     stream_error_after_tokens: int | None = None
     first_token_delay: float | None = None
+    thinking_tokens: int | None = None
+    stop_details: Mapping[str, Any] | None = None
+    spend_limit: bool = False
+    omit_retry_after: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ScriptStep:
@@ -71,7 +95,10 @@ class ScriptStep:
         unknown = set(raw) - _STEP_KEYS
         if unknown:
             raise ValueError(f"unknown keys in scripted response: {sorted(unknown)}")
-        step = cls(**dict(raw))
+        values = dict(raw)
+        if "retry_after" in values and values["retry_after"] is None:
+            values["omit_retry_after"] = True
+        step = cls(**values)
         step._check()
         return step
 
@@ -84,19 +111,26 @@ class ScriptStep:
             not isinstance(self.tool_use, Mapping) or not self.tool_use.get("name")
         ):
             raise ValueError("tool_use needs at least a 'name'")
+        if self.thinking_tokens is not None and int(self.thinking_tokens) < 0:
+            raise ValueError("thinking_tokens must not be negative")
+        if self.stop_details is not None and not isinstance(self.stop_details, Mapping):
+            raise ValueError("stop_details must be an object")
         for name in ("first_token_delay", "retry_after"):
             value = getattr(self, name)
             if value is not None and float(value) < 0:
                 raise ValueError(f"{name} must not be negative")
 
     def api_error(self) -> ApiError | None:
+        if self.spend_limit:
+            return ApiError(429, self.message or SPEND_LIMIT_MESSAGE)
         if self.error is None:
             return None
+        retry_after = self.retry_after if self.retry_after is not None else _retry(self.error)
         return ApiError(
             int(self.error),
             self.message,
             error_type=self.error_type,
-            retry_after=self.retry_after if self.retry_after is not None else _retry(self.error),
+            retry_after=None if self.omit_retry_after else retry_after,
         )
 
 

@@ -1,22 +1,30 @@
-"""Model profiles: how each emulated model behaves (accuracy, speed, cache minimum, limits).
+"""Model profiles: how each emulated model behaves and which requests it accepts.
 
-The built-in profiles cover the current line-up (Claude Haiku, Sonnet and Opus 5.5) and the
-4.5 family before it. A YAML or JSON file can override any field of a built-in profile or
-add new models::
+Behaviour (accuracy, speed, cache minimum) and the request rules that differ per model
+(output and context limits, thinking modes, effort levels, sampling rules, the tool-use
+system prompt) live here, so the validator and the engine read one record per model.
+
+The built-in profiles cover the models whose rules are documented in Anthropic's docs and
+in the official SDK's types (see docs/emulator.md for the pages and dates). A YAML or JSON
+file can override any field of a built-in profile or add new models::
 
     models:
       claude-haiku-5-5:
         accuracy: 0.85
       my-model:
-        aliases: [my-model-latest]
+        aliases: [my-model-20260101]
         accuracy: 0.7
         min_cacheable_tokens: 2048
+        thinking_types: [adaptive]
+        effort_levels: [low, medium, high]
+
+A model id resolves only by its name or one of its ``aliases`` (dated snapshot ids are
+aliases): an unknown dated id is a 404, as the API answers.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,17 +32,26 @@ from typing import Any
 
 import yaml
 
-# A dated snapshot id is the alias plus "-YYYYMMDD" (e.g. claude-haiku-4-5-20251001).
-_DATED_SUFFIX = re.compile(r"^(?P<base>.+)-\d{8}$")
+THINKING_TYPES = ("enabled", "adaptive")
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+SAMPLING_RULES = ("any", "temperature_or_top_p", "fixed")
 
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Behaviour of one emulated model.
+    """Behaviour and request rules of one emulated model.
 
     Latency: time to first token is ``ttft_seconds`` plus the uncached prompt tokens over
     ``prefill_tokens_per_second`` (cache reads are free, as they are much faster upstream);
     output is then produced at ``output_tokens_per_second``.
+
+    Rules: ``thinking_types`` are the accepted ``thinking.type`` values besides
+    ``disabled``; ``effort_levels`` the accepted ``output_config.effort`` values (empty: the
+    parameter is rejected); ``sampling`` is ``any``, ``temperature_or_top_p`` (not both) or
+    ``fixed`` (non-default temperature, top_p or top_k rejected); ``tool_prompt_tokens`` is
+    the hidden tool-use system prompt for ``tool_choice`` auto/none and any/tool;
+    ``context_window_stop``: a prompt that fits but leaves less than ``max_tokens`` of room
+    stops with ``model_context_window_exceeded`` instead of a 400.
     """
 
     name: str
@@ -47,6 +64,12 @@ class ModelProfile:
     max_output_tokens: int = 64_000
     context_window: int = 200_000
     aliases: tuple[str, ...] = ()
+    thinking_types: tuple[str, ...] = ("enabled",)
+    effort_levels: tuple[str, ...] = ()
+    sampling: str = "temperature_or_top_p"
+    tool_prompt_tokens: tuple[int, int] = (346, 313)
+    context_window_stop: bool = True
+    inference_geo: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy <= 1.0:
@@ -57,12 +80,41 @@ class ModelProfile:
             raise ValueError(f"{self.name}: ttft_seconds must not be negative")
         if self.min_cacheable_tokens < 0 or self.max_output_tokens < 1:
             raise ValueError(f"{self.name}: invalid token limits")
+        _check_subset(self.name, "thinking_types", self.thinking_types, THINKING_TYPES)
+        _check_subset(self.name, "effort_levels", self.effort_levels, EFFORT_LEVELS)
+        if self.sampling not in SAMPLING_RULES:
+            raise ValueError(f"{self.name}: sampling must be one of {list(SAMPLING_RULES)}")
+        if len(self.tool_prompt_tokens) != 2 or min(self.tool_prompt_tokens) < 0:
+            raise ValueError(f"{self.name}: tool_prompt_tokens must be two counts [auto, any]")
 
 
-# Minimum cacheable lengths follow the price catalog (tierwise.pricing): 4096 tokens for
-# Haiku 4.5 and Opus 4.5, 1024 for Sonnet 4.5; Anthropic publishes none for the 5.5 models,
-# where the catalog (and so the router) assumes 1024. Accuracies are the emulator's own
-# choice, picked so a cheap-first cascade with a confidence threshold has something to prove.
+def _check_subset(name: str, label: str, values: Sequence[str], allowed: Sequence[str]) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"{name}: {label} must be among {list(allowed)}, got {unknown}")
+
+
+# Sources (read 2026-11-29): minimum cacheable lengths from "Prompt caching"; output limits,
+# context windows and dated ids from "Models overview"; thinking modes from "Extended
+# thinking" / "Adaptive thinking"; effort levels from "Effort"; the 4.5 models' "temperature
+# or top_p, not both" from "Migrating to Claude 4.5"; Opus 4.7's fixed sampling and
+# adaptive-only thinking from "Migrating to Claude Opus 4.7"; the tool-use system prompt
+# (346 tokens for auto/none, 313 for any/tool on Claude 4.x) from "Tool use overview";
+# ``inference_geo`` (Opus 4.6, Sonnet 4.6 and later; a 400 on the 4.5 models) from "Data
+# residency".
+# The 5.5 models (the current line-up; overview pages read 2026-11-29): 1M context, 128K
+# output, adaptive thinking, effort low to max with xhigh, sampling parameters refused; no
+# published cache minimum, so the price catalog's (and the router's) 1024.
+# Accuracies and speeds are the emulator's own choice, picked so a cheap-first cascade with
+# a confidence threshold has something to prove.
+_CURRENT_RULES: dict[str, Any] = {
+    "max_output_tokens": 128_000,
+    "context_window": 1_000_000,
+    "thinking_types": ("adaptive",),
+    "effort_levels": ("low", "medium", "high", "xhigh", "max"),
+    "sampling": "fixed",
+    "min_cacheable_tokens": 1024,
+}
 DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
     p.name: p
     for p in (
@@ -72,9 +124,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
             ttft_seconds=0.3,
             output_tokens_per_second=160.0,
             prefill_tokens_per_second=40_000.0,
-            min_cacheable_tokens=1024,
-            max_output_tokens=128_000,
-            context_window=1_000_000,
+            **_CURRENT_RULES,
         ),
         ModelProfile(
             name="claude-sonnet-5-5",
@@ -82,9 +132,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
             ttft_seconds=0.6,
             output_tokens_per_second=75.0,
             prefill_tokens_per_second=20_000.0,
-            min_cacheable_tokens=1024,
-            max_output_tokens=128_000,
-            context_window=1_000_000,
+            **_CURRENT_RULES,
         ),
         ModelProfile(
             name="claude-opus-5-5",
@@ -92,12 +140,11 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
             ttft_seconds=1.0,
             output_tokens_per_second=50.0,
             prefill_tokens_per_second=12_000.0,
-            min_cacheable_tokens=1024,
-            max_output_tokens=128_000,
-            context_window=1_000_000,
+            **_CURRENT_RULES,
         ),
         ModelProfile(
             name="claude-haiku-4-5",
+            inference_geo=False,
             accuracy=0.82,
             ttft_seconds=0.35,
             output_tokens_per_second=150.0,
@@ -107,6 +154,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
         ),
         ModelProfile(
             name="claude-sonnet-4-5",
+            inference_geo=False,
             accuracy=0.93,
             ttft_seconds=0.6,
             output_tokens_per_second=75.0,
@@ -116,12 +164,48 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
         ),
         ModelProfile(
             name="claude-opus-4-5",
+            inference_geo=False,
             accuracy=0.97,
             ttft_seconds=1.0,
             output_tokens_per_second=50.0,
             prefill_tokens_per_second=12_000.0,
             min_cacheable_tokens=4096,
             aliases=("claude-opus-4-5-20251101",),
+            effort_levels=("low", "medium", "high"),
+        ),
+        ModelProfile(
+            name="claude-sonnet-4-6",
+            accuracy=0.94,
+            ttft_seconds=0.6,
+            output_tokens_per_second=75.0,
+            prefill_tokens_per_second=20_000.0,
+            min_cacheable_tokens=2048,
+            thinking_types=("enabled", "adaptive"),
+            effort_levels=("low", "medium", "high"),
+        ),
+        ModelProfile(
+            name="claude-opus-4-6",
+            accuracy=0.97,
+            ttft_seconds=1.0,
+            output_tokens_per_second=50.0,
+            prefill_tokens_per_second=12_000.0,
+            min_cacheable_tokens=4096,
+            max_output_tokens=128_000,
+            thinking_types=("enabled", "adaptive"),
+            effort_levels=("low", "medium", "high", "max"),
+        ),
+        ModelProfile(
+            name="claude-opus-4-7",
+            accuracy=0.975,
+            ttft_seconds=1.0,
+            output_tokens_per_second=50.0,
+            prefill_tokens_per_second=12_000.0,
+            min_cacheable_tokens=4096,
+            max_output_tokens=128_000,
+            context_window=1_000_000,
+            thinking_types=("adaptive",),
+            effort_levels=("low", "medium", "high", "xhigh", "max"),
+            sampling="fixed",
         ),
     )
 }
@@ -143,18 +227,12 @@ class ProfileSet:
                 self._index[alias] = profile
 
     def resolve(self, model: str) -> ModelProfile | None:
-        """The profile serving ``model``: exact name or alias, else a dated id of one."""
-        profile = self._index.get(model)
-        if profile is not None:
-            return profile
-        match = _DATED_SUFFIX.match(model)
-        if match is None:
-            return None
-        profile = self._index.get(match.group("base"))
-        if profile is not None:
-            # Remember the dated id so the regex runs once per distinct model string.
-            self._index[model] = profile
-        return profile
+        """The profile serving ``model`` (its name or an alias), else ``None`` (a 404).
+
+        Dated ids are not guessed: ``claude-haiku-4-5-20990101`` is unknown unless a profile
+        lists it, as the API serves only the snapshots it has.
+        """
+        return self._index.get(model)
 
     def names(self) -> list[str]:
         return sorted(self.profiles)
@@ -177,13 +255,27 @@ def merge_profiles(
     return merged
 
 
+_LIST_FIELDS = frozenset({"aliases", "thinking_types", "effort_levels"})
+_INT_FIELDS = frozenset({"min_cacheable_tokens", "max_output_tokens", "context_window"})
+
+
 def _coerce_field(name: str, value: Any) -> Any:
-    if name == "aliases":
+    if name in _LIST_FIELDS:
         if isinstance(value, str) or not isinstance(value, Sequence):
-            raise ValueError("aliases must be a list of model ids")
+            raise ValueError(f"{name} must be a list")
         return tuple(str(v) for v in value)
-    if name in ("min_cacheable_tokens", "max_output_tokens", "context_window"):
+    if name == "tool_prompt_tokens":
+        if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+            raise ValueError("tool_prompt_tokens must be a list of two counts [auto, any]")
+        return (int(value[0]), int(value[1]))
+    if name in _INT_FIELDS:
         return int(value)
+    if name == "sampling":
+        return str(value)
+    if name in ("context_window_stop", "inference_geo"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
     return float(value)
 
 

@@ -1,86 +1,122 @@
-"""``anthropic-ratelimit-*`` headers from per-model, per-minute counters.
+"""``anthropic-ratelimit-*`` headers and 429s from per-model token buckets.
 
-The API uses token buckets; a fixed one-minute window is close enough for clients that
-read the headers, and costs two integer additions per request.
+As the API documents ("Rate limits"): each limit is a bucket of its per-minute capacity that
+refills continuously (capacity / 60 per second), not a window that resets on the minute;
+``*-remaining`` is the bucket's level and ``*-reset`` when it would be full again. Input
+tokens count uncached input and cache writes, not cache reads, as on current models.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tierwise.emulator.config import RateLimits
 
-WINDOW_SECONDS = 60
+SECONDS_PER_MINUTE = 60.0
 
 
 @dataclass(slots=True)
-class _Window:
-    start: int = 0
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reset_text: str = ""
+class _Bucket:
+    capacity: float
+    level: float
+    updated: float
+
+    def refill(self, now: float) -> None:
+        rate = self.capacity / SECONDS_PER_MINUTE
+        self.level = min(self.capacity, self.level + (now - self.updated) * rate)
+        self.updated = now
+
+    def seconds_until(self, level: float) -> float:
+        """Seconds until the bucket holds at least ``level`` (0 if it does)."""
+        missing = level - self.level
+        return max(0.0, missing / (self.capacity / SECONDS_PER_MINUTE))
+
+
+@dataclass(slots=True)
+class _ModelBuckets:
+    requests: _Bucket
+    input_tokens: _Bucket
+    output_tokens: _Bucket
+    all: tuple[_Bucket, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.all = (self.requests, self.input_tokens, self.output_tokens)
 
 
 class RateLimiter:
-    """Counts requests and tokens per model within the current minute."""
+    """Token buckets per model for requests, input tokens and output tokens."""
 
     def __init__(self, limits: RateLimits, wall_clock: Callable[[], float] = time.time) -> None:
         self._limits = limits
         self._wall = wall_clock
-        self._windows: dict[str, _Window] = {}
+        self._models: dict[str, _ModelBuckets] = {}
 
     def clear(self) -> None:
-        self._windows.clear()
+        self._models.clear()
 
-    def _window(self, model: str) -> _Window:
-        start = int(self._wall()) // WINDOW_SECONDS * WINDOW_SECONDS
-        window = self._windows.get(model)
-        if window is None or window.start != start:
-            reset = datetime.fromtimestamp(start + WINDOW_SECONDS, UTC)
-            window = _Window(start=start, reset_text=reset.strftime("%Y-%m-%dT%H:%M:%SZ"))
-            self._windows[model] = window
-        return window
+    def _buckets(self, model: str) -> _ModelBuckets:
+        now = self._wall()
+        buckets = self._models.get(model)
+        if buckets is None:
+            limits = self._limits
+            buckets = _ModelBuckets(
+                *(
+                    _Bucket(float(cap), float(cap), now)
+                    for cap in (
+                        limits.requests_per_minute,
+                        limits.input_tokens_per_minute,
+                        limits.output_tokens_per_minute,
+                    )
+                )
+            )
+            self._models[model] = buckets
+        for bucket in buckets.all:
+            bucket.refill(now)
+        return buckets
 
     def retry_after(self, model: str) -> float | None:
-        """Seconds to wait when the model's request limit is used up, else None."""
-        window = self._window(model)
-        if window.requests < self._limits.requests_per_minute:
-            return None
-        return max(1.0, window.start + WINDOW_SECONDS - self._wall())
+        """Seconds to wait when a bucket of the model is empty, else None."""
+        buckets = self._buckets(model)
+        wait = max(
+            buckets.requests.seconds_until(1.0),
+            buckets.input_tokens.seconds_until(1.0),
+            buckets.output_tokens.seconds_until(1.0),
+        )
+        return max(1.0, wait) if wait > 0 else None
 
     def record(self, model: str, input_tokens: int, output_tokens: int) -> None:
-        window = self._window(model)
-        window.requests += 1
-        window.input_tokens += input_tokens
-        window.output_tokens += output_tokens
+        """Take a request's use from the buckets (``input_tokens``: cache reads excluded)."""
+        buckets = self._buckets(model)
+        buckets.requests.level -= 1
+        buckets.input_tokens.level -= input_tokens
+        buckets.output_tokens.level -= output_tokens
 
     def headers(self, model: str) -> dict[str, str]:
-        window = self._window(model)
-        limits = self._limits
-        reset = window.reset_text
-        tokens_limit = limits.input_tokens_per_minute + limits.output_tokens_per_minute
-        used_tokens = window.input_tokens + window.output_tokens
-        return {
-            "anthropic-ratelimit-requests-limit": str(limits.requests_per_minute),
-            "anthropic-ratelimit-requests-remaining": str(
-                max(0, limits.requests_per_minute - window.requests)
-            ),
-            "anthropic-ratelimit-requests-reset": reset,
-            "anthropic-ratelimit-tokens-limit": str(tokens_limit),
-            "anthropic-ratelimit-tokens-remaining": str(max(0, tokens_limit - used_tokens)),
-            "anthropic-ratelimit-tokens-reset": reset,
-            "anthropic-ratelimit-input-tokens-limit": str(limits.input_tokens_per_minute),
-            "anthropic-ratelimit-input-tokens-remaining": str(
-                max(0, limits.input_tokens_per_minute - window.input_tokens)
-            ),
-            "anthropic-ratelimit-input-tokens-reset": reset,
-            "anthropic-ratelimit-output-tokens-limit": str(limits.output_tokens_per_minute),
-            "anthropic-ratelimit-output-tokens-remaining": str(
-                max(0, limits.output_tokens_per_minute - window.output_tokens)
-            ),
-            "anthropic-ratelimit-output-tokens-reset": reset,
-        }
+        buckets = self._buckets(model)
+        now = self._wall()
+        headers: dict[str, str] = {}
+        for name, bucket in (
+            ("requests", buckets.requests),
+            ("input-tokens", buckets.input_tokens),
+            ("output-tokens", buckets.output_tokens),
+        ):
+            headers.update(_bucket_headers(name, bucket, now))
+        # The combined tokens limit is the most restrictive of the two token limits.
+        tightest = min(
+            (buckets.input_tokens, buckets.output_tokens), key=lambda b: b.level / b.capacity
+        )
+        headers.update(_bucket_headers("tokens", tightest, now))
+        return headers
+
+
+def _bucket_headers(name: str, bucket: _Bucket, now: float) -> dict[str, str]:
+    full_at = now + bucket.seconds_until(bucket.capacity)
+    reset = datetime.fromtimestamp(int(full_at + 0.999), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        f"anthropic-ratelimit-{name}-limit": str(int(bucket.capacity)),
+        f"anthropic-ratelimit-{name}-remaining": str(max(0, int(bucket.level))),
+        f"anthropic-ratelimit-{name}-reset": reset,
+    }

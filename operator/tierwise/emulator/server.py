@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -25,7 +26,8 @@ from tierwise.emulator.faults import FaultRates, ScriptStep
 from tierwise.emulator.profiles import ModelProfile
 from tierwise.emulator.ratelimit import RateLimiter
 from tierwise.emulator.recording import RecordedRequest, RequestLog, Stats
-from tierwise.emulator.tokens import count_prompt_tokens
+from tierwise.emulator.rules import check_betas, parse_betas
+from tierwise.emulator.tokens import count_prompt_tokens, tool_prompt_tokens
 from tierwise.emulator.validation import validate_count, validate_create
 from tierwise.emulator.wire import StreamPiece, json_bytes, new_id, stream_pieces
 
@@ -54,7 +56,9 @@ class Emulator:
         self.stats = Stats()
         self._log = RequestLog(self.config.max_recorded_requests)
         self._limiter = RateLimiter(self.config.rate_limits)
-        self.batches = BatchStore(self.now, self.config.batch_processing_seconds)
+        self.batches = BatchStore(
+            self.now, self.config.batch_processing_seconds, self.config.batch_canceling_seconds
+        )
         self._latency_scale = self.config.effective_latency_scale
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -192,9 +196,10 @@ class Emulator:
         record = self._record(request, request_id)
         try:
             body = await self._authenticated_body(request, record)
+            check_betas(parse_betas(request.headers.get("anthropic-beta")))
             validate_create(body)
             profile = self.engine.resolve(body["model"])
-            layout = self.engine.prepare(body, profile)
+            prepared = self.engine.prepare(body, profile)
             self._enforce_rate_limit(profile)
             stream = bool(body.get("stream"))
             step = self.engine.faults.next_step(profile.name)
@@ -206,14 +211,15 @@ class Emulator:
                 self.stats.injected_errors += 1
                 await self._delay(step.first_token_delay if step else None, record)
                 raise error
-            completion = self.engine.complete(body, profile, layout, step)
+            completion = self.engine.complete(body, profile, prepared, step)
         except ApiError as exc:
             return self._error_response(exc, request_id, record)
         prompt = completion.prompt
         self.stats.by_model[profile.name] += 1
+        # Cache reads do not count toward input-token rate limits (most current models).
         self._limiter.record(
             profile.name,
-            prompt.prompt_tokens,
+            prompt.input_tokens + prompt.cache_creation_input_tokens,
             completion.answer.output_tokens,
         )
         headers = {"request-id": request_id, **self._limiter.headers(profile.name)}
@@ -303,15 +309,7 @@ class Emulator:
             await response.write(piece.data)
 
     def _first_token_seconds(self, profile: ModelProfile, completion: Completion) -> float:
-        extra = 0.0
-        if completion.step is not None and completion.step.first_token_delay:
-            extra = float(completion.step.first_token_delay)
-        if self._latency_scale == 0:
-            return extra
-        prompt = completion.prompt
-        uncached = prompt.input_tokens + prompt.cache_creation_input_tokens
-        prefill = uncached / profile.prefill_tokens_per_second
-        return (profile.ttft_seconds + prefill) * self._latency_scale + extra
+        return self.engine.first_token_seconds(profile, completion.prompt, completion.step)
 
     def _output_seconds(self, profile: ModelProfile, tokens: int) -> float:
         if self._latency_scale == 0:
@@ -334,12 +332,14 @@ class Emulator:
         record = self._record(request, request_id)
         try:
             body = await self._authenticated_body(request, record)
+            check_betas(parse_betas(request.headers.get("anthropic-beta")))
             validate_count(body)
-            self.engine.resolve(body["model"])
+            profile = self.engine.resolve(body["model"])
         except ApiError as exc:
             return self._error_response(exc, request_id, record)
         self._finish(record, 200, None)
-        result = {"input_tokens": count_prompt_tokens(body)}
+        tool_prompt = tool_prompt_tokens(body, profile.tool_prompt_tokens)
+        result = {"input_tokens": count_prompt_tokens(body, tool_prompt)}
         return web.Response(
             body=json_bytes(result), headers={"request-id": request_id}, content_type=JSON_TYPE
         )
@@ -348,7 +348,10 @@ class Emulator:
 
     async def _batch_create(self, request: web.Request) -> web.Response:
         async def create(body: Any) -> Any:
-            return self.batches.create(body, self._batch_item).to_dict(self.now(), _origin(request))
+            batch = self.batches.create(body, self._batch_item)
+            # Items of one batch run concurrently upstream: none reads what another wrote.
+            self.engine.cache.reveal_pending()
+            return batch.to_dict(self.now(), _origin(request))
 
         return await self._api_call(request, create, read_body=True)
 
@@ -411,13 +414,15 @@ class Emulator:
         try:
             validate_create(params)
             profile = self.engine.resolve(params["model"])
-            layout = self.engine.prepare(params, profile)
+            prepared = self.engine.prepare(params, profile)
             step = self.engine.faults.next_step(profile.name)
             error = self.engine.injected_error(profile, step)
             if error is not None:
                 self.stats.injected_errors += 1
                 raise error
-            completion = self.engine.complete(params, profile, layout, step, service_tier="batch")
+            completion = self.engine.complete(
+                params, profile, prepared, step, service_tier="batch", visible_at=math.inf
+            )
         except ApiError as exc:
             return {"type": "errored", "error": exc.body()}
         return {"type": "succeeded", "message": completion.message}
@@ -464,7 +469,12 @@ class Emulator:
     async def _authenticated_body(
         self, request: web.Request, record: RecordedRequest | None
     ) -> Any:
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise ApiError(
+                413, f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES})."
+            ) from exc
         try:
             body = json.loads(raw) if raw else None
         except ValueError as exc:

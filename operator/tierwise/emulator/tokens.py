@@ -9,7 +9,16 @@ cacheable length), so the numbers always add up:
   ``ceil(len(canonical_json(block)) / 4)`` tokens, where the canonical JSON has sorted keys,
   no whitespace, and no ``cache_control`` field;
 * each message adds ``MESSAGE_OVERHEAD_TOKENS`` for its role marker, counted with its
-  first block.
+  first block;
+* a request with ``tools`` carries the model's hidden tool-use system prompt
+  (``tool_prompt_tokens``, counted before the tools), as the API bills it;
+* thinking blocks of earlier assistant turns are dropped from the context and not counted,
+  as the API does; only the last assistant turn of an ongoing tool loop keeps them.
+
+The settings that the API documents as invalidating the *messages* cache (``tool_choice``,
+the thinking settings, whether the prompt has images) are folded into the prefix keys at the
+start of the messages, so changing them misses the messages' entries but still reads the
+tools' and system's.
 
 The prompt is laid out in the API's order, tools, then system, then messages, as a
 sequence of blocks. Prefix sizes and (when the request has cache breakpoints) prefix
@@ -75,10 +84,14 @@ class PromptLayout:
     breakpoints: tuple[Breakpoint, ...]
 
 
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
 def iter_blocks(body: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], bool]]:
     """(section, block, starts_message) for every block, in prompt order.
 
     A string ``system`` or message ``content`` is one text block, as the API treats it.
+    Thinking blocks of earlier turns are left out (see the module docstring).
     """
     blocks: list[tuple[str, Mapping[str, Any], bool]] = []
     for tool in body.get("tools") or ():
@@ -90,20 +103,81 @@ def iter_blocks(body: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], b
     elif system:
         for block in system:
             blocks.append(("system", block, False))
-    for message in body.get("messages") or ():
+    messages = list(body.get("messages") or ())
+    keep_thinking = _tool_loop_turn(messages)
+    for number, message in enumerate(messages):
         role = message.get("role", "user")
         content = message.get("content")
         if isinstance(content, str):
             blocks.append((role, {"type": "text", "text": content}, True))
             continue
-        for position, block in enumerate(content or ()):
+        kept = [
+            b
+            for b in content or ()
+            if number == keep_thinking or b.get("type") not in THINKING_BLOCKS
+        ]
+        for position, block in enumerate(kept):
             blocks.append((role, block, position == 0))
     return blocks
 
 
-def count_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """Total prompt tokens of a (validated) request body, as ``count_tokens`` reports."""
-    total = 0
+def _tool_loop_turn(messages: Sequence[Mapping[str, Any]]) -> int | None:
+    """The index of the assistant turn whose thinking stays in context, if any.
+
+    The last message when it is an assistant turn, or the assistant turn before a final
+    user turn that returns tool results (the thinking of an ongoing tool loop).
+    """
+    if not messages:
+        return None
+    last = len(messages) - 1
+    if messages[last].get("role") == "assistant":
+        return last
+    content = messages[last].get("content")
+    returns_tools = isinstance(content, list) and any(
+        isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content
+    )
+    if returns_tools and last >= 1 and messages[last - 1].get("role") == "assistant":
+        return last - 1
+    return None
+
+
+def tool_prompt_tokens(body: Mapping[str, Any], counts: tuple[int, int]) -> int:
+    """The hidden tool-use system prompt of a request: ``counts`` = (auto/none, any/tool)."""
+    if not body.get("tools"):
+        return 0
+    choice = body.get("tool_choice")
+    kind = choice.get("type") if isinstance(choice, Mapping) else None
+    return counts[1] if kind in ("any", "tool") else counts[0]
+
+
+def cache_settings(
+    body: Mapping[str, Any], blocks: Sequence[tuple[str, Mapping[str, Any], bool]]
+) -> bytes:
+    """What invalidates the messages' cache entries when it changes (see module docstring)."""
+    has_images = any(
+        block.get("type") == "image" or _has_nested_image(block) for _s, block, _m in blocks
+    )
+    settings = {
+        "tool_choice": body.get("tool_choice"),
+        "thinking": body.get("thinking"),
+        "images": has_images,
+    }
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _has_nested_image(block: Mapping[str, Any]) -> bool:
+    content = block.get("content") if block.get("type") == "tool_result" else None
+    return isinstance(content, list) and any(
+        isinstance(b, Mapping) and b.get("type") == "image" for b in content
+    )
+
+
+def count_prompt_tokens(body: Mapping[str, Any], tool_prompt: int = 0) -> int:
+    """Total prompt tokens of a (validated) request body, as ``count_tokens`` reports.
+
+    ``tool_prompt``: the model's hidden tool-use system prompt (``tool_prompt_tokens``).
+    """
+    total = tool_prompt
     for _section, block, starts_message in iter_blocks(body):
         total += block_tokens(block)
         if starts_message:
@@ -111,16 +185,19 @@ def count_prompt_tokens(body: Mapping[str, Any]) -> int:
     return total
 
 
-def layout_prompt(body: Mapping[str, Any]) -> PromptLayout:
-    """Boundaries, prefix keys and cache breakpoints of a (validated) request body."""
+def layout_prompt(body: Mapping[str, Any], tool_prompt: int = 0) -> PromptLayout:
+    """Boundaries, prefix keys and cache breakpoints of a (validated) request body.
+
+    ``tool_prompt``: the hidden tool-use system prompt, counted before the first block.
+    """
     blocks = iter_blocks(body)
     breakpoints = _breakpoints(blocks, body.get("cache_control"))
     boundaries: list[int] = []
-    total = 0
+    total = tool_prompt
     for _section, block, starts_message in blocks:
         total += block_tokens(block) + (MESSAGE_OVERHEAD_TOKENS if starts_message else 0)
         boundaries.append(total)
-    keys = _prefix_keys(blocks) if breakpoints else ()
+    keys = _prefix_keys(blocks, cache_settings(body, blocks)) if breakpoints else ()
     return PromptLayout(total, tuple(boundaries), keys, breakpoints)
 
 
@@ -140,10 +217,16 @@ def _breakpoints(
     return tuple(found)
 
 
-def _prefix_keys(blocks: Sequence[tuple[str, Mapping[str, Any], bool]]) -> tuple[bytes, ...]:
+def _prefix_keys(
+    blocks: Sequence[tuple[str, Mapping[str, Any], bool]], settings: bytes
+) -> tuple[bytes, ...]:
     digest = hashlib.blake2b(digest_size=16)
     keys: list[bytes] = []
+    in_messages = False
     for section, block, starts_message in blocks:
+        if not in_messages and section in ("user", "assistant"):
+            in_messages = True
+            digest.update(b"\x1csettings\x1f" + settings)
         # Separators keep different block sequences from hashing the same byte stream.
         marker = b"\x1e" + section.encode() + (b"\x1d" if starts_message else b"") + b"\x1f"
         digest.update(marker)

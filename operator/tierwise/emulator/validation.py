@@ -51,8 +51,9 @@ def _validate_max_tokens(value: Any) -> None:
         raise invalid("max_tokens: Field required")
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid("max_tokens: Input should be a valid integer")
-    if value < 1:
-        raise invalid("max_tokens: Input should be greater than or equal to 1")
+    if value < 0:
+        # 0 is valid: it pre-warms the prompt cache without generating anything.
+        raise invalid("max_tokens: Input should be greater than or equal to 0")
 
 
 def _validate_prompt(body: Mapping[str, Any]) -> None:

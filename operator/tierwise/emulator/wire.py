@@ -22,11 +22,20 @@ def new_id(prefix: str) -> str:
 
 def usage_dict(
     prompt: CacheUsage,
-    output_tokens: int,
+    answer: Answer,
     *,
     service_tier: str = "standard",
+    inference_geo: str | None = None,
+    server_tools: bool = False,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The ``usage`` object: prompt split, output (thinking included) and the billing fields.
+
+    ``output_tokens_details.thinking_tokens`` is reported whenever the answer thought;
+    ``server_tool_use`` when the request offered server tools (their requests are billed per
+    use; the emulator runs none, so the counts are 0 unless a script sets them).
+    """
+    output_tokens = answer.output_tokens
     usage: dict[str, Any] = {
         "input_tokens": prompt.input_tokens,
         "cache_creation_input_tokens": prompt.cache_creation_input_tokens,
@@ -38,6 +47,12 @@ def usage_dict(
         "output_tokens": output_tokens,
         "service_tier": service_tier,
     }
+    if inference_geo is not None:  # models that support data residency report it
+        usage["inference_geo"] = inference_geo
+    if answer.thinking_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": answer.thinking_tokens}
+    if server_tools:
+        usage["server_tool_use"] = {"web_search_requests": 0, "web_fetch_requests": 0}
     if overrides:
         usage.update(overrides)
     return usage
@@ -54,6 +69,7 @@ def message_dict(
         "content": list(answer.content),
         "stop_reason": answer.stop_reason,
         "stop_sequence": answer.stop_sequence,
+        "stop_details": answer.stop_details,
         "usage": dict(usage),
     }
 
@@ -90,12 +106,17 @@ def stream_pieces(
     output tokens, then an ``error`` event, and ends.
     """
     usage = message["usage"]
-    start_usage = {**usage, "output_tokens": 1}
+    thinking_tokens = (usage.get("output_tokens_details") or {}).get("thinking_tokens", 0)
+    start_usage = {
+        k: v for k, v in usage.items() if k not in ("output_tokens_details", "server_tool_use")
+    }
+    start_usage["output_tokens"] = 1
     start = {
         **message,
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
+        "stop_details": None,
         "usage": start_usage,
     }
     pieces = [StreamPiece(sse_event("message_start", {"type": "message_start", "message": start}))]
@@ -104,7 +125,7 @@ def stream_pieces(
         pieces.append(StreamPiece(sse_event("content_block_start", _block_start(index, block))))
         if index == 0:
             pieces.append(StreamPiece(sse_event("ping", {"type": "ping"})))
-        for delta, tokens in _deltas(block, chunk_tokens):
+        for delta, tokens in _deltas(block, chunk_tokens, thinking_tokens):
             if budget is not None and tokens > budget:
                 if budget > 0:
                     pieces.append(_delta_piece(index, _cut_delta(delta, budget), budget))
@@ -131,21 +152,45 @@ def _delta_piece(index: int, delta: Mapping[str, Any], tokens: int) -> StreamPie
     return StreamPiece(sse_event("content_block_delta", event), tokens)
 
 
+_DELTA_FIELDS = {
+    "input_json_delta": "partial_json",
+    "thinking_delta": "thinking",
+    "text_delta": "text",
+}
+
+
 def _cut_delta(delta: Mapping[str, Any], tokens: int) -> dict[str, Any]:
-    field = "partial_json" if delta["type"] == "input_json_delta" else "text"
+    field = _DELTA_FIELDS.get(delta["type"])
+    if field is None:
+        return dict(delta)
     return {**delta, field: delta[field][: tokens * CHARS_PER_TOKEN]}
 
 
 def _block_start(index: int, block: Mapping[str, Any]) -> dict[str, Any]:
     if block["type"] == "tool_use":
         empty = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+    elif block["type"] == "thinking":
+        empty = {"type": "thinking", "thinking": "", "signature": ""}
     else:
         empty = {"type": "text", "text": ""}
     return {"type": "content_block_start", "index": index, "content_block": empty}
 
 
-def _deltas(block: Mapping[str, Any], chunk_tokens: int) -> list[tuple[dict[str, Any], int]]:
+def _deltas(
+    block: Mapping[str, Any], chunk_tokens: int, thinking_tokens: int = 0
+) -> list[tuple[dict[str, Any], int]]:
     size = chunk_tokens * CHARS_PER_TOKEN
+    if block["type"] == "thinking":
+        # The summary streams as thinking_delta events; the unseen rest of the (billed)
+        # thinking is paced before the signature_delta that closes the block.
+        text = block["thinking"]
+        deltas = [
+            ({"type": "thinking_delta", "thinking": text[i : i + size]}, _tokens(text, i, size))
+            for i in range(0, len(text), size)
+        ]
+        hidden = max(0, thinking_tokens - sum(t for _d, t in deltas))
+        deltas.append(({"type": "signature_delta", "signature": block["signature"]}, hidden))
+        return deltas
     if block["type"] == "tool_use":
         raw = _dumps(block["input"])
         return [
@@ -165,13 +210,21 @@ def _tokens(text: str, start: int, size: int) -> int:
 
 def _message_delta(message: Mapping[str, Any]) -> dict[str, Any]:
     usage = message["usage"]
+    delta_usage = {
+        "input_tokens": usage["input_tokens"],
+        "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+        "cache_read_input_tokens": usage["cache_read_input_tokens"],
+        "output_tokens": usage["output_tokens"],
+    }
+    for optional in ("output_tokens_details", "server_tool_use"):
+        if optional in usage:
+            delta_usage[optional] = usage[optional]
     return {
         "type": "message_delta",
-        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
-        "usage": {
-            "input_tokens": usage["input_tokens"],
-            "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
-            "cache_read_input_tokens": usage["cache_read_input_tokens"],
-            "output_tokens": usage["output_tokens"],
+        "delta": {
+            "stop_reason": message["stop_reason"],
+            "stop_sequence": message["stop_sequence"],
+            "stop_details": message.get("stop_details"),
         },
+        "usage": delta_usage,
     }

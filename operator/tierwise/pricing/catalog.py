@@ -190,7 +190,8 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "Claude Opus 4.7",
         _prices(_OPUS_4_5_TO_5),
         "legacy",
-        min_cacheable_tokens=2048,
+        min_cacheable_tokens=4096,
+        sources=(PRICING, CACHING),
     ),
     CatalogEntry(
         "claude-opus-4-6",
@@ -205,7 +206,7 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         "Claude Sonnet 4.6",
         _prices(_SONNET_3_TO_4_6),
         "legacy",
-        min_cacheable_tokens=1024,
+        min_cacheable_tokens=2048,
         sources=(PRICING, overview("sonnet-4-6"), CACHING),
     ),
     CatalogEntry(

@@ -15,6 +15,13 @@ from typing import Any
 MTOK = Decimal(1_000_000)
 # The Message Batches API bills every kind of token at half price.
 BATCH_MULTIPLIER = Decimal("0.5")
+# Billed on top of tokens (Anthropic "Pricing" and "Data residency" pages, read 2026-11-29):
+# web search is $10 per 1,000 searches (web fetch costs only its tokens); inference pinned to
+# the US (``inference_geo: "us"``, Opus/Sonnet 4.6 and later) multiplies every token rate by
+# 1.1. Thinking tokens are already inside ``output_tokens`` and the tool-use system prompt
+# inside ``input_tokens``: both are priced as the API reports them, never estimated.
+WEB_SEARCH_USD_PER_REQUEST = Decimal("0.01")
+US_INFERENCE_MULTIPLIER = Decimal("1.1")
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -119,7 +126,10 @@ class Usage:
     """Token counts of one response, as the Messages API reports them.
 
     ``input_tokens`` excludes cached tokens: the prompt is the sum of input, cache read
-    and cache write tokens.
+    and cache write tokens. ``output_tokens`` includes the thinking tokens (``thinking_tokens``
+    says how many, for observability; they are billed as output even when the response
+    shows only a summary). ``web_search_requests`` are billed per search; ``inference_geo``
+    ``"us"`` raises every token rate.
     """
 
     input_tokens: int = 0
@@ -127,6 +137,9 @@ class Usage:
     cache_read_input_tokens: int = 0
     cache_write_5m_input_tokens: int = 0
     cache_write_1h_input_tokens: int = 0
+    thinking_tokens: int = 0
+    web_search_requests: int = 0
+    inference_geo: str | None = None
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -143,6 +156,9 @@ class Usage:
             self.cache_read_input_tokens + other.cache_read_input_tokens,
             self.cache_write_5m_input_tokens + other.cache_write_5m_input_tokens,
             self.cache_write_1h_input_tokens + other.cache_write_1h_input_tokens,
+            self.thinking_tokens + other.thinking_tokens,
+            self.web_search_requests + other.web_search_requests,
+            self.inference_geo if self.inference_geo == other.inference_geo else None,
         )
 
     @classmethod
@@ -161,16 +177,20 @@ class Usage:
             hour = int(split_get("ephemeral_1h_input_tokens") or 0)
         else:
             five, hour = written, 0
+        geo = get("inference_geo", None)
         return cls(
             input_tokens=int(get("input_tokens", 0) or 0),
             output_tokens=int(get("output_tokens", 0) or 0),
             cache_read_input_tokens=int(get("cache_read_input_tokens", 0) or 0),
             cache_write_5m_input_tokens=five,
             cache_write_1h_input_tokens=hour,
+            thinking_tokens=_nested_int(get("output_tokens_details", None), "thinking_tokens"),
+            web_search_requests=_nested_int(get("server_tool_use", None), "web_search_requests"),
+            inference_geo=geo if isinstance(geo, str) else None,
         )
 
     def to_anthropic(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
@@ -180,6 +200,21 @@ class Usage:
                 "ephemeral_1h_input_tokens": self.cache_write_1h_input_tokens,
             },
         }
+        if self.thinking_tokens:
+            doc["output_tokens_details"] = {"thinking_tokens": self.thinking_tokens}
+        if self.web_search_requests:
+            doc["server_tool_use"] = {"web_search_requests": self.web_search_requests}
+        if self.inference_geo is not None:
+            doc["inference_geo"] = self.inference_geo
+        return doc
+
+
+def _nested_int(value: Any, key: str) -> int:
+    """``value[key]`` of a nested usage object (dict or SDK model), 0 when absent."""
+    if value is None:
+        return 0
+    raw = value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
+    return int(raw or 0)
 
 
 @dataclass(frozen=True)
@@ -191,17 +226,25 @@ class CostBreakdown:
     cache_read: Decimal = Decimal(0)
     cache_write_5m: Decimal = Decimal(0)
     cache_write_1h: Decimal = Decimal(0)
+    server_tools: Decimal = Decimal(0)
 
     @property
     def total(self) -> Decimal:
         return (
-            self.input + self.output + self.cache_read + self.cache_write_5m + self.cache_write_1h
+            self.input
+            + self.output
+            + self.cache_read
+            + self.cache_write_5m
+            + self.cache_write_1h
+            + self.server_tools
         )
 
 
 def cost_breakdown(usage: Usage, prices: Prices, *, batch: bool = False) -> CostBreakdown:
     rates = prices.rates_for(usage.prompt_tokens)
     multiplier = prices.batch_multiplier if batch else Decimal(1)
+    if usage.inference_geo == "us":
+        multiplier *= US_INFERENCE_MULTIPLIER
 
     def dollars(tokens: int, rate: Decimal) -> Decimal:
         return tokens * rate * multiplier / MTOK
@@ -212,6 +255,7 @@ def cost_breakdown(usage: Usage, prices: Prices, *, batch: bool = False) -> Cost
         cache_read=dollars(usage.cache_read_input_tokens, rates.cache_read),
         cache_write_5m=dollars(usage.cache_write_5m_input_tokens, rates.cache_write_5m),
         cache_write_1h=dollars(usage.cache_write_1h_input_tokens, rates.cache_write_1h),
+        server_tools=usage.web_search_requests * WEB_SEARCH_USD_PER_REQUEST,
     )
 
 

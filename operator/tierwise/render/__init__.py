@@ -1,24 +1,30 @@
-"""Pure rendering of policies into router config documents (see docs/router-config.md)."""
+"""Pure rendering of policies into router config documents (see docs/router-config.md).
+
+The format itself (classes, version, defaults, hash) belongs to ``tierwise.routerconfig``;
+the names re-exported here from it are for the operator's convenience.
+"""
 
 from tierwise.render.document import (
     CACHE_PROFILE_NOT_FOUND,
-    CONFIG_KEY,
     PRICING_AMBIGUOUS,
     PRICING_UNKNOWN,
-    SCHEMA_VERSION,
     TIER_NOT_FOUND,
     Problem,
     RenderResult,
     SecretKeyEnv,
-    api_key_env,
-    canonical_json,
-    content_hash,
-    dump_document,
     render_policy,
     strongest_tier,
     with_endpoint,
 )
 from tierwise.render.workspace import Workspace, render_all
+from tierwise.routerconfig import (
+    CONFIG_KEY,
+    SCHEMA_VERSION,
+    api_key_env,
+    canonical_json,
+    content_hash,
+    dump_document,
+)
 
 __all__ = [
     "CACHE_PROFILE_NOT_FOUND",

@@ -13,8 +13,9 @@ import yaml
 
 from tierwise.api import SpecError, load_manifests
 from tierwise.pricing import BUILTIN, CatalogError, PriceCatalog, parse_catalog
-from tierwise.render.document import dump_document, with_endpoint
+from tierwise.render.document import with_endpoint
 from tierwise.render.workspace import render_all
+from tierwise.routerconfig import dump_document
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         documents = [
-            with_endpoint(r.document, args.endpoint) if args.endpoint else r.document
+            with_endpoint(r.config, args.endpoint).to_document()  # type: ignore[arg-type]
+            if args.endpoint
+            else r.document
             for _, r in results
         ]
     except ValueError as exc:

@@ -8,11 +8,9 @@ conditions and the CLI into an error message. See docs/router-config.md for the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -23,22 +21,38 @@ from tierwise.api.models import (
     CascadePolicySpec,
     EscalationSignal,
     ModelTierSpec,
-    Retry,
-    Route,
 )
+from tierwise.api.models import Retry as RetrySpec
+from tierwise.api.models import Route as RouteSpec
 from tierwise.pricing import (
     BUILTIN,
     PriceCatalog,
     Prices,
     PricingProblem,
-    format_usd,
     resolve_prices,
     retirement_notice,
 )
-
-SCHEMA_VERSION = "tierwise.dev/router-config/v1"
-DEFAULT_ENDPOINT = "https://api.anthropic.com"
-CONFIG_KEY = "router-config.json"
+from tierwise.routerconfig import (
+    DEFAULT_ENDPOINT,
+    CacheConfig,
+    Fallback,
+    InvalidJSONSignal,
+    JSONFieldBelowSignal,
+    JSONFieldNotInSignal,
+    PolicyRef,
+    PromptCaching,
+    RegexSignal,
+    ResponseCacheConfig,
+    RetryPolicy,
+    Route,
+    RouterConfig,
+    Signal,
+    Step,
+    StopReasonSignal,
+    Tier,
+    TierLimits,
+    api_key_env,
+)
 
 # Reasons are CamelCase so they can be used verbatim as condition reasons.
 TIER_NOT_FOUND = "TierNotFound"
@@ -67,7 +81,7 @@ class SecretKeyEnv:
 
 @dataclass(frozen=True)
 class RenderResult:
-    document: dict[str, Any] | None
+    config: RouterConfig | None
     problems: tuple[Problem, ...] = ()
     key_envs: tuple[SecretKeyEnv, ...] = field(default=())
     # Things that do not stop rendering but deserve a warning (a tier's model retiring).
@@ -75,12 +89,12 @@ class RenderResult:
 
     @property
     def ok(self) -> bool:
-        return self.document is not None
+        return self.config is not None
 
-
-def api_key_env(tier_name: str) -> str:
-    """TIERWISE_TIER_<NAME>_API_KEY, with NAME upper-cased and non-alphanumerics as _."""
-    return f"TIERWISE_TIER_{re.sub(r'[^A-Z0-9]', '_', tier_name.upper())}_API_KEY"
+    @property
+    def document(self) -> dict[str, Any] | None:
+        """The document to write (with its hash), or None when the policy does not resolve."""
+        return self.config.to_document() if self.config else None
 
 
 def render_policy(
@@ -100,7 +114,7 @@ def render_policy(
         raise ValueError(f"expected a CascadePolicy, got {policy.kind}")
     spec: CascadePolicySpec = policy.spec
     problems: list[Problem] = []
-    rendered_tiers: dict[str, dict[str, Any]] = {}
+    rendered_tiers: dict[str, Tier] = {}
     prices: dict[str, Prices] = {}
     key_envs: list[SecretKeyEnv] = []
     warnings: list[str] = []
@@ -143,88 +157,62 @@ def render_policy(
     if problems:
         return RenderResult(None, tuple(problems), warnings=tuple(warnings))
 
-    document: dict[str, Any] = {
-        "schemaVersion": SCHEMA_VERSION,
-        "policy": {"namespace": policy.namespace, "name": policy.name},
-        "defaultRoute": spec.default_route,
-        "routes": [_render_route(route, prices) for route in spec.routes],
-        "tiers": rendered_tiers,
-        "fallback": {"tier": spec.fallback.tier, "on": list(spec.fallback.when)}
+    config = RouterConfig(
+        policy=PolicyRef(namespace=policy.namespace, name=policy.name),
+        default_route=spec.default_route,
+        routes=tuple(_render_route(route, prices) for route in spec.routes),
+        tiers=rendered_tiers,
+        fallback=Fallback(tier=spec.fallback.tier, on=tuple(spec.fallback.when))
         if spec.fallback
         else None,
-        "retry": _render_retry(spec.retry or Retry()),
-        "cache": cache,
-    }
-    document["hash"] = content_hash(document)
-    return RenderResult(document, (), tuple(key_envs), tuple(warnings))
+        retry=_render_retry(spec.retry or RetrySpec()),
+        cache=cache,
+    )
+    return RenderResult(config.with_hash(), (), tuple(key_envs), tuple(warnings))
 
 
-def with_endpoint(document: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
-    """The document with every tier sent to ``endpoint`` (e.g. a local emulator), re-hashed."""
+def with_endpoint(config: RouterConfig, endpoint: str) -> RouterConfig:
+    """The config with every tier sent to ``endpoint`` (e.g. a local emulator), re-hashed."""
     if not endpoint.startswith(("http://", "https://")):
         raise ValueError(f"endpoint must be an http:// or https:// URL, got {endpoint!r}")
-    tiers = {
-        name: {**tier, "endpoint": endpoint.rstrip("/")} for name, tier in document["tiers"].items()
-    }
-    moved = {**document, "tiers": tiers}
-    moved["hash"] = content_hash(moved)
-    return moved
+    tiers = {name: replace(tier, endpoint=endpoint) for name, tier in config.tiers.items()}
+    return replace(config, tiers=tiers).with_hash()
 
 
-def content_hash(document: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of the document without its ``hash`` field."""
-    body = {k: v for k, v in document.items() if k != "hash"}
-    return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
+def _render_tier(name: str, spec: ModelTierSpec, prices: Prices, min_cacheable: int) -> Tier:
+    return Tier(
+        name=name,
+        provider=spec.provider,
+        model=spec.model,
+        endpoint=spec.endpoint or DEFAULT_ENDPOINT,
+        api_key_env=api_key_env(name) if spec.api_key_secret_ref else None,
+        prices=prices,
+        limits=TierLimits(
+            max_output_tokens=spec.limits.max_output_tokens,
+            timeout_seconds=spec.limits.timeout_seconds,
+            max_concurrency=spec.limits.max_concurrency,
+        ),
+        min_cacheable_tokens=min_cacheable,
+    )
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def dump_document(document: Mapping[str, Any]) -> str:
-    """The document as written to the ConfigMap and printed by ``tierwise render``."""
-    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-
-
-def _render_tier(
-    name: str, spec: ModelTierSpec, prices: Prices, min_cacheable: int
-) -> dict[str, Any]:
-    return {
-        "provider": spec.provider,
-        "model": spec.model,
-        "endpoint": (spec.endpoint or DEFAULT_ENDPOINT).rstrip("/"),
-        "apiKeyEnv": api_key_env(name) if spec.api_key_secret_ref else None,
-        "pricing": prices.to_document(),
-        "limits": {
-            "maxOutputTokens": spec.limits.max_output_tokens,
-            "timeoutSeconds": spec.limits.timeout_seconds,
-            "maxConcurrency": spec.limits.max_concurrency,
-        },
-        "minCacheableTokens": min_cacheable,
-    }
-
-
-def _render_route(route: Route, prices: Mapping[str, Prices]) -> dict[str, Any]:
-    models = [
-        f"tierwise/{route.name}",
-        *(route.match.models if route.match and route.match.models else ()),
-    ]
-    return {
-        "name": route.name,
-        "models": list(dict.fromkeys(models)),
-        "mode": route.mode,
-        "streamPolicy": route.stream_policy,
-        "formatInstruction": route.format_instruction,
-        "counterfactualTier": strongest_tier([s.tier for s in route.steps], prices),
-        "steps": [
-            {
-                "tier": step.tier,
-                "maxTokens": step.max_tokens,
-                "escalateWhen": [_render_signal(s) for s in step.escalate_when or ()],
-            }
+def _render_route(route: RouteSpec, prices: Mapping[str, Prices]) -> Route:
+    return Route(
+        name=route.name,
+        models=tuple(route.match.models) if route.match and route.match.models else (),
+        mode=route.mode,
+        stream_policy=route.stream_policy,
+        format_instruction=route.format_instruction,
+        counterfactual_tier=strongest_tier([s.tier for s in route.steps], prices),
+        steps=tuple(
+            Step(
+                tier=step.tier,
+                max_tokens=step.max_tokens,
+                escalate_when=tuple(_render_signal(s) for s in step.escalate_when or ()),
+            )
             for step in route.steps
-        ],
-    }
+        ),
+    )
 
 
 def strongest_tier(tier_names: list[str], prices: Mapping[str, Prices]) -> str:
@@ -240,75 +228,69 @@ def _strength(prices: Prices) -> tuple[Decimal, Decimal]:
     return (prices.rates.output, prices.rates.input)
 
 
-def _render_signal(signal: EscalationSignal) -> dict[str, Any]:
-    doc: dict[str, Any] = {"signal": signal.signal}
-    if signal.signal in ("stopReason", "jsonFieldNotIn"):
-        doc["values"] = list(signal.values or ())
-    if signal.signal in ("jsonFieldBelow", "jsonFieldNotIn"):
-        doc["field"] = signal.field
+def _render_signal(signal: EscalationSignal) -> Signal:
+    field_path = tuple((signal.field or "").split("."))
+    if signal.signal == "stopReason":
+        return StopReasonSignal(tuple(signal.values or ()))
+    if signal.signal == "invalidJSON":
+        return InvalidJSONSignal()
     if signal.signal == "jsonFieldBelow":
-        doc["threshold"] = format_usd(signal.threshold or Decimal(0))
-    if signal.signal == "regex":
-        doc["pattern"] = signal.pattern
-    return doc
+        return JSONFieldBelowSignal(field_path, signal.threshold or Decimal(0))
+    if signal.signal == "jsonFieldNotIn":
+        return JSONFieldNotInSignal(field_path, tuple(signal.values or ()))
+    return RegexSignal(re.compile(signal.pattern or ""))
 
 
-def _render_retry(retry: Retry) -> dict[str, Any]:
-    return {
-        "maxAttempts": retry.max_attempts,
-        "initialBackoffSeconds": format_usd(retry.initial_backoff_seconds),
-        "maxBackoffSeconds": format_usd(retry.max_backoff_seconds),
-    }
+def _render_retry(retry: RetrySpec) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=retry.max_attempts,
+        initial_backoff_seconds=float(retry.initial_backoff_seconds),
+        max_backoff_seconds=float(retry.max_backoff_seconds),
+    )
 
 
 def _render_cache(
     spec: CascadePolicySpec, profiles: Mapping[str, Resource], namespace: str
-) -> tuple[dict[str, Any], Problem | None]:
-    disabled = {
-        "profile": None,
-        "promptCaching": {"enabled": False, "breakpoints": [], "ttl": "5m", "maxBreakpoints": 4},
-        "responseCache": _render_response_cache(None),
-    }
+) -> tuple[CacheConfig, Problem | None]:
     if spec.cache_profile_ref is None:
-        return disabled, None
+        return CacheConfig(), None
     name = spec.cache_profile_ref.name
     profile = profiles.get(name)
     if profile is None:
-        return disabled, Problem(
+        return CacheConfig(), Problem(
             CACHE_PROFILE_NOT_FOUND,
             name,
             f"CacheProfile {name!r} not found in namespace {namespace!r}",
         )
     profile_spec: CacheProfileSpec = profile.spec
-    prompt = profile_spec.prompt_caching
-    return {
-        "profile": name,
-        "promptCaching": {
-            "enabled": bool(prompt and prompt.enabled and prompt.breakpoints),
-            "breakpoints": list(prompt.breakpoints) if prompt else [],
-            "ttl": prompt.ttl if prompt else "5m",
-            "maxBreakpoints": prompt.max_breakpoints if prompt else 4,
-        },
-        "responseCache": _render_response_cache(profile_spec),
-    }, None
+    return CacheConfig(
+        profile=name,
+        prompt_caching=_render_prompt_caching(profile_spec),
+        response_cache=_render_response_cache(profile_spec),
+    ), None
 
 
-def _render_response_cache(spec: CacheProfileSpec | None) -> dict[str, Any]:
-    cache = spec.response_cache if spec else None
+def _render_prompt_caching(spec: CacheProfileSpec) -> PromptCaching:
+    prompt = spec.prompt_caching
+    if prompt is None:
+        return PromptCaching()
+    return PromptCaching(
+        enabled=bool(prompt.enabled and prompt.breakpoints),
+        breakpoints=tuple(prompt.breakpoints),
+        ttl=prompt.ttl,
+        max_breakpoints=prompt.max_breakpoints,
+    )
+
+
+def _render_response_cache(spec: CacheProfileSpec) -> ResponseCacheConfig:
+    cache = spec.response_cache
     if cache is None:
-        return {
-            "enabled": False,
-            "ttlSeconds": 300,
-            "maxEntries": 10000,
-            "backend": "memory",
-            "redisURL": None,
-            "allowNonDeterministic": False,
-        }
-    return {
-        "enabled": cache.enabled,
-        "ttlSeconds": cache.ttl_seconds,
-        "maxEntries": cache.max_entries,
-        "backend": cache.backend,
-        "redisURL": cache.redis.url if cache.redis else None,
-        "allowNonDeterministic": cache.allow_non_deterministic,
-    }
+        return ResponseCacheConfig()
+    return ResponseCacheConfig(
+        enabled=cache.enabled,
+        ttl_seconds=cache.ttl_seconds,
+        max_entries=cache.max_entries,
+        backend=cache.backend,
+        redis_url=cache.redis.url if cache.redis else None,
+        allow_non_deterministic=cache.allow_non_deterministic,
+    )

@@ -10,16 +10,13 @@ fallback, Prometheus metrics and hot reload of the config document
         ...  # point an Anthropic SDK client at router.base_url
 """
 
-from tierwise.router.config import (
-    ConfigError,
-    RouterConfig,
-    document_hash,
-    load_config,
-    parse_config,
-)
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.runner import RouterThread, running_router
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, Router
+from tierwise.routerconfig import ConfigError, RouterConfig
+from tierwise.routerconfig import content_hash as document_hash
+from tierwise.routerconfig import load as load_config
+from tierwise.routerconfig import parse as parse_config
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

@@ -22,12 +22,12 @@ from aiohttp import web
 
 from tierwise.pricing import Usage
 from tierwise.router.cascade import Exchange
-from tierwise.router.config import ROUTE_HEADER, PromptCaching, Route, RouterConfig, Tier
 from tierwise.router.errors import RouterError, invalid_request, not_found, upstream_error_body
 from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.request import build_step_request
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.upstream import UpstreamFailure, forwarded_headers
+from tierwise.routerconfig import ROUTE_HEADER, PromptCaching, Route, RouterConfig, Tier
 
 if TYPE_CHECKING:
     from tierwise.router.server import Router

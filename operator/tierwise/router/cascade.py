@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 from tierwise.pricing import Usage, cost_usd
-from tierwise.router.config import Route, Step, Tier
 from tierwise.router.errors import error_body
 from tierwise.router.escalation import escalation_reason
 from tierwise.router.jsonutil import dumps, loads
@@ -28,6 +27,7 @@ from tierwise.router.upstream import (
     Upstream,
     UpstreamFailure,
 )
+from tierwise.routerconfig import Route, Step, Tier
 
 MESSAGES_PATH = "/v1/messages"
 

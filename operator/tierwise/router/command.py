@@ -9,8 +9,8 @@ import logging
 import signal
 import sys
 
-from tierwise.router.config import ConfigError
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
+from tierwise.routerconfig import ConfigError
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3

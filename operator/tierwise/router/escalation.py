@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tierwise.router.config import (
+from tierwise.routerconfig import (
     InvalidJSONSignal,
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,

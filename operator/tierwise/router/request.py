@@ -11,13 +11,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tierwise.router.config import PromptCaching, Route, Step, Tier
+from tierwise.routerconfig import CACHE_TTLS, MAX_BREAKPOINTS, PromptCaching, Route, Step, Tier
 
-MAX_BREAKPOINTS = 4  # the Messages API's limit per request, the client's own included
 CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
 MESSAGE_OVERHEAD_TOKENS = 3
 IMAGE_TOKENS = 1_500
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+MIN_THINKING_BUDGET = 1024  # the API's minimum budget_tokens for manual extended thinking
 
 
 def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
@@ -28,6 +30,48 @@ def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
     elif client is not None:
         return None  # not an integer: left as sent, for the API to reject
     return min(caps) if caps else None
+
+
+def thinking_budget(body: Mapping[str, Any]) -> int | None:
+    """The client's manual thinking budget (``thinking.type: enabled``), if any."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, Mapping) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        return None
+    return budget
+
+
+def output_limits(body: Mapping[str, Any], step: Step, tier: Tier) -> tuple[int | None, Any]:
+    """``max_tokens`` and ``thinking`` for one step, never turning a valid request invalid.
+
+    The API requires ``thinking.budget_tokens < max_tokens`` (thinking counts toward
+    ``max_tokens``). A step's ``maxTokens`` caps the *answer*: with manual thinking, the
+    step's limit is the client's budget plus the cap (still at most the client's
+    ``max_tokens`` and the tier's ``maxOutputTokens``), so a 256-token triage cap does not
+    make a thinking request a 400. Only the tier's ``maxOutputTokens`` (the model's own
+    limit) can be below the budget; then the budget is lowered to half of that limit, or,
+    when that is under the API's 1,024 minimum, thinking is turned off for the step.
+    Returns the body's own ``thinking`` when it is unchanged.
+    """
+    client = body.get("max_tokens")
+    thinking = body.get("thinking")
+    budget = thinking_budget(body)
+    if budget is None or isinstance(client, bool) or not isinstance(client, int):
+        return effective_max_tokens(client, step, tier), thinking
+    caps = [client]
+    if step.max_tokens is not None:
+        caps.append(budget + step.max_tokens)
+    if tier.limits.max_output_tokens is not None:
+        caps.append(tier.limits.max_output_tokens)
+    limit = min(caps)
+    if limit > budget or client <= budget:
+        return limit, thinking  # fits (or the client's own request is invalid: left as is)
+    lowered = limit // 2
+    if lowered >= MIN_THINKING_BUDGET:
+        return limit, {**thinking, "budget_tokens": lowered}
+    return effective_max_tokens(client, step, tier), {"type": "disabled"}
 
 
 def build_step_request(
@@ -42,9 +86,11 @@ def build_step_request(
     """The body sent to ``tier`` for ``step``: model, caps, instruction, breakpoints."""
     out = dict(body)
     out["model"] = tier.model
-    cap = effective_max_tokens(body.get("max_tokens"), step, tier)
+    cap, thinking = output_limits(body, step, tier)
     if cap is not None:  # a request without max_tokens gets the cap (None: left to the API)
         out["max_tokens"] = cap
+    if thinking is not body.get("thinking"):
+        out["thinking"] = thinking
     if stream:
         out["stream"] = True
     else:
@@ -137,7 +183,7 @@ def _message_tokens(message: Any) -> int:
 
 def _ttl(cache_control: Any) -> str:
     ttl = cache_control.get("ttl") if isinstance(cache_control, Mapping) else None
-    return ttl if ttl in ("5m", "1h") else "5m"  # an omitted ttl is the API's default 5m
+    return ttl if ttl in CACHE_TTLS else "5m"  # an omitted ttl is the API's default 5m
 
 
 def existing_breakpoints(body: Mapping[str, Any]) -> list[tuple[int, str]]:

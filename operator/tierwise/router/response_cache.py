@@ -20,8 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from tierwise.router.config import ResponseCacheConfig
 from tierwise.router.jsonutil import sha256_hex
+from tierwise.routerconfig import ResponseCacheConfig
 
 try:  # orjson sorts keys natively and fast; the fallback keeps the same key format
     import orjson as _orjson

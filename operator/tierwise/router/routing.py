@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tierwise.router.config import Route, RouterConfig
+from tierwise.routerconfig import Route, RouterConfig
 
 
 class RouteNotFound(LookupError):

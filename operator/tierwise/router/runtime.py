@@ -13,9 +13,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tierwise.router.config import RouterConfig, Tier
 from tierwise.router.response_cache import ResponseCache, make_response_cache
 from tierwise.router.upstream import TierClient
+from tierwise.routerconfig import RouterConfig, Tier
 
 log = logging.getLogger("tierwise.router")
 

@@ -22,14 +22,6 @@ from aiohttp import web
 from tierwise.pricing import Usage, format_usd
 from tierwise.router.batches import BatchProxy
 from tierwise.router.cascade import Answer, Cascade, Exchange
-from tierwise.router.config import (
-    ROUTE_HEADER,
-    ConfigError,
-    RouterConfig,
-    Tier,
-    load_config,
-    parse_config_bytes,
-)
 from tierwise.router.errors import (
     RouterError,
     invalid_request,
@@ -60,6 +52,14 @@ from tierwise.router.sse import (
     synthesize_stream,
 )
 from tierwise.router.upstream import Stream, Upstream, UpstreamFailure, forwarded_headers
+from tierwise.routerconfig import (
+    ROUTE_HEADER,
+    ConfigError,
+    RouterConfig,
+    Tier,
+    load,
+    parse_bytes,
+)
 
 log = logging.getLogger("tierwise.router")
 
@@ -100,9 +100,9 @@ class Router:
             self.config_path = Path(config)
             data = self.config_path.read_bytes() if self.config_path.exists() else b""
             self._config_digest = sha256_hex(data)
-            config = load_config(self.config_path)
+            config = load(self.config_path)
         elif not isinstance(config, RouterConfig):
-            config = load_config(config)
+            config = load(config)
         self._runtime = build_runtime(config, self.env)
         self._note_config(config)
         self.metrics.reload_result(True, time.time())
@@ -157,7 +157,7 @@ class Router:
             return None
         self._config_digest = digest  # a bad file is reported once, not every second
         try:
-            config = parse_config_bytes(data, str(self.config_path))
+            config = parse_bytes(data, str(self.config_path))
         except ConfigError as exc:
             log.error("config reload failed, keeping config %s: %s", self.config.hash, exc)
             self.metrics.reload_result(False, time.time())

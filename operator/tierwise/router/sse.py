@@ -211,6 +211,9 @@ def synthesize_stream(message: Mapping[str, Any]) -> bytes:
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
             "output_tokens",
+            # Billing detail the API also sends at the end of a stream.
+            "output_tokens_details",
+            "server_tool_use",
         )
         if k in usage
     }
@@ -222,6 +225,7 @@ def synthesize_stream(message: Mapping[str, Any]) -> bytes:
                 "delta": {
                     "stop_reason": message.get("stop_reason"),
                     "stop_sequence": message.get("stop_sequence"),
+                    "stop_details": message.get("stop_details"),
                 },
                 "usage": delta_usage,
             },

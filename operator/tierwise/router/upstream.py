@@ -4,8 +4,8 @@ One ``aiohttp.ClientSession`` per router is shared by all tiers (keep-alive conn
 pools per endpoint). Each attempt is bounded by the tier's ``timeoutSeconds`` (waiting
 for a concurrency slot included, so nothing waits forever); 429, 529, other 5xx,
 timeouts and connection errors are retried with jittered exponential backoff, a
-``retry-after`` header overriding the backoff. Other 4xx answers are final and passed
-through to the client unchanged.
+``retry-after`` header overriding the backoff. A 429 without ``retry-after`` (a spend
+limit) and other 4xx answers are final and passed through to the client unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from tierwise.router.config import RetryPolicy, Tier
 from tierwise.router.errors import error_body
+from tierwise.routerconfig import RetryPolicy, Tier
 
 # A retry-after longer than this is not waited for: the failure is returned (or falls back)
 # at once instead of holding the client's request for minutes.
@@ -53,8 +53,15 @@ def classify_status(status: int) -> str | None:
     return CLIENT_ERROR
 
 
-def retryable(kind: str) -> bool:
-    return kind != CLIENT_ERROR
+def retryable(failure: UpstreamFailure) -> bool:
+    """Worth another attempt: not a client error, and not a 429 without ``retry-after``.
+
+    The API sends ``retry-after`` with every rate-limit 429; one without it (a spend limit,
+    say) will not clear by waiting, so retrying only delays the answer and adds load.
+    """
+    if failure.kind == CLIENT_ERROR:
+        return False
+    return not (failure.kind == RATE_LIMITED and failure.retry_after is None)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -218,7 +225,7 @@ class Upstream:
     ) -> None:
         """Count the failure, then re-raise it or sleep before the next attempt."""
         self._on_failure(client.tier.name, failure.kind)
-        if not retryable(failure.kind) or attempt + 1 >= max_attempts:
+        if not retryable(failure) or attempt + 1 >= max_attempts:
             raise failure
         delay = failure.retry_after
         if delay is None:

@@ -1,0 +1,56 @@
+"""Names, enumerations and defaults of the router config format (docs/router-config.md).
+
+The one place they are written: ``tierwise.api`` takes the CRD defaults that reach the
+document from here, ``tierwise.render`` and the router both build and read the document with
+``tierwise.routerconfig``.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+SCHEMA_VERSION = "tierwise.dev/router-config/v1"
+CONFIG_KEY = "router-config.json"  # the ConfigMap key and file name the router reads
+
+MODEL_ALIAS_PREFIX = "tierwise/"  # request `model: tierwise/<route>` selects a route
+ROUTE_HEADER = "x-tierwise-route"  # ... and so does this header
+
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+PROVIDERS = frozenset({"anthropic"})
+MODES = frozenset({"interactive", "batch"})
+STREAM_POLICIES = frozenset({"cascade", "strongestOnly"})
+BREAKPOINT_KINDS = ("tools", "system", "history")  # prompt order, also insertion order
+CACHE_TTLS = ("5m", "1h")
+FALLBACK_FAILURES = frozenset({"overloaded", "rateLimited", "serverError", "timeout"})
+CACHE_BACKENDS = frozenset({"memory", "redis"})
+
+# Tier limits.
+DEFAULT_TIMEOUT_SECONDS = 60
+DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_MIN_CACHEABLE_TOKENS = 1024
+
+# Retries.
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_INITIAL_BACKOFF_SECONDS = Decimal("0.25")
+DEFAULT_MAX_BACKOFF_SECONDS = Decimal("8")
+
+# Prompt caching.
+DEFAULT_CACHE_TTL = "5m"
+MAX_BREAKPOINTS = 4  # the API rejects more cache_control blocks per request
+DEFAULT_BREAKPOINTS = ("tools", "system")  # a CacheProfile's promptCaching default
+
+# Response cache.
+DEFAULT_RESPONSE_CACHE_TTL_SECONDS = 300
+DEFAULT_RESPONSE_CACHE_MAX_ENTRIES = 10_000
+DEFAULT_CACHE_BACKEND = "memory"
+
+
+def api_key_env(tier_name: str) -> str:
+    """TIERWISE_TIER_<NAME>_API_KEY, with NAME upper-cased and non-alphanumerics as _."""
+    return f"TIERWISE_TIER_{re.sub(r'[^A-Z0-9]', '_', tier_name.upper())}_API_KEY"
+
+
+def route_alias(route_name: str) -> str:
+    """The model alias that always selects a route."""
+    return MODEL_ALIAS_PREFIX + route_name
