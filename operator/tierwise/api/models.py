@@ -299,15 +299,46 @@ class EscalationSignal:
                 ) from exc
 
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+
+@dataclass(frozen=True)
+class StepThinking:
+    type: Literal["adaptive", "enabled", "disabled"]
+    budget_tokens: int | None = None
+
+    def validate(self, path: str) -> None:
+        _check(
+            (self.budget_tokens is not None) == (self.type == "enabled"),
+            path,
+            "thinking.budgetTokens is required with type enabled, and only then",
+        )
+        if self.budget_tokens is not None:
+            _check(
+                self.budget_tokens >= 1024,
+                f"{path}.budgetTokens",
+                "thinking.budgetTokens must be at least 1024",
+            )
+
+
 @dataclass(frozen=True)
 class Step:
     tier: str
     max_tokens: int | None = None
     escalate_when: tuple[EscalationSignal, ...] | None = None
+    effort: Effort | None = None
+    thinking: StepThinking | None = None
 
     def validate(self, path: str) -> None:
         if self.max_tokens is not None:
             _check(self.max_tokens >= 1, f"{path}.maxTokens", "maxTokens must be at least 1")
+        budget = self.thinking.budget_tokens if self.thinking else None
+        if budget is not None and self.max_tokens is not None:
+            _check(
+                budget < self.max_tokens,
+                path,
+                "thinking.budgetTokens must be less than maxTokens (thinking counts toward max_tokens)",
+            )
 
 
 @dataclass(frozen=True)
@@ -323,6 +354,7 @@ class Route:
     mode: Literal["interactive", "batch"] = "interactive"
     stream_policy: Literal["cascade", "strongestOnly"] = "cascade"
     format_instruction: str | None = None
+    response_cache: Literal["auto", "always", "never"] = "auto"
 
     def validate(self, path: str) -> None:
         _check(

@@ -49,6 +49,7 @@ from tierwise.routerconfig import (
     Signal,
     Step,
     StopReasonSignal,
+    Thinking,
     Tier,
     TierLimits,
     api_key_env,
@@ -204,11 +205,16 @@ def _render_route(route: RouteSpec, prices: Mapping[str, Prices]) -> Route:
         stream_policy=route.stream_policy,
         format_instruction=route.format_instruction,
         counterfactual_tier=strongest_tier([s.tier for s in route.steps], prices),
+        response_cache=route.response_cache,
         steps=tuple(
             Step(
                 tier=step.tier,
                 max_tokens=step.max_tokens,
                 escalate_when=tuple(_render_signal(s) for s in step.escalate_when or ()),
+                effort=step.effort,
+                thinking=Thinking(step.thinking.type, step.thinking.budget_tokens)
+                if step.thinking
+                else None,
             )
             for step in route.steps
         ),

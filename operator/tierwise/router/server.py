@@ -375,7 +375,10 @@ class Router:
         assert self._cascade is not None, "the router app is not started"
         cache = ex.runtime.response_cache
         if cache is not None and cache_decision(
-            ex.runtime.config.cache.response_cache, ex.body, request.headers.get(CACHE_HEADER)
+            ex.runtime.config.cache.response_cache,
+            ex.body,
+            request.headers.get(CACHE_HEADER),
+            ex.route.response_cache,
         ):
             ex.cache_key = cache_key(ex.route.name, ex.runtime.config.hash, ex.body)
             hit = await self._cache_get(ex)

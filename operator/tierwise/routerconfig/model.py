@@ -32,12 +32,16 @@ from tierwise.routerconfig.defaults import (
     DEFAULT_RESPONSE_CACHE_MAX_ENTRIES,
     DEFAULT_RESPONSE_CACHE_TTL_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
+    EFFORT_LEVELS,
     FALLBACK_FAILURES,
     MAX_BREAKPOINTS,
+    MIN_THINKING_BUDGET,
     MODES,
     PROVIDERS,
+    RESPONSE_CACHE_MODES,
     SCHEMA_VERSION,
     STREAM_POLICIES,
+    THINKING_TYPES,
     route_alias,
 )
 from tierwise.routerconfig.digest import content_hash
@@ -163,17 +167,55 @@ def _field_path(r: Reader, value: Any, path: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """The ``thinking`` a step sends, replacing the client's."""
+
+    type: str  # adaptive | enabled | disabled
+    budget_tokens: int | None = None  # only with enabled
+
+    def to_request(self) -> dict[str, Any]:
+        """The Messages API ``thinking`` object."""
+        if self.type == "enabled":
+            return {"type": "enabled", "budget_tokens": self.budget_tokens}
+        return {"type": self.type}
+
+    def to_document(self) -> dict[str, Any]:
+        return {"type": self.type, "budgetTokens": self.budget_tokens}
+
+    @classmethod
+    def read(cls, r: Reader, value: Any, path: str) -> Thinking | None:
+        if value is None:
+            return None
+        doc = r.obj(value, path)
+        kind = r.choice(doc.get("type"), f"{path}.type", THINKING_TYPES, "adaptive")
+        budget = r.opt_integer(
+            doc.get("budgetTokens"), f"{path}.budgetTokens", minimum=MIN_THINKING_BUDGET
+        )
+        if (budget is not None) != (kind == "enabled"):
+            r.bad(f"{path}.budgetTokens", "required with type enabled, and only then")
+        return cls(kind, budget)
+
+
+@dataclass(frozen=True)
 class Step:
     tier: str
     max_tokens: int | None = None  # a ceiling on the client's max_tokens, never a default
     escalate_when: tuple[Signal, ...] = ()
+    effort: str | None = None  # output_config.effort sent to the tier, replacing the client's
+    thinking: Thinking | None = None
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "tier": self.tier,
             "maxTokens": self.max_tokens,
             "escalateWhen": [s.to_document() for s in self.escalate_when],
         }
+        # Written only when set, so documents (and hashes) of policies without them stay put.
+        if self.effort is not None:
+            doc["effort"] = self.effort
+        if self.thinking is not None:
+            doc["thinking"] = self.thinking.to_document()
+        return doc
 
     @classmethod
     def read(cls, r: Reader, value: Any, path: str) -> Step:
@@ -185,10 +227,16 @@ class Step:
         signals = [
             read_signal(r, s, f"{path}.escalateWhen[{i}]") for i, s in enumerate(signals_doc)
         ]
+        effort = doc.get("effort")
+        if effort is not None and effort not in EFFORT_LEVELS:
+            r.bad(f"{path}.effort", f"must be one of {', '.join(EFFORT_LEVELS)}")
+            effort = None
         return cls(
             tier=r.string(doc.get("tier"), f"{path}.tier"),
             max_tokens=r.opt_integer(doc.get("maxTokens"), f"{path}.maxTokens", minimum=1),
             escalate_when=tuple(s for s in signals if s is not None),
+            effort=effort,
+            thinking=Thinking.read(r, doc.get("thinking"), f"{path}.thinking"),
         )
 
 
@@ -201,6 +249,7 @@ class Route:
     stream_policy: str = "cascade"
     format_instruction: str | None = None
     counterfactual_tier: str | None = None
+    response_cache: str = "auto"  # auto | always | never
 
     def __post_init__(self) -> None:
         alias = route_alias(self.name)
@@ -219,6 +268,7 @@ class Route:
             "formatInstruction": self.format_instruction,
             "counterfactualTier": self.counterfactual_tier,
             "steps": [s.to_document() for s in self.steps],
+            "responseCache": self.response_cache,
         }
 
     @classmethod
@@ -243,6 +293,9 @@ class Route:
             format_instruction=instruction or None,
             counterfactual_tier=r.opt_string(
                 doc.get("counterfactualTier"), f"{path}.counterfactualTier"
+            ),
+            response_cache=r.choice(
+                doc.get("responseCache"), f"{path}.responseCache", RESPONSE_CACHE_MODES, "auto"
             ),
         )
 
