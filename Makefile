@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit lint format demo controlplane clean
+.PHONY: setup test test-unit test-image image lint format demo controlplane clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,14 @@ controlplane: setup
 ## redis-server for the router's Redis response-cache tests (Debian package, if missing).
 redis:
 	hack/install-redis.sh
+
+## The container image: buildah on a Debian base built locally (tools installed if missing).
+image:
+	hack/image/build.sh
+
+## Build the image and run it: `tierwise --version`, every command, one router request.
+test-image: setup image
+	$(BIN)/pytest -q --image tests/image
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -49,11 +49,28 @@ CONTROLPLANE_FIXTURE = "controlplane"
 # -- collection: mark and pre-build -------------------------------------------------------------
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--image",
+        action="store_true",
+        help="also run the container image tests (tests/image: buildah build, podman run)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that needs the control plane, whatever its folder."""
+    """Mark every test that needs the control plane, whatever its folder.
+
+    Image tests are deselected (not skipped) unless ``--image`` is given: they build the
+    container image, which takes minutes on a fresh machine; ``make test-image`` runs them.
+    """
     for item in items:
         if CONTROLPLANE_FIXTURE in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.controlplane)
+    if not config.getoption("--image"):
+        deselected = [i for i in items if i.get_closest_marker("image")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [i for i in items if not i.get_closest_marker("image")]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -27,6 +27,13 @@ PRICE_CATALOG_INVALID = Gauge(
     "tierwise_operator_price_catalog_invalid",
     "1 while the price-catalog ConfigMap does not parse (the last good catalog is used).",
 )
+# The eval gate's verdicts (Promoted, Rejected, Inconclusive): the Helm chart's dashboard and
+# its TierwiseEvalRejected alert read this counter.
+EVAL_OUTCOMES = Counter(
+    "tierwise_operator_eval_outcomes_total",
+    "Eval verdicts on candidate router configs, by policy and outcome.",
+    ["namespace", "policy", "outcome"],
+)
 
 
 @contextmanager
