@@ -93,9 +93,10 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
     parser.add_argument(
         "--price-catalog",
         metavar="[NAMESPACE/]NAME",
-        default=None,
+        default=os.environ.get("TIERWISE_PRICE_CATALOG") or None,
         help="optional ConfigMap whose catalog.yaml overrides the built-in price catalog "
-        "(namespace defaults to the operator's own, from POD_NAMESPACE, else 'default')",
+        "(namespace defaults to the operator's own, from POD_NAMESPACE, else 'default'; "
+        "env TIERWISE_PRICE_CATALOG)",
     )
     parser.add_argument(
         "--router-image",
