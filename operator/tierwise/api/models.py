@@ -347,6 +347,19 @@ class RouteMatch:
 
 
 @dataclass(frozen=True)
+class InputBudget:
+    max_input_tokens: int
+    on_exceed: Literal["reject", "dropOldestTurns", "truncateToolResults"] = "reject"
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.max_input_tokens >= 1,
+            f"{path}.maxInputTokens",
+            "inputBudget.maxInputTokens must be at least 1",
+        )
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     steps: tuple[Step, ...]
@@ -355,6 +368,7 @@ class Route:
     stream_policy: Literal["cascade", "strongestOnly"] = "cascade"
     format_instruction: str | None = None
     response_cache: Literal["auto", "always", "never"] = "auto"
+    input_budget: InputBudget | None = None
 
     def validate(self, path: str) -> None:
         _check(

@@ -36,6 +36,7 @@ from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
     CacheConfig,
     Fallback,
+    InputBudget,
     InvalidJSONSignal,
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,
@@ -206,6 +207,9 @@ def _render_route(route: RouteSpec, prices: Mapping[str, Prices]) -> Route:
         format_instruction=route.format_instruction,
         counterfactual_tier=strongest_tier([s.tier for s in route.steps], prices),
         response_cache=route.response_cache,
+        input_budget=InputBudget(route.input_budget.max_input_tokens, route.input_budget.on_exceed)
+        if route.input_budget
+        else None,
         steps=tuple(
             Step(
                 tier=step.tier,

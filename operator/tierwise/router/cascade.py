@@ -50,6 +50,7 @@ class Exchange:
     outcome: str = "success"
     endpoint: str = "messages"
     batch: bool = False
+    trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
 
 
 @dataclass

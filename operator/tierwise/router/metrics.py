@@ -96,6 +96,25 @@ class RouterMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.input_budget = Counter(
+            f"{PREFIX}_input_budget",
+            "Requests of routes with an input budget, by result (within, trimmed, rejected) "
+            "and how the prompt was counted (count_tokens, estimate).",
+            ["policy", "route", "result", "counted"],
+            registry=r,
+        )
+        self.input_trimmed_tokens = Counter(
+            f"{PREFIX}_input_trimmed_tokens",
+            "Prompt tokens removed by input budgets (dropped turns, cut tool results).",
+            ["policy", "route"],
+            registry=r,
+        )
+        self.input_trim_saved = Counter(
+            f"{PREFIX}_input_trim_saved_usd",
+            "Dollars input budgets saved: trimmed tokens at the first step's input price.",
+            ["policy", "route"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             f"{PREFIX}_fallbacks",
             "Calls sent to the fallback tier after a step kept failing.",

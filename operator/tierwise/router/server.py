@@ -20,7 +20,9 @@ import aiohttp
 from aiohttp import web
 
 from tierwise.pricing import Usage, format_usd
+from tierwise.pricing.model import MTOK
 from tierwise.router.batches import BatchProxy
+from tierwise.router.budget import BudgetExceeded, estimated_count, trim
 from tierwise.router.cascade import Answer, Cascade, Exchange
 from tierwise.router.errors import (
     RouterError,
@@ -31,7 +33,7 @@ from tierwise.router.errors import (
 )
 from tierwise.router.jsonutil import dumps, loads, sha256_hex
 from tierwise.router.metrics import RouterMetrics
-from tierwise.router.request import build_count_tokens_request
+from tierwise.router.request import build_count_tokens_request, estimate_prompt_tokens
 from tierwise.router.response_cache import (
     BYPASS,
     CACHE_HEADER,
@@ -55,6 +57,7 @@ from tierwise.router.upstream import Stream, Upstream, UpstreamFailure, forwarde
 from tierwise.routerconfig import (
     ROUTE_HEADER,
     ConfigError,
+    InputBudget,
     RouterConfig,
     Tier,
     load,
@@ -69,6 +72,8 @@ JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream"
 COST_COMMENT = "x-tierwise-cost-usd"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+# The fields of a Messages request that count_tokens accepts (and that make the prompt).
+COUNTABLE_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
 
 ConfigSource = RouterConfig | str | os.PathLike[str] | Mapping[str, Any]
 
@@ -373,6 +378,8 @@ class Router:
 
     async def _serve(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
         assert self._cascade is not None, "the router app is not started"
+        if ex.route.input_budget is not None:
+            ex.body = await self._within_budget(ex, ex.route.input_budget)
         cache = ex.runtime.response_cache
         if cache is not None and cache_decision(
             ex.runtime.config.cache.response_cache,
@@ -567,6 +574,69 @@ class Router:
             return self._sse_response(ex, message, None)
         return web.Response(body=raw, headers=_headers(ex, None, cost=True), content_type=JSON_TYPE)
 
+    # input budgets.
+
+    async def _within_budget(self, ex: Exchange, budget: InputBudget) -> dict[str, Any]:
+        """The body to send: as is, trimmed under the route's budget, or a 400 (raised)."""
+        tier = ex.runtime.config.tiers[ex.route.steps[0].tier]
+        count, counted = await self._count_prompt(ex, ex.body, tier)
+        original, body = count, ex.body
+        limit = budget.max_input_tokens
+        labels = (ex.runtime.policy, ex.route.name)
+        if count <= limit:
+            self.metrics.child(self.metrics.input_budget, *labels, "within", counted).inc()
+            return body
+        try:
+            if budget.on_exceed == "reject":
+                raise BudgetExceeded(count, limit)
+            for _ in range(3):  # the estimate can be off: recount, trim again if needed
+                estimate = estimate_prompt_tokens(body)
+                scale = count / estimate if estimate else 1.0
+                body = trim(body, budget.on_exceed, count - limit, scale).body
+                count, counted = await self._count_prompt(ex, body, tier)
+                if count <= limit:
+                    break
+            else:
+                raise BudgetExceeded(count, limit)
+        except BudgetExceeded:
+            self.metrics.child(self.metrics.input_budget, *labels, "rejected", counted).inc()
+            raise invalid_request(
+                f"prompt is too long: {original} tokens > {limit} maximum "
+                f"(the input budget of route {ex.route.name!r})"
+            ) from None
+        ex.trimmed_tokens = original - count
+        saved = ex.trimmed_tokens * tier.prices.rates.input / MTOK
+        self.metrics.child(self.metrics.input_budget, *labels, "trimmed", counted).inc()
+        self.metrics.child(self.metrics.input_trimmed_tokens, *labels).inc(ex.trimmed_tokens)
+        self.metrics.child(self.metrics.input_trim_saved, *labels).inc(float(saved))
+        return body
+
+    async def _count_prompt(
+        self, ex: Exchange, body: Mapping[str, Any], tier: Tier
+    ) -> tuple[int, str]:
+        """The prompt's tokens by the tier model's count_tokens, else the local estimate."""
+        assert self._upstream is not None
+        payload = {
+            k: v
+            for k, v in build_count_tokens_request(body, ex.route, tier).items()
+            if k in COUNTABLE_FIELDS
+        }
+        try:
+            reply = await self._upstream.call(
+                ex.runtime.clients[tier.name],
+                COUNT_TOKENS_PATH,
+                dumps(payload),
+                ex.forwarded,
+                ex.runtime.config.retry,
+                attempts=1,
+            )
+            tokens = loads(reply.body).get("input_tokens")
+            if isinstance(tokens, int) and not isinstance(tokens, bool):
+                return tokens, "count_tokens"
+        except (UpstreamFailure, ValueError, AttributeError):
+            log.debug("count_tokens on tier %s failed; using the local estimate", tier.name)
+        return estimated_count(payload), "estimate"
+
     # count_tokens.
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
@@ -631,6 +701,8 @@ def _headers(ex: Exchange, request_id: str | None, *, cost: bool) -> dict[str, s
     }
     if cost:
         headers["x-tierwise-cost-usd"] = format_usd(ex.cost)
+    if ex.trimmed_tokens:
+        headers["x-tierwise-input-trimmed-tokens"] = str(ex.trimmed_tokens)
     if request_id:
         headers["request-id"] = request_id
     return headers

@@ -30,6 +30,8 @@ MIN_THINKING_BUDGET = 1024  # the API's minimum thinking.budget_tokens
 # A route's use of the response cache: auto (deterministic requests, or a client opt-in),
 # always (every exact repeat), never.
 RESPONSE_CACHE_MODES = frozenset({"auto", "always", "never"})
+# What a route does with a prompt over its input budget.
+ON_EXCEED = frozenset({"reject", "dropOldestTurns", "truncateToolResults"})
 
 # Tier limits.
 DEFAULT_TIMEOUT_SECONDS = 60

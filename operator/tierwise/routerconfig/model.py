@@ -37,6 +37,7 @@ from tierwise.routerconfig.defaults import (
     MAX_BREAKPOINTS,
     MIN_THINKING_BUDGET,
     MODES,
+    ON_EXCEED,
     PROVIDERS,
     RESPONSE_CACHE_MODES,
     SCHEMA_VERSION,
@@ -241,6 +242,29 @@ class Step:
 
 
 @dataclass(frozen=True)
+class InputBudget:
+    """A route's most prompt tokens, and what to do with a prompt over it."""
+
+    max_input_tokens: int
+    on_exceed: str = "reject"  # reject | dropOldestTurns | truncateToolResults
+
+    def to_document(self) -> dict[str, Any]:
+        return {"maxInputTokens": self.max_input_tokens, "onExceed": self.on_exceed}
+
+    @classmethod
+    def read(cls, r: Reader, value: Any, path: str) -> InputBudget | None:
+        if value is None:
+            return None
+        doc = r.obj(value, path)
+        return cls(
+            max_input_tokens=r.integer(
+                doc.get("maxInputTokens"), f"{path}.maxInputTokens", minimum=1
+            ),
+            on_exceed=r.choice(doc.get("onExceed"), f"{path}.onExceed", ON_EXCEED, "reject"),
+        )
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     models: tuple[str, ...]  # request models that select the route; the alias is added first
@@ -250,6 +274,7 @@ class Route:
     format_instruction: str | None = None
     counterfactual_tier: str | None = None
     response_cache: str = "auto"  # auto | always | never
+    input_budget: InputBudget | None = None
 
     def __post_init__(self) -> None:
         alias = route_alias(self.name)
@@ -269,6 +294,7 @@ class Route:
             "counterfactualTier": self.counterfactual_tier,
             "steps": [s.to_document() for s in self.steps],
             "responseCache": self.response_cache,
+            "inputBudget": self.input_budget.to_document() if self.input_budget else None,
         }
 
     @classmethod
@@ -297,6 +323,7 @@ class Route:
             response_cache=r.choice(
                 doc.get("responseCache"), f"{path}.responseCache", RESPONSE_CACHE_MODES, "auto"
             ),
+            input_budget=InputBudget.read(r, doc.get("inputBudget"), f"{path}.inputBudget"),
         )
 
 
