@@ -34,6 +34,16 @@ Breakpoint = Literal["tools", "system", "history"]
 FallbackTrigger = Literal["overloaded", "rateLimited", "serverError", "timeout"]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)(ms|s)$")
+
+
+def duration_seconds(text: str) -> Decimal:
+    """Seconds of a duration such as ``800ms`` or ``1.5s`` (validated by the CRD)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    value = Decimal(match.group(1))
+    return value / 1000 if match.group(3) == "ms" else value
 
 
 def _check(condition: bool, path: str, message: str) -> None:
@@ -328,8 +338,15 @@ class Step:
     escalate_when: tuple[EscalationSignal, ...] | None = None
     effort: Effort | None = None
     thinking: StepThinking | None = None
+    hedge_after: str | None = None
 
     def validate(self, path: str) -> None:
+        if self.hedge_after is not None:
+            _check(
+                _DURATION.match(self.hedge_after) is not None,
+                f"{path}.hedgeAfter",
+                "hedgeAfter must be a duration such as 800ms or 1.5s",
+            )
         if self.max_tokens is not None:
             _check(self.max_tokens >= 1, f"{path}.maxTokens", "maxTokens must be at least 1")
         budget = self.thinking.budget_tokens if self.thinking else None
@@ -371,6 +388,11 @@ class Route:
     input_budget: InputBudget | None = None
 
     def validate(self, path: str) -> None:
+        _check(
+            self.steps[-1].hedge_after is None if self.steps else True,
+            f"{path}.steps",
+            "hedgeAfter cannot be set on a route's last step: there is no next step to hedge with",
+        )
         _check(
             len(self.name) <= 63 and bool(_ROUTE_NAME.match(self.name)),
             f"{path}.name",

@@ -21,6 +21,7 @@ from tierwise.api.models import (
     CascadePolicySpec,
     EscalationSignal,
     ModelTierSpec,
+    duration_seconds,
 )
 from tierwise.api.models import Retry as RetrySpec
 from tierwise.api.models import Route as RouteSpec
@@ -216,6 +217,9 @@ def _render_route(route: RouteSpec, prices: Mapping[str, Prices]) -> Route:
                 max_tokens=step.max_tokens,
                 escalate_when=tuple(_render_signal(s) for s in step.escalate_when or ()),
                 effort=step.effort,
+                hedge_after_seconds=duration_seconds(step.hedge_after)
+                if step.hedge_after
+                else None,
                 thinking=Thinking(step.thinking.type, step.thinking.budget_tokens)
                 if step.thinking
                 else None,

@@ -96,6 +96,20 @@ class RouterMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.hedges = Counter(
+            f"{PREFIX}_hedges",
+            "Hedged steps (hedgeAfterSeconds passed, the next step started in parallel), by the "
+            "hedged step's tier and whose answer was taken (primary, hedge, neither).",
+            ["policy", "route", "tier", "result"],
+            registry=r,
+        )
+        self.hedge_cancelled_cost = Counter(
+            f"{PREFIX}_hedge_cancelled_cost_usd",
+            "Estimated dollars of hedged calls cancelled because the other answered first "
+            "(also in cost_usd_total).",
+            ["policy", "route", "tier"],
+            registry=r,
+        )
         self.input_budget = Counter(
             f"{PREFIX}_input_budget",
             "Requests of routes with an input budget, by result (within, trimmed, rejected) "

@@ -204,6 +204,8 @@ class Step:
     escalate_when: tuple[Signal, ...] = ()
     effort: str | None = None  # output_config.effort sent to the tier, replacing the client's
     thinking: Thinking | None = None
+    # Start the next step in parallel when this one has not answered after this long.
+    hedge_after_seconds: Decimal | None = None
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -216,6 +218,8 @@ class Step:
             doc["effort"] = self.effort
         if self.thinking is not None:
             doc["thinking"] = self.thinking.to_document()
+        if self.hedge_after_seconds is not None:
+            doc["hedgeAfterSeconds"] = _decimal_text(self.hedge_after_seconds)
         return doc
 
     @classmethod
@@ -238,6 +242,9 @@ class Step:
             escalate_when=tuple(s for s in signals if s is not None),
             effort=effort,
             thinking=Thinking.read(r, doc.get("thinking"), f"{path}.thinking"),
+            hedge_after_seconds=None
+            if doc.get("hedgeAfterSeconds") is None
+            else r.number(doc.get("hedgeAfterSeconds"), f"{path}.hedgeAfterSeconds"),
         )
 
 
@@ -735,6 +742,11 @@ class RouterConfig:
             for j, step in enumerate(route.steps):
                 if step.tier and step.tier not in self.tiers:
                     r.bad(f"{path}.steps[{j}].tier", f"names no tier: {step.tier!r}")
+            if route.steps and route.steps[-1].hedge_after_seconds is not None:
+                r.bad(
+                    f"{path}.steps[{len(route.steps) - 1}].hedgeAfterSeconds",
+                    "the last step has no next step to hedge with",
+                )
             tier = route.counterfactual_tier
             if tier is not None and tier not in self.tiers:
                 r.bad(f"{path}.counterfactualTier", f"names no tier: {tier!r}")
