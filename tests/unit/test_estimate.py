@@ -94,3 +94,31 @@ def test_two_step_totals(cheap, strong, rate, requests):
     assert result.cascade == requests * (cheap + rate * strong)
     assert result.all_strong == requests * strong
     assert result.saving == result.all_strong - result.cascade
+
+
+def test_batch_shows_the_combined_saving_against_all_strong_synchronous(capsys):
+    code = main(
+        [
+            "estimate",
+            "-f",
+            "examples/",
+            "--route",
+            "triage",
+            "--input-tokens",
+            "1200",
+            "--output-tokens",
+            "60",
+            "--escalation-rate",
+            "0.33",
+            "--requests",
+            "10000",
+            "--batch",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    # sync Sonnet 5.5: 1200*$2 + 60*$10 = $0.003/request, $30 for 10,000.
+    assert "all-strong (sync): $30.00" in out
+    # batch: haiku (1200*$0.10 + 60*$0.50)/2 for all; sonnet $0.0015 for the 3,300 escalated.
+    assert "batch cascade:     $5.70" in out
+    assert "combined saving:   $24.30 (81% cut: cascade x batch)" in out

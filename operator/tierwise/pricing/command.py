@@ -68,7 +68,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--output-tokens", type=int, default=200, help="output tokens per request (default 200)"
     )
     dollars.add_argument(
-        "--batch", action="store_true", help="price as Message Batches (half price)"
+        "--batch",
+        action="store_true",
+        help="price the cascade as Message Batches (half price) and show its combined saving "
+        "against every request synchronous on the strongest tier",
     )
 
 
@@ -107,7 +110,26 @@ def _dollars(args: argparse.Namespace, rate: Decimal) -> str:
     header = f"per request: {args.input_tokens} input + {args.output_tokens} output tokens" + (
         " (batch)" if args.batch else ""
     )
-    return header + "\n" + _report(result, names, _usd)
+    report = _report(result, names, _usd)
+    if args.batch:
+        report += "\n" + _combined(args, prices, result.cascade)
+    return header + "\n" + report
+
+
+def _combined(args: argparse.Namespace, prices: list[Prices], cascade: Decimal) -> str:
+    """The batch cascade against the usual baseline: every request synchronous on the
+    strongest tier. The two levers multiply: the cascade's share times batch's half."""
+    usage = Usage(input_tokens=args.input_tokens, output_tokens=args.output_tokens)
+    baseline = args.requests * max(cost_usd(usage, p) for p in prices)
+    saving = baseline - cascade
+    fraction = saving / baseline if baseline else Decimal(0)
+    return "\n".join(
+        [
+            f"all-strong (sync): {_usd(baseline)} (every request synchronous on the strongest tier)",
+            f"batch cascade:     {_usd(cascade)}",
+            f"combined saving:   {_usd(saving)} ({_percent(fraction)} cut: cascade x batch)",
+        ]
+    )
 
 
 def _step_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
