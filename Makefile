@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-image image lint format demo controlplane clean
+.PHONY: setup test test-unit test-image image lint format fuzz bench bench-peers demo controlplane clean
 
 setup: $(STAMP)
 
@@ -14,9 +14,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Everything: unit, router, control-plane tests (builds the control plane on first use).
-test: setup controlplane redis
+## Everything: the linter, then unit, router, control-plane tests (builds the control plane
+## on first use). The router fuzz test runs briefly here; `make fuzz` runs it longer.
+test: setup controlplane redis lint
 	$(BIN)/pytest -q
+
+## The router's request fuzzer, long (FUZZ_EXAMPLES inputs; no 5xx, no crash).
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	TIERWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/router/test_router_fuzz.py
+
+## Router overhead benchmark (results: docs/benchmarks.md).
+bench: setup
+	$(BIN)/python bench/router_overhead.py
+
+## The router beside the LiteLLM proxy, installed on demand into its own venv (.bench-venv/).
+bench-peers: setup
+	$(BIN)/python bench/peers.py
 
 ## The main job: local control plane, operator, examples, injected pod, router, triage replay.
 demo: setup controlplane

@@ -10,7 +10,10 @@ Three processes, all on 127.0.0.1:
 Phases: warm-up, then concurrency 1 (latency: direct vs routed, so "added" is the
 router's share) and concurrency 64 (throughput), then a soak to ``--soak-requests``
 routed requests sampling the router's RSS along the way. Every loop is bounded by a
-request count and a deadline. Results go to stdout as Markdown and JSON.
+request count and a deadline. Then, per request body size (1 MiB, 8 MiB and the maximum
+the router accepts, as one long text, plus a body at the JSON structure limit), a fresh
+router process serves one request of that size: its peak RSS (VmHWM), and the slowest
+``/healthz`` answer while it decodes, are recorded. Results go to stdout as Markdown and JSON.
 
     .venv/bin/python bench/router_overhead.py            # the full run (~100k requests)
     .venv/bin/python bench/router_overhead.py --quick    # a smoke run
@@ -69,11 +72,11 @@ def free_port() -> int:
 
 def router_config(emulator_url: str) -> dict[str, Any]:
     from tierwise.pricing import catalog_prices
-    from tierwise.router import document_hash
+    from tierwise.routerconfig import SCHEMA_VERSION, content_hash
 
     prices = catalog_prices(MODEL)
     doc: dict[str, Any] = {
-        "schemaVersion": "tierwise.dev/router-config/v1",
+        "schemaVersion": SCHEMA_VERSION,
         "policy": {"namespace": "bench", "name": "overhead"},
         "defaultRoute": "bench",
         "routes": [
@@ -113,7 +116,7 @@ def router_config(emulator_url: str) -> dict[str, Any]:
             },
         },
     }
-    doc["hash"] = document_hash(doc)
+    doc["hash"] = content_hash(doc)
     return doc
 
 
@@ -144,11 +147,61 @@ def process(
             proc.kill()
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or at its peak so far (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def big_body(kind: str, size: int) -> bytes:
+    """A Messages request of about ``size`` bytes: one long text, or many small values."""
+    head = (
+        b'{"model": "tierwise/bench", "max_tokens": 16, "messages": [{"role": "user", "content": '
+    )
+    if kind == "text":
+        return head + b'"' + b"x" * (size - len(head) - 4) + b'"}]}'
+    # The structure limit: as many tiny objects as the router accepts (each `{"a":1},` has
+    # 3 structural bytes), in metadata the emulator ignores.
+    from tierwise.routerconfig.sidecar import MAX_JSON_STRUCTURE
+
+    count = MAX_JSON_STRUCTURE // 3 - 100
+    return (
+        b'{"model": "tierwise/bench", "max_tokens": 16, "metadata": {"user_id": "u", "x": ['
+        + b'{"a":1},' * count
+        + b'{"a":1}]}, "messages": [{"role": "user", "content": "hi"}]}'
+    )
+
+
+async def probe_while(url: str, task: asyncio.Task[Any]) -> float:
+    """The slowest /healthz answer (ms) while ``task`` runs."""
+    slowest = 0.0
+    async with aiohttp.ClientSession() as session:
+        while not task.done():
+            started = time.perf_counter()
+            async with session.get(url) as response:
+                await response.read()
+            slowest = max(slowest, (time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.01)
+    return slowest
+
+
+async def one_big_request(api: str, health: str, body: bytes) -> tuple[int, float, float]:
+    """(status, seconds, slowest probe ms) of one request carrying ``body``."""
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def send() -> int:
+            async with session.post(api + "/v1/messages", data=body, headers=headers) as response:
+                await response.read()
+                return response.status
+
+        started = time.perf_counter()
+        task = asyncio.get_running_loop().create_task(send())
+        slowest = await probe_while(health, task)
+        return await task, time.perf_counter() - started, slowest
 
 
 def cpu_seconds(pid: int) -> float:
@@ -274,6 +327,58 @@ async def measure(
     return {"phases": [asdict(r) for r in phases], "rss_mib": rss}
 
 
+def body_memory(args: argparse.Namespace, config_path: Path, launcher: list[str]) -> list[dict]:
+    """Peak RSS of a fresh router serving one request per body size (see the docstring)."""
+    from tierwise.routerconfig.sidecar import MAX_BODY_BYTES
+
+    # The largest accepted body: the limit less a little (the limit itself is refused).
+    largest = MAX_BODY_BYTES - 4096
+    cases = [("text", 1 << 20), ("text", 8 << 20), ("text", largest), ("structure", 0)]
+    if args.quick:
+        cases = [("text", 1 << 20), ("structure", 0)]
+    results = []
+    for kind, size in cases:
+        body = big_body(kind, size)
+        port, metrics_port = free_port(), free_port()
+        cmd = [
+            *launcher,
+            "router",
+            "--config",
+            str(config_path),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--metrics-host",
+            HOST,
+            "--metrics-port",
+            str(metrics_port),
+            "--log-level",
+            "error",
+        ]
+        health = f"http://{HOST}:{metrics_port}/healthz"
+        with process(
+            cmd, f"http://{HOST}:{metrics_port}/readyz", env={TIER_KEY_ENV: TIER_KEY}
+        ) as p:
+            idle = rss_mib(p.pid)
+            status, seconds, slowest = asyncio.run(
+                one_big_request(f"http://{HOST}:{port}", health, body)
+            )
+            peak = rss_mib(p.pid, "VmHWM")
+        results.append(
+            {
+                "kind": kind,
+                "body_mib": len(body) / 2**20,
+                "status": status,
+                "idle_mib": idle,
+                "peak_mib": peak,
+                "seconds": seconds,
+                "slowest_probe_ms": slowest,
+            }
+        )
+    return results
+
+
 def summarize(raw: dict[str, Any], variants: list[str]) -> dict[str, Any]:
     def median(name: str, concurrency: int, key: str) -> float:
         values = [
@@ -332,12 +437,26 @@ def markdown(
         samples = ", ".join(f"{n:,}: {m:.1f}" for n, m in raw["rss_mib"][name])
         lines.append(f"Router RSS, {name} (MiB by routed requests served): {samples}")
     lines.append(f"Errors: {summary['errors']}")
+    lines += [
+        "",
+        "| body | size | status | router RSS idle | peak RSS | peak - idle | per MiB of body "
+        "| request time | slowest /healthz during it |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in raw.get("bodies", []):
+        grown = b["peak_mib"] - b["idle_mib"]
+        lines.append(
+            f"| {b['kind']} | {b['body_mib']:.1f} MiB | {b['status']} | {b['idle_mib']:.1f} MiB | "
+            f"{b['peak_mib']:.1f} MiB | {grown:.1f} MiB | {grown / b['body_mib']:.1f} | "
+            f"{b['seconds'] * 1000:.0f} ms | {b['slowest_probe_ms']:.0f} ms |"
+        )
     return "\n".join(lines)
 
 
 VARIANTS = {
     "plain": "standard-library json, asyncio event loop",
     "accelerated": "orjson, uvloop",
+    "baseline": "plain, from the source tree given with --baseline (e.g. the main branch)",
 }
 
 
@@ -366,6 +485,13 @@ def main() -> int:
         help="routed requests per router before the last RSS sample",
     )
     parser.add_argument("--json", metavar="FILE", help="also write raw results here")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the router of another checkout (its operator/ on PYTHONPATH), "
+        "interleaved with this one, for a same-run ratio",
+    )
+    parser.add_argument("--skip-bodies", action="store_true", help="skip the body-size phase")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.warmup, args.c1_requests = 1, 200, 300
@@ -374,6 +500,10 @@ def main() -> int:
     launchers = {"plain": [sys.executable, "-c", PLAIN_LAUNCHER]}
     if accelerators():
         launchers["accelerated"] = [sys.executable, "-m", "tierwise.cli"]
+    envs: dict[str, dict[str, str]] = {name: {} for name in launchers}
+    if args.baseline:
+        launchers["baseline"] = [sys.executable, "-c", PLAIN_LAUNCHER]
+        envs["baseline"] = {"PYTHONPATH": str(Path(args.baseline).resolve() / "operator")}
     variants = list(launchers)
     emulator_port = free_port()
     emulator_url = f"http://{HOST}:{emulator_port}"
@@ -416,10 +546,16 @@ def main() -> int:
                 "warning",
             ]
             proc = stack.enter_context(
-                process(cmd, f"http://{HOST}:{metrics_port}/readyz", env={TIER_KEY_ENV: TIER_KEY})
+                process(
+                    cmd,
+                    f"http://{HOST}:{metrics_port}/readyz",
+                    env={TIER_KEY_ENV: TIER_KEY, **envs[name]},
+                )
             )
             routers[name] = (f"http://{HOST}:{port}", proc.pid)
         raw = asyncio.run(measure(args, emulator_url, routers))
+        if not args.skip_bodies:
+            raw["bodies"] = body_memory(args, config_path, launchers["plain"])
     info["load_after"] = f"{os.getloadavg()[0]:.2f}"
     summary = summarize(raw, variants)
     print("Router variants: " + "; ".join(f"{n} = {VARIANTS[n]}" for n in variants) + ".")

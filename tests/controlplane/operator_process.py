@@ -45,10 +45,18 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> An
 class OperatorProcess:
     """`tierwise operator` as a subprocess that tests can kill and restart."""
 
-    def __init__(self, kubeconfig: Path, log: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        standalone: bool = True,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         self.extra_args = list(extra_args)
+        self.standalone = standalone
         self.process: subprocess.Popen[bytes] | None = None
         self.health_port = 0
         self.metrics_port = 0
@@ -59,7 +67,7 @@ class OperatorProcess:
         argv = [
             str(Path(sys.executable).parent / "tierwise"),
             "operator",
-            "--standalone",
+            *(["--standalone"] if self.standalone else []),
             f"--metrics-port={self.metrics_port}",
             f"--health-port={self.health_port}",
             "--resync-seconds=2",

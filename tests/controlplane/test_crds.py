@@ -15,7 +15,12 @@ pytestmark = pytest.mark.controlplane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
-INVALID = yaml.safe_load((REPO_ROOT / "tests/data/invalid_resources.yaml").read_text())
+INVALID = [
+    case
+    for case in yaml.safe_load((REPO_ROOT / "tests/data/invalid_resources.yaml").read_text())
+    if not case.get("operatorOnly")
+]
+NOISE = "some validation rules were not checked"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*/*.yaml"))
 KINDS = {"cascadepolicies", "modeltiers", "cacheprofiles"}
 
@@ -82,3 +87,7 @@ def test_invalid_resources_are_rejected_with_a_readable_message(
     assert result.returncode != 0, f"accepted: {case['name']}"
     assert "is invalid" in result.stderr, result.stderr
     assert case["message"] in result.stderr, result.stderr
+    if not case.get("schemaError"):
+        # Mistakes in values are refused by CEL, not by enum/required schema keywords, so the
+        # API server does not add its "rules were not checked" line to the real message.
+        assert NOISE not in result.stderr, result.stderr

@@ -21,6 +21,7 @@ import pytest
 from operator_process import OperatorProcess, bind_operator_identity, eventually, free_port
 
 from tierwise.controller.injection import inject, plan_for
+from tierwise.controller.objects import observe
 from tierwise.localcluster.kubectl import Kubectl
 from tierwise.localcluster.pki import CertificateAuthority
 
@@ -207,8 +208,8 @@ def test_a_matching_pod_is_stored_with_sidecar_mount_keys_and_base_url(
 
 def test_the_stored_pod_needs_no_second_injection(opted_in: str, kubectl: Kubectl):
     stored = create_pod(kubectl, opted_in, pod_manifest("inbox", INBOX))
-    policy = kubectl.get_json("cascadepolicy", POLICY, namespace=opted_in)
-    tiers = kubectl.get_json("modeltiers", namespace=opted_in)["items"]
+    policy = observe(kubectl.get_json("cascadepolicy", POLICY, namespace=opted_in))
+    tiers = [observe(t) for t in kubectl.get_json("modeltiers", namespace=opted_in)["items"]]
     # What the API server stored (with all its defaults) is a fixed point of the mutation.
     assert len(sidecars(stored)) == 1
     assert inject(stored, plan_for(policy, tiers, ROUTER_IMAGE)) is None

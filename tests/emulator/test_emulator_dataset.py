@@ -150,3 +150,28 @@ def test_dataset_can_be_loaded_over_the_admin_api(
         model=OPUS, max_tokens=50, messages=user("please reset my password")
     )
     assert "You asked" in message.content[0].text
+
+
+def test_effort_and_thinking_move_accuracy_monotonically() -> None:
+    """Lower effort costs quality, thinking adds some; the same draws decide every setting."""
+    dataset = synthetic(400)
+    model = "claude-opus-4-6"
+    with EmulatorThread(EmulatorConfig(zero_latency=True, dataset=dataset)) as emu:
+        client = anthropic.Anthropic(base_url=emu.base_url, api_key=API_KEY, max_retries=0)
+
+        def right(**extra: object) -> set[int]:
+            correct = set()
+            for i, item in enumerate(dataset.items[:150]):
+                message = client.messages.create(
+                    model=model, max_tokens=6000, messages=user(item.input), **extra
+                )
+                text = next(b.text for b in message.content if b.type == "text")
+                if json.loads(text)["label"] == item.label:
+                    correct.add(i)
+            return correct
+
+        low = right(output_config={"effort": "low"})
+        high = right()
+        thinking = right(thinking={"type": "adaptive"})
+    assert low <= high <= thinking  # only ever wrong -> right as settings go up
+    assert len(low) < len(thinking)

@@ -42,7 +42,7 @@ def raw_request(
     data: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP call, for what the SDK would refuse to send (or to see raw bytes)."""
-    sent = {"x-api-key": "client-key", "anthropic-version": "2023-06-01"}
+    sent = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
     sent.update(headers or {})
     payload = (
         data if data is not None else (json.dumps(body).encode() if body is not None else None)

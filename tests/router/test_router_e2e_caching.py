@@ -195,8 +195,11 @@ def test_streaming_request_is_served_from_the_cache(emu: Any, make_router: Any) 
         "messages": user("stream me"),
         "stream": True,
     }
-    # A live stream fills the cache from its events ...
-    status, headers, raw = raw_request(router.base_url, "/v1/messages", body)
+    # A live stream fills the cache from its events (sent as the SDK's caller would) ...
+    version = sdk(router).default_headers["anthropic-version"]
+    status, headers, raw = raw_request(
+        router.base_url, "/v1/messages", body, headers={"anthropic-version": str(version)}
+    )
     assert status == 200 and headers["x-tierwise-cache"] == "miss"
     assert b"event: message_stop" in raw
     # ... a non-streaming request reads it, and so does a streaming one.

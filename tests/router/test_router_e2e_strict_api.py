@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 import pytest
 from router_builder import HAIKU_MODEL, SONNET_MODEL, config, route, step, tier, triage_route
-from router_helpers import recorded_cost, sdk, user
+from router_helpers import raw_request, recorded_cost, sdk, sse_comments, user
 
 from tierwise.pricing import Usage, catalog_prices, cost_usd
 
@@ -131,3 +131,39 @@ def test_batch_results_reach_the_client_matched_by_custom_id(emu: Any, make_rout
     for i in range(12):
         answer = by_id[f"item-{i:02d}"].message.content[0].text
         assert f"question number {i}" in answer
+
+
+def test_live_thinking_stream_is_priced_in_full(emu: Any, make_router: Any) -> None:
+    doc = config(emu.base_url, routes=[route("triage", [step("sonnet", 512)])])
+    router = make_router(doc)
+    body = {
+        "model": "tierwise/triage",
+        "max_tokens": 4000,
+        "stream": True,
+        "thinking": {"type": "enabled", "budget_tokens": 3000},
+        "messages": user("think, then answer"),
+    }
+    status, _headers, raw = raw_request(router.base_url, "/v1/messages", body)
+    assert status == 200
+    assert b'"thinking_delta"' in raw and b'"signature_delta"' in raw
+    (comment,) = sse_comments(raw)
+    (record,) = emu.recorded_requests(model=SONNET_MODEL)
+    assert record.body["max_tokens"] == 3000 + 512  # the budget plus the step's answer cap
+    assert record.usage["output_tokens_details"]["thinking_tokens"] == 3000
+    # The stream's cost covers every billed thinking token, not the short summary shown.
+    assert Decimal(comment.split(": ")[1]) == recorded_cost([record])
+
+
+def test_synthesized_stream_keeps_thinking_and_billing_details(emu: Any, make_router: Any) -> None:
+    router = make_router(triage_doc(emu.base_url))
+    emu.script(HAIKU_MODEL, [{"text": GOOD}])
+    with sdk(router).messages.stream(
+        model="tierwise/triage",
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=user("my invoice is wrong"),
+    ) as stream:
+        final = stream.get_final_message()
+    # Haiku's answer was accepted and replayed as a stream: nothing of the bill is lost.
+    assert final.content[0].type == "thinking" and final.content[0].signature
+    assert final.usage.output_tokens_details.thinking_tokens == 1024

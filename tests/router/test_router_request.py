@@ -52,7 +52,7 @@ LONG = "x" * 400  # 100 tokens
         (1000, None, None, 1000),
         (1000, 512, 300, 300),
         (1000, None, 300, 300),
-        (None, 256, None, 256),
+        (None, 256, None, None),  # caps are ceilings, never a default
         (None, None, None, None),
     ],
 )
@@ -320,10 +320,12 @@ def test_breakpoint_invariants(
         (8000, 6000, 256, 1500, 256, {"type": "disabled"}),
         # An invalid client request (budget >= max_tokens) is left for the API to reject.
         (1000, 2000, 256, None, 1000, {"type": "enabled", "budget_tokens": 2000}),
+        # Without max_tokens, the cap still leaves the budget room.
+        (None, 2000, 256, None, 2256, {"type": "enabled", "budget_tokens": 2000}),
     ],
 )
 def test_output_limits_keep_thinking_requests_valid(
-    client: int,
+    client: int | None,
     budget: int | None,
     step_cap: int | None,
     tier_cap: int | None,
@@ -335,5 +337,5 @@ def test_output_limits_keep_thinking_requests_valid(
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     max_tokens, thinking = output_limits(body, Step("t", step_cap), make_tier(tier_cap))
     assert (max_tokens, thinking) == (expected_max, expected_thinking)
-    if thinking and thinking.get("type") == "enabled" and client > budget:  # type: ignore[operator]
+    if thinking and thinking.get("type") == "enabled" and (client or 10**9) > budget:  # type: ignore[operator]
         assert thinking["budget_tokens"] < max_tokens  # the API's rule holds

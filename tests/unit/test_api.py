@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import re
 import typing
 from decimal import Decimal
 from pathlib import Path
@@ -65,9 +66,9 @@ def type_mismatches(hint, node: dict, path: str) -> list[str]:
             if node.get("type") == "string"
             else [f"{path}: Literal but CRD type {node.get('type')}"]
         )
-        if list(typing.get_args(hint)) != node.get("enum"):
+        if list(typing.get_args(hint)) != allowed_values(node):
             problems.append(
-                f"{path}: values {list(typing.get_args(hint))} vs CRD enum {node.get('enum')}"
+                f"{path}: values {list(typing.get_args(hint))} vs CRD {allowed_values(node)}"
             )
         return problems
     if origin is tuple:
@@ -92,9 +93,24 @@ def type_mismatches(hint, node: dict, path: str) -> list[str]:
         if node.get("type") == expected
         else [f"{path}: {expected} in Python, {node.get('type')} in the CRD"]
     )
-    if "enum" in node:
-        problems.append(f"{path}: the CRD has an enum, Python has no Literal")
+    if allowed_values(node) is not None:
+        problems.append(f"{path}: the CRD restricts the values, Python has no Literal")
     return problems
+
+
+IN_RULE = re.compile(r"^self in \[(.*)\]$")
+
+
+def allowed_values(node: dict) -> list[str] | None:
+    """A string field's allowed values: a CEL rule ``self in [...]`` (used instead of
+    ``enum`` so a wrong value gets a clean message), or an enum."""
+    if "enum" in node:
+        return node["enum"]
+    for rule in node.get("x-kubernetes-validations") or []:
+        match = IN_RULE.match(rule["rule"].strip())
+        if match:
+            return [v.strip().strip("'") for v in match.group(1).split(",")]
+    return None
 
 
 def default_mismatches(field, hint, node: dict, path: str) -> list[str]:

@@ -10,11 +10,11 @@ import jsonpatch
 import kopf
 import pytest
 
+from tierwise.api.models import LabelSelector, LabelSelectorRequirement
 from tierwise.controller.injection import (
     BASE_URL_ENV,
     DEFAULT_RESOURCES,
     InjectionPlan,
-    KeyRef,
     choose_policy,
     inject,
     matching_policies,
@@ -30,7 +30,10 @@ from tierwise.controller.names import (
     WEBHOOK_PATH,
     config_map_name,
 )
+from tierwise.controller.objects import observe
 from tierwise.controller.settings import OperatorOptions, WebhookOptions
+from tierwise.render import SecretKeyEnv
+from tierwise.routerconfig import sidecar
 
 BASE_URL = {"name": BASE_URL_ENV, "value": "http://127.0.0.1:8787"}
 
@@ -59,6 +62,7 @@ def policy(
     tiers=("haiku", "sonnet"),
     fallback=None,
     config_hash="sha256:abc",
+    **meta,
 ):
     spec = {"routes": [{"name": "r", "steps": [{"tier": t} for t in tiers]}]}
     if selector is not None:
@@ -66,24 +70,35 @@ def policy(
     if fallback:
         spec["fallback"] = {"tier": fallback}
     status = {"configHash": config_hash} if config_hash else {}
-    return {
-        "metadata": {"name": name, "creationTimestamp": created},
-        "spec": spec,
-        "status": status,
-    }
+    return observe(
+        {
+            "apiVersion": "tierwise.dev/v1alpha1",
+            "kind": "CascadePolicy",
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created, **meta},
+            "spec": spec,
+            "status": status,
+        }
+    )
 
 
 def tier(name, secret=None):
     spec: dict[str, Any] = {"model": "m"}
     if secret:
         spec["apiKeySecretRef"] = secret
-    return {"metadata": {"name": name}, "spec": spec}
+    return observe(
+        {
+            "apiVersion": "tierwise.dev/v1alpha1",
+            "kind": "ModelTier",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": spec,
+        }
+    )
 
 
 PLAN = InjectionPlan(
     policy="triage",
     image="tierwise:test",
-    keys=(KeyRef("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),),
+    keys=(SecretKeyEnv("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),),
     config_hash="sha256:abc",
 )
 
@@ -151,7 +166,20 @@ def expr(key, operator, *values):
     ],
 )
 def test_label_selector_semantics(selector, labels, expected):
-    assert selects(selector, labels) is expected
+    assert selects(typed_selector(selector), labels) is expected
+
+
+def typed_selector(selector):
+    """The typed LabelSelector (built directly: one case uses an operator the schema refuses)."""
+    if selector is None:
+        return None
+    return LabelSelector(
+        match_labels=selector.get("matchLabels"),
+        match_expressions=tuple(
+            LabelSelectorRequirement(e["key"], e["operator"], tuple(e.get("values") or ()) or None)
+            for e in selector.get("matchExpressions") or ()
+        ),
+    )
 
 
 # -- choosing the policy ----------------------------------------------------------------------
@@ -162,8 +190,8 @@ def test_the_oldest_matching_policy_wins():
     older = policy("z", {}, created="2026-01-01T00:00:00Z")
     other = policy("a", {"matchLabels": {"app": "other"}}, created="2025-01-01T00:00:00Z")
     inbox = pod({"app": "inbox"})
-    assert choose_policy(inbox, [newer, other, older])["metadata"]["name"] == "z"
-    assert [p["metadata"]["name"] for p in matching_policies(inbox, [newer, other, older])] == [
+    assert choose_policy(inbox, [newer, other, older]).name == "z"
+    assert [p.name for p in matching_policies(inbox, [newer, other, older])] == [
         "z",
         "b",
     ]
@@ -172,10 +200,10 @@ def test_the_oldest_matching_policy_wins():
 def test_policies_created_in_the_same_second_are_ordered_by_name():
     same = "2026-01-01T00:00:00Z"
     chosen = choose_policy(pod(), [policy("zeta", {}, same), policy("alpha", {}, same)])
-    assert chosen["metadata"]["name"] == "alpha"
+    assert chosen.name == "alpha"
     # The choice does not depend on the order the index returns the policies in.
     chosen = choose_policy(pod(), [policy("alpha", {}, same), policy("zeta", {}, same)])
-    assert chosen["metadata"]["name"] == "alpha"
+    assert chosen.name == "alpha"
 
 
 def test_no_policy_for_unmatched_pods_or_policies_without_selector():
@@ -187,10 +215,11 @@ def test_no_policy_for_unmatched_pods_or_policies_without_selector():
 
 
 def test_a_policy_being_deleted_no_longer_claims_pods():
-    going = policy("old", {}, created="2025-01-01T00:00:00Z")
-    going["metadata"]["deletionTimestamp"] = "2026-03-01T00:00:00Z"
+    going = policy(
+        "old", {}, created="2025-01-01T00:00:00Z", deletionTimestamp="2026-03-01T00:00:00Z"
+    )
     staying = policy("new", {}, created="2026-01-01T00:00:00Z")
-    assert choose_policy(pod(), [going, staying])["metadata"]["name"] == "new"
+    assert choose_policy(pod(), [going, staying]).name == "new"
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -207,8 +236,8 @@ def test_plan_maps_used_tiers_to_their_secrets_only():
     # Sorted by tier name; the fallback tier counts; a tier without a Secret has no key;
     # `key` defaults to the CRD's default.
     assert plan.keys == (
-        KeyRef("TIERWISE_TIER_HAIKU_API_KEY", "k", "token"),
-        KeyRef("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key"),
+        SecretKeyEnv("TIERWISE_TIER_HAIKU_API_KEY", "k", "token"),
+        SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key"),
     )
     assert (plan.policy, plan.image, plan.config_hash) == ("triage", "img", "sha256:abc")
 
@@ -249,6 +278,8 @@ def test_the_router_is_a_native_sidecar_before_the_init_containers():
         "0.0.0.0",
         "--metrics-port",
         "9787",
+        "--max-body-bytes",
+        str(sidecar.MAX_BODY_BYTES),
     ]
     assert "restartPolicy" not in init[1]
 
@@ -283,8 +314,8 @@ def test_tier_keys_come_from_secrets_by_reference():
         policy="triage",
         image="i",
         keys=(
-            KeyRef("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),
-            KeyRef("TIERWISE_TIER_OPUS_API_KEY", "opus-key", "token"),
+            SecretKeyEnv("TIERWISE_TIER_HAIKU_API_KEY", "anthropic", "api-key"),
+            SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "opus-key", "token"),
         ),
     )
     [router] = routers(inject(pod(), plan))
@@ -566,6 +597,21 @@ def test_serve_admission_generates_a_certificate_for_the_host_and_sans():
     assert sans.get_values_for_type(x509.DNSName) == ["tierwise-webhook.tierwise-system.svc"]
     ca = x509.load_pem_x509_certificate(Path(server.cafile).read_bytes())
     assert cert.issuer == ca.subject
+
+
+def test_sidecar_limits_probes_and_body_limit_agree() -> None:
+    """Repro: a 32 MiB body did not fit a 192Mi sidecar and probes had no timeout."""
+    from tierwise.controller.injection import InjectionPlan, router_container
+
+    container = router_container(InjectionPlan(policy="p", image="img"))
+    command = container["command"]
+    max_body = int(command[command.index("--max-body-bytes") + 1])
+    assert max_body == sidecar.MAX_BODY_BYTES
+    limit_mib = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    # Measured (docs/benchmarks.md): ~40 MiB idle plus ~6x the largest body in flight.
+    assert limit_mib * 2**20 >= 40 * 2**20 + 6 * max_body
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["timeoutSeconds"] == sidecar.PROBE_TIMEOUT_SECONDS >= 2
 
 
 def test_the_admission_handler_uses_the_router_image_from_the_options():

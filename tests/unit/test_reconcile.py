@@ -1,4 +1,7 @@
 from tierwise import API_VERSION
+from tierwise.api import parse
+from tierwise.api.models import LabelSelector
+from tierwise.controller.objects import by_name, observe, policies_using
 from tierwise.controller.reconcile import (
     READY,
     RESOLVED_REFS,
@@ -9,9 +12,7 @@ from tierwise.controller.reconcile import (
     desired_config_map,
     label_selector_string,
     merge_conditions,
-    policies_using,
     policy_status,
-    render_inputs,
     tier_status,
     transitions,
 )
@@ -20,30 +21,28 @@ from tierwise.render import CONFIG_KEY, render_policy
 
 def body(kind, name, spec, status=None, generation=1):
     meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": generation}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "metadata": meta,
-        "spec": spec,
-        **({"status": status} if status else {}),
-    }
+    return observe(
+        {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "metadata": meta,
+            "spec": spec,
+            **({"status": status} if status else {}),
+        }
+    )
 
 
 HAIKU = body("ModelTier", "haiku", {"model": "claude-haiku-4-5"})
 SONNET = body("ModelTier", "sonnet", {"model": "claude-sonnet-5-5"})
-POLICY = body(
-    "CascadePolicy",
-    "triage",
-    {
-        "podSelector": {"matchLabels": {"app": "inbox"}},
-        "routes": [{"name": "t", "steps": [{"tier": "haiku"}, {"tier": "sonnet"}]}],
-    },
-)
+POLICY_SPEC = {
+    "podSelector": {"matchLabels": {"app": "inbox"}},
+    "routes": [{"name": "t", "steps": [{"tier": "haiku"}, {"tier": "sonnet"}]}],
+}
+POLICY = body("CascadePolicy", "triage", POLICY_SPEC)
 
 
 def render(policy, tiers):
-    parsed, named_tiers, profiles = render_inputs(policy, tiers, [])
-    return render_policy(parsed, named_tiers, profiles)
+    return render_policy(policy.resource, by_name(tiers), {})
 
 
 def conditions(status):
@@ -52,7 +51,7 @@ def conditions(status):
 
 def test_ready_policy_status_and_owned_config_map():
     result = render(POLICY, [HAIKU, SONNET])
-    status = policy_status(POLICY, result, None, count_pods([]), "2026-01-01T00:00:00Z")
+    status = policy_status(POLICY, result, count_pods([]), "2026-01-01T00:00:00Z", has_config=True)
     assert conditions(status)[READY]["status"] == "True"
     assert conditions(status)[RESOLVED_REFS]["reason"] == "AllResolved"
     assert (
@@ -68,7 +67,7 @@ def test_ready_policy_status_and_owned_config_map():
 
 def test_missing_tier_is_a_condition_with_its_reason():
     result = render(POLICY, [HAIKU])
-    status = policy_status(POLICY, result, None, None, "2026-01-01T00:00:00Z")
+    status = policy_status(POLICY, result, None, "2026-01-01T00:00:00Z")
     assert conditions(status)[RESOLVED_REFS] | {"lastTransitionTime": None} == {
         "type": RESOLVED_REFS,
         "status": "False",
@@ -78,6 +77,12 @@ def test_missing_tier_is_a_condition_with_its_reason():
         "lastTransitionTime": None,
     }
     assert "configHash" not in status
+    # Nothing was ever rendered: no ConfigMap is named, and no "last config" is kept.
+    assert "configMap" not in status
+    assert conditions(status)[READY]["message"].startswith("no router config yet: ")
+    kept = policy_status(POLICY, result, None, "t", has_config=True)
+    assert kept["configMap"] == "tierwise-triage"
+    assert conditions(kept)[READY]["message"].startswith("keeping the last rendered config: ")
 
 
 def test_transition_time_moves_only_when_status_changes():
@@ -90,8 +95,8 @@ def test_transition_time_moves_only_when_status_changes():
 
 
 def test_status_keeps_fields_it_does_not_own():
-    policy = {**POLICY, "status": {"lastEval": {"quality": "0.97"}}}
-    status = policy_status(policy, render(policy, [HAIKU, SONNET]), None, None, "t")
+    policy = body("CascadePolicy", "triage", POLICY_SPEC, {"lastEval": {"quality": "0.97"}})
+    status = policy_status(policy, render(policy, [HAIKU, SONNET]), None, "t")
     assert status["lastEval"] == {"quality": "0.97"}
 
 
@@ -105,13 +110,14 @@ def test_pod_counts_and_selectors():
             {"key": "o", "operator": "DoesNotExist"},
         ],
     }
-    assert label_selector_string(selector) == "a=1,b=2,t in (x,y),!o"
+    typed = parse(LabelSelector, selector, "podSelector")
+    assert label_selector_string(typed) == "a=1,b=2,t in (x,y),!o"
     assert label_selector_string(None) is None
-    assert label_selector_string({}) == ""
+    assert label_selector_string(LabelSelector()) == ""
 
 
 def test_tier_status_reports_prices_or_why_not():
-    ready = tier_status({**HAIKU}, 2, "t")
+    ready = tier_status(HAIKU, 2, "t")
     assert (
         ready["usedBy"] == 2
         and ready["pricing"]["input"] == "1"
@@ -136,13 +142,11 @@ def test_policies_using_a_tier_or_profile():
             "fallback": {"tier": "sonnet"},
         },
     )
-    assert [p["metadata"]["name"] for p in policies_using([POLICY, other], tier="sonnet")] == [
+    assert [p.name for p in policies_using([POLICY, other], tier="sonnet")] == [
         "triage",
         "other",
     ]
-    assert [p["metadata"]["name"] for p in policies_using([POLICY, other], profile="c")] == [
-        "other"
-    ]
+    assert [p.name for p in policies_using([POLICY, other], profile="c")] == ["other"]
 
 
 def test_config_document_is_the_cli_render():
@@ -208,11 +212,7 @@ def test_tier_status_prices_from_the_catalog_it_is_given():
     catalog = BUILTIN.overlay(
         parse_catalog({"date": "2026-12-01", "models": {"claude-sonnet-5-5": rates}}, source="cm")
     )
-    status = tier_status(SONNET, 1, "t", catalog)
+    status = tier_status(SONNET, 1, "t", catalog=catalog)
     assert status["pricing"]["input"] == "1" and status["pricing"]["source"] == "cm:2026-12-01"
-    assert (
-        render_policy(*render_inputs(POLICY, [HAIKU, SONNET], []), catalog=catalog).document[
-            "tiers"
-        ]["sonnet"]["pricing"]["cacheRead"]
-        == "0.5"
-    )
+    result = render_policy(POLICY.resource, by_name([HAIKU, SONNET]), {}, catalog=catalog)
+    assert result.document["tiers"]["sonnet"]["pricing"]["cacheRead"] == "0.5"

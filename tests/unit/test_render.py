@@ -210,20 +210,19 @@ def workspaces(draw):
         for n in tier_names
     ]
     route_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
-    routes = [
-        {
-            "name": r,
-            "steps": [
-                {
-                    "tier": draw(st.sampled_from(tier_names)),
-                    "maxTokens": draw(st.integers(1, 4096)),
-                    "escalateWhen": draw(st.lists(signals, max_size=3)),
-                }
-                for _ in range(draw(st.integers(1, 3)))
-            ],
-        }
-        for r in route_names
-    ]
+    routes = []
+    for r in route_names:
+        # A cascade uses each tier once, and its last step does not escalate.
+        ladder = draw(st.lists(st.sampled_from(tier_names), min_size=1, max_size=3, unique=True))
+        steps = [
+            {
+                "tier": t,
+                "maxTokens": draw(st.integers(1, 4096)),
+                "escalateWhen": draw(st.lists(signals, max_size=3)) if i < len(ladder) - 1 else [],
+            }
+            for i, t in enumerate(ladder)
+        ]
+        routes.append({"name": r, "steps": steps})
     return tiers, policy(routes=routes, defaultRoute=draw(st.sampled_from(route_names)))
 
 

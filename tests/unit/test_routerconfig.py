@@ -253,3 +253,9 @@ def test_routerconfig_is_pure() -> None:
             if m.startswith(forbidden) or m == "tierwise.router" or m.startswith("tierwise.router.")
         ]
         assert not bad, f"{path} imports {bad}"
+
+
+def test_omitted_retry_fields_take_the_defaults() -> None:
+    doc = json.loads((GOLDEN / "minimal.json").read_text())
+    doc["retry"] = {"maxAttempts": 1}
+    assert parse(doc).retry == RetryPolicy(max_attempts=1)

@@ -46,6 +46,42 @@ def duration_seconds(text: str) -> Decimal:
     return value / 1000 if match.group(3) == "ms" else value
 
 
+# Kubernetes label syntax (as the API server checks label selectors).
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# The stop_reason values of the Messages API (platform.claude.com, "Handling stop reasons",
+# checked 2026-11-29).
+STOP_REASONS = (
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+)
+LABEL_KEY_MESSAGE = (
+    "an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', "
+    "starting and ending with a letter or digit"
+)
+LABEL_VALUE_MESSAGE = (
+    "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or "
+    "digit (no spaces)"
+)
+
+
+def is_label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return len(name) <= 63 and bool(_LABEL_NAME.match(name))
+
+
+def is_label_value(value: str) -> bool:
+    return len(value) <= 63 and bool(_LABEL_VALUE.match(value))
+
+
 def _check(condition: bool, path: str, message: str) -> None:
     if not condition:
         raise SpecError(path, message)
@@ -159,10 +195,26 @@ class ModelTierSpec:
     def validate(self, path: str) -> None:
         _check(0 < len(self.model) <= 128, f"{path}.model", "model must be 1 to 128 characters")
         if self.endpoint is not None:
+            where = f"{path}.endpoint"
             _check(
                 self.endpoint.startswith(("http://", "https://")),
-                f"{path}.endpoint",
+                where,
                 "endpoint must be an http:// or https:// URL",
+            )
+            _check(
+                not re.search(r"\s", self.endpoint),
+                where,
+                "endpoint must not contain spaces or line breaks",
+            )
+            _check(
+                not re.search(r"/v1/?$", self.endpoint) and not re.search(r"[?#]", self.endpoint),
+                where,
+                "endpoint is the base URL without /v1, a query or a fragment; the router adds /v1/messages itself",
+            )
+            _check(
+                bool(re.match(r"^https?://[^/]+", self.endpoint)),
+                where,
+                "endpoint must name a host",
             )
 
 
@@ -220,6 +272,7 @@ class ResponseCache:
     backend: Literal["memory", "redis"] = DEFAULT_CACHE_BACKEND  # type: ignore[assignment]
     redis: RedisSpec | None = None
     allow_non_deterministic: bool = False
+    shared_routes: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
         _check(
@@ -254,11 +307,40 @@ class LabelSelectorRequirement:
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: tuple[str, ...] | None = None
 
+    def validate(self, path: str) -> None:
+        # The API server refuses such selectors when the operator lists pods with them.
+        _check(
+            is_label_key(self.key), f"{path}.key", f"key must be a label key: {LABEL_KEY_MESSAGE}"
+        )
+        if self.operator in ("In", "NotIn"):
+            _check(bool(self.values), path, "operators In and NotIn need a non-empty values list")
+        else:
+            _check(not self.values, path, "operators Exists and DoesNotExist take no values")
+        for index, value in enumerate(self.values or ()):
+            _check(
+                is_label_value(value),
+                f"{path}.values[{index}]",
+                f"values must be label values: {LABEL_VALUE_MESSAGE}; got {value!r}",
+            )
+
 
 @dataclass(frozen=True)
 class LabelSelector:
     match_labels: dict[str, str] | None = None
     match_expressions: tuple[LabelSelectorRequirement, ...] | None = None
+
+    def validate(self, path: str) -> None:
+        for key, value in (self.match_labels or {}).items():
+            _check(
+                is_label_key(key),
+                f"{path}.matchLabels",
+                f"matchLabels keys must be label keys: {LABEL_KEY_MESSAGE}; got {key!r}",
+            )
+            _check(
+                is_label_value(value),
+                f"{path}.matchLabels",
+                f"matchLabels values must be label values: {LABEL_VALUE_MESSAGE}; got {value!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -295,6 +377,14 @@ class EscalationSignal:
             )
         if self.signal == "regex":
             _check(self.pattern is not None, path, "signal regex needs pattern")
+        if self.signal == "stopReason":
+            unknown = [v for v in self.values or () if v not in STOP_REASONS]
+            _check(
+                not unknown,
+                path,
+                "stopReason values must be stop reasons of the Messages API: "
+                f"{', '.join(STOP_REASONS)} (not {', '.join(unknown)})",
+            )
         if self.threshold is not None:
             _check(
                 0 <= self.threshold <= 1, f"{path}.threshold", "threshold must be between 0 and 1"
@@ -399,6 +489,19 @@ class Route:
             "route name must be lowercase letters, digits and '-', starting and ending with a letter or digit",
         )
         _check(len(self.steps) >= 1, f"{path}.steps", "a route needs at least one step")
+        if self.steps:
+            _check(
+                not self.steps[-1].escalate_when,
+                path,
+                "the last step of a route has nothing to escalate to; remove its escalateWhen",
+            )
+        tiers = [step.tier for step in self.steps]
+        repeated = sorted({t for t in tiers if tiers.count(t) > 1})
+        _check(
+            not repeated,
+            path,
+            f"a tier may appear only once in a route's steps (repeated: {', '.join(repeated)})",
+        )
 
 
 @dataclass(frozen=True)
@@ -429,6 +532,11 @@ class Retry:
             f"{path}.maxBackoffSeconds",
             "retry.maxBackoffSeconds must be zero or more",
         )
+        _check(
+            self.initial_backoff_seconds <= self.max_backoff_seconds,
+            path,
+            "retry.initialBackoffSeconds must not be above retry.maxBackoffSeconds",
+        )
 
 
 @dataclass(frozen=True)
@@ -443,11 +551,23 @@ class CascadePolicySpec:
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")
         names = [r.name for r in self.routes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
         _check(
-            len(set(names)) == len(names),
+            not repeated,
             f"{path}.routes",
-            "route names must be unique within a CascadePolicy",
+            f"route names must be unique within a CascadePolicy; repeated: {', '.join(repeated)}",
         )
+        # Beyond the CRD (CEL cannot afford the comparison): a model name taken over by two
+        # routes would go to whichever the router happens to check first.
+        claims: dict[str, str] = {}
+        for route in self.routes:
+            for model in (route.match.models or ()) if route.match else ():
+                _check(
+                    claims.setdefault(model, route.name) == route.name,
+                    f"{path}.routes",
+                    f"a model name may be claimed by one route only: {model!r} is in "
+                    f"match.models of routes {claims[model]} and {route.name}",
+                )
         if self.default_route is not None:
             _check(
                 self.default_route in names,

@@ -64,6 +64,15 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         help="peering priority (default: random, so replicas never tie)",
     )
     parser.add_argument(
+        "--peering-lifetime-seconds",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="how long a replica counts as alive after its last keepalive: a standby takes "
+        "over at most this long after the active replica dies; keepalives are written every "
+        "1 to 5 s for 10 (default 10)",
+    )
+    parser.add_argument(
         "--metrics-address",
         default="0.0.0.0",
         metavar="ADDR",
@@ -206,6 +215,8 @@ def _from_env(action: argparse.Action, name: str, raw: str) -> object:
 def options_from(args: argparse.Namespace) -> OperatorOptions:
     """The one options object the handlers see (kopf's ``memo.options``)."""
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
+    if args.peering_lifetime_seconds < 2:
+        raise SystemExit("tierwise operator: --peering-lifetime-seconds must be at least 2")
     if args.webhook_cert_validity_days <= 0:
         raise SystemExit("tierwise operator: --webhook-cert-validity-days must be positive")
     if args.webhook_cert_dir and args.webhook_cert_sans:
@@ -218,6 +229,7 @@ def options_from(args: argparse.Namespace) -> OperatorOptions:
         standalone=args.standalone,
         peering=args.peering,
         priority=priority,
+        peering_lifetime=args.peering_lifetime_seconds,
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,
         health_address=args.health_address,

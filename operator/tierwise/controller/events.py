@@ -1,13 +1,14 @@
-"""Kubernetes Events about our objects, posted through kopf's event machinery."""
+"""Kubernetes Events about our objects."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import kopf
+from tierwise.controller import kube
 
 
-def emit(body: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-    post = kopf.info if event_type == "Normal" else kopf.warn
-    post(dict(body), reason=reason, message=message[:1024])
+def emit(involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    """Post one Event (``involved``: ``Observed.reference()``). Callers post on transitions
+    only, so an Event is never repeated for the same change."""
+    kube.post_event(involved, event_type, reason, message)

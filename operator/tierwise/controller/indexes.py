@@ -1,34 +1,29 @@
-"""kopf indexes of the three kinds by namespace, so no handler lists objects per event."""
+"""kopf indexes of the three kinds by namespace, so no handler lists objects per event.
+
+Each entry is an ``Observed``: the object parsed once, when kopf indexes it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from tierwise import GROUP, VERSION
-
-
-def plain(value: Any) -> Any:
-    """A deep copy as plain dicts and lists (kopf bodies are live mapping views)."""
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
+from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
+from tierwise.controller.objects import Observed, observe
 
 
 @kopf.index(GROUP, VERSION, "modeltiers")
-def tiers_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    return {namespace: plain(body)}
+def tiers_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Observed]:
+    return {namespace: observe(body, MODEL_TIER)}
 
 
 @kopf.index(GROUP, VERSION, "cacheprofiles")
-def cache_profiles_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    return {namespace: plain(body)}
+def cache_profiles_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Observed]:
+    return {namespace: observe(body, CACHE_PROFILE)}
 
 
 @kopf.index(GROUP, VERSION, "cascadepolicies")
-def policies_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    return {namespace: plain(body)}
+def policies_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Observed]:
+    return {namespace: observe(body, CASCADE_POLICY)}

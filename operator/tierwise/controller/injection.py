@@ -1,8 +1,9 @@
 """Which pods get the router sidecar, what the injected pod looks like, and how the webhook
 is registered.
 
-Pure functions over plain pod and policy dicts (no kopf, no Kubernetes client), so every
-rule is unit-tested; ``webhook.py`` adapts them to kopf's admission handler.
+Pure functions over plain pod dicts and observed (parsed) policies and tiers (no kopf, no
+Kubernetes client), so every rule is unit-tested; ``webhook.py`` adapts them to kopf's
+admission handler.
 
 Injection converges rather than appends: each piece (the sidecar, its volume, the base URL
 of each app container) is added only when missing. A webhook re-invoked after another
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tierwise.api.models import LabelSelector, LabelSelectorRequirement
 from tierwise.controller.names import (
     BASE_URL_ENV,
     CONFIG_DIR,
@@ -34,14 +36,14 @@ from tierwise.controller.names import (
     WEBHOOK_PATH,
     config_map_name,
 )
-from tierwise.controller.reconcile import tier_names
-from tierwise.render import CONFIG_KEY, api_key_env
+from tierwise.controller.objects import Observed, tier_spec
+from tierwise.render import CONFIG_KEY, SecretKeyEnv, secret_key_env
+from tierwise.routerconfig import sidecar
 
 __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_RESOURCES",
     "InjectionPlan",
-    "KeyRef",
     "choose_policy",
     "inject",
     "matching_policies",
@@ -53,22 +55,14 @@ __all__ = [
 ]
 
 BASE_URL = f"http://127.0.0.1:{ROUTER_PORT}"
-DEFAULT_SECRET_KEY = "api-key"  # the CRD's default for apiKeySecretRef.key
 # Small, and with a CPU limit: a namespace whose ResourceQuota covers limits.cpu rejects
 # pods with a container that has none, and injection must not make a pod unschedulable.
+# Memory fits the largest body the router accepts (routerconfig.sidecar, measured in
+# docs/benchmarks.md).
 DEFAULT_RESOURCES: Mapping[str, Any] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"cpu": "500m", "memory": "192Mi"},
+    "requests": {"cpu": "50m", "memory": sidecar.MEMORY_REQUEST},
+    "limits": {"cpu": "500m", "memory": sidecar.MEMORY_LIMIT},
 }
-
-
-@dataclass(frozen=True)
-class KeyRef:
-    """One tier's API key: the env var the router reads, and the Secret it comes from."""
-
-    env: str
-    secret: str
-    key: str
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ class InjectionPlan:
 
     policy: str
     image: str
-    keys: tuple[KeyRef, ...] = ()
+    keys: tuple[SecretKeyEnv, ...] = ()
     config_hash: str | None = None
     resources: Mapping[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES))
 
@@ -85,20 +79,20 @@ class InjectionPlan:
 # -- selection ----------------------------------------------------------------------------
 
 
-def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+def selects(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
     """Kubernetes LabelSelector semantics; a missing selector selects nothing, an empty one
     selects everything (as for a NetworkPolicy's podSelector)."""
     if selector is None:
         return False
     labels = labels or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
+    for key, value in (selector.match_labels or {}).items():
         if labels.get(key) != value:
             return False
-    return all(_requirement_holds(expr, labels) for expr in selector.get("matchExpressions") or [])
+    return all(_requirement_holds(expr, labels) for expr in selector.match_expressions or ())
 
 
-def _requirement_holds(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, operator, values = expr["key"], expr["operator"], expr.get("values") or []
+def _requirement_holds(expr: LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
+    key, operator, values = expr.key, expr.operator, expr.values or ()
     if operator == "In":
         return key in labels and labels[key] in values
     if operator == "NotIn":
@@ -114,58 +108,42 @@ def _labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
     return (pod.get("metadata") or {}).get("labels") or {}
 
 
-def _age_key(policy: Mapping[str, Any]) -> tuple[str, str]:
+def _age_key(policy: Observed) -> tuple[str, str]:
     # creationTimestamp is RFC 3339 in UTC with second precision ("2026-01-01T00:00:00Z"),
     # so string order is time order; the name breaks ties between policies created together.
-    meta = policy.get("metadata") or {}
-    return (meta.get("creationTimestamp") or "", meta.get("name") or "")
+    return (policy.created, policy.name)
 
 
-def matching_policies(
-    pod: Mapping[str, Any], policies: Iterable[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
+def matching_policies(pod: Mapping[str, Any], policies: Iterable[Observed]) -> list[Observed]:
     """The policies whose podSelector selects the pod, oldest first (then by name).
 
-    A policy being deleted no longer claims pods: its ConfigMap is about to go away.
+    A policy being deleted no longer claims pods: its ConfigMap is about to go away. A
+    policy whose spec is invalid selects nothing (its status says why).
     """
     labels = _labels(pod)
-    candidates = [
-        p
-        for p in policies
-        if not (p.get("metadata") or {}).get("deletionTimestamp")
-        and selects((p.get("spec") or {}).get("podSelector"), labels)
-    ]
+    candidates = [p for p in policies if not p.deleting and selects(p.pod_selector(), labels)]
     return sorted(candidates, key=_age_key)
 
 
-def choose_policy(
-    pod: Mapping[str, Any], policies: Iterable[Mapping[str, Any]]
-) -> Mapping[str, Any] | None:
+def choose_policy(pod: Mapping[str, Any], policies: Iterable[Observed]) -> Observed | None:
     """The policy that injects the pod: the oldest matching one, so adding a policy never
     changes the choice for pods an existing one already selects."""
     matching = matching_policies(pod, policies)
     return matching[0] if matching else None
 
 
-def plan_for(
-    policy: Mapping[str, Any], tiers: Iterable[Mapping[str, Any]], image: str
-) -> InjectionPlan:
+def plan_for(policy: Observed, tiers: Iterable[Observed], image: str) -> InjectionPlan:
     """Keys of the tiers the policy uses (steps and fallback, as the renderer counts them),
     from each tier's apiKeySecretRef: the Secret's name, never its content."""
-    used = tier_names(policy.get("spec") or {})
+    used = set(policy.tier_names())
     keys = []
-    for tier in sorted(tiers, key=lambda t: t["metadata"]["name"]):
-        name = tier["metadata"]["name"]
-        ref = (tier.get("spec") or {}).get("apiKeySecretRef")
-        if name in used and ref:
-            keys.append(
-                KeyRef(api_key_env(name), ref["name"], ref.get("key") or DEFAULT_SECRET_KEY)
-            )
+    for tier in sorted(tiers, key=lambda t: t.name):
+        spec = tier_spec(tier)
+        key_env = secret_key_env(tier.name, spec) if spec and tier.name in used else None
+        if key_env is not None:
+            keys.append(key_env)
     return InjectionPlan(
-        policy=policy["metadata"]["name"],
-        image=image,
-        keys=tuple(keys),
-        config_hash=(policy.get("status") or {}).get("configHash"),
+        policy=policy.name, image=image, keys=tuple(keys), config_hash=policy.config_hash
     )
 
 
@@ -242,7 +220,11 @@ def _set_base_url(container: dict[str, Any]) -> None:
 
 
 def router_container(plan: InjectionPlan) -> dict[str, Any]:
-    ready = {"httpGet": {"path": "/readyz", "port": METRICS_PORT}, "periodSeconds": 2}
+    ready = {
+        "httpGet": {"path": "/readyz", "port": METRICS_PORT},
+        "periodSeconds": 2,
+        "timeoutSeconds": sidecar.PROBE_TIMEOUT_SECONDS,
+    }
     return {
         "name": SIDECAR_NAME,
         "image": plan.image,
@@ -263,10 +245,15 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             "0.0.0.0",
             "--metrics-port",
             str(METRICS_PORT),
+            "--max-body-bytes",
+            str(sidecar.MAX_BODY_BYTES),
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "env": [
-            {"name": key.env, "valueFrom": {"secretKeyRef": {"name": key.secret, "key": key.key}}}
+            {
+                "name": key.env,
+                "valueFrom": {"secretKeyRef": {"name": key.secret_name, "key": key.secret_key}},
+            }
             for key in plan.keys
         ],
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}],
@@ -277,6 +264,7 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": METRICS_PORT},
             "periodSeconds": 10,
+            "timeoutSeconds": sidecar.PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
         "resources": copy.deepcopy(dict(plan.resources)),

@@ -1,7 +1,14 @@
-"""The Kubernetes API as the handlers use it: a few calls, 404 as None, merge patches."""
+"""The Kubernetes API as the handlers use it: a few calls, 404 as None, merge patches.
+
+Every write names the field manager ``tierwise-operator``, so ``managedFields`` and audit
+logs say who wrote what.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,22 +17,31 @@ from kubernetes.client.rest import ApiException
 
 from tierwise import GROUP, VERSION
 
+FIELD_MANAGER = "tierwise-operator"
+# Policies are re-rendered concurrently (see sync.py): one connection per worker.
+CONNECTION_POOL_SIZE = 16
+
+log = logging.getLogger("tierwise.kube")
 _client: kubernetes.client.ApiClient | None = None
+_lock = threading.Lock()
 
 
 def connect() -> None:
     """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
     global _client
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    _client = kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    _client = kubernetes.client.ApiClient(configuration)
 
 
 def client() -> kubernetes.client.ApiClient:
-    if _client is None:
-        connect()
+    with _lock:
+        if _client is None:
+            connect()
     assert _client is not None
     return _client
 
@@ -49,29 +65,48 @@ def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+def list_config_maps(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    if namespace is None:
+        result = core().list_config_map_for_all_namespaces(label_selector=label_selector)
+    else:
+        result = core().list_namespaced_config_map(namespace, label_selector=label_selector)
+    return [client().sanitize_for_serialization(c) for c in result.items]
+
+
 def create_or_replace_config_map(
     current: Mapping[str, Any] | None, desired: dict[str, Any]
 ) -> None:
     meta = desired["metadata"]
     if current is None:
-        core().create_namespaced_config_map(meta["namespace"], desired)
+        core().create_namespaced_config_map(meta["namespace"], desired, field_manager=FIELD_MANAGER)
     else:
         # Replace with the read resourceVersion: a concurrent writer gets a 409 and retries.
         body = {
             **desired,
             "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]},
         }
-        core().replace_namespaced_config_map(meta["name"], meta["namespace"], body)
+        core().replace_namespaced_config_map(
+            meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER
+        )
 
 
-def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+    """Merge-patch ``status``; False when the object is gone."""
     try:
         custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+            field_manager=FIELD_MANAGER,
         )
     except ApiException as exc:
-        if exc.status != 404:  # deleted meanwhile: nothing to report on
-            raise
+        if exc.status == 404:  # deleted meanwhile: nothing to report on
+            return False
+        raise
+    return True
 
 
 def list_objects(plural: str, namespace: str | None) -> list[dict[str, Any]]:
@@ -85,3 +120,45 @@ def list_objects(plural: str, namespace: str | None) -> list[dict[str, Any]]:
 def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
     pods = core().list_namespaced_pod(namespace, label_selector=label_selector)
     return [client().sanitize_for_serialization(p) for p in pods.items]
+
+
+def post_event(involved: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    """A core/v1 Event about ``involved`` ({apiVersion, kind, metadata{name,namespace,uid}}).
+
+    Posted directly, not through kopf's event queue, so it works from any thread (the
+    resync loop) and is never lost outside a handler's context. Failing to post an Event
+    is logged, never raised: it must not fail the reconcile it reports on.
+    """
+    meta = involved["metadata"]
+    now = dt.datetime.now(dt.UTC)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": involved["apiVersion"],
+            "kind": involved["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid") or None,
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now.isoformat(),
+        "lastTimestamp": now.isoformat(),
+        "count": 1,
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": FIELD_MANAGER,
+    }
+    try:
+        core().create_namespaced_event(meta["namespace"], body, field_manager=FIELD_MANAGER)
+    except ApiException as exc:
+        log.warning(
+            "could not post event %s on %s/%s: %s",
+            reason,
+            meta["namespace"],
+            meta["name"],
+            exc.status,
+        )

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 from tierwise.controller import indexes, policies, references  # noqa: F401  (registers handlers)
 from tierwise.controller.peering import is_active
 from tierwise.controller.resync import resync_forever
+from tierwise.controller.runtime import reconciler_of
 from tierwise.controller.settings import OperatorOptions
 
 log = logging.getLogger("tierwise.operator")
@@ -30,10 +31,12 @@ def options_of(memo: Any) -> OperatorOptions:
 @kopf.on.startup()
 async def configure_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = options_of(memo)
-    settings.posting.level = logging.INFO
+    # Events are posted by the operator itself (events.py), on transitions only.
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.mandatory = not options.standalone
+    settings.peering.lifetime = options.peering_lifetime
     if options.webhook.enabled:
         from tierwise.controller import webhook  # imported (handlers registered) by the command
 
@@ -45,7 +48,9 @@ async def configure_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, *
         return is_active(options.peering_name, options.priority, options.scope)
 
     memo.resync = asyncio.get_running_loop().create_task(
-        resync_forever(list(options.namespaces) or None, options.resync_seconds, active)
+        resync_forever(
+            reconciler_of(memo), list(options.namespaces) or None, options.resync_seconds, active
+        )
     )
     log.info(
         "tierwise operator started (namespaces: %s)",

@@ -3,6 +3,9 @@
 Event handlers, not create/update handlers: they need no bookkeeping annotations and no
 finalizer on the policy, so GitOps sees no drift and deletion never waits for the operator.
 The owner reference on the ConfigMap lets the garbage collector clean up.
+
+A tier or cache profile change re-renders every policy of its namespace that uses it,
+concurrently (``Reconciler.sync_policies``); one policy's failure does not hold up the rest.
 """
 
 from __future__ import annotations
@@ -12,57 +15,72 @@ from typing import Any
 import kopf
 
 from tierwise import GROUP, VERSION
-from tierwise.controller.events import emit
-from tierwise.controller.indexes import plain
-from tierwise.controller.reconcile import policies_using
-from tierwise.controller.sync import sync_policy
+from tierwise.api import CASCADE_POLICY
+from tierwise.controller.objects import observe, policies_using
+from tierwise.controller.runtime import reconciler_of, usage_of
 
 
 @kopf.on.event(GROUP, VERSION, "cascadepolicies")
-def policy_changed(
+async def policy_changed(
     type: str | None,
     body: kopf.Body,
     namespace: str,
+    memo: Any,
+    policies_by_namespace: kopf.Index,
     tiers_by_namespace: kopf.Index,
     cache_profiles_by_namespace: kopf.Index,
     **_: Any,
 ) -> None:
+    policy = observe(body, CASCADE_POLICY)
+    reconciler = reconciler_of(memo)
+    tiers = list(tiers_by_namespace.get(namespace, []))
+    profiles = list(cache_profiles_by_namespace.get(namespace, []))
     if type == "DELETED":
-        return
-    sync_policy(
-        plain(body),
-        tiers_by_namespace.get(namespace, []),
-        cache_profiles_by_namespace.get(namespace, []),
-        emit,
+        reconciler.forget(policy)
+    elif not reconciler.up_to_date(policy, tiers, profiles):
+        # (An event that changed only the status, e.g. our own write, needs no work: pod
+        # counts are refreshed by the resync.)
+        await reconciler.sync_policies([policy], tiers, profiles)
+    # A policy's tiers and profile count it in `usedBy`: refresh them (coalesced).
+    usage_of(memo).touch(
+        namespace, policies_by_namespace, tiers_by_namespace, cache_profiles_by_namespace
     )
 
 
 @kopf.on.event(GROUP, VERSION, "modeltiers")
-def tier_changed(
+async def tier_changed(
     name: str,
     namespace: str,
+    memo: Any,
     policies_by_namespace: kopf.Index,
     tiers_by_namespace: kopf.Index,
     cache_profiles_by_namespace: kopf.Index,
     **_: Any,
 ) -> None:
     """A tier appeared, changed or went away: re-render every policy that uses it."""
-    tiers = list(tiers_by_namespace.get(namespace, []))
-    profiles = list(cache_profiles_by_namespace.get(namespace, []))
-    for policy in policies_using(policies_by_namespace.get(namespace, []), tier=name):
-        sync_policy(policy, tiers, profiles, emit)
+    policies = policies_using(policies_by_namespace.get(namespace, []), tier=name)
+    await reconciler_of(memo).sync_policies(
+        policies,
+        list(tiers_by_namespace.get(namespace, [])),
+        list(cache_profiles_by_namespace.get(namespace, [])),
+        pods=False,  # a tier change moves no pods: keep the counts
+    )
 
 
 @kopf.on.event(GROUP, VERSION, "cacheprofiles")
-def cache_profile_changed(
+async def cache_profile_changed(
     name: str,
     namespace: str,
+    memo: Any,
     policies_by_namespace: kopf.Index,
     tiers_by_namespace: kopf.Index,
     cache_profiles_by_namespace: kopf.Index,
     **_: Any,
 ) -> None:
-    tiers = list(tiers_by_namespace.get(namespace, []))
-    profiles = list(cache_profiles_by_namespace.get(namespace, []))
-    for policy in policies_using(policies_by_namespace.get(namespace, []), profile=name):
-        sync_policy(policy, tiers, profiles, emit)
+    policies = policies_using(policies_by_namespace.get(namespace, []), profile=name)
+    await reconciler_of(memo).sync_policies(
+        policies,
+        list(tiers_by_namespace.get(namespace, [])),
+        list(cache_profiles_by_namespace.get(namespace, [])),
+        pods=False,
+    )

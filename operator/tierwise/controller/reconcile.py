@@ -1,8 +1,8 @@
 """What the operator wants the world to look like, as plain data.
 
-Pure functions from resource bodies (plain dicts, as the API server returns them) and render
-results to the desired ConfigMap and status. The kopf handlers in ``policies.py`` and
-``references.py`` only read indexes, call these, and write the difference.
+Pure functions from observed objects (``objects.Observed``: parsed once at the kopf
+boundary) and render results to the desired ConfigMap and status. The kopf handlers in
+``policies.py`` and ``references.py`` only read indexes, call these, and write the difference.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from tierwise import __version__
-from tierwise.api import SpecError, parse_resource
+from tierwise.api import SpecError
+from tierwise.api.models import LabelSelector
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, SIDECAR_NAME, config_map_name
+from tierwise.controller.objects import Observed, cache_profile_spec, tier_spec
 from tierwise.pricing import (
     BUILTIN,
     PriceCatalog,
@@ -26,9 +28,9 @@ from tierwise.pricing import (
 from tierwise.render import CONFIG_KEY, RenderResult, dump_document
 
 READY = "Ready"
-RESOLVED_REFS = "ResolvedRefs"
 # True while a tier's model retires within 30 days or has retired: a Warning, not an error.
 MODEL_RETIRING = "ModelRetiring"
+RESOLVED_REFS = "ResolvedRefs"
 POLICY_LABEL = "tierwise.dev/policy"
 
 
@@ -91,12 +93,27 @@ def transitions(
 # --- CascadePolicy -----------------------------------------------------------------------
 
 
-def policy_conditions(result: RenderResult | None, spec_error: SpecError | None) -> list[Condition]:
+def policy_conditions(
+    result: RenderResult | None,
+    spec_error: SpecError | None,
+    has_config: bool = False,
+    write_error: str | None = None,
+) -> list[Condition]:
+    """``has_config``: a ConfigMap from an earlier render exists (and is kept);
+    ``write_error``: why the rendered config could not be written to it."""
+    keeping = "keeping the last rendered config" if has_config else "no router config yet"
+    if write_error is not None and spec_error is None and result is not None:
+        return [
+            Condition(
+                RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"
+            ),
+            Condition(READY, False, "ConfigMapWriteFailed", f"{keeping}: {write_error}"),
+        ]
     if spec_error is not None:
         message = str(spec_error)
         return [
             Condition(RESOLVED_REFS, False, "InvalidSpec", message),
-            Condition(READY, False, "InvalidSpec", message),
+            Condition(READY, False, "InvalidSpec", f"{keeping}: {message}"),
         ]
     assert result is not None
     if result.problems:
@@ -104,7 +121,7 @@ def policy_conditions(result: RenderResult | None, spec_error: SpecError | None)
         message = "; ".join(p.message for p in result.problems)
         return [
             Condition(RESOLVED_REFS, False, reason, message),
-            Condition(READY, False, reason, f"keeping the last rendered config: {message}"),
+            Condition(READY, False, reason, f"{keeping}: {message}"),
         ]
     return [
         Condition(RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"),
@@ -114,31 +131,31 @@ def policy_conditions(result: RenderResult | None, spec_error: SpecError | None)
     ]
 
 
-def desired_config_map(policy: Mapping[str, Any], document: Mapping[str, Any]) -> dict[str, Any]:
+def desired_config_map(policy: Observed, document: Mapping[str, Any]) -> dict[str, Any]:
     """The ConfigMap holding a policy's router config, owned by the policy.
 
     No blockOwnerDeletion: it would need update rights on cascadepolicies/finalizers, and
     the garbage collector deletes the ConfigMap with the policy either way.
     """
-    meta = policy["metadata"]
+    owner = policy.reference()
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": config_map_name(meta["name"]),
-            "namespace": meta["namespace"],
+            "name": config_map_name(policy.name),
+            "namespace": policy.namespace,
             "labels": {
                 "app.kubernetes.io/managed-by": "tierwise",
                 "app.kubernetes.io/version": __version__,
-                POLICY_LABEL: meta["name"],
+                POLICY_LABEL: policy.name,
             },
             "annotations": {CONFIG_HASH_ANNOTATION: document["hash"]},
             "ownerReferences": [
                 {
-                    "apiVersion": policy["apiVersion"],
-                    "kind": policy["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": policy.name,
+                    "uid": policy.uid,
                     "controller": True,
                 }
             ],
@@ -181,21 +198,33 @@ def count_pods(pods: Iterable[Mapping[str, Any]]) -> PodCounts:
 
 
 def policy_status(
-    policy: Mapping[str, Any],
+    policy: Observed,
     result: RenderResult | None,
-    spec_error: SpecError | None,
     pods: PodCounts | None,
     now: str,
+    *,
+    previous: Mapping[str, Any] | None = None,
+    has_config: bool = False,
+    write_error: str | None = None,
 ) -> dict[str, Any]:
-    """The whole desired status; fields it does not know (e.g. eval figures) are kept."""
-    previous = dict(policy.get("status") or {})
-    generation = policy["metadata"].get("generation")
+    """The whole desired status; fields it does not know (e.g. eval figures) are kept.
+
+    ``previous``: the status last written, when newer than the observed one. ``has_config``:
+    the policy's ConfigMap exists (written now or by an earlier render).
+    """
+    previous = dict(policy.status if previous is None else previous)
     conditions = merge_conditions(
-        previous.get("conditions"), policy_conditions(result, spec_error), generation, now
+        previous.get("conditions"),
+        policy_conditions(result, policy.error, has_config, write_error),
+        policy.generation,
+        now,
     )
-    status = {**previous, "observedGeneration": generation, "conditions": conditions}
-    status["configMap"] = config_map_name(policy["metadata"]["name"])
-    if result is not None and result.document is not None:
+    status = {**previous, "observedGeneration": policy.generation, "conditions": conditions}
+    if has_config:
+        status["configMap"] = config_map_name(policy.name)
+    else:
+        status.pop("configMap", None)  # never name a ConfigMap that does not exist
+    if result is not None and result.document is not None and write_error is None:
         document = result.document
         status["configHash"] = document["hash"]
         status["routeCount"] = len(document["routes"])
@@ -205,38 +234,13 @@ def policy_status(
     return status
 
 
-def render_inputs(
-    policy: Mapping[str, Any],
-    tiers: Iterable[Mapping[str, Any]],
-    profiles: Iterable[Mapping[str, Any]],
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Parsed policy and the parsed tiers/profiles of its namespace, keyed by name.
-
-    A tier or profile that fails to parse is left out, so the policy reports it as not
-    found rather than failing as a whole; its own status says why.
-    """
-    parsed_policy = parse_resource(dict(policy))
-    return parsed_policy, _parse_named(tiers), _parse_named(profiles)
-
-
-def _parse_named(bodies: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    parsed = {}
-    for body in bodies:
-        try:
-            resource = parse_resource(dict(body))
-        except SpecError:
-            continue
-        parsed[resource.name] = resource
-    return parsed
-
-
-def label_selector_string(selector: Mapping[str, Any] | None) -> str | None:
+def label_selector_string(selector: LabelSelector | None) -> str | None:
     """A LabelSelector as the query string the API accepts; None selects no pods."""
     if selector is None:
         return None
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
+    parts = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for expr in selector.match_expressions or ():
+        key, op, values = expr.key, expr.operator, ",".join(expr.values or ())
         parts.append(
             {
                 "In": f"{key} in ({values})",
@@ -252,20 +256,20 @@ def label_selector_string(selector: Mapping[str, Any] | None) -> str | None:
 
 
 def tier_status(
-    tier: Mapping[str, Any],
+    tier: Observed,
     used_by: int,
     now: str,
+    previous: Mapping[str, Any] | None = None,
     catalog: PriceCatalog = BUILTIN,
     today: date | None = None,
 ) -> dict[str, Any]:
-    previous = dict(tier.get("status") or {})
-    generation = tier["metadata"].get("generation")
+    previous = dict(tier.status if previous is None else previous)
+    generation = tier.generation
     status: dict[str, Any] = {**previous, "observedGeneration": generation, "usedBy": used_by}
     conditions: list[Condition] = []
-    try:
-        spec = parse_resource(dict(tier)).spec
-    except SpecError as exc:
-        conditions.append(Condition(READY, False, "InvalidSpec", str(exc)))
+    spec = tier_spec(tier)
+    if spec is None:
+        conditions.append(Condition(READY, False, "InvalidSpec", str(tier.error)))
     else:
         overrides = spec.pricing.as_overrides() if spec.pricing else None
         prices = resolve_prices(spec.model, overrides, catalog)
@@ -298,14 +302,15 @@ def _priced_message(model: str, prices: Prices) -> str:
     return f"{model} at ${prices.rates.input}/${prices.rates.output} per million input/output tokens ({prices.source})"
 
 
-def cache_profile_status(profile: Mapping[str, Any], used_by: int, now: str) -> dict[str, Any]:
-    previous = dict(profile.get("status") or {})
-    generation = profile["metadata"].get("generation")
+def cache_profile_status(
+    profile: Observed, used_by: int, now: str, previous: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    previous = dict(profile.status if previous is None else previous)
+    generation = profile.generation
     status: dict[str, Any] = {**previous, "observedGeneration": generation, "usedBy": used_by}
-    try:
-        spec = parse_resource(dict(profile)).spec
-    except SpecError as exc:
-        condition = Condition(READY, False, "InvalidSpec", str(exc))
+    spec = cache_profile_spec(profile)
+    if spec is None:
+        condition = Condition(READY, False, "InvalidSpec", str(profile.error))
     else:
         cache = spec.response_cache
         status["responseCache"] = cache.backend if cache and cache.enabled else "off"
@@ -314,27 +319,3 @@ def cache_profile_status(profile: Mapping[str, Any], used_by: int, now: str) -> 
         previous.get("conditions"), [condition], generation, now
     )
     return status
-
-
-def policies_using(
-    policies: Iterable[Mapping[str, Any]], *, tier: str | None = None, profile: str | None = None
-) -> list[Mapping[str, Any]]:
-    """Policies (bodies) whose steps or fallback use ``tier``, or that use ``profile``."""
-    found = []
-    for policy in policies:
-        spec = policy.get("spec") or {}
-        if (tier is not None and tier in tier_names(spec)) or (
-            profile is not None and (spec.get("cacheProfileRef") or {}).get("name") == profile
-        ):
-            found.append(policy)
-    return found
-
-
-def tier_names(spec: Mapping[str, Any]) -> set[str]:
-    """Tiers a policy spec (plain dict) uses: every step's, and the fallback's."""
-    names = {
-        step.get("tier") for route in spec.get("routes") or [] for step in route.get("steps") or []
-    }
-    if spec.get("fallback"):
-        names.add(spec["fallback"].get("tier"))
-    return names

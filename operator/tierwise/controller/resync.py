@@ -1,9 +1,11 @@
 """Periodic full resync: the safety net behind the event handlers.
 
 Event handlers are not retried when they fail, pod counts change without any event on the
-policy, and a tier's ``usedBy`` changes when a policy does. So every ``period`` seconds the
-operator lists the three kinds (one call each) and syncs everything. kopf timers would do
-this per object, but they put a finalizer on every object; this loop does not.
+policy, and someone may delete or hand-edit a ConfigMap. So every ``period`` seconds the
+operator lists the three kinds, the rendered ConfigMaps and the pods of namespaces with
+policies (one call each per watched scope, never one per object) and syncs everything;
+a sync that finds nothing changed writes nothing. kopf timers would do this per object, but
+they put a finalizer on every object; this loop does not.
 """
 
 from __future__ import annotations
@@ -14,49 +16,96 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
 from tierwise.controller import kube
-from tierwise.controller.events import emit
-from tierwise.controller.sync import sync_cache_profile, sync_policy, sync_tier
+from tierwise.controller.injection import selects
+from tierwise.controller.objects import Observed, observe
+from tierwise.controller.reconcile import POLICY_LABEL, PodCounts, count_pods
+from tierwise.controller.sync import Reconciler, config_maps_by_policy
 
 log = logging.getLogger("tierwise.resync")
 
+KINDS = {
+    "cascadepolicies": CASCADE_POLICY,
+    "modeltiers": MODEL_TIER,
+    "cacheprofiles": CACHE_PROFILE,
+}
 
-def resync_once(namespaces: Sequence[str] | None) -> int:
-    """Sync every object in ``namespaces`` (None: all); returns how many policies it saw."""
+
+def snapshot(namespaces: Sequence[str] | None) -> dict[str, defaultdict[str, list[Observed]]]:
+    """Every Tierwise object in scope, observed, by plural and namespace."""
     scopes: Sequence[str | None] = namespaces or [None]
-    by_kind: dict[str, defaultdict[str, list[dict[str, Any]]]] = {}
-    for plural in ("cascadepolicies", "modeltiers", "cacheprofiles"):
-        grouped: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_kind: dict[str, defaultdict[str, list[Observed]]] = {}
+    for plural, kind in KINDS.items():
+        grouped: defaultdict[str, list[Observed]] = defaultdict(list)
         for scope in scopes:
-            for obj in kube.list_objects(plural, scope):
-                grouped[obj["metadata"]["namespace"]].append(obj)
+            for body in kube.list_objects(plural, scope):
+                grouped[body["metadata"]["namespace"]].append(observe(body, kind))
         by_kind[plural] = grouped
+    return by_kind
+
+
+async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) -> int:
+    """Sync every object in ``namespaces`` (None: all); returns how many policies it saw."""
+    by_kind = await asyncio.to_thread(snapshot, namespaces)
     policies, tiers, profiles = (
         by_kind["cascadepolicies"],
         by_kind["modeltiers"],
         by_kind["cacheprofiles"],
     )
-    for namespace in set(policies) | set(tiers) | set(profiles):
-        for policy in policies[namespace]:
-            _guarded(sync_policy, policy, tiers[namespace], profiles[namespace], emit)
+    config_maps = await asyncio.to_thread(_config_maps, namespaces)
+    for namespace in sorted(set(policies) | set(tiers) | set(profiles)):
+        members = policies[namespace]
+        pods = await asyncio.to_thread(_pods, namespace) if members else []
+        await reconciler.sync_policies(
+            members,
+            tiers[namespace],
+            profiles[namespace],
+            lambda policy, pods=pods: {
+                "config_map": config_maps.get(policy.key),
+                "pods": _counts(policy, pods),
+            },
+        )
         for tier in tiers[namespace]:
-            _guarded(sync_tier, tier, policies[namespace], emit)
+            await asyncio.to_thread(reconciler.guarded, reconciler.sync_tier, tier, members)
         for profile in profiles[namespace]:
-            _guarded(sync_cache_profile, profile, policies[namespace], emit)
+            await asyncio.to_thread(
+                reconciler.guarded, reconciler.sync_cache_profile, profile, members
+            )
     return sum(len(v) for v in policies.values())
 
 
-def _guarded(sync: Any, body: dict[str, Any], *args: Any) -> None:
+def _config_maps(namespaces: Sequence[str] | None) -> dict[tuple[str, str], Any]:
+    listed = []
+    for scope in namespaces or [None]:
+        listed.extend(kube.list_config_maps(scope, POLICY_LABEL))
+    return config_maps_by_policy(listed)
+
+
+def _pods(namespace: str) -> list[dict[str, Any]] | None:
     try:
-        sync(body, *args)
-    except Exception:  # one bad object must not stop the others
-        log.exception(
-            "resync of %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"]
-        )
+        return kube.list_pods(namespace, "")
+    except Exception:
+        log.exception("listing the pods of namespace %s failed; keeping the counts", namespace)
+        return None
+
+
+def _counts(policy: Observed, pods: list[dict[str, Any]] | None) -> PodCounts | bool | None:
+    selector = policy.pod_selector()
+    if pods is None:
+        return False  # keep the last counts
+    if selector is None:
+        return None
+    return count_pods(
+        p for p in pods if selects(selector, (p.get("metadata") or {}).get("labels") or {})
+    )
 
 
 async def resync_forever(
-    namespaces: Sequence[str] | None, period: float, active: Callable[[], bool] = lambda: True
+    reconciler: Reconciler,
+    namespaces: Sequence[str] | None,
+    period: float,
+    active: Callable[[], bool] = lambda: True,
 ) -> None:
     """Resync every ``period`` seconds while ``active()`` (see ``peering.is_active``)."""
     while True:
@@ -64,7 +113,6 @@ async def resync_forever(
         try:
             if not await asyncio.to_thread(active):
                 continue
-            # to_thread copies the context, so kopf's event posting works from the thread.
-            await asyncio.to_thread(resync_once, namespaces)
+            await resync_once(reconciler, namespaces)
         except Exception:
             log.exception("resync failed; retrying in %ss", period)

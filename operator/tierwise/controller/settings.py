@@ -53,6 +53,7 @@ class OperatorOptions:
     standalone: bool = True
     peering: str = "tierwise"
     priority: int = 0
+    peering_lifetime: int = 10
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 8080
     health_address: str = "0.0.0.0"

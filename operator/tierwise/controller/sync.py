@@ -1,21 +1,41 @@
-"""Bring one object's world in line with its desired state: ConfigMap, status, Events.
+"""Bring objects' worlds in line with their desired state: ConfigMap, status, Events.
 
-kopf-free so the resync loop and the event handlers share it. Each policy is synced under
-its own lock, because a policy's own event and a tier's event can both trigger it.
+kopf-free, so the resync loop and the event handlers share it. One ``Reconciler`` per
+operator (kept in kopf's memo) remembers what it last wrote:
+
+- the config hash of each policy's ConfigMap, so an event whose render yields the same
+  document costs no API call at all (the resync re-checks the real ConfigMaps, listed once);
+- the status it last wrote to each object, so a handler that still sees the old status (the
+  watch has not caught up with our own write) neither writes it again nor posts the same
+  transition Event twice.
+
+Each policy is synced under its own lock (its own event and a tier's event can both
+trigger it), and policies are synced concurrently on a small thread pool: rendering is
+quick, most of the time is spent waiting for the API server. One policy's failure is
+logged and counted and never stops the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tierwise.api import SpecError
+from kubernetes.client.rest import ApiException
+
 from tierwise.controller import kube, metrics, price_catalog
+from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.objects import Observed, by_name
 from tierwise.controller.reconcile import (
     MODEL_RETIRING,
+    POLICY_LABEL,
     READY,
+    PodCounts,
     cache_profile_status,
     config_map_up_to_date,
     count_pods,
@@ -23,97 +43,307 @@ from tierwise.controller.reconcile import (
     label_selector_string,
     now_iso,
     policy_status,
-    render_inputs,
-    tier_names,
     tier_status,
     transitions,
 )
-from tierwise.render import render_policy
+from tierwise.render import RenderResult, render_policy
 
-# emit(body, event_type, reason, message): posts a Kubernetes Event about ``body``.
+# emit(involved, event_type, reason, message): posts a Kubernetes Event (events.emit).
 Emit = Callable[[Mapping[str, Any], str, str, str], None]
-Body = Mapping[str, Any]
 
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+log = logging.getLogger("tierwise.sync")
+
+PLURALS = {
+    "CascadePolicy": "cascadepolicies",
+    "ModelTier": "modeltiers",
+    "CacheProfile": "cacheprofiles",
+}
+# Status fields the operator owns; others (e.g. written by the eval rollout) are left alone.
+OWN_STATUS_FIELDS = frozenset(
+    {
+        "observedGeneration",
+        "conditions",
+        "configMap",
+        "configHash",
+        "routeCount",
+        "tierCount",
+        "pods",
+        "usedBy",
+        "pricing",
+        "responseCache",
+    }
+)
+DEFAULT_WORKERS = 8
 
 
-def sync_policy(
-    policy: Body, tiers: Iterable[Body], profiles: Iterable[Body], emit: Emit
-) -> dict[str, Any]:
-    meta = policy["metadata"]
-    with _locks[(meta["namespace"], meta["name"])], metrics.timed("CascadePolicy"):
-        result = spec_error = None
-        try:
-            parsed, tiers_by_name, profiles_by_name = render_inputs(policy, tiers, profiles)
-            result = render_policy(
-                parsed, tiers_by_name, profiles_by_name, catalog=price_catalog.current()
+class Reconciler:
+    def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
+        self.emit = emit
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._config_hashes: dict[str, str] = {}  # policy uid -> hash in its ConfigMap
+        self._statuses: dict[str, dict[str, Any]] = {}  # uid -> own status fields written
+        self._inputs: dict[str, tuple[Any, ...]] = {}  # policy uid -> inputs of its last sync
+        self._memory_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tierwise-sync")
+
+    # -- CascadePolicy --------------------------------------------------------------------
+
+    def sync_policy(
+        self,
+        policy: Observed,
+        tiers: Iterable[Observed],
+        profiles: Iterable[Observed],
+        *,
+        config_map: Mapping[str, Any] | bool | None = True,
+        pods: PodCounts | bool | None = True,
+    ) -> dict[str, Any]:
+        """Render ``policy`` and write its ConfigMap and status where they differ.
+
+        ``config_map``: the policy's ConfigMap as listed by the caller (None: it does not
+        exist), or True to trust the remembered hash and read it only when unknown.
+        ``pods``: counts computed by the caller, True to count them now, False to keep
+        the counts in the status (a tier change does not move pods).
+        """
+        with self._locks[policy.uid or repr(policy.key)], metrics.timed("CascadePolicy"):
+            result = None
+            if policy.resource is not None:
+                result = render_policy(
+                    policy.resource,
+                    by_name(tiers),
+                    by_name(profiles),
+                    catalog=price_catalog.current(),
+                )
+            has_config, write_error = False, None
+            if result is not None and result.document is not None:
+                try:
+                    self.write_live_config(policy, result, config_map)
+                    has_config = True
+                except ApiException as exc:
+                    # Say so on this policy; the others go on (sync_policies isolates them).
+                    write_error = (
+                        f"writing ConfigMap {config_map_name(policy.name)} failed: {_reason(exc)}"
+                    )
+                    log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
+                    has_config = self._config_exists(policy, True)
+            else:
+                has_config = self._config_exists(policy, config_map)
+            if pods is True:
+                pods = self._count_pods(policy)
+            status = policy_status(
+                policy,
+                result,
+                pods if isinstance(pods, PodCounts) else None,
+                now_iso(),
+                previous=self._previous_status(policy),
+                has_config=has_config,
+                write_error=write_error,
             )
-        except SpecError as exc:
-            spec_error = exc
-        if result is not None and result.document is not None:
-            _write_config_map(policy, result.document, emit)
-        status = policy_status(policy, result, spec_error, _pod_counts(policy), now_iso())
-        _write_status("cascadepolicies", policy, status, emit)
-        ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
-        metrics.RECONCILES.labels("CascadePolicy", "ready" if ready else "not_ready").inc()
-        return status
+            self._write_status(policy, status)
+            if write_error is None:
+                self._inputs[policy.uid] = inputs_key(policy, tiers, profiles)
+            ready = any(c["type"] == READY and c["status"] == "True" for c in status["conditions"])
+            metrics.RECONCILES.labels("CascadePolicy", "ready" if ready else "not_ready").inc()
+            return status
 
+    def up_to_date(
+        self, policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
+    ) -> bool:
+        """Whether the last sync of ``policy`` saw the same spec, tiers and profile: then an
+        event that changed only its status (often our own write) needs no work."""
+        return self._inputs.get(policy.uid) == inputs_key(policy, tiers, profiles)
 
-def sync_tier(tier: Body, policies: Iterable[Body], emit: Emit) -> None:
-    with metrics.timed("ModelTier"):
-        name = tier["metadata"]["name"]
-        used_by = sum(1 for p in policies if name in tier_names(p.get("spec") or {}))
-        status = tier_status(tier, used_by, now_iso(), price_catalog.current())
-        _write_status("modeltiers", tier, status, emit)
-        metrics.RECONCILES.labels("ModelTier", "ok").inc()
-
-
-def sync_cache_profile(profile: Body, policies: Iterable[Body], emit: Emit) -> None:
-    with metrics.timed("CacheProfile"):
-        name = profile["metadata"]["name"]
-        used_by = sum(
-            1
-            for p in policies
-            if ((p.get("spec") or {}).get("cacheProfileRef") or {}).get("name") == name
+    def write_live_config(
+        self,
+        policy: Observed,
+        result: RenderResult,
+        config_map: Mapping[str, Any] | bool | None = True,
+    ) -> bool:
+        """Put the rendered document into the policy's live ConfigMap (what running routers
+        load), unless it is already there. Returns whether it wrote."""
+        document = result.document
+        assert document is not None
+        desired = desired_config_map(policy, document)
+        if config_map is True:
+            if self._config_hashes.get(policy.uid) == document["hash"]:
+                return False
+            meta = desired["metadata"]
+            current = kube.read_config_map(meta["namespace"], meta["name"])
+        else:
+            current = config_map or None
+        if config_map_up_to_date(current, desired):
+            self._config_hashes[policy.uid] = document["hash"]
+            return False
+        kube.create_or_replace_config_map(current, desired)
+        self._config_hashes[policy.uid] = document["hash"]
+        metrics.CONFIG_WRITES.inc()
+        self.emit(
+            policy.reference(),
+            "Normal",
+            "ConfigRendered",
+            f"router config {document['hash']} written to ConfigMap {desired['metadata']['name']}",
         )
-        _write_status(
-            "cacheprofiles", profile, cache_profile_status(profile, used_by, now_iso()), emit
+        return True
+
+    def _config_exists(self, policy: Observed, config_map: Mapping[str, Any] | bool | None) -> bool:
+        if config_map is not True:
+            return bool(config_map)
+        if policy.uid in self._config_hashes:
+            return True
+        current = kube.read_config_map(policy.namespace, config_map_name(policy.name))
+        if current is not None:
+            annotations = (current.get("metadata") or {}).get("annotations") or {}
+            self._config_hashes[policy.uid] = annotations.get(CONFIG_HASH_ANNOTATION, "")
+        return current is not None
+
+    def _count_pods(self, policy: Observed) -> PodCounts | None:
+        selector = label_selector_string(policy.pod_selector())
+        if selector is None:
+            return None
+        try:
+            return count_pods(kube.list_pods(policy.namespace, selector))
+        except ApiException as exc:
+            # Keep the last counts; the reconcile of the policy itself goes on.
+            log.warning("counting pods of %s/%s failed: %s", *policy.key, exc.status)
+            return None
+
+    # -- ModelTier and CacheProfile -------------------------------------------------------
+
+    def sync_tier(self, tier: Observed, policies: Iterable[Observed]) -> None:
+        with metrics.timed("ModelTier"):
+            used_by = sum(1 for p in policies if not p.deleting and p.uses_tier(tier.name))
+            previous = self._previous_status(tier)
+            status = tier_status(tier, used_by, now_iso(), previous, price_catalog.current())
+            self._write_status(tier, status)
+            metrics.RECONCILES.labels("ModelTier", "ok").inc()
+
+    def sync_cache_profile(self, profile: Observed, policies: Iterable[Observed]) -> None:
+        with metrics.timed("CacheProfile"):
+            used_by = sum(1 for p in policies if not p.deleting and p.uses_profile(profile.name))
+            previous = self._previous_status(profile)
+            status = cache_profile_status(profile, used_by, now_iso(), previous)
+            self._write_status(profile, status)
+            metrics.RECONCILES.labels("CacheProfile", "ok").inc()
+
+    # -- many at once ---------------------------------------------------------------------
+
+    async def sync_policies(
+        self,
+        policies: Sequence[Observed],
+        tiers: Sequence[Observed],
+        profiles: Sequence[Observed],
+        options_for: Callable[[Observed], Mapping[str, Any]] | None = None,
+        **options: Any,
+    ) -> None:
+        """Sync ``policies`` concurrently; each failure is logged on its own.
+        ``options_for(policy)``: per-policy keyword arguments of ``sync_policy``."""
+        if not policies:
+            return
+        loop = asyncio.get_running_loop()
+
+        def one(policy: Observed) -> dict[str, Any]:
+            extra = options_for(policy) if options_for else {}
+            return self.sync_policy(policy, tiers, profiles, **{**options, **extra})
+
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, one, p) for p in policies),
+            return_exceptions=True,
         )
-        metrics.RECONCILES.labels("CacheProfile", "ok").inc()
+        for policy, outcome in zip(policies, results, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("sync of CascadePolicy %s/%s failed: %r", *policy.key, outcome)
+
+    def guarded(self, sync: Callable[..., Any], obj: Observed, *args: Any, **kwargs: Any) -> None:
+        """Run one sync; log its failure instead of stopping the caller's loop."""
+        try:
+            sync(obj, *args, **kwargs)
+        except Exception:
+            log.exception("sync of %s %s/%s failed", obj.kind, obj.namespace, obj.name)
+
+    def forget(self, obj: Observed) -> None:
+        """Drop what is remembered about a deleted object."""
+        with self._memory_lock:
+            self._config_hashes.pop(obj.uid, None)
+            self._statuses.pop(obj.uid, None)
+            self._inputs.pop(obj.uid, None)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _previous_status(self, obj: Observed) -> dict[str, Any]:
+        """The observed status, with the operator's own fields as last written when the
+        watch has not shown that write yet."""
+        with self._memory_lock:
+            written = self._statuses.get(obj.uid)
+            observed = dict(obj.status)
+            if written is None:
+                return observed
+            if _own(observed) == written:
+                del self._statuses[obj.uid]  # the watch caught up
+                return observed
+            merged = {k: v for k, v in observed.items() if k not in OWN_STATUS_FIELDS}
+            return {**merged, **written}
+
+    def _write_status(self, obj: Observed, status: dict[str, Any]) -> None:
+        previous = self._previous_status(obj)
+        if _own(previous) == _own(status):
+            return  # nothing changed: no write, so no event storm from our own updates
+        if not kube.patch_status(
+            PLURALS[obj.kind], obj.namespace, obj.name, _patch(previous, status)
+        ):
+            return
+        with self._memory_lock:
+            self._statuses[obj.uid] = _own(status)
+        for condition in transitions(previous.get("conditions"), status["conditions"]):
+            if condition["type"] == READY:
+                event_type = "Normal" if condition["status"] == "True" else "Warning"
+                self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
+            elif condition["type"] == MODEL_RETIRING and condition["status"] == "True":
+                self.emit(obj.reference(), "Warning", condition["reason"], condition["message"])
 
 
-def _write_config_map(policy: Body, document: Mapping[str, Any], emit: Emit) -> None:
-    desired = desired_config_map(policy, document)
-    meta = desired["metadata"]
-    current = kube.read_config_map(meta["namespace"], meta["name"])
-    if config_map_up_to_date(current, desired):
-        return
-    kube.create_or_replace_config_map(current, desired)
-    metrics.CONFIG_WRITES.inc()
-    emit(
-        policy,
-        "Normal",
-        "ConfigRendered",
-        f"router config {document['hash']} written to ConfigMap {meta['name']}",
+def inputs_key(
+    policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
+) -> tuple[Any, ...]:
+    """What a policy's render depends on: its own spec generation, the generations of the
+    tiers and profile it names (present or not), and the price catalog in use."""
+    used = set(policy.tier_names())
+    profile = policy.cache_profile_name()
+    return (
+        id(price_catalog.current()),
+        policy.generation,
+        policy.deleting,
+        tuple(sorted((t.name, t.uid, t.generation) for t in tiers if t.name in used)),
+        tuple(sorted((p.name, p.uid, p.generation) for p in profiles if p.name == profile)),
     )
 
 
-def _write_status(plural: str, body: Body, status: dict[str, Any], emit: Emit) -> None:
-    previous = body.get("status") or {}
-    if previous == status:
-        return  # nothing changed: no write, so no event storm from our own updates
-    meta = body["metadata"]
-    kube.patch_status(plural, meta["namespace"], meta["name"], status)
-    for condition in transitions(previous.get("conditions"), status["conditions"]):
-        if condition["type"] == READY:
-            event_type = "Normal" if condition["status"] == "True" else "Warning"
-            emit(body, event_type, condition["reason"], condition["message"])
-        elif condition["type"] == MODEL_RETIRING and condition["status"] == "True":
-            emit(body, "Warning", condition["reason"], condition["message"])
+def _reason(exc: ApiException) -> str:
+    """The API server's own message, else the HTTP status."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"HTTP {exc.status} {exc.reason}")
 
 
-def _pod_counts(policy: Body):
-    selector = label_selector_string((policy.get("spec") or {}).get("podSelector"))
-    if selector is None:
-        return None
-    return count_pods(kube.list_pods(policy["metadata"]["namespace"], selector))
+def _own(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k in OWN_STATUS_FIELDS}
+
+
+def _patch(previous: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch: our fields as desired, and null for own fields that went away."""
+    patch = _own(status)
+    for key in _own(previous):
+        if key not in patch:
+            patch[key] = None
+    return patch
+
+
+def config_maps_by_policy(configmaps: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Any]:
+    """ConfigMaps listed by the policy label, keyed by (namespace, policy name)."""
+    found: dict[tuple[str, str], Any] = {}
+    for cm in configmaps:
+        meta = cm.get("metadata") or {}
+        policy = (meta.get("labels") or {}).get(POLICY_LABEL)
+        if policy and meta.get("name") == config_map_name(policy):
+            found[(meta.get("namespace"), policy)] = cm
+    return found

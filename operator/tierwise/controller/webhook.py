@@ -21,6 +21,7 @@ import base64
 import copy
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +29,8 @@ from typing import Any
 
 import kopf
 
+from tierwise.api import CASCADE_POLICY, MODEL_TIER
 from tierwise.controller.certificates import SelfSignedCertificates, merge_ca_bundle
-from tierwise.controller.indexes import plain
 from tierwise.controller.injection import (
     inject,
     matching_policies,
@@ -41,6 +42,8 @@ from tierwise.controller.names import (
     INJECTED_BY_ANNOTATION,
     WEBHOOK_HANDLER_ID,
 )
+from tierwise.controller.objects import Observed, observe, plain
+from tierwise.controller.peering import is_active
 from tierwise.controller.settings import WebhookOptions
 
 log = logging.getLogger("tierwise.webhook")
@@ -70,19 +73,19 @@ def inject_router(
     namespace = (pod.get("metadata") or {}).get("namespace")
     if not namespace:
         return
-    matching = matching_policies(pod, policies_by_namespace.get(namespace, []))
+    policies, tiers = admission_view(namespace, policies_by_namespace, tiers_by_namespace, memo)
+    matching = matching_policies(pod, policies)
     if not matching:
         return
     policy = matching[0]
     if len(matching) > 1:
         # Shown by kubectl to whoever creates the pod; the choice is also on the pod.
-        names = ", ".join(p["metadata"]["name"] for p in matching)
+        names = ", ".join(p.name for p in matching)
         warnings.append(
-            f"CascadePolicies {names} all select this pod; "
-            f"{policy['metadata']['name']} (the oldest) injects it"
+            f"CascadePolicies {names} all select this pod; {policy.name} (the oldest) injects it"
         )
     image = getattr(getattr(memo, "options", None), "router_image", DEFAULT_ROUTER_IMAGE)
-    plan = plan_for(policy, tiers_by_namespace.get(namespace, []), image)
+    plan = plan_for(policy, tiers, image)
     mutated = inject(pod, plan)
     if mutated is None:
         return
@@ -92,8 +95,40 @@ def inject_router(
         namespace,
         pod["metadata"].get("name") or pod["metadata"].get("generateName", ""),
         "re-admitted" if INJECTED_BY_ANNOTATION in _annotations(pod) else "router injected",
-        policy["metadata"]["name"],
+        policy.name,
     )
+
+
+# How long a replica trusts its last look at the peering object.
+ACTIVE_CACHE_SECONDS = 2.0
+
+
+def admission_view(
+    namespace: str, policies_index: Any, tiers_index: Any, memo: Any
+) -> tuple[list[Observed], list[Observed]]:
+    """The policies and tiers of ``namespace`` for one admission.
+
+    Every replica serves the webhook, but kopf stops the watches of a replica that peering
+    pauses, so a standby's indexes are empty or stale: a standby reads the two kinds from
+    the API instead (two list calls per admission, on the standby only).
+    """
+    options = getattr(memo, "options", None)
+    if options is None or options.standalone or _active(memo, options):
+        return list(policies_index.get(namespace, [])), list(tiers_index.get(namespace, []))
+    from tierwise.controller import kube
+
+    return (
+        [observe(b, CASCADE_POLICY) for b in kube.list_objects("cascadepolicies", namespace)],
+        [observe(b, MODEL_TIER) for b in kube.list_objects("modeltiers", namespace)],
+    )
+
+
+def _active(memo: Any, options: Any) -> bool:
+    checked, active = getattr(memo, "active_checked", (0.0, True))
+    if time.monotonic() - checked > ACTIVE_CACHE_SECONDS:
+        active = is_active(options.peering_name, options.priority, options.scope)
+        memo.active_checked = (time.monotonic(), active)
+    return active
 
 
 def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:

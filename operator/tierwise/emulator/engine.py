@@ -133,7 +133,11 @@ class Engine:
         """
         if visible_at is None:
             start = self.clock()
-            visible_at = lambda usage: start + self.first_token_seconds(profile, usage, step)  # noqa: E731
+
+            def at_first_token(usage: CacheUsage) -> float:
+                return start + self.first_token_seconds(profile, usage, step)
+
+            visible_at = at_first_token
         prompt = self.cache.account(
             profile.name, prepared.layout, profile.min_cacheable_tokens, visible_at=visible_at
         )
@@ -179,7 +183,7 @@ class Engine:
         text_room = room - thought
         if thinking is not None and text_room <= 0:
             return Answer((thinking[0],), limit, None, room, thinking_tokens=room)
-        answer = self._text_answer(body, profile, text_room, limit, step)
+        answer = self._text_answer(body, profile, text_room, limit, step, prepared.thinking)
         details = step.stop_details if step is not None and step.stop_details else None
         if details is None and answer.stop_reason == "refusal":
             details = {"type": "refusal", "category": None, "explanation": None}
@@ -223,6 +227,7 @@ class Engine:
         room: int,
         limit: str,
         step: ScriptStep | None,
+        thinking: Thinking | None,
     ) -> Answer:
         stops = body.get("stop_sequences") or ()
         if step is not None and (step.text is not None or step.tool_use is not None):
@@ -237,7 +242,7 @@ class Engine:
                 limit_reason=limit,
             )
         else:
-            text, stop_reason = self._natural(body, profile)
+            text, stop_reason = self._natural(body, profile, thinking)
             if step is not None and step.stop_reason is not None:
                 stop_reason = step.stop_reason
             answer = finish(
@@ -253,7 +258,9 @@ class Engine:
             )
         return answer
 
-    def _natural(self, body: Mapping[str, Any], profile: ModelProfile) -> tuple[str, str | None]:
+    def _natural(
+        self, body: Mapping[str, Any], profile: ModelProfile, thinking: Thinking | None
+    ) -> tuple[str, str | None]:
         question = last_user_text(body["messages"])
         dataset = self.dataset
         if dataset is not None:
@@ -263,12 +270,30 @@ class Engine:
                     item,
                     dataset.labels,
                     model=profile.name,
-                    accuracy=profile.accuracy,
+                    accuracy=effective_accuracy(profile, effort_of(body), thinking is not None),
                     seed=self.config.seed,
                     calibration=self.config.calibration,
                 )
                 return labelled.text(), None
         return natural_text(profile.name, question)
+
+
+# Effort levels as steps from the default (high): each step moves accuracy by the profile's
+# ``effort_accuracy_step``. The emulator's own choice, so that cheaper settings cost some
+# quality and an eval has a trade-off to measure.
+EFFORT_STEPS = {"low": -2.0, "medium": -1.0, "high": 0.0, "xhigh": 0.5, "max": 1.0}
+
+
+def effective_accuracy(profile: ModelProfile, effort: str, thinking: bool) -> float:
+    """The profile's accuracy at an effort level, with or without thinking (within [0, 1]).
+
+    The same draw decides every setting, so raising accuracy only ever turns wrong answers
+    right: a labelled item answered right at low effort is right at high effort too.
+    """
+    accuracy = profile.accuracy + EFFORT_STEPS.get(effort, 0.0) * profile.effort_accuracy_step
+    if thinking:
+        accuracy += profile.thinking_accuracy_gain
+    return min(1.0, max(0.0, accuracy))
 
 
 def _inference_geo(body: Mapping[str, Any]) -> str:

@@ -70,6 +70,11 @@ class ModelProfile:
     tool_prompt_tokens: tuple[int, int] = (346, 313)
     context_window_stop: bool = True
     inference_geo: bool = True
+    # The emulator's own quality model for the thinking/effort levers (not Anthropic's):
+    # labelled answers gain ``thinking_accuracy_gain`` with thinking on, and move by
+    # ``effort_accuracy_step`` per effort level away from the default (high).
+    thinking_accuracy_gain: float = 0.03
+    effort_accuracy_step: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy <= 1.0:

@@ -8,6 +8,7 @@ tokens count uncached input and cache writes, not cache reads, as on current mod
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,16 +88,23 @@ class RateLimiter:
         )
         return max(1.0, wait) if wait > 0 else None
 
-    def record(self, model: str, input_tokens: int, output_tokens: int) -> None:
-        """Take a request's use from the buckets (``input_tokens``: cache reads excluded)."""
+    def record(self, model: str, input_tokens: int, output_tokens: int) -> dict[str, str]:
+        """Take a request's use from the buckets (``input_tokens``: cache reads excluded).
+
+        Returns the ``anthropic-ratelimit-*`` headers of the response as of now.
+        """
         buckets = self._buckets(model)
         buckets.requests.level -= 1
         buckets.input_tokens.level -= input_tokens
         buckets.output_tokens.level -= output_tokens
+        return self._headers(buckets, buckets.requests.updated)
 
     def headers(self, model: str) -> dict[str, str]:
         buckets = self._buckets(model)
-        now = self._wall()
+        return self._headers(buckets, buckets.requests.updated)
+
+    @staticmethod
+    def _headers(buckets: _ModelBuckets, now: float) -> dict[str, str]:
         headers: dict[str, str] = {}
         for name, bucket in (
             ("requests", buckets.requests),
@@ -112,9 +120,15 @@ class RateLimiter:
         return headers
 
 
+@functools.lru_cache(maxsize=256)
+def _rfc3339(second: int) -> str:
+    # Formatting a date is most of the cost of these headers; seconds repeat a lot.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _bucket_headers(name: str, bucket: _Bucket, now: float) -> dict[str, str]:
     full_at = now + bucket.seconds_until(bucket.capacity)
-    reset = datetime.fromtimestamp(int(full_at + 0.999), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reset = _rfc3339(int(full_at + 0.999))
     return {
         f"anthropic-ratelimit-{name}-limit": str(int(bucket.capacity)),
         f"anthropic-ratelimit-{name}-remaining": str(max(0, int(bucket.level))),

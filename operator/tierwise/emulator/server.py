@@ -217,12 +217,12 @@ class Emulator:
         prompt = completion.prompt
         self.stats.by_model[profile.name] += 1
         # Cache reads do not count toward input-token rate limits (most current models).
-        self._limiter.record(
+        limits = self._limiter.record(
             profile.name,
             prompt.input_tokens + prompt.cache_creation_input_tokens,
             completion.answer.output_tokens,
         )
-        headers = {"request-id": request_id, **self._limiter.headers(profile.name)}
+        headers = {"request-id": request_id, **limits}
         if stream:
             return await self._stream(request, completion, profile, headers, record)
         return await self._respond(request, completion, profile, headers, record)

@@ -35,10 +35,14 @@ from tierwise.localcluster.pki import CertificateAuthority, KeyPair, write_signi
 from tierwise.localcluster.processes import Component, free_port, spawn
 
 ADMIN_USER = "tierwise-admin"
-# The controllers a Tierwise test or demo needs. Everything else (nodes, volumes, services,
-# deployments) has nothing to act on without a kubelet, so it stays off and costs nothing.
+# The controllers a Tierwise test or demo needs. Everything else (nodes, volumes, services)
+# has nothing to act on without a kubelet, so it stays off and costs nothing. Deployments and
+# ReplicaSets create pods the pod runner can run (the Helm chart's operator).
 DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "disruption-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "namespace-controller",
@@ -375,6 +379,9 @@ class LocalControlPlane:
             f"--service-account-signing-key-file={signing.key}",
             # Endpoints may not point at loopback, and nothing routes to them anyway.
             "--endpoint-reconciler-type=none",
+            # Webhook Services resolve to their EndpointSlices' pod IPs (there is no kube-proxy
+            # for ClusterIPs); the pod runner writes those slices.
+            "--enable-aggregator-routing=true",
             "--allow-privileged=true",
             "--profiling=false",
             f"--v={self._verbosity}",

@@ -64,7 +64,8 @@ def field_value(pod: Mapping[str, Any], path: str) -> str:
         "metadata.uid": meta.get("uid", ""),
         "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
         "spec.nodeName": spec.get("nodeName", ""),
-        "status.podIP": "127.0.0.1",
+        # The pod runner gives each pod a loopback address of its own.
+        "status.podIP": pod.get("status", {}).get("podIP") or "127.0.0.1",
         "status.hostIP": "127.0.0.1",
     }
     if path in simple:

@@ -27,16 +27,29 @@ Job controller would stay Pending forever. ``PodRunner`` watches pods labelled
 The Job controller needs nothing more: no Node object and no binding (``spec.nodeName`` stays
 empty); a terminal pod phase in the status is what it counts. Logs are kept on disk (see
 :meth:`PodRunner.logs`); ``kubectl logs`` and ``exec`` need a kubelet and do not work. Probes,
-resources, security contexts, image pulls and networking are ignored.
+resources, security contexts and image pulls are ignored.
+
+For Deployments (operator pods, webhooks) it also plays the pod network, minimally:
+
+- each pod gets a loopback address of its own (``127.X.Y.Z``, in ``status.podIP`` and the
+  ``status.podIP`` downward API), so replicas that bind their pod IP do not collide; processes
+  still share the host's network namespace, so two that bind ``0.0.0.0`` on one port do;
+- a container that mounts the service-account token gets ``KUBECONFIG`` pointing at it (the
+  in-cluster token path is compiled into client libraries, so it cannot be rewritten);
+- the runner keeps an EndpointSlice per Service that selects running pods (the API server
+  resolves webhook Services through EndpointSlices, ``--enable-aggregator-routing``); a pod
+  counts as ready once its containers run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -62,6 +75,11 @@ _MESSAGE_LIMIT = 4096
 _FALLBACK_LOG_LINES = 80
 _FALLBACK_LOG_BYTES = 2048
 _WATCH_SECONDS = 2
+_ENDPOINTS_SECONDS = 1.0
+# EndpointSlices the runner writes carry this manager; the real EndpointSlice controller (not
+# run here) would leave them alone too.
+ENDPOINTS_MANAGER = "pod-runner.tierwise.dev"
+SERVICE_ACCOUNT_KUBECONFIG_ENV = "KUBECONFIG"
 log = logging.getLogger(__name__)
 
 
@@ -151,6 +169,8 @@ class _PodExecution:
         self.reason = ""
         self.message = ""
         self.start_time = _now()
+        self.pod_ip = runner.allocate_pod_ip()
+        pod.setdefault("status", {})["podIP"] = self.pod_ip
         self.cancelled = threading.Event()
         # Set when the main containers are done: sidecars stop and are not restarted.
         self.finishing = threading.Event()
@@ -353,7 +373,42 @@ class _PodExecution:
         own = podenv.container_env(self.pod, container, self.runner.lookup)
         env = self.runner.base_environment(self.name, self.directory)
         env.update({k: paths.rewrite(v) for k, v in own.items()})
+        token_dir = paths.host_path(podenv.SERVICE_ACCOUNT_DIR)
+        if token_dir is not None and SERVICE_ACCOUNT_KUBECONFIG_ENV not in own:
+            env[SERVICE_ACCOUNT_KUBECONFIG_ENV] = str(self._service_account_kubeconfig(token_dir))
         return env
+
+    def _service_account_kubeconfig(self, token_dir: Path) -> Path:
+        """In-cluster credentials as a kubeconfig: the mounted token file and CA."""
+        path = self.directory / "service-account.kubeconfig"
+        server = self.runner.server.geturl()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "in-cluster",
+                    "cluster": {
+                        "server": server,
+                        "certificate-authority": str(token_dir / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": "service-account", "user": {"tokenFile": str(token_dir / "token")}}],
+            "contexts": [
+                {
+                    "name": "in-cluster",
+                    "context": {
+                        "cluster": "in-cluster",
+                        "user": "service-account",
+                        "namespace": self.namespace,
+                    },
+                }
+            ],
+            "current-context": "in-cluster",
+        }
+        path.write_text(json.dumps(config))
+        return path
 
     def _working_dir(self, container: Mapping[str, Any], paths: PathMap, scratch: Path) -> Path:
         working = container.get("workingDir")
@@ -428,14 +483,20 @@ class _PodExecution:
             if not self.runner.patch_status(self.namespace, self.name, self._status()):
                 self.cancel(deleted=True)
 
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and all(s.running for s in self.states.values())
+
     def _status(self) -> dict[str, Any]:
         terminal = self.phase in ("Succeeded", "Failed")
         initialized = self.phase != "Pending"
-        ready = self.phase == "Running" and all(s.running for s in self.states.values())
+        ready = self.ready
         status: dict[str, Any] = {
             "phase": self.phase,
             "startTime": self.start_time,
             "hostIP": "127.0.0.1",
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
             "conditions": [
                 self._condition("PodReadyToStartContainers", not terminal),
                 self._condition("Initialized", initialized or terminal),
@@ -498,6 +559,73 @@ def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait(timeout=5)
 
 
+def _items(response: Any) -> list[dict[str, Any]]:
+    return list(json.loads(response.data).get("items") or [])
+
+
+def _endpoint_slice(
+    service: Mapping[str, Any], pods: Sequence[_PodExecution]
+) -> dict[str, Any] | None:
+    """The EndpointSlice of ``service`` over the runner's ``pods`` (None: it selects none)."""
+    spec, meta = service.get("spec") or {}, service["metadata"]
+    selector = spec.get("selector") or {}
+    members = [
+        p
+        for p in pods
+        if selector
+        and all((p.pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+    ]
+    if not members:
+        return None
+    ports = []
+    for port in spec.get("ports") or []:
+        target = _container_port(members[0].pod, port.get("targetPort", port["port"]))
+        if target is not None:
+            ports.append(
+                {
+                    "name": port.get("name", ""),
+                    "port": target,
+                    "protocol": port.get("protocol", "TCP"),
+                }
+            )
+    endpoints = [
+        {
+            "addresses": [p.pod_ip],
+            "conditions": {"ready": p.ready, "serving": p.ready, "terminating": False},
+            "targetRef": {"kind": "Pod", "namespace": p.namespace, "name": p.name, "uid": p.uid},
+        }
+        for p in sorted(members, key=lambda p: p.name)
+    ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{meta['name']}-local",
+            "namespace": meta["namespace"],
+            "labels": {
+                "kubernetes.io/service-name": meta["name"],
+                "endpointslice.kubernetes.io/managed-by": ENDPOINTS_MANAGER,
+            },
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta["uid"]}
+            ],
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    }
+
+
+def _container_port(pod: Mapping[str, Any], target: int | str) -> int | None:
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for container in pod["spec"].get("containers", []):
+        for port in container.get("ports", []):
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return None
+
+
 def image_entrypoint(image: str, table: Mapping[str, Sequence[str]]) -> Sequence[str]:
     """The entrypoint for ``image`` by repository name (registry, tag and digest ignored)."""
     repository = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
@@ -541,6 +669,11 @@ class PodRunner:
         self._lock = threading.Condition()
         self._executions: dict[str, _PodExecution] = {}
         self._outcomes: dict[tuple[str, str], PodOutcome] = {}
+        # Pod IPs: a random /24 of 127.64.0.0/10 per runner, so runners of concurrent test
+        # sessions on one host rarely share addresses.
+        self._ip_base = int(ipaddress.IPv4Address("127.64.0.0")) + random.randrange(1 << 14) * 256
+        self._ip_next = 1
+        self._endpoint_namespaces: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -570,6 +703,7 @@ class PodRunner:
         """List, then watch, opted-in pods until :meth:`stop`; re-list when the watch expires."""
         from kubernetes.client.exceptions import ApiException
 
+        threading.Thread(target=self._endpoints_loop, name="pod-endpoints", daemon=True).start()
         while not self._stopping.is_set():
             try:
                 self._watch(self._relist())
@@ -604,6 +738,12 @@ class PodRunner:
         return matches[-1].read_text(errors="replace")
 
     # -- used by executions ----------------------------------------------------------------
+
+    def allocate_pod_ip(self) -> str:
+        with self._lock:
+            offset = self._ip_next
+            self._ip_next = self._ip_next % 254 + 1
+        return str(ipaddress.IPv4Address(self._ip_base + offset))
 
     def entrypoint(self, image: str) -> Sequence[str]:
         return image_entrypoint(image, self.image_entrypoints)
@@ -673,6 +813,60 @@ class PodRunner:
             self._outcomes[(outcome.namespace, outcome.name)] = outcome
             self._executions.pop(outcome.uid, None)
             self._lock.notify_all()
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def _endpoints_loop(self) -> None:
+        while not self._stopping.wait(_ENDPOINTS_SECONDS):
+            try:
+                self.sync_endpoints()
+            except Exception as err:  # API trouble: try again next round
+                log.warning("endpoint sync failed: %s", err)
+
+    def sync_endpoints(self) -> None:
+        """One EndpointSlice per Service that selects pods run here (none for the others)."""
+        with self._lock:
+            executions = list(self._executions.values())
+        namespaces = {e.namespace for e in executions}
+        for namespace in namespaces | self._endpoint_namespaces:
+            self._sync_namespace_endpoints(
+                namespace, [e for e in executions if e.namespace == namespace]
+            )
+        self._endpoint_namespaces = namespaces
+
+    def _sync_namespace_endpoints(self, namespace: str, pods: list[_PodExecution]) -> None:
+        from kubernetes import client
+
+        discovery = client.DiscoveryV1Api(self._api_client)
+        selector = f"endpointslice.kubernetes.io/managed-by={ENDPOINTS_MANAGER}"
+        current = {
+            s["metadata"]["name"]: s
+            for s in _items(
+                discovery.list_namespaced_endpoint_slice(
+                    namespace, label_selector=selector, _preload_content=False
+                )
+            )
+        }
+        desired: dict[str, dict[str, Any]] = {}
+        for service in _items(
+            self._core.list_namespaced_service(namespace, _preload_content=False)
+        ):
+            body = _endpoint_slice(service, pods)
+            if body is not None:
+                desired[body["metadata"]["name"]] = body
+        for name, body in desired.items():
+            existing = current.get(name)
+            if existing is None:
+                discovery.create_namespaced_endpoint_slice(namespace, body)
+            elif (existing.get("endpoints") or [], existing.get("ports") or []) != (
+                body["endpoints"],
+                body["ports"],
+            ):
+                body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                discovery.replace_namespaced_endpoint_slice(name, namespace, body)
+        for name in current.keys() - desired.keys():
+            with contextlib.suppress(client.exceptions.ApiException):
+                discovery.delete_namespaced_endpoint_slice(name, namespace)
 
     # -- watching --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from tierwise.render.document import (
     RenderResult,
     SecretKeyEnv,
     render_policy,
+    secret_key_env,
     strongest_tier,
     with_endpoint,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "dump_document",
     "render_all",
     "render_policy",
+    "secret_key_env",
     "strongest_tier",
     "with_endpoint",
 ]

@@ -100,6 +100,13 @@ class RenderResult:
         return self.config.to_document() if self.config else None
 
 
+def secret_key_env(tier_name: str, spec: ModelTierSpec) -> SecretKeyEnv | None:
+    """Where the router finds a tier's API key (env var) and where that comes from (the
+    tier's Secret); None for a tier without ``apiKeySecretRef``."""
+    ref = spec.api_key_secret_ref
+    return None if ref is None else SecretKeyEnv(api_key_env(tier_name), ref.name, ref.key)
+
+
 def render_policy(
     policy: Resource,
     tiers: Mapping[str, Resource],
@@ -150,9 +157,9 @@ def render_policy(
         rendered_tiers[name] = _render_tier(
             name, tier_spec, resolved, catalog.min_cacheable_tokens(tier_spec.model)
         )
-        if tier_spec.api_key_secret_ref is not None:
-            ref = tier_spec.api_key_secret_ref
-            key_envs.append(SecretKeyEnv(api_key_env(name), ref.name, ref.key))
+        key_env = secret_key_env(name, tier_spec)
+        if key_env is not None:
+            key_envs.append(key_env)
 
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
     if cache_problem:
@@ -307,4 +314,5 @@ def _render_response_cache(spec: CacheProfileSpec) -> ResponseCacheConfig:
         backend=cache.backend,
         redis_url=cache.redis.url if cache.redis else None,
         allow_non_deterministic=cache.allow_non_deterministic,
+        shared_routes=tuple(cache.shared_routes),
     )

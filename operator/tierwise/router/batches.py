@@ -11,30 +11,30 @@ SDKs fetch results through it (with the tier's key) rather than upstream directl
 
 from __future__ import annotations
 
-import time
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
 from tierwise.pricing import Usage
 from tierwise.router.cascade import Exchange
-from tierwise.router.errors import RouterError, invalid_request, not_found, upstream_error_body
+from tierwise.router.errors import RouterError, invalid_request, not_found
 from tierwise.router.jsonutil import dumps, loads
-from tierwise.router.request import build_step_request
+from tierwise.router.pipeline import Action, Call, Pipeline, json_response, response_headers
+from tierwise.router.request import build_step_request, check_messages_request
 from tierwise.router.routing import RouteNotFound, select_route
-from tierwise.router.upstream import UpstreamFailure, forwarded_headers
+from tierwise.router.upstream import Reply
 from tierwise.routerconfig import ROUTE_HEADER, PromptCaching, Route, RouterConfig, Tier
 
-if TYPE_CHECKING:
-    from tierwise.router.server import Router
-
 BATCHES_PATH = "/v1/messages/batches"
-JSON_TYPE = "application/json"
-REMEMBERED_BATCHES = 10_000
+# Batch ids are opaque tokens (`msgbatch_…`); anything else (`..`, `/`, `%2F`, a query)
+# never reaches an upstream URL.
+BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+REMEMBERED_BATCHES = 10_000  # ids whose route and tier are remembered (oldest forgotten first)
 
 
 def batch_route(config: RouterConfig, body: Mapping[str, Any], header: str | None) -> Route:
@@ -47,6 +47,10 @@ def batch_route(config: RouterConfig, body: Mapping[str, Any], header: str | Non
         params = item.get("params") if isinstance(item, Mapping) else None
         if not isinstance(params, Mapping):
             raise invalid_request(f"requests.{index}.params: must be an object")
+        try:
+            check_messages_request(params)
+        except RouterError as exc:
+            raise invalid_request(f"requests.{index}.params.{exc.message}") from exc
         try:
             route = select_route(config, params.get("model"), header)
         except RouteNotFound as exc:
@@ -114,183 +118,157 @@ class _Known:
     accounted: bool = False
 
 
-class BatchProxy:
-    """The batch endpoints of one router."""
+def batch_path(batch_id: str, action: str = "") -> str:
+    """The upstream path of one batch, from the fixed prefix and a validated id only."""
+    if not BATCH_ID.fullmatch(batch_id):
+        raise not_found(f"batch {batch_id[:80]!r} does not exist (not a valid batch id)")
+    return f"{BATCHES_PATH}/{batch_id}{action}"
 
-    def __init__(self, router: Router) -> None:
-        self.router = router
+
+class BatchProxy:
+    """The batch endpoints of one router, served through the shared request pipeline."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
         self._known: OrderedDict[str, _Known] = OrderedDict()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(BATCHES_PATH, self.create)
-        app.router.add_get(BATCHES_PATH, self.listing)
-        app.router.add_get(BATCHES_PATH + "/{id}", self.by_id)
-        app.router.add_delete(BATCHES_PATH + "/{id}", self.by_id)
-        app.router.add_post(BATCHES_PATH + "/{id}/cancel", self.by_id)
-        app.router.add_get(BATCHES_PATH + "/{id}/results", self.results)
+        app.router.add_post(BATCHES_PATH, self._handler(self.create))
+        app.router.add_get(BATCHES_PATH, self._handler(self.listing))
+        app.router.add_get(BATCHES_PATH + "/{id}", self._handler(self.retrieve))
+        app.router.add_delete(BATCHES_PATH + "/{id}", self._handler(self.delete))
+        app.router.add_post(BATCHES_PATH + "/{id}/cancel", self._handler(self.cancel))
+        app.router.add_get(BATCHES_PATH + "/{id}/results", self._handler(self.results))
 
-    def _remember(self, batch_id: str, route: str, tier: str) -> None:
-        self._known[batch_id] = _Known(route, tier)
+    def _handler(self, action: Action) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.pipeline.handle(request, "batches", action)
+
+        return handle
+
+    def remembered(self) -> int:
+        return len(self._known)
+
+    def _remember(self, batch_id: str, route: str, tier: str) -> _Known:
+        known = self._known.get(batch_id) or _Known(route, tier)
+        self._known[batch_id] = known
         self._known.move_to_end(batch_id)
         while len(self._known) > REMEMBERED_BATCHES:
             self._known.popitem(last=False)
+        return known
 
-    def _route_for(self, request: web.Request, batch_id: str | None) -> tuple[Route, Tier]:
-        config = self.router.config
+    def _begin(self, call: Call, batch_id: str | None) -> tuple[Exchange, Tier]:
+        """The route and tier holding a batch: remembered, else header, else default."""
+        config = call.runtime.config
         known = self._known.get(batch_id) if batch_id else None
         if (
             known is not None
             and known.route in config.routes_by_name
             and known.tier in config.tiers
         ):
-            route = config.routes_by_name[known.route]
-            return route, config.tiers[known.tier]
-        header = request.headers.get(ROUTE_HEADER)
-        name = header or config.default_route
-        if name is None or name not in config.routes_by_name:
-            raise not_found(
-                "cannot tell which route holds this batch: send x-tierwise-route"
-                if name is None
-                else f"route {name!r} does not exist"
-            )
-        route = config.routes_by_name[name]
-        return route, config.tiers[route.steps[0].tier]
-
-    async def create(self, request: web.Request) -> web.StreamResponse:
-        async def action() -> web.Response:
-            body = await self.router._read_json(request)
-            config = self.router.config
-            route = batch_route(config, body, request.headers.get(ROUTE_HEADER))
+            route, tier = config.routes_by_name[known.route], config.tiers[known.tier]
+        else:
+            header = call.request.headers.get(ROUTE_HEADER)
+            name = header or config.default_route
+            if name is None or name not in config.routes_by_name:
+                raise not_found(
+                    "cannot tell which route holds this batch: send x-tierwise-route"
+                    if name is None
+                    else f"route {name!r} does not exist"
+                )
+            route = config.routes_by_name[name]
             tier = config.tiers[route.steps[0].tier]
-            payload = rewrite_batch_requests(body, route, tier, config.cache.prompt_caching)
-            reply = await self._call(request, route, tier, BATCHES_PATH, dumps(payload))
-            document = loads(reply.body)
-            if isinstance(document, dict) and isinstance(document.get("id"), str):
-                self._remember(document["id"], route.name, tier.name)
-            return self._json(request, document, route, tier, reply.request_id)
+        ex = call.begin(route, {}, batch=True)
+        ex.tier = tier.name
+        return ex, tier
 
-        return await self._guard(request, action)
+    async def create(self, call: Call) -> web.StreamResponse:
+        body = await self.pipeline.read_json(call.request)
+        config = call.runtime.config
+        route = batch_route(config, body, call.request.headers.get(ROUTE_HEADER))
+        ex = call.begin(route, {}, batch=True)
+        tier = config.tiers[route.steps[0].tier]
+        ex.tier = tier.name
+        payload = rewrite_batch_requests(body, route, tier, config.cache.prompt_caching)
+        reply = await self._call(call, ex, tier, BATCHES_PATH, dumps(payload))
+        document = reply.document
+        if isinstance(document.get("id"), str) and BATCH_ID.fullmatch(document["id"]):
+            self._remember(document["id"], route.name, tier.name)
+        return self._json(call, ex, document, reply.request_id)
 
-    async def listing(self, request: web.Request) -> web.StreamResponse:
-        async def action() -> web.Response:
-            route, tier = self._route_for(request, None)
-            path = BATCHES_PATH + (f"?{request.query_string}" if request.query_string else "")
-            reply = await self._call(request, route, tier, path, None, method="GET")
-            return self._json(request, loads(reply.body), route, tier, reply.request_id)
+    async def listing(self, call: Call) -> web.StreamResponse:
+        ex, tier = self._begin(call, None)
+        query = call.request.query_string
+        path = BATCHES_PATH + (f"?{urlencode(list(call.request.query.items()))}" if query else "")
+        reply = await self._call(call, ex, tier, path, None, method="GET")
+        return self._json(call, ex, reply.document, reply.request_id)
 
-        return await self._guard(request, action)
+    async def retrieve(self, call: Call) -> web.StreamResponse:
+        return await self._by_id(call, "", "GET")
 
-    async def by_id(self, request: web.Request) -> web.StreamResponse:
-        async def action() -> web.Response:
-            batch_id = request.match_info["id"]
-            route, tier = self._route_for(request, batch_id)
-            reply = await self._call(
-                request,
-                route,
-                tier,
-                request.path,
-                None if request.method != "POST" else b"",
-                method=request.method,
-            )
-            return self._json(request, loads(reply.body), route, tier, reply.request_id)
+    async def delete(self, call: Call) -> web.StreamResponse:
+        return await self._by_id(call, "", "DELETE")
 
-        return await self._guard(request, action)
+    async def cancel(self, call: Call) -> web.StreamResponse:
+        return await self._by_id(call, "/cancel", "POST")
 
-    async def results(self, request: web.Request) -> web.StreamResponse:
-        async def action() -> web.Response:
-            batch_id = request.match_info["id"]
-            route, tier = self._route_for(request, batch_id)
-            reply = await self._call(request, route, tier, request.path, None, method="GET")
-            self._account(batch_id, route, tier, reply.body)
-            return web.Response(
-                body=reply.body,
-                content_type=reply.content_type,
-                headers=_headers(route, tier, reply.request_id),
-            )
+    async def _by_id(self, call: Call, action: str, method: str) -> web.StreamResponse:
+        batch_id = call.request.match_info["id"]
+        path = batch_path(batch_id, action)
+        ex, tier = self._begin(call, batch_id)
+        payload = b"" if method == "POST" else None
+        reply = await self._call(call, ex, tier, path, payload, method=method)
+        return self._json(call, ex, reply.document, reply.request_id)
 
-        return await self._guard(request, action)
+    async def results(self, call: Call) -> web.StreamResponse:
+        batch_id = call.request.match_info["id"]
+        path = batch_path(batch_id, "/results")
+        ex, tier = self._begin(call, batch_id)
+        reply = await self._call(call, ex, tier, path, None, method="GET", expect_json=False)
+        self._account(batch_id, ex, tier, reply.body)
+        return web.Response(
+            body=reply.body,
+            content_type=reply.content_type,
+            headers=response_headers(ex, reply.request_id),
+        )
 
-    def _account(self, batch_id: str, route: Route, tier: Tier, jsonl: bytes) -> None:
+    def _account(self, batch_id: str, ex: Exchange, tier: Tier, jsonl: bytes) -> None:
         """Batch-priced cost of the results, counted once per batch however often read."""
-        known = self._known.get(batch_id)
-        if known is None:
-            known = _Known(route.name, tier.name)
-            self._known[batch_id] = known
+        known = self._remember(batch_id, ex.route.name, tier.name)
         if known.accounted:
             return
         known.accounted = True
-        runtime = self.router._runtime
-        cascade = self.router._cascade
+        cascade = self.pipeline.services.cascade
         assert cascade is not None
-        ex = Exchange(runtime=runtime, route=route, body={}, forwarded={}, batch=True)
         for usage in succeeded_usages(jsonl):
             cascade.account(ex, tier, usage)
             cascade.account_counterfactual(ex, usage)
 
     async def _call(
         self,
-        request: web.Request,
-        route: Route,
+        call: Call,
+        ex: Exchange,
         tier: Tier,
         path: str,
         payload: bytes | None,
         *,
         method: str = "POST",
-    ) -> Any:
-        upstream = self.router._upstream
-        assert upstream is not None
-        runtime = self.router._runtime
+        expect_json: bool = True,
+    ) -> Reply:
+        upstream = self.pipeline.services.upstream
+        assert upstream is not None, "the router app is not started"
         return await upstream.call(
-            runtime.clients[tier.name],
+            call.runtime.clients[tier.name],
             path,
             payload,
-            forwarded_headers(request.headers),
-            runtime.config.retry,
+            ex.forwarded,
+            call.runtime.config.retry,
             method=method,
+            expect_json=expect_json,
         )
 
     def _json(
-        self, request: web.Request, document: Any, route: Route, tier: Tier, request_id: str | None
+        self, call: Call, ex: Exchange, document: Any, request_id: str | None
     ) -> web.Response:
-        origin = f"{request.scheme}://{request.host}"
-        return web.Response(
-            body=dumps(rewrite_results_urls(document, origin)),
-            content_type=JSON_TYPE,
-            headers=_headers(route, tier, request_id),
-        )
-
-    async def _guard(self, request: web.Request, action: Any) -> web.StreamResponse:
-        """Errors in the API's shape, and the request metric, around one batch call."""
-        started = time.perf_counter()
-        outcome, route, tier = "success", "", ""
-        try:
-            response: web.Response = await action()
-            route = response.headers.get("x-tierwise-route", "")
-            tier = response.headers.get("x-tierwise-tier", "")
-            return response
-        except RouterError as exc:
-            outcome = exc.outcome
-            return web.Response(status=exc.status, body=exc.body(), content_type=JSON_TYPE)
-        except UpstreamFailure as failure:
-            outcome = "client_error" if failure.status < 500 else "upstream_error"
-            return web.Response(
-                status=failure.status,
-                content_type=JSON_TYPE,
-                body=upstream_error_body(failure.status, failure.body),
-            )
-        finally:
-            self.router.metrics.record_request(
-                self.router._runtime.policy,
-                route,
-                tier,
-                "batches",
-                outcome,
-                time.perf_counter() - started,
-            )
-
-
-def _headers(route: Route, tier: Tier, request_id: str | None) -> dict[str, str]:
-    headers = {"x-tierwise-route": route.name, "x-tierwise-tier": tier.name}
-    if request_id:
-        headers["request-id"] = request_id
-    return headers
+        origin = f"{call.request.scheme}://{call.request.host}"
+        return json_response(dumps(rewrite_results_urls(document, origin)), ex, request_id)

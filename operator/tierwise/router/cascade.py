@@ -15,22 +15,27 @@ from decimal import Decimal
 from typing import Any
 
 from tierwise.pricing import Usage, cost_usd
-from tierwise.router.errors import error_body
 from tierwise.router.escalation import escalation_reason
-from tierwise.router.jsonutil import dumps, loads
+from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_step_request, estimate_prompt_tokens
 from tierwise.router.runtime import Runtime
-from tierwise.router.upstream import (
-    FALLBACK_NAMES,
-    SERVER_ERROR,
-    Stream,
-    Upstream,
-    UpstreamFailure,
-)
+from tierwise.router.upstream import FALLBACK_NAMES, Stream, Upstream, UpstreamFailure
 from tierwise.routerconfig import Route, Step, Tier
 
 MESSAGES_PATH = "/v1/messages"
+
+
+@dataclass
+class StepRecord:
+    """One upstream answer of a request: which tier, what it used and cost, what followed."""
+
+    tier: str
+    usage: Usage
+    cost: Decimal
+    seconds: float
+    fallback: bool = False
+    escalation: str | None = None  # the signal's reason when this answer escalated
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Exchange:
     outcome: str = "success"
     endpoint: str = "messages"
     batch: bool = False
+    steps: list[StepRecord] = field(default_factory=list)
     trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
 
 
@@ -70,6 +76,12 @@ class Cascade:
     def __init__(self, upstream: Upstream, metrics: RouterMetrics) -> None:
         self.upstream = upstream
         self.metrics = metrics
+
+    async def run(self, ex: Exchange) -> Answer:
+        """The whole route, buffered: the first accepted answer, else the last step's."""
+        answer = await self.first_accepted(ex, ex.route.steps, last_is_final=True)
+        assert answer is not None
+        return answer
 
     async def first_accepted(
         self, ex: Exchange, steps: Sequence[Step], *, last_is_final: bool
@@ -105,6 +117,10 @@ class Cascade:
         if reason is None:
             return True
         ex.escalations += 1
+        for record in reversed(ex.steps):  # this answer's record (hedged calls interleave)
+            if record.tier == answer.tier.name:
+                record.escalation = reason
+                break
         self.metrics.escalations.labels(
             ex.runtime.policy, ex.route.name, answer.tier.name, reason
         ).inc()
@@ -188,6 +204,8 @@ class Cascade:
         config = ex.runtime.config
         tier = config.tiers[step.tier]
         ex.tier = tier.name  # an error answer names the tier that failed
+        started = time.perf_counter()
+        fallback = False
         try:
             reply = await self.upstream.call(
                 ex.runtime.clients[tier.name],
@@ -198,28 +216,32 @@ class Cascade:
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
+            fallback = True
             self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
-            reply = await self.upstream.call(
-                ex.runtime.clients[tier.name],
-                MESSAGES_PATH,
-                self._payload(ex, step, tier, False),
-                ex.forwarded,
-                config.retry,
-                attempts=1,
+            reply = await self._after_fallback(
+                self.upstream.call(
+                    ex.runtime.clients[tier.name],
+                    MESSAGES_PATH,
+                    self._payload(ex, step, tier, False),
+                    ex.forwarded,
+                    config.retry,
+                    attempts=1,
+                )
             )
-        try:
-            message = loads(reply.body)
-            if not isinstance(message, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            raise UpstreamFailure(
-                SERVER_ERROR,
-                502,
-                error_body("api_error", f"tier {tier.name!r} answered with invalid JSON"),
-            ) from exc
+        message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
         cost = self.account(ex, tier, usage)
+        ex.steps.append(StepRecord(tier.name, usage, cost, time.perf_counter() - started, fallback))
         return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+
+    @staticmethod
+    async def _after_fallback(call: Any) -> Any:
+        """Await a fallback call: its failure comes after the router's retries of the step."""
+        try:
+            return await call
+        except UpstreamFailure as failure:
+            failure.retried = True
+            raise
 
     async def open_live(self, ex: Exchange, step: Step) -> tuple[Stream, Tier]:
         """Open ``step``'s streaming call (retried, then falling back, before any byte)."""
@@ -237,13 +259,15 @@ class Cascade:
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
             self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
-            stream = await self.upstream.open_stream(
-                ex.runtime.clients[tier.name],
-                MESSAGES_PATH,
-                self._payload(ex, step, tier, True),
-                ex.forwarded,
-                config.retry,
-                attempts=1,
+            stream = await self._after_fallback(
+                self.upstream.open_stream(
+                    ex.runtime.clients[tier.name],
+                    MESSAGES_PATH,
+                    self._payload(ex, step, tier, True),
+                    ex.forwarded,
+                    config.retry,
+                    attempts=1,
+                )
             )
         return stream, tier
 

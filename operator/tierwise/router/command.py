@@ -11,6 +11,7 @@ import sys
 
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
 from tierwise.routerconfig import ConfigError
+from tierwise.routerconfig.sidecar import HEADER_TIMEOUT_SECONDS
 
 EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_LISTEN = 3
@@ -57,7 +58,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_BYTES,
         metavar="BYTES",
         help="largest accepted request body; larger ones get a 413 "
-        "request_too_large error (default: %(default)s = 32 MiB)",
+        "request_too_large error (default: %(default)s = 32 MiB, the Messages API's own "
+        "limit; the injected sidecar's memory limit is sized for it)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="close a connection that has not sent a complete request head within this "
+        "time, or that stays idle this long between requests (default: %(default)s)",
     )
     parser.add_argument(
         "--reload-interval",
@@ -82,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         router = Router(
-            args.config, max_body_bytes=args.max_body_bytes, reload_interval=args.reload_interval
+            args.config,
+            max_body_bytes=args.max_body_bytes,
+            reload_interval=args.reload_interval,
+            header_timeout=args.header_timeout,
         )
     except ConfigError as exc:
         print(f"tierwise router: {exc}", file=sys.stderr)

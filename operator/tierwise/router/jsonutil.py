@@ -16,7 +16,7 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     _orjson = None
 
-__all__ = ["JSONDecodeError", "canonical_bytes", "dumps", "loads", "sha256_hex"]
+__all__ = ["JSONDecodeError", "dumps", "loads", "sha256_hex"]
 
 JSONDecodeError = ValueError  # both json.JSONDecodeError and orjson.JSONDecodeError subclass it
 
@@ -37,15 +37,6 @@ else:  # pragma: no cover
 
     def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """Canonical JSON: keys sorted, no insignificant whitespace, UTF-8.
-
-    Uses the standard library on purpose: its float formatting is the reference the config
-    document's hash is defined against, and this runs once per config load or cache key.
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def sha256_hex(data: bytes) -> str:

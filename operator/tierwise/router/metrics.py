@@ -161,6 +161,13 @@ class RouterMetrics:
             "1 if the last config (re)load succeeded, 0 if the last good config is kept.",
             registry=r,
         )
+        self.config_rejections = Counter(
+            f"{PREFIX}_config_rejections",
+            "Config files kept out by reason (invalid, missing_key_env); the last good "
+            "config stays in use.",
+            ["reason"],
+            registry=r,
+        )
         self.last_reload_timestamp = Gauge(
             f"{PREFIX}_config_last_reload_timestamp_seconds",
             "Unix time of the last config (re)load attempt.",
@@ -212,8 +219,10 @@ class RouterMetrics:
         self.config_info.labels(*labels).set(1)
         self._config_labels = labels
 
-    def reload_result(self, success: bool, timestamp: float) -> None:
+    def reload_result(self, success: bool, timestamp: float, reason: str = "invalid") -> None:
         self.reloads.labels("success" if success else "failure").inc()
+        if not success:
+            self.config_rejections.labels(reason).inc()
         self.last_reload_success.set(1 if success else 0)
         self.last_reload_timestamp.set(timestamp)
 

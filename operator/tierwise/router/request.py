@@ -7,10 +7,11 @@ steps' requests from one body is cheap and safe.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from tierwise.router.errors import invalid_request
 from tierwise.routerconfig import (
     CACHE_TTLS,
     MAX_BREAKPOINTS,
@@ -19,6 +20,7 @@ from tierwise.routerconfig import (
     Route,
     Step,
     Tier,
+    canonical_json,
 )
 
 CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
@@ -27,14 +29,33 @@ IMAGE_TOKENS = 1_500
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
+def check_messages_request(body: Mapping[str, Any]) -> None:
+    """What the Messages API requires and the router relies on, with the API's 400 text.
+
+    ``max_tokens`` is required, as the official SDKs and the API require it: a route's caps
+    are ceilings on it, never a default. Sampling numbers must be finite (``NaN`` would be
+    forwarded as invalid JSON).
+    """
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise invalid_request("max_tokens: Field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise invalid_request("max_tokens: Input should be a valid integer greater than 0")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise invalid_request(f"{name}: Input should be a finite number")
+
+
 def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
-    """min(client's ``max_tokens``, the step's cap, the tier's ``maxOutputTokens``)."""
+    """min(client's ``max_tokens``, the step's cap, the tier's ``maxOutputTokens``).
+
+    ``None`` (leave the body as sent) when the client sent no integer: caps only lower.
+    """
+    if not isinstance(client, int) or isinstance(client, bool):
+        return None
     caps = [c for c in (step.max_tokens, tier.limits.max_output_tokens) if c is not None]
-    if isinstance(client, int) and not isinstance(client, bool):
-        caps.append(client)
-    elif client is not None:
-        return None  # not an integer: left as sent, for the API to reject
-    return min(caps) if caps else None
+    return min([client, *caps])
 
 
 def thinking_budget(body: Mapping[str, Any]) -> int | None:
@@ -63,15 +84,18 @@ def output_limits(body: Mapping[str, Any], step: Step, tier: Tier) -> tuple[int 
     client = body.get("max_tokens")
     thinking = body.get("thinking")
     budget = thinking_budget(body)
-    if budget is None or isinstance(client, bool) or not isinstance(client, int):
+    not_an_int = client is not None and (isinstance(client, bool) or not isinstance(client, int))
+    if budget is None or not_an_int:
         return effective_max_tokens(client, step, tier), thinking
-    caps = [client]
+    caps = [] if client is None else [client]
     if step.max_tokens is not None:
         caps.append(budget + step.max_tokens)
     if tier.limits.max_output_tokens is not None:
         caps.append(tier.limits.max_output_tokens)
+    if not caps:
+        return None, thinking
     limit = min(caps)
-    if limit > budget or client <= budget:
+    if limit > budget or (client is not None and client <= budget):
         return limit, thinking  # fits (or the client's own request is invalid: left as is)
     lowered = limit // 2
     if lowered >= MIN_THINKING_BUDGET:
@@ -100,7 +124,7 @@ def build_step_request(
     if step.effort is not None:
         out["output_config"] = source["output_config"]
     cap, thinking = output_limits(source, step, tier)
-    if cap is not None:  # a request without max_tokens gets the cap (None: left to the API)
+    if cap is not None:
         out["max_tokens"] = cap
     if thinking is not body.get("thinking"):
         out["thinking"] = thinking
@@ -177,7 +201,7 @@ def block_tokens(block: Any) -> int:
     if block.get("type") == "image":
         return IMAGE_TOKENS
     plain = {k: v for k, v in block.items() if k != "cache_control"}
-    return text_tokens(json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return text_tokens(canonical_json(plain))
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:

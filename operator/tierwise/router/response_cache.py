@@ -1,9 +1,11 @@
 """Exact-match response cache: keying, eligibility and two backends with one contract.
 
-A key covers the route, the config hash (a config change that can move cost or quality
-must not serve answers produced under the old one) and the complete request body except
-``stream`` (a streaming and a non-streaming request for the same thing share an answer).
-Whole bodies, so multi-turn conversations never collide.
+A key covers the policy and route, the config's content hash (a config change that can
+move cost or quality must not serve answers produced under the old one), the headers that
+change the answer (``anthropic-version``, ``anthropic-beta``), the caller (a digest of its
+API key, unless the profile lists the route in ``sharedRoutes``) and the complete request
+body except ``stream`` (a streaming and a non-streaming request for the same thing share an
+answer). Whole bodies, so multi-turn conversations never collide.
 
 Values are opaque bytes (``encode_entry``): the tier that answered and the message JSON
 exactly as the upstream returned it, so a hit is served without re-serialization.
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from tierwise.router.jsonutil import sha256_hex
-from tierwise.routerconfig import ResponseCacheConfig
+from tierwise.routerconfig import ResponseCacheConfig, canonical_json
 
 try:  # orjson sorts keys natively and fast; the fallback keeps the same key format
     import orjson as _orjson
@@ -30,10 +32,9 @@ try:  # orjson sorts keys natively and fast; the fallback keeps the same key for
         return _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
 
 except ImportError:  # pragma: no cover
-    import json
 
     def _sorted_json(value: Any) -> bytes:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return canonical_json(value).encode()
 
 
 CACHE_HEADER = "x-tierwise-cache"
@@ -70,11 +71,46 @@ def cache_decision(
     )
 
 
-def cache_key(route: str, config_hash: str, body: Mapping[str, Any]) -> str:
-    """A hex digest of route, config hash and the canonical request body (minus ``stream``)."""
+# Request headers that change the answer: the API version and beta features.
+ANSWER_HEADERS = ("anthropic-version", "anthropic-beta")
+# Headers that identify the caller (hashed, never stored).
+CALLER_HEADERS = ("x-api-key", "authorization")
+SHARED = "shared"
+
+
+def caller_identity(headers: Mapping[str, str]) -> str:
+    """A digest of the caller's credential (``x-api-key``, else ``authorization``; the SDKs
+    may send both with the same key); callers without any share ``anonymous``."""
+    for name in CALLER_HEADERS:
+        value = headers.get(name, "").strip()
+        if name == "authorization" and value[:7].lower() == "bearer ":
+            value = value[7:].strip()  # the same key, sent as a bearer token
+        if value:
+            return sha256_hex(b"caller:" + value.encode("utf-8", "replace"))
+    return "anonymous"
+
+
+def cache_key(
+    *,
+    policy: str,
+    route: str,
+    config_hash: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    shared: bool,
+) -> str:
+    """A hex digest of everything that can change the answer or who may see it.
+
+    The policy and route; the config's content hash (computed by the router, not the one the
+    document declares); the request body except ``stream``; the ``anthropic-version`` and
+    ``anthropic-beta`` headers; and the caller's identity unless the route is shared.
+    """
     material = {
+        "policy": policy,
         "route": route,
         "config": config_hash,
+        "headers": {name: headers.get(name, "") for name in ANSWER_HEADERS},
+        "caller": SHARED if shared else caller_identity(headers),
         "body": {k: v for k, v in body.items() if k != "stream"},
     }
     return sha256_hex(_sorted_json(material))

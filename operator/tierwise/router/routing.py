@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tierwise.routerconfig import Route, RouterConfig
+from tierwise.routerconfig import MODEL_ALIAS_PREFIX, Route, RouterConfig
 
 
 class RouteNotFound(LookupError):
@@ -19,7 +19,8 @@ def select_route(config: RouterConfig, model: object, route_header: str | None) 
     1. the ``x-tierwise-route`` header names a route (an unknown name is a 404: the client
        asked for that route explicitly, so silently serving another would hide a typo);
     2. the request ``model`` is in a route's ``models`` (``tierwise/<route>`` aliases and
-       mapped real model names);
+       mapped real model names); a ``tierwise/`` alias of no route is a 404 for the same
+       reason (a typo must not land on the default route's tier);
     3. ``defaultRoute``;
     4. otherwise a 404 naming the model.
     """
@@ -35,6 +36,11 @@ def select_route(config: RouterConfig, model: object, route_header: str | None) 
         route = config.routes_by_model.get(model)
         if route is not None:
             return route
+        if model.startswith(MODEL_ALIAS_PREFIX):
+            raise RouteNotFound(
+                f"model: {model!r} names no route of policy {config.policy.label}; "
+                f"known routes: {', '.join(sorted(config.routes_by_name))}"
+            )
     if config.default_route is not None:
         return config.routes_by_name[config.default_route]
     raise RouteNotFound(

@@ -52,18 +52,9 @@ def build_runtime(
 
 
 def _api_key(tier: Tier, env: Mapping[str, str]) -> str | None:
-    if tier.api_key_env is None:
-        return None
-    key = env.get(tier.api_key_env)
-    if not key:
-        # Not fatal: an endpoint may need no key (a local gateway); the upstream's own 401
-        # reaches the client if it does. The variable's name is logged, never a key.
-        log.warning(
-            "tier %s: environment variable %s is not set; sending no API key",
-            tier.name,
-            tier.api_key_env,
-        )
-    return key or None
+    # A missing variable sends no key (an endpoint may need none, e.g. a local gateway);
+    # ``reload`` reports it at start and refuses a reload that needs it.
+    return env.get(tier.api_key_env) or None if tier.api_key_env else None
 
 
 def _response_cache(config: RouterConfig, previous: Runtime | None) -> ResponseCache | None:

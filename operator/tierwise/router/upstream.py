@@ -3,9 +3,12 @@
 One ``aiohttp.ClientSession`` per router is shared by all tiers (keep-alive connection
 pools per endpoint). Each attempt is bounded by the tier's ``timeoutSeconds`` (waiting
 for a concurrency slot included, so nothing waits forever); 429, 529, other 5xx,
-timeouts and connection errors are retried with jittered exponential backoff, a
-``retry-after`` header overriding the backoff. A 429 without ``retry-after`` (a spend
-limit) and other 4xx answers are final and passed through to the client unchanged.
+timeouts, connection errors and a 2xx whose body is not the JSON object the endpoint
+promises are retried with jittered exponential backoff, a ``retry-after`` header
+overriding the backoff. A 429 without ``retry-after`` (a spend limit) and other 4xx
+answers are final and passed through to the client unchanged. A failure records whether
+the router already retried, so the client's SDK can be told not to retry on top
+(``x-should-retry: false``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from tierwise.router.errors import error_body
+from tierwise.router.jsonutil import loads
 from tierwise.routerconfig import RetryPolicy, Tier
 
 # A retry-after longer than this is not waited for: the failure is returned (or falls back)
@@ -100,6 +104,7 @@ class UpstreamFailure(Exception):
     body: bytes
     retry_after: float | None = None
     request_id: str | None = None
+    retried: bool = False  # the router already made more than one attempt for this call
 
     def __str__(self) -> str:
         return f"upstream {self.kind} ({self.status})"
@@ -113,6 +118,7 @@ class Reply:
     body: bytes
     request_id: str | None
     content_type: str = "application/json"
+    document: Any = None  # the decoded body, when the call expected a JSON object
 
 
 class TierClient:
@@ -186,12 +192,19 @@ class Upstream:
         *,
         attempts: int | None = None,
         method: str = "POST",
+        expect_json: bool = True,
     ) -> Reply:
-        """A buffered request with retries; raises ``UpstreamFailure`` when it gives up."""
+        """A buffered request with retries; raises ``UpstreamFailure`` when it gives up.
+
+        With ``expect_json`` a 2xx must carry a JSON object (``Reply.document``); anything
+        else is a server error, retried and eligible for fallback like a 5xx.
+        """
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:
-                return await self._buffered_attempt(client, path, payload, headers, method)
+                return await self._buffered_attempt(
+                    client, path, payload, headers, method, expect_json
+                )
             except UpstreamFailure as failure:
                 await self._after_failure(client, failure, attempt, max_attempts, retry)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -225,6 +238,7 @@ class Upstream:
     ) -> None:
         """Count the failure, then re-raise it or sleep before the next attempt."""
         self._on_failure(client.tier.name, failure.kind)
+        failure.retried = attempt > 0
         if not retryable(failure) or attempt + 1 >= max_attempts:
             raise failure
         delay = failure.retry_after
@@ -242,6 +256,7 @@ class Upstream:
         payload: bytes | None,
         headers: Mapping[str, str],
         method: str = "POST",
+        expect_json: bool = True,
     ) -> Reply:
         timeout = client.tier.limits.timeout_seconds
         try:
@@ -264,7 +279,9 @@ class Upstream:
             raise _connection_failure(client, exc) from exc
         kind = classify_status(status)
         if kind is None:
-            return Reply(status, body, request_id, content_type)
+            if not expect_json:
+                return Reply(status, body, request_id, content_type)
+            return Reply(status, body, request_id, content_type, _json_object(client, body))
         raise UpstreamFailure(kind, status, body, parse_retry_after(retry_after), request_id)
 
     async def _stream_attempt(
@@ -337,6 +354,18 @@ class Stream:
         else:
             self.response.release()
         self._semaphore.release()
+
+
+def _json_object(client: TierClient, body: bytes) -> dict[str, Any]:
+    """A 2xx body as the JSON object it must be; otherwise a (retryable) server error."""
+    try:
+        document = loads(body)
+    except (ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        message = f"tier {client.tier.name!r} answered 2xx with a body that is not a JSON object"
+        raise UpstreamFailure(SERVER_ERROR, 502, error_body("api_error", message))
+    return document
 
 
 def _timeout_failure(client: TierClient, timeout: float) -> UpstreamFailure:

@@ -546,6 +546,7 @@ class ResponseCacheConfig:
     backend: str = DEFAULT_CACHE_BACKEND
     redis_url: str | None = None
     allow_non_deterministic: bool = False
+    shared_routes: tuple[str, ...] = ()  # routes whose entries all callers share
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -555,6 +556,7 @@ class ResponseCacheConfig:
             "backend": self.backend,
             "redisURL": self.redis_url,
             "allowNonDeterministic": self.allow_non_deterministic,
+            "sharedRoutes": list(self.shared_routes),
         }
 
     @classmethod
@@ -579,6 +581,7 @@ class ResponseCacheConfig:
             allow_non_deterministic=r.boolean(
                 doc.get("allowNonDeterministic"), f"{path}.allowNonDeterministic", False
             ),
+            shared_routes=r.strings(doc.get("sharedRoutes", []), f"{path}.sharedRoutes"),
         )
         if config.enabled and config.backend == "redis" and not config.redis_url:
             r.bad(f"{path}.redisURL", "is required when backend is 'redis'")

@@ -68,7 +68,7 @@ class Reader:
     def number(self, value: Any, path: str, *, positive: bool = True) -> Decimal:
         """A finite decimal from a decimal string or a JSON number."""
         try:
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
                 raise InvalidOperation
             number = Decimal(str(value))
             if not number.is_finite() or (positive and number <= 0) or number < 0:

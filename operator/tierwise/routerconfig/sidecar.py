@@ -1,0 +1,37 @@
+"""The router sidecar's resource contract: body limit, memory and probe timings that agree.
+
+The router's defaults and the injected sidecar both come from here, so the body the router
+accepts always fits the memory the sidecar is given, and a probe never times out while a
+large body is being decoded. The figures behind them are in docs/benchmarks.md
+("Peak RSS per request body"); ``bench/router_overhead.py`` measures them.
+"""
+
+from __future__ import annotations
+
+# The Messages API's own request limit is 32 MB; the router accepts the same, so any request
+# the API would take also passes through the router.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+# JSON structure budget: the number of `{`, `[`, `,` and `:` bytes in a body. Memory and
+# decode time grow with the number of values, not with bytes (a 28 MB body of tiny objects
+# decodes into ~800 MB of Python objects; 28 MB of base64 image into 28 MB). One million
+# covers the API's own maximum of 100,000 messages and any text the context window holds,
+# and bounds the decoded form to ~70 MB and ~0.2 s of decoding.
+MAX_JSON_STRUCTURE = 1_000_000
+
+# Bodies larger than this are decoded in a worker thread, not on the event loop.
+OFF_LOOP_DECODE_BYTES = 256 * 1024
+
+# Memory: measured peak RSS is ~40 MiB idle plus ~6x the largest body in flight (raw bytes,
+# decoded form, the upstream payload and its send buffer); a body at the structure limit
+# adds ~75 MiB. See docs/benchmarks.md.
+MEMORY_REQUEST = "96Mi"
+MEMORY_LIMIT = "320Mi"
+
+# Probes: a probe waits this long for an answer, longer than the worst event-loop pause
+# (decoding a body at the structure budget), so a busy router is not restarted.
+PROBE_TIMEOUT_SECONDS = 5
+
+# A connection that has not sent a complete request head within this time is closed (the
+# same bound applies to an idle keep-alive connection between requests).
+HEADER_TIMEOUT_SECONDS = 15.0
