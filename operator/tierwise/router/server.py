@@ -23,7 +23,7 @@ from tierwise.router.batches import BatchProxy
 from tierwise.router.budget_glue import BudgetGlue
 from tierwise.router.cache_glue import CacheGlue
 from tierwise.router.cascade import Cascade, Exchange
-from tierwise.router.errors import not_found
+from tierwise.router.errors import invalid_request, not_found
 from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.pipeline import (
@@ -250,6 +250,12 @@ class Router:
         body = await self.pipeline.read_json(call.request)
         route = self.pipeline.route(call, body.get("model"))
         ex = call.begin(route, body, stream=body.get("stream") is True)
+        if route.mode == "batch":
+            raise invalid_request(
+                f"route {route.name!r} is a batch route: submit its requests as a Message Batch "
+                "(POST /v1/messages/batches, client.messages.batches.create), one request per "
+                "item with this model; synchronous calls are not served on it"
+            )
         check_messages_request(body)
         if route.input_budget is not None:
             assert self.services.upstream is not None
