@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
 from tierwise.router.batches import BatchProxy
 from tierwise.router.budget_glue import BudgetGlue
 from tierwise.router.cache_glue import CacheGlue
@@ -66,6 +67,7 @@ class Router:
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         metrics: RouterMetrics | None = None,
+        batch_state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -78,6 +80,7 @@ class Router:
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = CacheGlue(self.metrics)
         self.budgets = BudgetGlue(self.metrics)
+        self.batch_state = BatchStateStore(batch_state_dir)
         self._relay: Relay | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -115,7 +118,7 @@ class Router:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post(COUNT_TOKENS_PATH, self._count_tokens)
-        BatchProxy(self.pipeline).add_routes(app)
+        BatchProxy(self.pipeline, BatchCascades(self.pipeline, self.batch_state)).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
