@@ -298,18 +298,3 @@ def test_endpoint_flag_and_env_point_every_tier_at_one_url_and_rehash(monkeypatc
     monkeypatch.setenv("TIERWISE_ENDPOINT", "emulator:8090")
     assert main(["render", "-f", str(EXAMPLES)]) == 1
     assert "--endpoint: endpoint must be an http:// or https:// URL" in capsys.readouterr().err
-
-
-def test_render_warns_that_a_multi_step_batch_route_runs_its_first_step_only(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
-    policy = tmp_path / "ex/support-triage/policy.yaml"
-    policy.write_text(
-        policy.read_text().replace(
-            "    - name: triage\n", "    - name: triage\n      mode: batch\n"
-        )
-    )
-    assert main(["render", "-f", str(tmp_path / "ex")]) == 0
-    assert (
-        "route 'triage': mode batch sends every item to its first step only"
-        in capsys.readouterr().err
-    )

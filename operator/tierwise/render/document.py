@@ -161,12 +161,6 @@ def render_policy(
         if key_env is not None:
             key_envs.append(key_env)
 
-    for route in spec.routes:
-        if route.mode == "batch" and len(route.steps) > 1:
-            warnings.append(
-                f"route {route.name!r}: mode batch sends every item to its first step only "
-                "(batch cascades are not implemented yet); later steps are not run for batches"
-            )
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
     if cache_problem:
         problems.append(cache_problem)
