@@ -23,7 +23,13 @@ from typing import Any
 
 import kubernetes
 import pytest
-from operator_process import OperatorProcess, bind_operator_identity, eventually, free_port
+from operator_process import (
+    HAIKU_PRICE_CHANGE,
+    OperatorProcess,
+    bind_operator_identity,
+    eventually,
+    free_port,
+)
 
 from tierwise.localcluster.kubectl import Kubectl
 
@@ -225,7 +231,7 @@ def test_one_replica_reconciles_either_answers_and_the_standby_takes_over(
             "haiku",
             "--type=merge",
             "-p",
-            json.dumps({"spec": {"pricing": {"input": 0.8, "output": 4}}}),
+            json.dumps(HAIKU_PRICE_CHANGE),
             namespace=namespace,
         )
         eventually(
