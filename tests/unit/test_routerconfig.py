@@ -92,6 +92,7 @@ def test_golden_cases_cover_every_signal_and_section() -> None:
         "disabled",
     }
     assert {r["responseCache"] for r in doc["routes"]} == {"auto", "never"}
+    assert doc["routes"][0]["steps"][0]["hedgeAfterSeconds"] == "0.75"
     assert doc["schemaVersion"] == SCHEMA_VERSION
 
 
