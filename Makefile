@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-image image lint format fuzz bench bench-peers demo controlplane clean
+.PHONY: setup test test-unit test-image image tools lint format fuzz bench bench-peers demo controlplane clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## Everything: the linter, then unit, router, control-plane tests (builds the control plane
 ## on first use). The router fuzz test runs briefly here; `make fuzz` runs it longer.
-test: setup controlplane redis lint
+test: setup controlplane redis tools lint
 	$(BIN)/pytest -q
 
 ## The router's request fuzzer, long (FUZZ_EXAMPLES inputs; no 5xx, no crash).
@@ -40,6 +40,11 @@ demo: setup controlplane
 controlplane: setup
 	hack/controlplane/build.sh >/dev/null
 	hack/install-helm.sh
+
+## Test tools: lua5.1 (Argo CD health checks) and promtool (alert rules), built once and cached.
+tools:
+	hack/install-lua.sh
+	hack/install-promtool.sh >/dev/null
 
 ## redis-server for the router's Redis response-cache tests (Debian package, if missing).
 redis:

@@ -8,6 +8,9 @@
 6. run the router with the config the operator rendered, as the sidecar would
 7. replay the labelled support emails through it with the anthropic SDK
 8. report requests, quality, escalation rate, cost versus all-strong, saving and latency
+9. eval-gated rollout: a cost cut that hurts quality (Haiku trusted at any confidence) is
+   rejected by its eval Job and the sidecar keeps its config
+10. a safe cost cut is promoted by its eval Job and the running router reloads it
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import yaml
 
 from tierwise.localcluster import LocalControlPlane
 from tierwise.localcluster.kubectl import Kubectl
+from tierwise.localcluster.podrunner import LOCAL_RUN_LABEL, PodRunner
 from tierwise.pricing import Prices, Usage, cost_usd
 from tierwise.render import CONFIG_KEY
 
@@ -46,7 +51,7 @@ EXAMPLES = ROOT / "examples" / "support-triage"
 NAMESPACE = "support"
 POLICY = "email-triage"
 DEMO_KEY = "sk-demo-not-a-real-key"
-STEPS = 8
+STEPS = 10
 
 # A long, stable system prompt: the part prompt caching is for.
 GUIDELINES = "\n".join(
@@ -178,6 +183,9 @@ def main() -> int:
                 "gitVersion"
             ]
             say(f"kube-apiserver {version} at {cluster.server}; CRDs installed")
+            # No nodes here: the kubelet stand-in runs the eval Jobs' pods as local processes.
+            runner = PodRunner(cluster.kubeconfig, workdir=workdir / "pods").start()
+            stack.callback(runner.stop)
 
         with progress("Starting the model emulator with the labelled support emails") as say:
             emulator_port = free_port()
@@ -224,6 +232,8 @@ def main() -> int:
                     str(webhook),
                     "--resync-seconds",
                     "5",
+                    # Eval Job pods carry the label the kubelet stand-in runs.
+                    f"--eval-pod-label={LOCAL_RUN_LABEL}=true",
                 ],
                 logs,
                 env=operator_env,
@@ -251,19 +261,13 @@ def main() -> int:
                 "anthropic-api-key",
                 f"--from-literal=api-key={DEMO_KEY}",
             )
-            kubectl.apply(EXAMPLES, namespace=NAMESPACE)
             # The examples point at api.anthropic.com; here every tier goes to the emulator.
-            for tier in ("haiku", "sonnet", "opus"):
-                kubectl(
-                    "-n",
-                    NAMESPACE,
-                    "patch",
-                    "modeltier",
-                    tier,
-                    "--type=merge",
-                    "-p",
-                    json.dumps({"spec": {"endpoint": emulator_url}}),
-                )
+            for path in sorted(EXAMPLES.glob("*.yaml")):
+                for doc in yaml.safe_load_all(path.read_text()):
+                    if doc and doc["kind"] == "ModelTier":
+                        doc["spec"]["endpoint"] = emulator_url
+                    if doc:
+                        kubectl.apply(json.dumps(doc), namespace=NAMESPACE)
             config_map = f"tierwise-{POLICY}"
 
             def rendered_with_emulator() -> dict | None:
@@ -384,9 +388,89 @@ def main() -> int:
         with progress("Report") as say:
             for line in report(results, document):
                 say(line)
+
+        with progress("Eval-gated rollout: a cost cut that hurts quality") as say:
+            before = document["hash"]
+            say("patch: trust Haiku's answer whatever its confidence (threshold 0.8 -> 0)")
+            decision = change_threshold(kubectl, 0, before)
+            kept = read_config_hash(kubectl, config_map)
+            say(decision_line(decision) + f"; the sidecar keeps config {kept[:19]}")
+            if decision["rollout"]["phase"] != "Rejected" or kept != before:
+                raise SystemExit("demo failed: the degrading change was not rejected")
+
+        with progress("Eval-gated rollout: a safe cost cut") as say:
+            say("patch: escalate below confidence 0.75 instead of 0.8")
+            decision = change_threshold(kubectl, 0.75, before)
+            promoted = decision["candidateHash"]
+            if decision["rollout"]["phase"] != "Promoted":
+                raise SystemExit(f"demo failed: the safe change was {decision['rollout']}")
+            data = wait_for(
+                lambda: (
+                    read_config_hash(kubectl, config_map) == promoted
+                    and kubectl.get_json("configmap", config_map, namespace=NAMESPACE)["data"][
+                        CONFIG_KEY
+                    ]
+                ),
+                "the promoted ConfigMap",
+            )
+            config_file.write_text(data)  # the kubelet refreshes the sidecar's mounted file
+            wait_for(
+                lambda: promoted.split(":")[1][:12] in metrics_text(metrics_port),
+                "the router's reload",
+            )
+            say(decision_line(decision) + f"; the router reloaded config {promoted[:19]}")
+            for line in kubectl("get", "cascadepolicy", namespace=NAMESPACE).stdout.splitlines():
+                say(line)
     total = time.perf_counter() - progress.started
     print(f"\nDemo finished in {total:.0f}s.", flush=True)
     return 0
+
+
+THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
+
+
+def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str, Any]:
+    """Patch the triage confidence threshold; the policy status once its eval decided."""
+    patch = [{"op": "replace", "path": THRESHOLD_PATH, "value": value}]
+    kubectl(
+        "patch", "cascadepolicy", POLICY, "--type=json", "-p", json.dumps(patch),
+        namespace=NAMESPACE,
+    )  # fmt: skip
+
+    def decided() -> dict[str, Any] | None:
+        status = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
+        rollout = status.get("rollout") or {}
+        candidate = status.get("candidateHash")
+        if candidate and candidate != promoted and rollout.get("decidedHash") == candidate:
+            return status
+        return None
+
+    return wait_for(decided, "the eval Job's decision", timeout=180)
+
+
+def decision_line(status: dict[str, Any]) -> str:
+    last = status.get("lastEval") or {}
+    reasons = "; ".join(last.get("reasons") or [status["rollout"].get("message", "")])
+    return (
+        f"{status['rollout']['phase'].lower()}: quality {last.get('quality')} vs baseline "
+        f"{last.get('baselineQuality')}, cost/item {last.get('costPerItem')} vs "
+        f"{last.get('baselineCostPerItem')} (saving {last.get('saving')}), escalation "
+        f"{last.get('escalationRate')}, {last.get('graded')} items graded by Job "
+        f"{last.get('job')} -- {reasons}"
+    )
+
+
+def read_config_hash(kubectl: Kubectl, config_map: str) -> str:
+    cm = kubectl.get_json("configmap", config_map, namespace=NAMESPACE)
+    return str(cm["metadata"]["annotations"]["tierwise.dev/config-hash"])
+
+
+def metrics_text(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return ""
 
 
 async def replay(

@@ -215,6 +215,10 @@ def pod_runner(
     """The kubelet stand-in: runs pods labelled ``tierwise.dev/local-run: "true"`` locally."""
     from tierwise.localcluster.podrunner import PodRunner
 
-    runner = PodRunner(controlplane.kubeconfig, workdir=tmp_path_factory.mktemp("pods")).start()
+    runner = PodRunner(
+        controlplane.kubeconfig,
+        workdir=tmp_path_factory.mktemp("pods"),
+        service_proxy_socket=controlplane.service_proxy_socket,
+    ).start()
     yield runner
     runner.stop()

@@ -42,7 +42,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "eval": (
         "tierwise.evals.command",
-        "replay a labelled dataset through a router config and score quality and cost",
+        "replay a labelled dataset through a candidate and a baseline config and gate the change",
+    ),
+    "calibrate": (
+        "tierwise.evals.calibrate",
+        "sweep a route's escalation thresholds and propose the cheapest one meeting a target",
     ),
 }
 

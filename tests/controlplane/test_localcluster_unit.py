@@ -74,3 +74,51 @@ def test_image_entrypoints_match_the_repository_name() -> None:
     assert image_entrypoint("ghcr.io/acme/tierwise:0.1.0", table) == ("tierwise",)
     assert image_entrypoint("tierwise@sha256:abc", table) == ("tierwise",)
     assert image_entrypoint("python:3.11", table) == ()
+
+
+def test_path_map_rewrites_once_even_when_a_host_path_lies_under_a_mount(tmp_path: Path) -> None:
+    """The runner's own directory may be under /tmp, which a pod may also mount."""
+    paths = podenv.PathMap()
+    paths.add("/tmp", tmp_path / "volumes" / "tmp")
+    paths.add("/var/run/secrets/kubernetes.io/serviceaccount", Path("/tmp/runner/sa"))
+    token = paths.rewrite("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    assert token == "/tmp/runner/sa/token"
+    assert paths.rewrite("--scratch=/tmp/x") == f"--scratch={tmp_path}/volumes/tmp/x"
+
+
+def test_service_proxy_splices_to_the_resolved_backend_and_refuses_the_rest(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import threading
+
+    from tierwise.localcluster.serviceproxy import ServiceProxy
+
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+
+    def echo() -> None:
+        conn, _ = backend.accept()
+        conn.sendall(b"echo:" + conn.recv(100))
+        conn.close()
+
+    threading.Thread(target=echo, daemon=True).start()
+    routes = {("10.96.0.10", 443): backend.getsockname()}
+    proxy = ServiceProxy(tmp_path / "svc.sock", lambda host, port: routes.get((host, port)))
+    proxy.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(tmp_path / "svc.sock"))
+            client.sendall(b"CONNECT 10.96.0.10:443 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert client.recv(100).startswith(b"HTTP/1.1 200")
+            client.sendall(b"ping")
+            assert client.recv(100) == b"echo:ping"
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(tmp_path / "svc.sock"))
+            client.sendall(b"CONNECT 10.96.0.11:443 HTTP/1.1\r\n\r\n")
+            assert client.recv(100).startswith(b"HTTP/1.1 503")
+    finally:
+        proxy.stop()
+        backend.close()
+    assert not (tmp_path / "svc.sock").exists()

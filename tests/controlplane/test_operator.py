@@ -50,6 +50,25 @@ def rendered(namespace: str) -> str:
     return done.stdout
 
 
+def apply_ungated(kubectl: Kubectl, namespace: str) -> None:
+    """The examples with rollouts not gated by an eval (test_rollout.py covers the gate), so
+    a change goes straight to the ConfigMap."""
+    kubectl.apply(EXAMPLES / "support-triage", namespace=namespace)
+    kubectl(
+        "patch", "cascadepolicy", POLICY, "--type=json",
+        "-p", '[{"op": "remove", "path": "/spec/evaluation"}]', namespace=namespace,
+    )  # fmt: skip
+    eventually(
+        lambda: (
+            kubectl.get_json("cascadepolicy", POLICY, namespace=namespace)["status"]["rollout"][
+                "phase"
+            ]
+            == "Ungated"
+        ),
+        "the policy to be ungated",
+    )
+
+
 def test_examples_become_a_config_map_equal_to_tierwise_render(
     operator, kubectl: Kubectl, namespace: str
 ):
@@ -124,7 +143,7 @@ def test_status_conditions_printer_columns_and_events(operator, kubectl: Kubectl
 def test_tier_change_rerenders_and_missing_tier_is_a_condition(
     operator, kubectl: Kubectl, namespace: str
 ):
-    kubectl.apply(EXAMPLES / "support-triage", namespace=namespace)
+    apply_ungated(kubectl, namespace)
     first = eventually(lambda: config_map(kubectl, namespace), "the ConfigMap")
     first_hash = first["metadata"]["annotations"]["tierwise.dev/config-hash"]
 
@@ -241,7 +260,7 @@ def test_pod_counts_in_policy_status(operator, kubectl: Kubectl, namespace: str)
 
 
 def test_killed_and_restarted_operator_converges(operator, kubectl: Kubectl, namespace: str):
-    kubectl.apply(EXAMPLES / "support-triage", namespace=namespace)
+    apply_ungated(kubectl, namespace)
     first = eventually(lambda: config_map(kubectl, namespace), "the ConfigMap")
     operator.kill()
     try:

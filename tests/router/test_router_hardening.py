@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -370,11 +369,11 @@ def test_connections_that_send_no_complete_header_are_closed(emu: Any, make_rout
         if i % 2:
             sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")  # never finished
         socks.append(sock)
-    started = time.monotonic()
     for sock in socks:
-        assert sock.recv(1024) == b""  # closed by the router (recv would time out otherwise)
+        # Closed by the router: recv returns b"" (without the timeout it would block until
+        # the socket's own 10 s timeout and raise).
+        assert sock.recv(1024) == b""
         sock.close()
-    assert time.monotonic() - started < 9
     # The router still serves.
     sdk(router).messages.create(model="tierwise/triage", max_tokens=5, messages=user("x"))
 

@@ -35,6 +35,16 @@ def test_a_self_signed_set_is_a_ca_and_a_serving_certificate_that_tls_accepts(tm
     context.load_cert_chain(store.cert, store.key)  # the pair matches
 
 
+def test_a_service_name_longer_than_a_common_name_is_certified_in_full(tmp_path):
+    host = "tierwise-webhook." + "n" * 60 + ".svc"  # a namespace may have 63 characters
+    store = SelfSignedCertificates(tmp_path, [host, host + ".cluster.local"], 30 * DAY)
+    store.ensure()
+    sans = load_certificate(store.cert).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert sans.value.get_values_for_type(x509.DNSName) == [host, host + ".cluster.local"]
+
+
 def test_rotation_reissues_the_serving_certificate_under_the_same_ca(tmp_path):
     store = SelfSignedCertificates(tmp_path, ["127.0.0.1"], 30 * DAY)
     store.ensure()

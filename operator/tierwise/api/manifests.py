@@ -72,17 +72,24 @@ def load_manifests(
     ``kubectl apply -n`` would place them.
     """
     resources = []
+    for source, doc in load_documents(paths):
+        if doc.get("kind") in SPEC_TYPES:
+            try:
+                resources.append(
+                    parse_resource(doc, source=source, default_namespace=default_namespace)
+                )
+            except SpecError as exc:
+                raise SpecError(exc.path, f"{exc.message} [{source}]") from exc
+    return resources
+
+
+def load_documents(paths: Iterable[str | Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object in the manifest files (any kind, ``List`` items flattened), with its
+    source ``FILE#INDEX``."""
     for file in _manifest_files(paths):
         for index, doc in enumerate(_documents(file)):
-            if isinstance(doc, dict) and doc.get("kind") in SPEC_TYPES:
-                source = f"{file}#{index}"
-                try:
-                    resources.append(
-                        parse_resource(doc, source=source, default_namespace=default_namespace)
-                    )
-                except SpecError as exc:
-                    raise SpecError(exc.path, f"{exc.message} [{source}]") from exc
-    return resources
+            if isinstance(doc, dict):
+                yield f"{file}#{index}", doc
 
 
 def _manifest_files(paths: Iterable[str | Path]) -> Iterator[Path]:

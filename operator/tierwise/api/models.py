@@ -32,6 +32,7 @@ from tierwise.routerconfig import (
 Signal = Literal["stopReason", "invalidJSON", "jsonFieldBelow", "jsonFieldNotIn", "regex"]
 Breakpoint = Literal["tools", "system", "history"]
 FallbackTrigger = Literal["overloaded", "rateLimited", "serverError", "timeout"]
+GraderType = Literal["jsonField", "allowedSet", "regex", "exact", "judge"]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)(ms|s)$")
@@ -539,6 +540,151 @@ class Retry:
         )
 
 
+# --- evaluation (eval-gated rollout) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigMapKeyRef:
+    name: str
+    key: str = "dataset.jsonl"
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    config_map_ref: ConfigMapKeyRef
+    sample_size: int | None = None
+    template: str | None = None
+
+    def validate(self, path: str) -> None:
+        if self.sample_size is not None:
+            _check(self.sample_size >= 1, f"{path}.sampleSize", "sampleSize must be at least 1")
+        if self.template is not None:
+            _check(
+                "{{input}}" in self.template,
+                f"{path}.template",
+                "template must contain {{input}}",
+            )
+
+
+@dataclass(frozen=True)
+class Grader:
+    type: GraderType
+    field: str = "label"
+    values: tuple[str, ...] | None = None
+    pattern: str | None = None
+    tier: str | None = None
+    criteria: str | None = None
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.type != "judge" or self.tier is not None,
+            path,
+            "a judge grader needs tier, the ModelTier that grades",
+        )
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise SpecError(
+                    f"{path}.pattern", f"not a valid regular expression: {exc}"
+                ) from exc
+
+
+@dataclass(frozen=True)
+class EvaluatedRoute:
+    name: str
+    dataset: DatasetRef | None = None
+    grader: Grader | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_quality: Decimal
+    max_quality_drop: Decimal | None = None
+    max_cost_per_item: Decimal | None = None
+    max_p95_latency_seconds: Decimal | None = None
+    min_items: int = 30
+    max_error_rate: Decimal = Decimal("0.05")
+
+    def validate(self, path: str) -> None:
+        for name, value in (
+            ("minQuality", self.min_quality),
+            ("maxQualityDrop", self.max_quality_drop),
+            ("maxErrorRate", self.max_error_rate),
+        ):
+            if value is not None:
+                _check(0 <= value <= 1, f"{path}.{name}", f"gate.{name} must be between 0 and 1")
+        if self.max_cost_per_item is not None:
+            _check(
+                self.max_cost_per_item >= 0,
+                f"{path}.maxCostPerItem",
+                "gate.maxCostPerItem must be zero or more",
+            )
+        if self.max_p95_latency_seconds is not None:
+            _check(
+                self.max_p95_latency_seconds > 0,
+                f"{path}.maxP95LatencySeconds",
+                "gate.maxP95LatencySeconds must be more than zero",
+            )
+        _check(self.min_items >= 1, f"{path}.minItems", "gate.minItems must be at least 1")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    routes: tuple[EvaluatedRoute, ...]
+    gate: Gate
+    dataset: DatasetRef | None = None
+    grader: Grader | None = None
+    on_new_policy: Literal["Evaluate", "Promote"] = "Evaluate"
+    concurrency: int = 8
+    timeout_seconds: int = 1800
+    use_batch_api: bool = field(default=False, metadata={"json": "useBatchAPI"})
+
+    def validate(self, path: str) -> None:
+        _check(len(self.routes) >= 1, f"{path}.routes", "evaluation needs at least one route")
+        names = [r.name for r in self.routes]
+        _check(
+            len(set(names)) == len(names),
+            f"{path}.routes",
+            "evaluation.routes names must be unique",
+        )
+        _check(
+            self.dataset is not None or all(r.dataset is not None for r in self.routes),
+            path,
+            "every evaluated route needs a dataset, its own or evaluation.dataset",
+        )
+        _check(
+            not self.use_batch_api or self.gate.max_p95_latency_seconds is None,
+            path,
+            "useBatchAPI cannot be combined with gate.maxP95LatencySeconds, batch results say "
+            "nothing about interactive latency",
+        )
+        _check(
+            1 <= self.concurrency <= 256,
+            f"{path}.concurrency",
+            "evaluation.concurrency must be between 1 and 256",
+        )
+        _check(
+            30 <= self.timeout_seconds <= 86400,
+            f"{path}.timeoutSeconds",
+            "evaluation.timeoutSeconds must be between 30 and 86400",
+        )
+
+    def dataset_for(self, route: str) -> DatasetRef:
+        own = next((r.dataset for r in self.routes if r.name == route), None)
+        found = own or self.dataset
+        assert found is not None, "validated: every evaluated route has a dataset"
+        return found
+
+    def grader_for(self, route: str) -> Grader:
+        own = next((r.grader for r in self.routes if r.name == route), None)
+        return own or self.grader or Grader(type="jsonField")
+
+    def judge_tiers(self) -> list[str]:
+        graders = [self.grader, *(r.grader for r in self.routes)]
+        return list(dict.fromkeys(g.tier for g in graders if g and g.type == "judge" and g.tier))
+
+
 @dataclass(frozen=True)
 class CascadePolicySpec:
     routes: tuple[Route, ...]
@@ -547,6 +693,7 @@ class CascadePolicySpec:
     default_route: str | None = None
     fallback: Fallback | None = None
     retry: Retry | None = None
+    evaluation: Evaluation | None = None
 
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")
@@ -573,6 +720,12 @@ class CascadePolicySpec:
                 self.default_route in names,
                 path,
                 "defaultRoute must name one of the routes in spec.routes",
+            )
+        if self.evaluation is not None:
+            _check(
+                all(r.name in names for r in self.evaluation.routes),
+                path,
+                "evaluation.routes must name routes in spec.routes",
             )
 
     def tier_names(self) -> list[str]:

@@ -65,7 +65,9 @@ def write_file(path: Path, data: bytes, mode: int = 0o600) -> Path:
 
 def _name(common_name: str, organizations: Iterable[str] = ()) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    # A common name has at most 64 characters (RFC 5280); Service DNS names are often longer.
+    # TLS clients match the subjectAltNames, so a shortened CN changes nothing they check.
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]))
     return x509.Name(attributes)
 
 

@@ -19,6 +19,7 @@ import kopf
 
 from tierwise import __version__
 from tierwise.controller.settings import OperatorOptions, WebhookOptions
+from tierwise.evals.job import EVAL_SERVICE_ACCOUNT, JobSettings
 
 ENV_PREFIX = "TIERWISE_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -111,6 +112,36 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         "--router-image",
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
+    )
+    evals = parser.add_argument_group("eval Jobs (policies with spec.evaluation)")
+    evals.add_argument(
+        "--eval-image",
+        default=f"ghcr.io/tierwise/tierwise:{__version__}",
+        help="image of the eval Jobs (runs `tierwise eval`)",
+    )
+    evals.add_argument(
+        "--eval-pod-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra label on eval Job pods, repeatable (e.g. to opt out of a service mesh)",
+    )
+    evals.add_argument(
+        "--eval-service-account",
+        default=EVAL_SERVICE_ACCOUNT,
+        help=f"ServiceAccount eval Jobs run as, created in each policy's namespace with no permissions (default {EVAL_SERVICE_ACCOUNT})",
+    )
+    evals.add_argument(
+        "--eval-ttl-seconds",
+        type=int,
+        default=3600,
+        help="ttlSecondsAfterFinished of eval Jobs: how long a finished eval's logs stay (default 3600)",
+    )
+    evals.add_argument(
+        "--eval-deadline-slack-seconds",
+        type=int,
+        default=120,
+        help="activeDeadlineSeconds of an eval Job past its timeoutSeconds, to start and report (default 120)",
     )
     webhook = parser.add_argument_group(
         "sidecar injection webhook",
@@ -236,6 +267,13 @@ def options_from(args: argparse.Namespace) -> OperatorOptions:
         health_port=args.health_port,
         resync_seconds=args.resync_seconds,
         router_image=args.router_image,
+        evals=JobSettings(
+            image=args.eval_image,
+            pod_labels=_labels(args.eval_pod_label or []),
+            service_account=args.eval_service_account,
+            ttl_seconds_after_finished=args.eval_ttl_seconds,
+            deadline_slack_seconds=args.eval_deadline_slack_seconds,
+        ),
         webhook=WebhookOptions(
             port=args.webhook_port,
             address=args.webhook_address,
@@ -247,6 +285,16 @@ def options_from(args: argparse.Namespace) -> OperatorOptions:
             ca_bundle_configuration=args.webhook_ca_bundle_configuration,
         ),
     )
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"tierwise operator: --eval-pod-label needs KEY=VALUE, got {pair!r}")
+        labels[key] = value
+    return labels
 
 
 def _url_host(address: str) -> str:
@@ -261,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = options_from(args)
+    from tierwise.controller import rollout
+
+    rollout.configure(options.evals)
     kube.connect()
     price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
     if options.webhook.enabled:

@@ -48,6 +48,7 @@ class Observed:
     status: Mapping[str, Any] = field(default_factory=dict)
     resource: Resource | None = None
     error: SpecError | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)  # e.g. rollout break-glass
 
     @property
     def key(self) -> tuple[str, str]:
@@ -124,6 +125,7 @@ def observe(body: Mapping[str, Any], kind: str | None = None) -> Observed:
         status=plain(body.get("status") or {}),
         resource=resource,
         error=error,
+        annotations=dict(metadata.get("annotations") or {}),
     )
 
 

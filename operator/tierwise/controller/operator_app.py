@@ -13,7 +13,12 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from tierwise.controller import indexes, policies, references  # noqa: F401  (registers handlers)
+from tierwise.controller import (  # noqa: F401  (registers handlers)
+    indexes,
+    policies,
+    references,
+    rollout,
+)
 from tierwise.controller.peering import is_active
 from tierwise.controller.resync import resync_forever
 from tierwise.controller.runtime import reconciler_of

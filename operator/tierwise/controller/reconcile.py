@@ -206,8 +206,10 @@ def policy_status(
     previous: Mapping[str, Any] | None = None,
     has_config: bool = False,
     write_error: str | None = None,
+    extra_conditions: Iterable[Condition] = (),
 ) -> dict[str, Any]:
     """The whole desired status; fields it does not know (e.g. eval figures) are kept.
+    ``extra_conditions``: other concerns' conditions (the rollout's Promoted, Progressing).
 
     ``previous``: the status last written, when newer than the observed one. ``has_config``:
     the policy's ConfigMap exists (written now or by an earlier render).
@@ -215,7 +217,7 @@ def policy_status(
     previous = dict(policy.status if previous is None else previous)
     conditions = merge_conditions(
         previous.get("conditions"),
-        policy_conditions(result, policy.error, has_config, write_error),
+        [*policy_conditions(result, policy.error, has_config, write_error), *extra_conditions],
         policy.generation,
         now,
     )

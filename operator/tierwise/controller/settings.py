@@ -7,6 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from tierwise.controller.names import DEFAULT_ROUTER_IMAGE, WEBHOOK_CONFIGURATION
+from tierwise.evals.job import JobSettings
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class OperatorOptions:
     health_port: int = 8081
     resync_seconds: float = 30.0
     router_image: str = DEFAULT_ROUTER_IMAGE
+    evals: JobSettings = field(default_factory=JobSettings)
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
 
     @property

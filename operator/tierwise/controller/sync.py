@@ -28,7 +28,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from tierwise.controller import kube, metrics, price_catalog
+from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, by_name
 from tierwise.controller.reconcile import (
@@ -113,11 +113,12 @@ class Reconciler:
                     by_name(profiles),
                     catalog=price_catalog.current(),
                 )
-            has_config, write_error = False, None
+            has_config, write_error, gated = False, None, None
             if result is not None and result.document is not None:
                 try:
-                    self.write_live_config(policy, result, config_map)
-                    has_config = True
+                    # Write the live config, or evaluate it first (spec.evaluation).
+                    gated = rollout.reconcile(policy, result, tiers, self, config_map)
+                    has_config = gated.has_config
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
                     write_error = (
@@ -137,7 +138,10 @@ class Reconciler:
                 previous=self._previous_status(policy),
                 has_config=has_config,
                 write_error=write_error,
+                extra_conditions=gated.conditions if gated else (),
             )
+            if gated is not None:
+                rollout.adjust_status(status, gated)
             self._write_status(policy, status)
             if write_error is None:
                 self._inputs[policy.uid] = inputs_key(policy, tiers, profiles)
@@ -311,6 +315,10 @@ def inputs_key(
         id(price_catalog.current()),
         policy.generation,
         policy.deleting,
+        # Rollout break-glass annotations change no generation but do change the work.
+        tuple(
+            sorted((k, v) for k, v in policy.annotations.items() if k.startswith("tierwise.dev/"))
+        ),
         tuple(sorted((t.name, t.uid, t.generation) for t in tiers if t.name in used)),
         tuple(sorted((p.name, p.uid, p.generation) for p in profiles if p.name == profile)),
     )

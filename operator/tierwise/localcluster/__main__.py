@@ -74,6 +74,8 @@ def _start_pod_runner(plane: LocalControlPlane) -> None:
         str(plane.kubeconfig),
         "--runner-dir",
         str(plane.workdir / "pod-runner"),
+        "--service-proxy-socket",
+        str(plane.service_proxy_socket),
     ]
     runner = spawn("pod-runner", argv, plane.logs_dir / "pod-runner.log", owned=False)
     plane.components.append(runner)
@@ -127,7 +129,9 @@ def cmd_pod_runner(args: argparse.Namespace) -> int:
     from tierwise.localcluster.podrunner import PodRunner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    runner = PodRunner(args.kubeconfig, workdir=args.runner_dir)
+    runner = PodRunner(
+        args.kubeconfig, workdir=args.runner_dir, service_proxy_socket=args.service_proxy_socket
+    )
     # SIGTERM from `down` should stop running pods' processes too.
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     try:
@@ -163,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     runner = sub.add_parser("pod-runner", help="run opted-in pods locally (foreground)")
     runner.add_argument("--kubeconfig", type=Path, required=True)
     runner.add_argument("--runner-dir", type=Path, default=None, help="pod files and logs")
+    runner.add_argument(
+        "--service-proxy-socket",
+        type=Path,
+        default=None,
+        help="serve the API server's Service traffic on this socket (the control plane's "
+        "svc.sock), so webhooks registered with a Service reach pods run here",
+    )
     runner.set_defaults(run=cmd_pod_runner)
     return parser
 

@@ -379,9 +379,10 @@ class LocalControlPlane:
             f"--service-account-signing-key-file={signing.key}",
             # Endpoints may not point at loopback, and nothing routes to them anyway.
             "--endpoint-reconciler-type=none",
-            # Webhook Services resolve to their EndpointSlices' pod IPs (there is no kube-proxy
-            # for ClusterIPs); the pod runner writes those slices.
-            "--enable-aggregator-routing=true",
+            # Traffic to Services (webhooks registered with a service reference) goes through
+            # an HTTP CONNECT proxy on a Unix socket, which the pod runner serves: there is no
+            # kube-proxy to route ClusterIPs, and EndpointSlices may not hold loopback pod IPs.
+            f"--egress-selector-config-file={self._write_egress_config()}",
             "--allow-privileged=true",
             "--profiling=false",
             f"--v={self._verbosity}",
@@ -390,6 +391,29 @@ class LocalControlPlane:
         server = f"https://127.0.0.1:{port}"
         self._wait_until(component, lambda: self._readyz(server), 90.0)
         return server
+
+    @property
+    def service_proxy_socket(self) -> Path:
+        """Where the API server sends Service traffic (HTTP CONNECT); the pod runner serves it."""
+        return self.workdir / "svc.sock"
+
+    def _write_egress_config(self) -> Path:
+        path = self.workdir / "egress-selector.yaml"
+        config = {
+            "apiVersion": "apiserver.k8s.io/v1beta1",
+            "kind": "EgressSelectorConfiguration",
+            "egressSelections": [
+                {
+                    "name": "cluster",
+                    "connection": {
+                        "proxyProtocol": "HTTPConnect",
+                        "transport": {"uds": {"udsName": str(self.service_proxy_socket)}},
+                    },
+                }
+            ],
+        }
+        path.write_text(json.dumps(config))
+        return path
 
     def _launch_controller_manager(
         self, binaries: Binaries, kubeconfig: Path, signing: KeyPair

@@ -41,11 +41,17 @@ class PathMap:
         self.entries.sort(key=lambda entry: len(entry[0]), reverse=True)
 
     def rewrite(self, text: str) -> str:
-        """Replace container paths that start a path in ``text`` (``--x=/data/a`` too)."""
-        for container_path, host_path in self.entries:
-            pattern = r"(?<![\w.\-/])" + re.escape(container_path) + r"(?=/|$|[^\w.\-])"
-            text = re.sub(pattern, lambda _m, h=str(host_path): h, text)
-        return text
+        """Replace container paths that start a path in ``text`` (``--x=/data/a`` too).
+
+        One pass, longest path first: a host path put in by one mount is never rewritten again
+        by another (the runner's directory may itself lie under a mount path such as /tmp).
+        """
+        if not self.entries:
+            return text
+        hosts = {container: str(host) for container, host in self.entries}
+        alternatives = "|".join(re.escape(container) for container, _ in self.entries)
+        pattern = r"(?<![\w.\-/])(" + alternatives + r")(?=/|$|[^\w.\-])"
+        return re.sub(pattern, lambda m: hosts[m.group(1)], text)
 
     def host_path(self, container_path: str) -> Path | None:
         rewritten = self.rewrite(container_path)

@@ -36,9 +36,12 @@ For Deployments (operator pods, webhooks) it also plays the pod network, minimal
   still share the host's network namespace, so two that bind ``0.0.0.0`` on one port do;
 - a container that mounts the service-account token gets ``KUBECONFIG`` pointing at it (the
   in-cluster token path is compiled into client libraries, so it cannot be rewritten);
-- the runner keeps an EndpointSlice per Service that selects running pods (the API server
-  resolves webhook Services through EndpointSlices, ``--enable-aggregator-routing``); a pod
-  counts as ready once its containers run.
+- with ``service_proxy_socket`` (the control plane's
+  :attr:`~tierwise.localcluster.LocalControlPlane.service_proxy_socket`) it serves the API
+  server's Service traffic, a kube-proxy stand-in: the API server's egress selector sends
+  ``CONNECT <clusterIP>:<port>`` there for webhooks registered with a Service, and the runner
+  connects it to a ready pod it runs that the Service selects (a pod counts as ready once its
+  containers run). Nothing else is ever dialled.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from urllib.parse import urlparse
 
 from tierwise.localcluster import podenv
 from tierwise.localcluster.podenv import ConfigError, PathMap, VolumeSources
+from tierwise.localcluster.serviceproxy import ServiceProxy
 
 LOCAL_RUN_LABEL = "tierwise.dev/local-run"
 LOCAL_RUN_SELECTOR = f"{LOCAL_RUN_LABEL}=true"
@@ -75,10 +79,6 @@ _MESSAGE_LIMIT = 4096
 _FALLBACK_LOG_LINES = 80
 _FALLBACK_LOG_BYTES = 2048
 _WATCH_SECONDS = 2
-_ENDPOINTS_SECONDS = 1.0
-# EndpointSlices the runner writes carry this manager; the real EndpointSlice controller (not
-# run here) would leave them alone too.
-ENDPOINTS_MANAGER = "pod-runner.tierwise.dev"
 SERVICE_ACCOUNT_KUBECONFIG_ENV = "KUBECONFIG"
 log = logging.getLogger(__name__)
 
@@ -563,59 +563,6 @@ def _items(response: Any) -> list[dict[str, Any]]:
     return list(json.loads(response.data).get("items") or [])
 
 
-def _endpoint_slice(
-    service: Mapping[str, Any], pods: Sequence[_PodExecution]
-) -> dict[str, Any] | None:
-    """The EndpointSlice of ``service`` over the runner's ``pods`` (None: it selects none)."""
-    spec, meta = service.get("spec") or {}, service["metadata"]
-    selector = spec.get("selector") or {}
-    members = [
-        p
-        for p in pods
-        if selector
-        and all((p.pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
-    ]
-    if not members:
-        return None
-    ports = []
-    for port in spec.get("ports") or []:
-        target = _container_port(members[0].pod, port.get("targetPort", port["port"]))
-        if target is not None:
-            ports.append(
-                {
-                    "name": port.get("name", ""),
-                    "port": target,
-                    "protocol": port.get("protocol", "TCP"),
-                }
-            )
-    endpoints = [
-        {
-            "addresses": [p.pod_ip],
-            "conditions": {"ready": p.ready, "serving": p.ready, "terminating": False},
-            "targetRef": {"kind": "Pod", "namespace": p.namespace, "name": p.name, "uid": p.uid},
-        }
-        for p in sorted(members, key=lambda p: p.name)
-    ]
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{meta['name']}-local",
-            "namespace": meta["namespace"],
-            "labels": {
-                "kubernetes.io/service-name": meta["name"],
-                "endpointslice.kubernetes.io/managed-by": ENDPOINTS_MANAGER,
-            },
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta["uid"]}
-            ],
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": ports,
-    }
-
-
 def _container_port(pod: Mapping[str, Any], target: int | str) -> int | None:
     if isinstance(target, int) or str(target).isdigit():
         return int(target)
@@ -645,6 +592,7 @@ class PodRunner:
         extra_env: Mapping[str, str] | None = None,
         max_grace_seconds: float = 5.0,
         config_wait_seconds: float = 30.0,
+        service_proxy_socket: Path | str | None = None,
     ) -> None:
         from kubernetes import client, config
 
@@ -673,7 +621,9 @@ class PodRunner:
         # sessions on one host rarely share addresses.
         self._ip_base = int(ipaddress.IPv4Address("127.64.0.0")) + random.randrange(1 << 14) * 256
         self._ip_next = 1
-        self._endpoint_namespaces: set[str] = set()
+        self._proxy: ServiceProxy | None = None
+        if service_proxy_socket is not None:
+            self._proxy = ServiceProxy(Path(service_proxy_socket), self.service_backend)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -685,6 +635,8 @@ class PodRunner:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._proxy is not None:
+            self._proxy.stop()
         with self._lock:
             executions = list(self._executions.values())
         for execution in executions:
@@ -703,7 +655,8 @@ class PodRunner:
         """List, then watch, opted-in pods until :meth:`stop`; re-list when the watch expires."""
         from kubernetes.client.exceptions import ApiException
 
-        threading.Thread(target=self._endpoints_loop, name="pod-endpoints", daemon=True).start()
+        if self._proxy is not None:
+            self._proxy.start()
         while not self._stopping.is_set():
             try:
                 self._watch(self._relist())
@@ -814,59 +767,39 @@ class PodRunner:
             self._executions.pop(outcome.uid, None)
             self._lock.notify_all()
 
-    # -- endpoints -------------------------------------------------------------------------
+    # -- services --------------------------------------------------------------------------
 
-    def _endpoints_loop(self) -> None:
-        while not self._stopping.wait(_ENDPOINTS_SECONDS):
-            try:
-                self.sync_endpoints()
-            except Exception as err:  # API trouble: try again next round
-                log.warning("endpoint sync failed: %s", err)
+    def service_backend(self, cluster_ip: str, port: int) -> tuple[str, int] | None:
+        """The (pod IP, container port) for ``clusterIP:port``: a ready pod run here."""
+        services = _items(self._core.list_service_for_all_namespaces(_preload_content=False))
+        for service in services:
+            spec = service.get("spec") or {}
+            if spec.get("clusterIP") != cluster_ip or not spec.get("selector"):
+                continue
+            for service_port in spec.get("ports") or []:
+                if int(service_port["port"]) != port:
+                    continue
+                target = service_port.get("targetPort", service_port["port"])
+                for pod in self._ready_pods(service["metadata"]["namespace"], spec["selector"]):
+                    container_port = _container_port(pod.pod, target)
+                    if container_port is not None:
+                        return pod.pod_ip, container_port
+        return None
 
-    def sync_endpoints(self) -> None:
-        """One EndpointSlice per Service that selects pods run here (none for the others)."""
+    def _ready_pods(self, namespace: str, selector: Mapping[str, str]) -> list[_PodExecution]:
         with self._lock:
             executions = list(self._executions.values())
-        namespaces = {e.namespace for e in executions}
-        for namespace in namespaces | self._endpoint_namespaces:
-            self._sync_namespace_endpoints(
-                namespace, [e for e in executions if e.namespace == namespace]
+        ready = [
+            e
+            for e in executions
+            if e.namespace == namespace
+            and e.ready
+            and all(
+                (e.pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items()
             )
-        self._endpoint_namespaces = namespaces
-
-    def _sync_namespace_endpoints(self, namespace: str, pods: list[_PodExecution]) -> None:
-        from kubernetes import client
-
-        discovery = client.DiscoveryV1Api(self._api_client)
-        selector = f"endpointslice.kubernetes.io/managed-by={ENDPOINTS_MANAGER}"
-        current = {
-            s["metadata"]["name"]: s
-            for s in _items(
-                discovery.list_namespaced_endpoint_slice(
-                    namespace, label_selector=selector, _preload_content=False
-                )
-            )
-        }
-        desired: dict[str, dict[str, Any]] = {}
-        for service in _items(
-            self._core.list_namespaced_service(namespace, _preload_content=False)
-        ):
-            body = _endpoint_slice(service, pods)
-            if body is not None:
-                desired[body["metadata"]["name"]] = body
-        for name, body in desired.items():
-            existing = current.get(name)
-            if existing is None:
-                discovery.create_namespaced_endpoint_slice(namespace, body)
-            elif (existing.get("endpoints") or [], existing.get("ports") or []) != (
-                body["endpoints"],
-                body["ports"],
-            ):
-                body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-                discovery.replace_namespaced_endpoint_slice(name, namespace, body)
-        for name in current.keys() - desired.keys():
-            with contextlib.suppress(client.exceptions.ApiException):
-                discovery.delete_namespaced_endpoint_slice(name, namespace)
+        ]
+        random.shuffle(ready)
+        return ready
 
     # -- watching --------------------------------------------------------------------------
 

@@ -189,6 +189,27 @@ def with_endpoint(config: RouterConfig, endpoint: str) -> RouterConfig:
     return replace(config, tiers=tiers).with_hash()
 
 
+def render_tier(
+    name: str,
+    tiers: Mapping[str, Resource],
+    namespace: str,
+    catalog: PriceCatalog = BUILTIN,
+) -> dict[str, Any] | Problem:
+    """One tier as the router config carries it (e.g. an eval judge's), or why it cannot be."""
+    tier = tiers.get(name)
+    if tier is None:
+        return Problem(
+            TIER_NOT_FOUND, name, f"ModelTier {name!r} not found in namespace {namespace!r}"
+        )
+    spec: ModelTierSpec = tier.spec
+    overrides = spec.pricing.as_overrides() if spec.pricing else None
+    resolved = resolve_prices(spec.model, overrides, catalog)
+    if isinstance(resolved, PricingProblem):
+        return Problem(resolved.reason, name, f"ModelTier {name!r}: {resolved.message}")
+    min_cacheable = catalog.min_cacheable_tokens(spec.model)
+    return _render_tier(name, spec, resolved, min_cacheable).to_document()
+
+
 def _render_tier(name: str, spec: ModelTierSpec, prices: Prices, min_cacheable: int) -> Tier:
     return Tier(
         name=name,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +25,13 @@ from aiohttp import web
 from tierwise.pricing import format_usd
 from tierwise.router.body import decode_json_object_async
 from tierwise.router.cascade import Cascade, Exchange
-from tierwise.router.errors import RouterError, invalid_request, not_found, too_large
-from tierwise.router.errors import upstream_error_body as _upstream_error_body
+from tierwise.router.errors import (
+    RouterError,
+    invalid_request,
+    not_found,
+    too_large,
+    upstream_error_body,
+)
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.runtime import Runtime
@@ -200,14 +205,11 @@ def upstream_failure_response(failure: UpstreamFailure, ex: Exchange | None) -> 
         headers[SHOULD_RETRY_HEADER] = "false"
     return web.Response(
         status=failure.status,
-        body=_upstream_error_body(failure.status, failure.body),
+        body=upstream_error_body(failure.status, failure.body),
         headers=headers,
         content_type=JSON_TYPE,
     )
 
 
-def json_response(
-    body: bytes, ex: Exchange | None, request_id: str | None, *, extra: Mapping[str, str] = {}
-) -> web.Response:
-    headers = {**response_headers(ex, request_id), **extra}
-    return web.Response(body=body, headers=headers, content_type=JSON_TYPE)
+def json_response(body: bytes, ex: Exchange | None, request_id: str | None) -> web.Response:
+    return web.Response(body=body, headers=response_headers(ex, request_id), content_type=JSON_TYPE)

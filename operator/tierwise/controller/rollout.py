@@ -1,0 +1,518 @@
+"""Eval-gated rollout: promote a policy's candidate config, or evaluate it in a Job first.
+
+``reconcile`` is the hook ``sync_policy`` calls where it used to write the live ConfigMap:
+without ``spec.evaluation`` it still does exactly that; with it, it reads the live ConfigMap
+and the policy's eval Jobs, asks ``rollout_state.next_step`` what to do, and does it. The
+kopf handler below re-syncs a policy when one of its eval Jobs changes, so a finished eval
+is decided at once rather than at the next resync.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import kopf
+from kubernetes.client import BatchV1Api
+from kubernetes.client.rest import ApiException
+
+from tierwise import GROUP, VERSION
+from tierwise.api import Resource
+from tierwise.controller import kube, metrics
+from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.objects import Observed, by_name
+from tierwise.controller.reconcile import Condition, now_iso
+from tierwise.controller.rollout_state import (
+    EVALUATING,
+    PAUSE_ANNOTATION,
+    PAUSED_VALUE,
+    PROMOTE_ANNOTATION,
+    REEVALUATE_ANNOTATION,
+    UNGATED,
+    JobView,
+    Situation,
+    Step,
+    last_eval_status,
+    next_step,
+)
+from tierwise.evals.gate import PROMOTED
+from tierwise.evals.job import (
+    CANDIDATE_ANNOTATION,
+    COMPONENT,
+    COMPONENT_LABEL,
+    CONTAINER,
+    POLICY_LABEL,
+    JobSettings,
+    dataset_mount,
+    job_manifests,
+    job_name,
+    owned_by,
+    service_account,
+)
+from tierwise.evals.plan import plan_for_policy, strongest_tier_config
+from tierwise.render import CONFIG_KEY, RenderResult, SecretKeyEnv, api_key_env
+
+log = logging.getLogger("tierwise.rollout")
+
+PROMOTED_CONDITION = "Promoted"
+PROGRESSING_CONDITION = "Progressing"
+
+Emit = Callable[[Mapping[str, Any], str, str, str], None]
+
+_settings = JobSettings()
+
+
+def configure(settings: JobSettings) -> None:
+    global _settings
+    _settings = settings
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """What the rollout contributes to the policy's status: its own fields (written by the
+    rollout itself), its conditions, and the live ConfigMap's state."""
+
+    fields: dict[str, Any]
+    conditions: list[Condition] = field(default_factory=list)
+    has_config: bool = False
+
+
+class LiveWriter(Protocol):
+    emit: Emit
+
+    def write_live_config(
+        self, policy: Observed, result: RenderResult, config_map: Mapping[str, Any] | bool | None
+    ) -> bool: ...
+
+
+def reconcile(
+    policy: Observed,
+    result: RenderResult,
+    tiers: Iterable[Observed],
+    writer: LiveWriter,
+    config_map: Mapping[str, Any] | bool | None = True,
+) -> RolloutStatus:
+    """Promote ``result`` (the candidate) to the live ConfigMap, or evaluate it first.
+
+    ``config_map``: the live ConfigMap as listed by the caller (None: it does not exist), or
+    True to read it. ``writer``: the reconciler, which owns writing the live ConfigMap.
+    """
+    document = result.document
+    assert document is not None and policy.resource is not None
+    evaluation = policy.spec.evaluation
+    previous = dict(policy.status.get("rollout") or {})
+    if evaluation is None:
+        writer.write_live_config(policy, result, config_map)
+        message = "no spec.evaluation: every rendered config goes live at once"
+        fields = {
+            "candidateHash": document["hash"],
+            "promotedHash": document["hash"],
+            "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
+        }
+        _write_fields(policy, fields)
+        return RolloutStatus(
+            fields,
+            [
+                Condition(PROMOTED_CONDITION, True, "NoEvaluation", message),
+                Condition(PROGRESSING_CONDITION, False, "NoEvaluation", message),
+            ],
+            has_config=True,
+        )
+    namespace, name = policy.namespace, policy.name
+    if config_map is True:
+        live = kube.read_config_map(namespace, config_map_name(name))
+    else:
+        live = dict(config_map) if isinstance(config_map, Mapping) else None
+    promoted_hash = _live_hash(live)
+    jobs = _eval_jobs(namespace, name)
+    annotations = policy.annotations
+    situation = Situation(
+        candidate_hash=document["hash"],
+        promoted_hash=promoted_hash,
+        previous=previous,
+        jobs=[_view(job, document["hash"]) for job in jobs],
+        on_new_policy=evaluation.on_new_policy,
+        paused=annotations.get(PAUSE_ANNOTATION, "").strip().lower() == PAUSED_VALUE,
+        promote_hash=annotations.get(PROMOTE_ANNOTATION),
+        timeout_seconds=evaluation.timeout_seconds,
+        reevaluate=annotations.get(REEVALUATE_ANNOTATION),
+    )
+    step = next_step(situation, job_name(name, document["hash"]))
+    if step.decided:
+        # The observed status may predate our own last write (the watch lags): a decision
+        # is taken on the API server's current status, so it is taken once.
+        fresh = _current_rollout(namespace, name)
+        if fresh != previous:
+            previous = fresh
+            situation = replace(situation, previous=fresh)
+            step = next_step(situation, job_name(name, document["hash"]))
+    by_tier = by_name(tiers)
+    for job in step.delete_jobs:
+        _delete_job(namespace, job)
+    if step.reason == "EvalRunning" and step.job is not None:
+        running = next(j for j in jobs if j["metadata"]["name"] == step.job)
+        _adopt(policy, result, by_tier, live, running)
+    if step.start_job:
+        problem = _start_job(policy, result, by_tier, live)
+        if problem is not None:
+            step = Step(
+                EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
+            )
+    fields = _fields(step, previous, document["hash"], promoted_hash, policy.status)
+    if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
+        metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
+    if step.decided:
+        # Record the decision before acting on it: a restart then finishes it, never redoes it.
+        kube.patch_status("cascadepolicies", namespace, name, fields)
+    if step.promote:
+        writer.write_live_config(policy, result, live)
+        fields["promotedHash"] = document["hash"]
+    _write_fields(policy, fields)
+    if step.event is not None and (step.decided or _changed(previous, step)):
+        writer.emit(policy.reference(), *step.event)
+    has_config = live is not None or step.promote
+    return RolloutStatus(fields, _conditions(step, fields), has_config=has_config)
+
+
+ROLLOUT_FIELDS = (
+    "candidateHash",
+    "promotedHash",
+    "rollout",
+    "lastEval",
+    "escalationRate",
+    "estimatedSavings",
+)
+
+
+def _write_fields(policy: Observed, fields: Mapping[str, Any]) -> None:
+    """Patch the rollout's own status fields where they differ from the observed ones (the
+    reconciler writes only its own fields, and leaves these to the rollout)."""
+    changed = {k: v for k, v in fields.items() if k in ROLLOUT_FIELDS and policy.status.get(k) != v}
+    if changed:
+        kube.patch_status("cascadepolicies", policy.namespace, policy.name, changed)
+
+
+def adjust_status(status: dict[str, Any], gated: RolloutStatus) -> None:
+    """The reconciler's status, corrected for a gated policy: ``configHash`` names what the
+    live ConfigMap holds (nothing yet for a new, unpromoted policy), and Ready says so."""
+    status.update({k: v for k, v in gated.fields.items() if k in ROLLOUT_FIELDS})
+    promoted = gated.fields.get("promotedHash")
+    if promoted is None:
+        status.pop("configHash", None)
+    else:
+        status["configHash"] = promoted
+    explain_ready(status)
+
+
+def explain_ready(status: dict[str, Any]) -> None:
+    """Ready says the config was rendered; while a candidate is not live, say what is."""
+    candidate, live = status.get("candidateHash"), status.get("promotedHash")
+    if candidate is None or candidate == live:
+        return
+    for condition in status.get("conditions") or []:
+        if condition["type"] == "Ready" and condition["status"] == "True":
+            condition["message"] = (
+                f"router config {candidate} rendered; the live ConfigMap holds "
+                f"{live or 'no config yet'} (see the Promoted condition)"
+            )
+
+
+def _rollout(
+    previous: Mapping[str, Any], phase: str, reason: str, message: str, **extra: Any
+) -> dict[str, Any]:
+    changed = previous.get("phase") != phase or not previous.get("lastTransitionTime")
+    rollout = {
+        **{k: v for k, v in previous.items() if k in ("decidedHash", "job", "reevaluated")},
+        "phase": phase,
+        "reason": reason,
+        "message": message[:2000],
+        "lastTransitionTime": now_iso() if changed else previous["lastTransitionTime"],
+    }
+    rollout.update({k: v for k, v in extra.items() if v is not None})
+    return rollout
+
+
+def _changed(previous: Mapping[str, Any], step: Step) -> bool:
+    return (previous.get("phase"), previous.get("reason"), previous.get("job")) != (
+        step.phase,
+        step.reason,
+        step.job or previous.get("job"),
+    )
+
+
+def _fields(
+    step: Step,
+    previous: Mapping[str, Any],
+    candidate: str,
+    promoted: str | None,
+    status: Mapping[str, Any],
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {"job": step.job, **step.extra}
+    if step.decided:
+        extra["decidedHash"] = candidate
+    rollout = _rollout(previous, step.phase, step.reason, step.message, **extra)
+    if step.clear_decision:
+        rollout["decidedHash"] = None  # null deletes it in the status merge patch
+    fields: dict[str, Any] = {"candidateHash": candidate, "rollout": rollout}
+    # configHash is what the live ConfigMap holds: nothing yet for a new, unpromoted policy
+    # (left out, never null: a null would be written, dropped, and differ again next time).
+    if promoted is not None:
+        fields["promotedHash"] = promoted
+    if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
+        last = last_eval_status(
+            step.summary, step.phase, step.message, step.job or "", candidate, now_iso()
+        )
+        fields["lastEval"] = last
+        if "escalationRate" in last:
+            fields["escalationRate"] = last["escalationRate"]
+        if "saving" in last:
+            fields["estimatedSavings"] = last["saving"]
+    elif status.get("lastEval"):
+        fields["lastEval"] = status["lastEval"]
+    return fields
+
+
+def _conditions(step: Step, fields: Mapping[str, Any]) -> list[Condition]:
+    live = fields.get("promotedHash")
+    if step.phase == PROMOTED:
+        promoted = Condition(PROMOTED_CONDITION, True, step.reason, f"config {live} is live")
+    else:
+        promoted = Condition(
+            PROMOTED_CONDITION,
+            False,
+            step.reason,
+            f"candidate {fields['candidateHash']} is not live ({step.phase.lower()}): {step.message}"
+            + (f"; live config {live}" if live else "; no config is live yet"),
+        )
+    progressing = Condition(
+        PROGRESSING_CONDITION,
+        step.phase == EVALUATING,
+        step.reason,
+        step.message,
+    )
+    return [promoted, progressing]
+
+
+def _live_hash(live: Mapping[str, Any] | None) -> str | None:
+    if live is None:
+        return None
+    return ((live.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+
+
+def _current_rollout(namespace: str, name: str) -> dict[str, Any]:
+    try:
+        current = kube.custom().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "cascadepolicies", name
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return {}
+    return dict((current.get("status") or {}).get("rollout") or {})
+
+
+# --- Jobs -------------------------------------------------------------------------------------
+
+
+def _batch() -> BatchV1Api:
+    return BatchV1Api(kube.client())
+
+
+def _eval_jobs(namespace: str, policy: str) -> list[dict[str, Any]]:
+    selector = f"{COMPONENT_LABEL}={COMPONENT},{POLICY_LABEL}={policy}"
+    jobs = _batch().list_namespaced_job(namespace, label_selector=selector)
+    return [kube.client().sanitize_for_serialization(j) for j in jobs.items]
+
+
+def _view(job: Mapping[str, Any], candidate: str) -> JobView:
+    meta = job["metadata"]
+    config_hash = (meta.get("annotations") or {}).get(CANDIDATE_ANNOTATION, "")
+    conditions = {
+        c["type"]: c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    if meta.get("deletionTimestamp"):
+        return JobView(meta["name"], config_hash, "deleting")
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+        state, reason = "succeeded", ""
+    elif "Failed" in conditions or "FailureTarget" in conditions:
+        failed = conditions.get("Failed") or conditions["FailureTarget"]
+        state, reason = "failed", failed.get("reason", "")
+    else:
+        return JobView(meta["name"], config_hash, "running")
+    # Only the candidate's finished Job is read: its pod's termination message.
+    message = (
+        _termination_message(meta["namespace"], meta["name"]) if config_hash == candidate else ""
+    )
+    return JobView(meta["name"], config_hash, state, reason, message)
+
+
+def _termination_message(namespace: str, job: str) -> str:
+    pods = kube.list_pods(namespace, f"job-name={job}")
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(pods):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated")
+            if status.get("name") == CONTAINER and terminated:
+                return str(terminated.get("message") or "")
+    return ""
+
+
+def _delete_job(namespace: str, name: str) -> None:
+    try:
+        _batch().delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    log.info("deleted superseded eval Job %s/%s", namespace, name)
+
+
+def _manifests(
+    policy: Observed,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    live: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """The candidate's Job and inputs ConfigMap, or why they cannot be made yet."""
+    document = result.document
+    assert document is not None
+    namespace = policy.namespace
+    assert policy.resource is not None
+    planned = plan_for_policy(policy.resource, tiers, lambda ref: dataset_mount(ref.name, ref.key))
+    if planned.plan is None:
+        return "cannot start the eval: " + "; ".join(p.message for p in planned.problems)
+    baseline, kind = _baseline(live, document)
+    key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
+    evaluation = policy.spec.evaluation
+    refs = [evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes]
+    datasets = [(ref.name, ref.key) for ref in refs]
+    for name, key in dict.fromkeys(datasets):
+        # GitOps may apply the dataset after the policy: wait for it rather than start a Job
+        # that would sit until its deadline.
+        found = kube.read_config_map(namespace, name)
+        if found is None:
+            return (
+                f"dataset ConfigMap {name!r} not found in namespace {namespace!r}; waiting for it"
+            )
+        if key not in (found.get("data") or {}):
+            return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
+    return job_manifests(
+        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, _settings
+    )
+
+
+def _start_job(
+    policy: Observed,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    live: Mapping[str, Any] | None,
+) -> str | None:
+    """Create the candidate's Job and its inputs; a message when it cannot be started."""
+    made = _manifests(policy, result, tiers, live)
+    if isinstance(made, str):
+        return made
+    job, inputs = made
+    namespace = policy.namespace
+    _ensure_service_account(namespace)
+    try:
+        created = _batch().create_namespaced_job(namespace, job)
+        created_job = kube.client().sanitize_for_serialization(created)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        created_job = kube.client().sanitize_for_serialization(
+            _batch().read_namespaced_job(job["metadata"]["name"], namespace)
+        )
+    _create_inputs(inputs, created_job)
+    log.info("started eval Job %s/%s", namespace, job["metadata"]["name"])
+    return None
+
+
+def _create_inputs(inputs: dict[str, Any], job: Mapping[str, Any]) -> None:
+    try:
+        kube.core().create_namespaced_config_map(
+            inputs["metadata"]["namespace"], owned_by(inputs, job)
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _adopt(
+    policy: Observed,
+    result: RenderResult,
+    tiers: Mapping[str, Resource],
+    live: Mapping[str, Any] | None,
+    job: Mapping[str, Any],
+) -> None:
+    """A running Job found (e.g. after a restart): make sure its inputs exist, since an
+    operator stopped between creating the Job and its ConfigMap leaves the pod waiting."""
+    meta = job["metadata"]
+    if kube.read_config_map(meta["namespace"], meta["name"]) is not None:
+        return
+    made = _manifests(policy, result, tiers, live)
+    if not isinstance(made, str):
+        _create_inputs(made[1], job)
+        log.info("created the missing inputs of eval Job %s/%s", meta["namespace"], meta["name"])
+
+
+def _baseline(
+    live: Mapping[str, Any] | None, candidate: Mapping[str, Any]
+) -> tuple[dict[str, Any], str]:
+    data = (live or {}).get("data") or {}
+    if CONFIG_KEY in data:
+        try:
+            return json.loads(data[CONFIG_KEY]), "promoted"
+        except ValueError:
+            log.warning("the live config is not valid JSON; evaluating against the strongest tiers")
+    return strongest_tier_config(candidate), "strongest"
+
+
+def _baseline_keys(
+    baseline: Mapping[str, Any], tiers: Mapping[str, Resource]
+) -> list[SecretKeyEnv]:
+    """Keys of the baseline's tiers, from the ModelTiers of the same name today."""
+    keys = []
+    for name, tier in (baseline.get("tiers") or {}).items():
+        resource = tiers.get(name)
+        ref = resource.spec.api_key_secret_ref if resource is not None else None
+        if tier.get("apiKeyEnv") and ref is not None:
+            keys.append(SecretKeyEnv(api_key_env(name), ref.name, ref.key))
+    return keys
+
+
+def _ensure_service_account(namespace: str) -> None:
+    account = service_account(namespace, _settings.service_account)
+    try:
+        kube.core().create_namespaced_service_account(namespace, account)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={COMPONENT_LABEL: COMPONENT})
+async def eval_job_changed(
+    namespace: str,
+    labels: Mapping[str, str],
+    memo: Any,
+    policies_by_namespace: kopf.Index,
+    tiers_by_namespace: kopf.Index,
+    cache_profiles_by_namespace: kopf.Index,
+    **_: Any,
+) -> None:
+    """An eval Job started, finished or went away: re-sync its policy to decide at once
+    (the policy's own inputs did not change, so its handler would see nothing to do)."""
+    from tierwise.controller.runtime import reconciler_of  # (runtime imports this module)
+
+    policy_name = labels.get(POLICY_LABEL)
+    policies = [p for p in policies_by_namespace.get(namespace, []) if p.name == policy_name]
+    await reconciler_of(memo).sync_policies(
+        policies,
+        list(tiers_by_namespace.get(namespace, [])),
+        list(cache_profiles_by_namespace.get(namespace, [])),
+        pods=False,
+    )

@@ -1,0 +1,215 @@
+"""The eval plan: everything an eval needs besides the two configs, as plain data.
+
+Built from a CascadePolicy's ``spec.evaluation`` (and the judge tiers it names) by the
+operator, which mounts it into the eval Job, and by ``tierwise eval`` from local manifests;
+both then run the same ``runner`` on it. Pure: no Kubernetes, no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tierwise.api import Resource
+from tierwise.api.models import CascadePolicySpec, ConfigMapKeyRef, Evaluation, Grader
+from tierwise.evals.gate import GateSpec
+from tierwise.evals.graders import GraderSpec
+from tierwise.render import Problem, SecretKeyEnv, api_key_env, content_hash, render_tier
+
+PLAN_SCHEMA = "tierwise.dev/eval-plan/v1"
+JUDGE_ROUTE = "judge"
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    name: str
+    dataset: str  # a file path (the mounted ConfigMap key, or a local file)
+    grader: GraderSpec
+    sample_size: int | None = None
+    template: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "grader": self.grader.to_document(),
+            "sampleSize": self.sample_size,
+            "template": self.template,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> RoutePlan:
+        return cls(
+            name=doc["name"],
+            dataset=doc["dataset"],
+            grader=GraderSpec.from_document(doc.get("grader") or {}),
+            sample_size=doc.get("sampleSize"),
+            template=doc.get("template"),
+        )
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    policy: str
+    routes: tuple[RoutePlan, ...]
+    gate: GateSpec
+    judge_tiers: Mapping[str, Mapping[str, Any]]
+    concurrency: int = 8
+    timeout_seconds: int = 1800
+    use_batch_api: bool = False
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "schemaVersion": PLAN_SCHEMA,
+            "policy": self.policy,
+            "routes": [r.to_document() for r in self.routes],
+            "gate": self.gate.to_document(),
+            "judgeTiers": {k: dict(v) for k, v in self.judge_tiers.items()},
+            "concurrency": self.concurrency,
+            "timeoutSeconds": self.timeout_seconds,
+            "useBatchAPI": self.use_batch_api,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> EvalPlan:
+        if doc.get("schemaVersion") != PLAN_SCHEMA:
+            raise ValueError(
+                f"unknown eval plan schema {doc.get('schemaVersion')!r} (expected {PLAN_SCHEMA})"
+            )
+        return cls(
+            policy=doc["policy"],
+            routes=tuple(RoutePlan.from_document(r) for r in doc["routes"]),
+            gate=GateSpec.from_document(doc["gate"]),
+            judge_tiers=dict(doc.get("judgeTiers") or {}),
+            concurrency=int(doc.get("concurrency", 8)),
+            timeout_seconds=int(doc.get("timeoutSeconds", 1800)),
+            use_batch_api=bool(doc.get("useBatchAPI", False)),
+        )
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: EvalPlan | None
+    problems: tuple[Problem, ...] = ()
+    key_envs: tuple[SecretKeyEnv, ...] = ()  # judge tiers' keys
+
+
+def plan_for_policy(
+    policy: Resource,
+    tiers: Mapping[str, Resource],
+    dataset_path: Callable[[ConfigMapKeyRef], str],
+    *,
+    routes: tuple[str, ...] | None = None,
+) -> PlanResult:
+    """The plan of ``policy``'s ``spec.evaluation`` (which must be set).
+
+    ``dataset_path`` maps a dataset's ConfigMap reference to the file holding it (the mount
+    path in a Job, a local file for ``tierwise eval``); ``routes`` keeps only those routes.
+    """
+    spec: CascadePolicySpec = policy.spec
+    evaluation: Evaluation | None = spec.evaluation
+    if evaluation is None:
+        raise ValueError(f"CascadePolicy {policy.name} has no spec.evaluation")
+    route_plans = []
+    for route in evaluation.routes:
+        if routes is not None and route.name not in routes:
+            continue
+        dataset = evaluation.dataset_for(route.name)
+        route_plans.append(
+            RoutePlan(
+                name=route.name,
+                dataset=dataset_path(dataset.config_map_ref),
+                grader=_grader(evaluation.grader_for(route.name)),
+                sample_size=dataset.sample_size,
+                template=dataset.template,
+            )
+        )
+    judge_tiers: dict[str, Mapping[str, Any]] = {}
+    problems: list[Problem] = []
+    key_envs: list[SecretKeyEnv] = []
+    for name in evaluation.judge_tiers():
+        rendered = render_tier(name, tiers, policy.namespace)
+        if isinstance(rendered, Problem):
+            problems.append(rendered)
+            continue
+        judge_tiers[name] = rendered
+        ref = tiers[name].spec.api_key_secret_ref
+        if ref is not None:
+            key_envs.append(SecretKeyEnv(api_key_env(name), ref.name, ref.key))
+    if problems:
+        return PlanResult(None, tuple(problems))
+    gate = evaluation.gate
+    plan = EvalPlan(
+        policy=f"{policy.namespace}/{policy.name}",
+        routes=tuple(route_plans),
+        gate=GateSpec(
+            min_quality=float(gate.min_quality),
+            max_quality_drop=_float(gate.max_quality_drop),
+            max_cost_per_item=gate.max_cost_per_item,
+            max_p95_latency_seconds=_float(gate.max_p95_latency_seconds),
+            min_items=gate.min_items,
+            max_error_rate=float(gate.max_error_rate),
+        ),
+        judge_tiers=judge_tiers,
+        concurrency=evaluation.concurrency,
+        timeout_seconds=evaluation.timeout_seconds,
+        use_batch_api=evaluation.use_batch_api,
+    )
+    return PlanResult(plan, (), tuple(key_envs))
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _grader(grader: Grader) -> GraderSpec:
+    return GraderSpec(
+        type=grader.type,
+        field=grader.field,
+        values=tuple(grader.values or ()),
+        pattern=grader.pattern,
+        tier=grader.tier,
+        criteria=grader.criteria,
+    )
+
+
+def strongest_tier_config(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The baseline of a policy without a promoted config: every route answered by its
+    strongest tier (the route's counterfactual tier) in one step, nothing escalated."""
+    doc = copy.deepcopy(dict(document))
+    for route in doc["routes"]:
+        strongest = route.get("counterfactualTier") or route["steps"][-1]["tier"]
+        step = next((s for s in route["steps"] if s["tier"] == strongest), route["steps"][-1])
+        route["steps"] = [
+            {"tier": strongest, "maxTokens": step.get("maxTokens"), "escalateWhen": []}
+        ]
+    doc["hash"] = content_hash(doc)
+    return doc
+
+
+def judge_config(document: Mapping[str, Any], plan: EvalPlan) -> dict[str, Any] | None:
+    """A router config with one route per judge tier (``judge-<tier>``), for the judge
+    graders: the judge's calls go through the same engine, retries and pricing."""
+    if not plan.judge_tiers:
+        return None
+    doc = copy.deepcopy(dict(document))
+    doc["tiers"] = {k: dict(v) for k, v in plan.judge_tiers.items()}
+    doc["routes"] = [
+        {
+            "name": f"{JUDGE_ROUTE}-{name}",
+            "models": [f"tierwise/{JUDGE_ROUTE}-{name}"],
+            "mode": "interactive",
+            "streamPolicy": "cascade",
+            "formatInstruction": None,
+            "counterfactualTier": name,
+            "steps": [{"tier": name, "maxTokens": 256, "escalateWhen": []}],
+        }
+        for name in plan.judge_tiers
+    ]
+    doc["defaultRoute"] = None
+    doc["fallback"] = None
+    doc["hash"] = content_hash(doc)
+    return doc

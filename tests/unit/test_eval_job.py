@@ -1,0 +1,55 @@
+"""The eval Job manifest."""
+
+from __future__ import annotations
+
+from tierwise.api import load_manifests
+from tierwise.evals.job import JobSettings, job_manifests, job_name, owned_by
+from tierwise.evals.plan import plan_for_policy, strongest_tier_config
+from tierwise.render import Workspace
+
+
+def test_job_name_fits_a_label_value():
+    name = job_name("p" * 100, "sha256:0123456789abcdef")
+    assert len(name) <= 63 and name.endswith("-eval-01234567")
+    assert job_name("email-triage", "sha256:deadbeef00") == "email-triage-eval-deadbeef"
+
+
+def test_job_manifest(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    workspace = Workspace.of(load_manifests([root / "examples"]))
+    policy = workspace.policies()[0]
+    result = workspace.render(policy)
+    plan = plan_for_policy(policy, {}, lambda ref: f"{ref.name}/{ref.key}").plan
+    body = {
+        "apiVersion": "tierwise.dev/v1alpha1",
+        "kind": "CascadePolicy",
+        "metadata": {"name": policy.name, "namespace": "team", "uid": "u-1"},
+    }
+    baseline = strongest_tier_config(result.document)
+    settings = JobSettings(image="img:1", pod_labels={"mesh": "off"})
+    job, inputs = job_manifests(
+        body, plan, result.document, baseline, "strongest", result.key_envs,
+        [("ds", "dataset.jsonl"), ("ds", "dataset.jsonl")], settings,
+    )  # fmt: skip
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["activeDeadlineSeconds"] == 900 + 120
+    assert job["spec"]["template"]["metadata"]["labels"]["mesh"] == "off"
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["image"] == "img:1" and container["command"] == ["tierwise", "eval"]
+    assert all("secretKeyRef" in e["valueFrom"] for e in container["env"])
+    assert len({e["name"] for e in container["env"]}) == len(container["env"])
+    (projected,) = [v for v in pod["volumes"] if v["name"] == "datasets"]
+    assert projected["projected"]["sources"] == [
+        {
+            "configMap": {
+                "name": "ds",
+                "items": [{"key": "dataset.jsonl", "path": "ds/dataset.jsonl"}],
+            }
+        }
+    ]
+    assert set(inputs["data"]) == {"plan.json", "candidate.json", "baseline.json"}
+    owned = owned_by(inputs, {"metadata": {"name": job["metadata"]["name"], "uid": "j-1"}})
+    assert owned["metadata"]["ownerReferences"][0]["uid"] == "j-1"
