@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from operator_process import OperatorProcess, eventually
 
 from tierwise.localcluster.kubectl import Kubectl
@@ -58,7 +59,14 @@ def test_price_catalog_config_map_reprices_tiers_and_retiring_model_warns(
     )
     operator.start()
     try:
-        kubectl.apply(ROOT / "examples" / "support-triage", namespace=namespace)
+        example = ROOT / "examples" / "support-triage"
+        kubectl.apply(example / "tiers.yaml", namespace=namespace)
+        kubectl.apply(example / "cache-profile.yaml", namespace=namespace)
+        # Without its eval gate, so a new price goes live at once (with the gate, the
+        # repriced config would be a candidate for an eval Job first: docs/operator.md).
+        policy = yaml.safe_load((example / "policy.yaml").read_text())
+        policy["spec"].pop("evaluation", None)
+        kubectl.apply(json.dumps(policy), namespace=namespace)
         next_tier = {
             "apiVersion": "tierwise.dev/v1alpha1",
             "kind": "ModelTier",
@@ -84,11 +92,11 @@ def test_price_catalog_config_map_reprices_tiers_and_retiring_model_warns(
 
         def next_retiring():
             tier = kubectl.get_json("modeltier", "next", namespace=namespace)
-            return condition(tier, "ModelRetiring")["status"] == "True" and tier
+            return condition(tier, "ModelSupported")["status"] == "False" and tier
 
-        tier = eventually(next_retiring, "ModelRetiring=True on the tier of a retiring model")
+        tier = eventually(next_retiring, "ModelSupported=False on the tier of a retiring model")
         assert condition(tier, "Ready")["status"] == "True"  # a warning, not an outage
-        retiring = condition(tier, "ModelRetiring")
+        retiring = condition(tier, "ModelSupported")
         assert retiring["reason"] == "RetiresSoon" and soon in retiring["message"]
         events = eventually(
             lambda: [

@@ -180,21 +180,21 @@ def test_a_live_higher_priority_peer_outranks_this_replica():
 def test_tier_of_a_retiring_model_gets_a_warning_condition():
     from datetime import date
 
-    from tierwise.controller.reconcile import MODEL_RETIRING
+    from tierwise.controller.reconcile import MODEL_SUPPORTED
 
     old = body("ModelTier", "old", {"model": "claude-sonnet-4-5-20250929"})
     status = tier_status(old, 1, "t", today=date(2026, 11, 20))
-    retiring = conditions(status)[MODEL_RETIRING]
-    assert retiring["status"] == "True" and retiring["reason"] == "RetiresSoon"
+    retiring = conditions(status)[MODEL_SUPPORTED]
+    assert retiring["status"] == "False" and retiring["reason"] == "RetiresSoon"
     assert "2026-11-30" in retiring["message"] and "10 days" in retiring["message"]
     assert conditions(status)[READY]["status"] == "True"  # still priced and usable
     after = tier_status(old, 1, "t", today=date(2026, 12, 1))
-    assert conditions(after)[MODEL_RETIRING]["reason"] == "Retired"
+    assert conditions(after)[MODEL_SUPPORTED]["reason"] == "Retired"
     early = tier_status(old, 1, "t", today=date(2026, 10, 1))
-    assert conditions(early)[MODEL_RETIRING]["status"] == "False"
-    assert conditions(early)[MODEL_RETIRING]["reason"] == "RetiresLater"
+    assert conditions(early)[MODEL_SUPPORTED]["status"] == "True"
+    assert conditions(early)[MODEL_SUPPORTED]["reason"] == "RetiresLater"
     current = tier_status(SONNET, 1, "t", today=date(2026, 11, 20))
-    assert conditions(current)[MODEL_RETIRING]["reason"] == "NoRetirementScheduled"
+    assert conditions(current)[MODEL_SUPPORTED]["reason"] == "NoRetirementScheduled"
 
 
 def test_tier_with_an_ambiguous_override_names_the_missing_field():

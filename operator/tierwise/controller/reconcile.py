@@ -28,8 +28,9 @@ from tierwise.pricing import (
 from tierwise.render import CONFIG_KEY, RenderResult, dump_document
 
 READY = "Ready"
-# True while a tier's model retires within 30 days or has retired: a Warning, not an error.
-MODEL_RETIRING = "ModelRetiring"
+# Positive polarity like every condition here: False while a tier's model retires within 30
+# days or has retired (a Warning: the tier still works until the date).
+MODEL_SUPPORTED = "ModelSupported"
 RESOLVED_REFS = "ResolvedRefs"
 POLICY_LABEL = "tierwise.dev/policy"
 
@@ -290,13 +291,13 @@ def tier_status(
 def _retirement_condition(model: str, catalog: PriceCatalog, today: date | None) -> Condition:
     notice = retirement_notice(model, today or datetime.now(UTC).date(), catalog)
     if notice is not None:
-        return Condition(MODEL_RETIRING, True, notice.reason, notice.message)
+        return Condition(MODEL_SUPPORTED, False, notice.reason, notice.message)
     entry = catalog.entry(model)
     if entry is not None and entry.retires is not None:
         message = f"model {model!r} retires on {entry.retires.isoformat()}"
-        return Condition(MODEL_RETIRING, False, "RetiresLater", message)
+        return Condition(MODEL_SUPPORTED, True, "RetiresLater", message)
     return Condition(
-        MODEL_RETIRING, False, "NoRetirementScheduled", f"model {model!r} has no retirement date"
+        MODEL_SUPPORTED, True, "NoRetirementScheduled", f"model {model!r} has no retirement date"
     )
 
 

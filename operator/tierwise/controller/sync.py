@@ -32,7 +32,7 @@ from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, by_name
 from tierwise.controller.reconcile import (
-    MODEL_RETIRING,
+    MODEL_SUPPORTED,
     POLICY_LABEL,
     READY,
     PodCounts,
@@ -300,7 +300,7 @@ class Reconciler:
             if condition["type"] == READY:
                 event_type = "Normal" if condition["status"] == "True" else "Warning"
                 self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
-            elif condition["type"] == MODEL_RETIRING and condition["status"] == "True":
+            elif condition["type"] == MODEL_SUPPORTED and condition["status"] == "False":
                 self.emit(obj.reference(), "Warning", condition["reason"], condition["message"])
 
 

@@ -133,7 +133,7 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
         ),
         ModelProfile(
             name="claude-sonnet-5-5",
-            accuracy=0.93,
+            accuracy=0.95,
             ttft_seconds=0.6,
             output_tokens_per_second=75.0,
             prefill_tokens_per_second=20_000.0,
