@@ -398,6 +398,16 @@ def used_by_right(api: kubernetes.client.ApiClient, expected: dict[tuple[str, st
     )
 
 
+def events_since(core: kubernetes.client.CoreV1Api, since: float) -> dict[str, int]:
+    """Events created after ``since`` (epoch seconds), by reason: none are expected idle."""
+    found: Counter[str] = Counter()
+    for event in core.list_event_for_all_namespaces().items:
+        when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+        if when is not None and when.timestamp() >= since:
+            found[f"{event.reason} ({event.involved_object.kind})"] += event.count or 1
+    return dict(found)
+
+
 def phase(
     name: str, plane: LocalControlPlane, op: Process, results: dict[str, Any]
 ) -> Callable[[dict[str, Any]], None]:
@@ -580,8 +590,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # 4. idle
             close = phase("idle", plane, op, results)
+            idle_started = time.time()
             time.sleep(args.idle_minutes * 60)
-            close({"minutes": args.idle_minutes, "rss_mb": round(op.rss_bytes() / 2**20, 1)})
+            close(
+                {
+                    "minutes": args.idle_minutes,
+                    "rss_mb": round(op.rss_bytes() / 2**20, 1),
+                    "events": events_since(core, idle_started),
+                }
+            )
             idle = results["idle"]
             idle["writes_per_minute"] = round(idle["apiserver_writes"] / args.idle_minutes, 2)
             idle["operator_cpu_seconds_per_minute"] = round(

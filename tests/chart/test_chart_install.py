@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(600)
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 EXAMPLES = REPO_ROOT / "examples" / "support-triage"
+SIDECAR_RESOURCES = {"requests": {"cpu": "75m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}}
 # Stand-ins for the monitoring and cert-manager APIs, so that the server can check the
 # names, namespaces and metadata of those objects (their real schemas come with the products).
 FOREIGN_CRDS = [
@@ -178,6 +179,7 @@ def release(
             "podLabels": {"tierwise.dev/local-run": "true"},
             "ports": {"metrics": _free_port(), "health": _free_port(), "webhook": _free_port()},
         },
+        "sidecar": {"resources": SIDECAR_RESOURCES},
         "webhook": {
             # Only this test's namespace: the control plane is shared with other tests.
             "namespaceSelectorExpressions": [
@@ -293,6 +295,8 @@ def test_helm_install_upgrade_uninstall(
     assert base64.b64decode(live["webhooks"][0]["clientConfig"]["caBundle"]).startswith(
         b"-----BEGIN CERTIFICATE-----"
     )
+    (router,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "tierwise-router"]
+    assert router["resources"] == SIDECAR_RESOURCES  # the chart's sidecar values reach pods
     app = pod["spec"]["containers"][0]
     assert {"name": "ANTHROPIC_BASE_URL", "value": "http://127.0.0.1:8787"} in app["env"]
     listing = kubectl("get", "tierwise", "-A").stdout

@@ -134,10 +134,10 @@ def test_defaults_are_ha_restricted_and_least_privilege() -> None:
             "verbs": ["get", "patch"],
         }
     ]
-    eval_account = next(
-        s for s in by_kind(docs, "ServiceAccount") if s["metadata"]["name"] == "tw-tierwise-eval"
-    )
-    assert eval_account["automountServiceAccountToken"] is False
+    # Eval Jobs run as a ServiceAccount the operator creates, with no role, per namespace.
+    args = pod["containers"][0]["args"]
+    assert "--eval-service-account=tierwise-eval" in args
+    assert "--eval-image=ghcr.io/tierwise/tierwise:0.1.0" in args
     # Monitoring objects need their CRDs; without the API they are not rendered.
     assert not by_kind(rendered("-f", str(FULL_VALUES)), "PrometheusRule")
 

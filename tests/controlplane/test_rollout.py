@@ -228,7 +228,8 @@ def test_a_good_change_is_promoted_and_a_running_router_reloads_it(
     with tempfile.TemporaryDirectory() as directory:
         mounted = Path(directory) / CONFIG_KEY  # what the sidecar's ConfigMap volume holds
         mounted.write_text(live(kubectl, namespace)["data"][CONFIG_KEY])
-        with RouterThread(mounted, reload_interval=0.2, env={}) as router:
+        keys = {f"TIERWISE_TIER_{t}_API_KEY": "test-key" for t in ("HAIKU", "SONNET", "OPUS")}
+        with RouterThread(mounted, reload_interval=0.2, env=keys) as router:
             assert router.router is not None and router.router.config.hash == first["hash"]
             set_threshold(kubectl, namespace, 0.75)
             body = decided(kubectl, namespace, first["hash"])

@@ -129,6 +129,16 @@ def test_the_environment_sets_options_and_flags_win():
         parse([], {"TIERWISE_STANDALONE": "maybe"})
 
 
+def test_router_resources_come_from_json_and_bad_json_is_refused(capsys):
+    options = parse(['--router-resources={"requests": {"cpu": "100m"}, "limits": {"memory": 1}}'])
+    assert options.router_resources == {"requests": {"cpu": "100m"}, "limits": {"memory": "1"}}
+    assert parse([]).router_resources is None
+    for bad in ("{nope", '{"request": {}}', '{"limits": ["1Gi"]}'):
+        with pytest.raises(SystemExit):
+            parse([f"--router-resources={bad}"])
+        assert "--router-resources" in capsys.readouterr().err
+
+
 def test_contradictory_certificate_options_are_refused():
     with pytest.raises(SystemExit, match="--webhook-cert-san"):
         parse(["--webhook-cert-dir=/c", "--webhook-cert-san=x"])

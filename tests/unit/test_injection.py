@@ -249,6 +249,15 @@ def test_plan_of_a_policy_that_never_rendered_has_no_hash():
     assert "tierwise.dev/config-hash" not in mutated["metadata"]["annotations"]
 
 
+def test_configured_sidecar_resources_replace_the_defaults():
+    wanted = {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+    plan = plan_for(policy("triage", {}), [], "img", wanted)
+    mutated = inject(pod(), plan)
+    (router,) = [c for c in mutated["spec"]["initContainers"] if c["name"] == SIDECAR_NAME]
+    assert router["resources"] == wanted
+    assert plan_for(policy("triage", {}), [], "img").resources == DEFAULT_RESOURCES
+
+
 def test_tier_names_become_valid_env_names():
     plan = plan_for(
         policy("p", {}, tiers=("fast-tier.v2",)), [tier("fast-tier.v2", {"name": "s"})], "i"

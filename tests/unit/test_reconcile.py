@@ -142,11 +142,11 @@ def test_policies_using_a_tier_or_profile():
             "fallback": {"tier": "sonnet"},
         },
     )
-    assert [p.name for p in policies_using([POLICY, other], tier="sonnet")] == [
+    assert [p.name for p in policies_using([POLICY, other], tiers=["sonnet"])] == [
         "triage",
         "other",
     ]
-    assert [p.name for p in policies_using([POLICY, other], profile="c")] == ["other"]
+    assert [p.name for p in policies_using([POLICY, other], profiles=["c"])] == ["other"]
 
 
 def test_config_document_is_the_cli_render():
@@ -216,3 +216,20 @@ def test_tier_status_prices_from_the_catalog_it_is_given():
     assert status["pricing"]["input"] == "1" and status["pricing"]["source"] == "cm:2026-12-01"
     result = render_policy(POLICY.resource, by_name([HAIKU, SONNET]), {}, catalog=catalog)
     assert result.document["tiers"]["sonnet"]["pricing"]["cacheRead"] == "0.5"
+
+
+def test_the_parse_cache_keeps_the_latest_generation_only():
+    raw = {
+        "apiVersion": API_VERSION,
+        "kind": "ModelTier",
+        "metadata": {"name": "haiku", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {"model": "claude-haiku-4-5"},
+    }
+    cache: dict = {}
+    first = observe(raw, cache=cache)
+    assert observe(raw, cache=cache).resource is first.resource  # not parsed again
+    raw["metadata"]["generation"] = 2
+    raw["spec"]["model"] = "claude-sonnet-4-5"
+    second = observe(raw, cache=cache)
+    assert second.resource.spec.model == "claude-sonnet-4-5"
+    assert list(cache) == ["u1"] and cache["u1"][0] == 2

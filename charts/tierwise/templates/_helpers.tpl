@@ -55,8 +55,8 @@ annotations:
 {{- end -}}
 {{- end -}}
 
-{{- define "tierwise.evalServiceAccountName" -}}
-{{- default (printf "%s-eval" (include "tierwise.fullname" .)) .Values.evals.serviceAccount.name -}}
+{{- define "tierwise.evalImage" -}}
+{{- default (include "tierwise.image" .) .Values.evals.image -}}
 {{- end -}}
 
 {{- define "tierwise.image" -}}

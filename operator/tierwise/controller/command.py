@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import random
@@ -112,6 +113,15 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         "--router-image",
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
+    )
+    parser.add_argument(
+        "--router-resources",
+        type=_resources,
+        default=None,
+        metavar="JSON",
+        help="resources of the injected router sidecar, as in a container spec, e.g. "
+        '\'{"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}\' '
+        "(default: small requests and limits, docs/operator.md)",
     )
     evals = parser.add_argument_group("eval Jobs (policies with spec.evaluation)")
     evals.add_argument(
@@ -243,6 +253,22 @@ def _from_env(action: argparse.Action, name: str, raw: str) -> object:
     return raw
 
 
+def _resources(text: str) -> dict[str, dict[str, str]]:
+    """A container's ``resources`` ({requests, limits} of quantities) from JSON."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict) or not set(value) <= {"requests", "limits"}:
+        raise argparse.ArgumentTypeError('expected an object with "requests" and/or "limits"')
+    for part, quantities in value.items():
+        if not isinstance(quantities, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int) for k, v in quantities.items()
+        ):
+            raise argparse.ArgumentTypeError(f'"{part}" must map resource names to quantities')
+    return {part: {k: str(v) for k, v in q.items()} for part, q in value.items()}
+
+
 def options_from(args: argparse.Namespace) -> OperatorOptions:
     """The one options object the handlers see (kopf's ``memo.options``)."""
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
@@ -267,6 +293,7 @@ def options_from(args: argparse.Namespace) -> OperatorOptions:
         health_port=args.health_port,
         resync_seconds=args.resync_seconds,
         router_image=args.router_image,
+        router_resources=args.router_resources,
         evals=JobSettings(
             image=args.eval_image,
             pod_labels=_labels(args.eval_pod_label or []),

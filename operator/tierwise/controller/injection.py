@@ -134,7 +134,12 @@ def choose_policy(pod: Mapping[str, Any], policies: Iterable[Observed]) -> Obser
     return matching[0] if matching else None
 
 
-def plan_for(policy: Observed, tiers: Iterable[Observed], image: str) -> InjectionPlan:
+def plan_for(
+    policy: Observed,
+    tiers: Iterable[Observed],
+    image: str,
+    resources: Mapping[str, Any] | None = None,
+) -> InjectionPlan:
     """Keys of the tiers the policy uses (steps and fallback, as the renderer counts them),
     from each tier's apiKeySecretRef: the Secret's name, never its content."""
     used = set(policy.tier_names())
@@ -145,7 +150,11 @@ def plan_for(policy: Observed, tiers: Iterable[Observed], image: str) -> Injecti
         if key_env is not None:
             keys.append(key_env)
     return InjectionPlan(
-        policy=policy.name, image=image, keys=tuple(keys), config_hash=policy.config_hash
+        policy=policy.name,
+        image=image,
+        keys=tuple(keys),
+        config_hash=policy.config_hash,
+        resources=copy.deepcopy(dict(resources or DEFAULT_RESOURCES)),
     )
 
 

@@ -7,6 +7,7 @@ logs say who wrote what.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -65,29 +66,43 @@ def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def list_config_maps(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+# Ask for metadata only (PartialObjectMetadataList): names, labels, annotations and
+# resourceVersions, without the data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def list_config_map_metadata(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    """The metadata of the ConfigMaps matching ``label_selector`` (no data: listing a
+    thousand rendered configs in full each resync would cost megabytes and CPU)."""
+    options: dict[str, Any] = {
+        "label_selector": label_selector,
+        "_headers": {"Accept": METADATA_ONLY},
+        "_preload_content": False,
+    }
     if namespace is None:
-        result = core().list_config_map_for_all_namespaces(label_selector=label_selector)
+        response = core().list_config_map_for_all_namespaces(**options)
     else:
-        result = core().list_namespaced_config_map(namespace, label_selector=label_selector)
-    return [client().sanitize_for_serialization(c) for c in result.items]
+        response = core().list_namespaced_config_map(namespace, **options)
+    return list(json.loads(response.data).get("items") or [])
 
 
-def create_or_replace_config_map(
-    current: Mapping[str, Any] | None, desired: dict[str, Any]
-) -> None:
+def create_or_replace_config_map(current: Mapping[str, Any] | None, desired: dict[str, Any]) -> str:
+    """Create or replace; returns the resourceVersion written."""
     meta = desired["metadata"]
     if current is None:
-        core().create_namespaced_config_map(meta["namespace"], desired, field_manager=FIELD_MANAGER)
+        written = core().create_namespaced_config_map(
+            meta["namespace"], desired, field_manager=FIELD_MANAGER
+        )
     else:
         # Replace with the read resourceVersion: a concurrent writer gets a 409 and retries.
         body = {
             **desired,
             "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]},
         }
-        core().replace_namespaced_config_map(
+        written = core().replace_namespaced_config_map(
             meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER
         )
+    return str(written.metadata.resource_version)
 
 
 def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> bool:

@@ -95,25 +95,27 @@ class Observed:
         return self.status.get("configHash")
 
 
-def observe(body: Mapping[str, Any], kind: str | None = None) -> Observed:
-    """Parse ``body`` (an API object) once. ``kind`` defaults to the body's own."""
+# uid -> (generation, resource, error): the spec of a generation never changes, and only
+# the latest generation of each object is kept.
+ParseCache = dict[str, tuple[Any, Resource | None, SpecError | None]]
+
+
+def observe(
+    body: Mapping[str, Any], kind: str | None = None, cache: ParseCache | None = None
+) -> Observed:
+    """Parse ``body`` (an API object) once. ``kind`` defaults to the body's own. With
+    ``cache``, a spec already parsed for the same uid and generation is not parsed again
+    (the resync sees every object every period)."""
     metadata = body.get("metadata") or {}
     kind = kind or str(body.get("kind") or "")
-    resource = error = None
-    try:
-        resource = parse_resource(
-            {
-                "apiVersion": body.get("apiVersion") or API_VERSION,
-                "kind": kind,
-                "metadata": {
-                    "name": metadata.get("name"),
-                    "namespace": metadata.get("namespace"),
-                },
-                "spec": plain(body.get("spec") or {}),
-            }
-        )
-    except SpecError as exc:
-        error = exc
+    uid, generation = str(metadata.get("uid") or ""), metadata.get("generation")
+    cached = cache.get(uid) if cache is not None and uid else None
+    if cached is not None and cached[0] == generation:
+        resource, error = cached[1], cached[2]
+    else:
+        resource, error = _parse(body, kind, metadata)
+        if cache is not None and uid:
+            cache[uid] = (generation, resource, error)
     return Observed(
         kind=kind,
         namespace=str(metadata.get("namespace") or ""),
@@ -129,6 +131,26 @@ def observe(body: Mapping[str, Any], kind: str | None = None) -> Observed:
     )
 
 
+def _parse(
+    body: Mapping[str, Any], kind: str, metadata: Mapping[str, Any]
+) -> tuple[Resource | None, SpecError | None]:
+    try:
+        resource = parse_resource(
+            {
+                "apiVersion": body.get("apiVersion") or API_VERSION,
+                "kind": kind,
+                "metadata": {
+                    "name": metadata.get("name"),
+                    "namespace": metadata.get("namespace"),
+                },
+                "spec": plain(body.get("spec") or {}),
+            }
+        )
+    except SpecError as exc:
+        return None, exc
+    return resource, None
+
+
 def by_name(objects: Iterable[Observed]) -> dict[str, Resource]:
     """The parsed resources of ``objects`` by name; those that do not parse are left out
     (a policy then reports them as not found, and their own status says why)."""
@@ -136,14 +158,15 @@ def by_name(objects: Iterable[Observed]) -> dict[str, Resource]:
 
 
 def policies_using(
-    policies: Iterable[Observed], *, tier: str | None = None, profile: str | None = None
+    policies: Iterable[Observed], *, tiers: Iterable[str] = (), profiles: Iterable[str] = ()
 ) -> list[Observed]:
-    """Policies whose steps or fallback use ``tier``, or that use ``profile``."""
+    """Policies whose steps or fallback use one of ``tiers``, or that use one of
+    ``profiles``."""
+    tiers, profiles = set(tiers), set(profiles)
     return [
         p
         for p in policies
-        if (tier is not None and p.uses_tier(tier))
-        or (profile is not None and p.uses_profile(profile))
+        if not tiers.isdisjoint(p.tier_names()) or p.cache_profile_name() in profiles
     ]
 
 

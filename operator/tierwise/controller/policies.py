@@ -5,7 +5,8 @@ finalizer on the policy, so GitOps sees no drift and deletion never waits for th
 The owner reference on the ConfigMap lets the garbage collector clean up.
 
 A tier or cache profile change re-renders every policy of its namespace that uses it,
-concurrently (``Reconciler.sync_policies``); one policy's failure does not hold up the rest.
+gathered per namespace for 0.2 s (``runtime.RerenderBatch``) and then concurrently
+(``Reconciler.sync_policies``); one policy's failure does not hold up the rest.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import kopf
 
 from tierwise import GROUP, VERSION
 from tierwise.api import CASCADE_POLICY
-from tierwise.controller.objects import observe, policies_using
-from tierwise.controller.runtime import reconciler_of, usage_of
+from tierwise.controller.objects import observe
+from tierwise.controller.runtime import reconciler_of, rerender_of, usage_of
 
 
 @kopf.on.event(GROUP, VERSION, "cascadepolicies")
@@ -57,14 +58,10 @@ async def tier_changed(
     cache_profiles_by_namespace: kopf.Index,
     **_: Any,
 ) -> None:
-    """A tier appeared, changed or went away: re-render every policy that uses it."""
-    policies = policies_using(policies_by_namespace.get(namespace, []), tier=name)
-    await reconciler_of(memo).sync_policies(
-        policies,
-        list(tiers_by_namespace.get(namespace, [])),
-        list(cache_profiles_by_namespace.get(namespace, [])),
-        pods=False,  # a tier change moves no pods: keep the counts
-    )
+    """A tier appeared, changed or went away: re-render every policy that uses it (batched
+    per namespace over a fraction of a second, see ``runtime.RerenderBatch``)."""
+    indexes = (policies_by_namespace, tiers_by_namespace, cache_profiles_by_namespace)
+    rerender_of(memo).touch(namespace, indexes, tier=name)
 
 
 @kopf.on.event(GROUP, VERSION, "cacheprofiles")
@@ -77,10 +74,5 @@ async def cache_profile_changed(
     cache_profiles_by_namespace: kopf.Index,
     **_: Any,
 ) -> None:
-    policies = policies_using(policies_by_namespace.get(namespace, []), profile=name)
-    await reconciler_of(memo).sync_policies(
-        policies,
-        list(tiers_by_namespace.get(namespace, [])),
-        list(cache_profiles_by_namespace.get(namespace, [])),
-        pods=False,
-    )
+    indexes = (policies_by_namespace, tiers_by_namespace, cache_profiles_by_namespace)
+    rerender_of(memo).touch(namespace, indexes, profile=name)

@@ -11,7 +11,11 @@ they put a finalizer on every object; this loop does not.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +23,7 @@ from typing import Any
 from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
 from tierwise.controller import kube
 from tierwise.controller.injection import selects
-from tierwise.controller.objects import Observed, observe
+from tierwise.controller.objects import Observed, ParseCache, observe
 from tierwise.controller.reconcile import POLICY_LABEL, PodCounts, count_pods
 from tierwise.controller.sync import Reconciler, config_maps_by_policy
 
@@ -32,7 +36,9 @@ KINDS = {
 }
 
 
-def snapshot(namespaces: Sequence[str] | None) -> dict[str, defaultdict[str, list[Observed]]]:
+def snapshot(
+    namespaces: Sequence[str] | None, cache: ParseCache | None = None
+) -> dict[str, defaultdict[str, list[Observed]]]:
     """Every Tierwise object in scope, observed, by plural and namespace."""
     scopes: Sequence[str | None] = namespaces or [None]
     by_kind: dict[str, defaultdict[str, list[Observed]]] = {}
@@ -40,19 +46,20 @@ def snapshot(namespaces: Sequence[str] | None) -> dict[str, defaultdict[str, lis
         grouped: defaultdict[str, list[Observed]] = defaultdict(list)
         for scope in scopes:
             for body in kube.list_objects(plural, scope):
-                grouped[body["metadata"]["namespace"]].append(observe(body, kind))
+                grouped[body["metadata"]["namespace"]].append(observe(body, kind, cache))
         by_kind[plural] = grouped
     return by_kind
 
 
 async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) -> int:
     """Sync every object in ``namespaces`` (None: all); returns how many policies it saw."""
-    by_kind = await asyncio.to_thread(snapshot, namespaces)
+    by_kind = await asyncio.to_thread(snapshot, namespaces, reconciler.parsed)
     policies, tiers, profiles = (
         by_kind["cascadepolicies"],
         by_kind["modeltiers"],
         by_kind["cacheprofiles"],
     )
+    listed_at = time.monotonic()
     config_maps = await asyncio.to_thread(_config_maps, namespaces)
     for namespace in sorted(set(policies) | set(tiers) | set(profiles)):
         members = policies[namespace]
@@ -64,6 +71,7 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
             lambda policy, pods=pods: {
                 "config_map": config_maps.get(policy.key),
                 "pods": _counts(policy, pods),
+                "listed_at": listed_at,
             },
         )
         for tier in tiers[namespace]:
@@ -78,7 +86,7 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
 def _config_maps(namespaces: Sequence[str] | None) -> dict[tuple[str, str], Any]:
     listed = []
     for scope in namespaces or [None]:
-        listed.extend(kube.list_config_maps(scope, POLICY_LABEL))
+        listed.extend(kube.list_config_map_metadata(scope, POLICY_LABEL))
     return config_maps_by_policy(listed)
 
 
@@ -116,3 +124,27 @@ async def resync_forever(
             await resync_once(reconciler, namespaces)
         except Exception:
             log.exception("resync failed; retrying in %ss", period)
+        finally:
+            release_memory()
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl, macOS): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_memory() -> None:
+    """Give the memory a resync's lists used back to the system.
+
+    A pass builds every object of the scope as dicts and parsed models; CPython frees them,
+    but glibc keeps most of the freed heap, so without this the RSS climbs by tens of MB at
+    1,000 policies until it levels off at the high-water mark.
+    """
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -4,7 +4,9 @@ and handed to every handler through kopf's memo (``memo.options``); no module gl
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tierwise.controller.names import DEFAULT_ROUTER_IMAGE, WEBHOOK_CONFIGURATION
 from tierwise.evals.job import JobSettings
@@ -61,6 +63,8 @@ class OperatorOptions:
     health_port: int = 8081
     resync_seconds: float = 30.0
     router_image: str = DEFAULT_ROUTER_IMAGE
+    # The sidecar's container resources; None keeps the injection defaults.
+    router_resources: Mapping[str, Any] | None = None
     evals: JobSettings = field(default_factory=JobSettings)
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
 

@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from kubernetes.client.rest import ApiException
 
 from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
-from tierwise.controller.objects import Observed, by_name
+from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.reconcile import (
     MODEL_SUPPORTED,
     POLICY_LABEL,
@@ -80,9 +81,23 @@ class Reconciler:
     def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
         self.emit = emit
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._config_hashes: dict[str, str] = {}  # policy uid -> hash in its ConfigMap
+        # policy uid -> hash in its ConfigMap (None: known not to exist), and the
+        # resourceVersion of the ConfigMap as last written or read in full
+        self._config_hashes: dict[str, str | None] = {}
+        self._config_versions: dict[str, str] = {}
+        # policy uid -> when its ConfigMap was last written or read (monotonic), so a resync
+        # does not act on a list made before a handler's newer write
+        self._config_seen_at: dict[str, float] = {}
         self._statuses: dict[str, dict[str, Any]] = {}  # uid -> own status fields written
         self._inputs: dict[str, tuple[Any, ...]] = {}  # policy uid -> inputs of its last sync
+        # policy uid -> (inputs, render result): a resync of an unchanged policy renders
+        # nothing, and its document is serialized only when its ConfigMap must be compared.
+        self._rendered: dict[str, tuple[tuple[Any, ...], RenderResult]] = {}
+        # policy uid -> generation whose pods were last counted (a policy's own event counts
+        # them again only when its spec, so maybe its podSelector, changed)
+        self._pods_counted: dict[str, Any] = {}
+        # Parsed specs by uid and generation, for the resync (see objects.observe).
+        self.parsed: ParseCache = {}
         self._memory_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tierwise-sync")
 
@@ -96,23 +111,22 @@ class Reconciler:
         *,
         config_map: Mapping[str, Any] | bool | None = True,
         pods: PodCounts | bool | None = True,
+        listed_at: float | None = None,
     ) -> dict[str, Any]:
         """Render ``policy`` and write its ConfigMap and status where they differ.
 
-        ``config_map``: the policy's ConfigMap as listed by the caller (None: it does not
-        exist), or True to trust the remembered hash and read it only when unknown.
+        ``config_map``: the policy's ConfigMap's metadata as listed by the caller (None: it
+        does not exist) at ``listed_at`` (monotonic), or True to trust the remembered hash
+        and read it only when unknown. A listing older than the operator's own last look at
+        the ConfigMap is ignored; a listed resourceVersion other than the one the operator
+        last wrote or read means someone else changed it: it is read in full and repaired.
         ``pods``: counts computed by the caller, True to count them now, False to keep
         the counts in the status (a tier change does not move pods).
         """
         with self._locks[policy.uid or repr(policy.key)], metrics.timed("CascadePolicy"):
-            result = None
-            if policy.resource is not None:
-                result = render_policy(
-                    policy.resource,
-                    by_name(tiers),
-                    by_name(profiles),
-                    catalog=price_catalog.current(),
-                )
+            if listed_at is not None and self._config_seen_at.get(policy.uid, -1.0) > listed_at:
+                config_map = True
+            result = self._render(policy, tiers, profiles)
             has_config, write_error, gated = False, None, None
             if result is not None and result.document is not None:
                 try:
@@ -128,8 +142,12 @@ class Reconciler:
                     has_config = self._config_exists(policy, True)
             else:
                 has_config = self._config_exists(policy, config_map)
+            if pods is True and self._pods_counted.get(policy.uid, object()) == policy.generation:
+                pods = False  # counted for this spec already; the resync refreshes them
             if pods is True:
                 pods = self._count_pods(policy)
+            if isinstance(pods, PodCounts):
+                self._pods_counted[policy.uid] = policy.generation
             status = policy_status(
                 policy,
                 result,
@@ -156,29 +174,67 @@ class Reconciler:
         event that changed only its status (often our own write) needs no work."""
         return self._inputs.get(policy.uid) == inputs_key(policy, tiers, profiles)
 
+    def _render(
+        self, policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
+    ) -> RenderResult | None:
+        if policy.resource is None:
+            return None
+        tiers, profiles = list(tiers), list(profiles)
+        key = inputs_key(policy, tiers, profiles)
+        cached = self._rendered.get(policy.uid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        result = render_policy(
+            policy.resource, by_name(tiers), by_name(profiles), catalog=price_catalog.current()
+        )
+        self._rendered[policy.uid] = (key, result)
+        return result
+
     def write_live_config(
         self,
         policy: Observed,
         result: RenderResult,
         config_map: Mapping[str, Any] | bool | None = True,
+        desired: dict[str, Any] | None = None,
     ) -> bool:
         """Put the rendered document into the policy's live ConfigMap (what running routers
         load), unless it is already there. Returns whether it wrote."""
         document = result.document
         assert document is not None
-        desired = desired_config_map(policy, document)
+        name = config_map_name(policy.name)
         if config_map is True:
             if self._config_hashes.get(policy.uid) == document["hash"]:
                 return False
-            meta = desired["metadata"]
-            current = kube.read_config_map(meta["namespace"], meta["name"])
+            current = kube.read_config_map(policy.namespace, name)
+        elif not config_map:
+            current = None
         else:
-            current = config_map or None
+            listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
+            if (
+                listed_version == self._config_versions.get(policy.uid)
+                and self._config_hashes.get(policy.uid) == document["hash"]
+            ):
+                return False  # as the operator last wrote or read it
+            current = kube.read_config_map(policy.namespace, name)
+        # Built only now: serializing the document is the costly part of an unchanged sync.
+        desired = desired or desired_config_map(policy, document)
+        meta = desired["metadata"]
         if config_map_up_to_date(current, desired):
-            self._config_hashes[policy.uid] = document["hash"]
+            self._remember_config(policy, document["hash"], current)
             return False
-        kube.create_or_replace_config_map(current, desired)
-        self._config_hashes[policy.uid] = document["hash"]
+        try:
+            version = kube.create_or_replace_config_map(current, desired)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Someone wrote it since it was read or listed (a handler, another replica):
+            # read it again and write only if it still differs.
+            current = kube.read_config_map(meta["namespace"], meta["name"])
+            if config_map_up_to_date(current, desired):
+                self._remember_config(policy, document["hash"], current)
+                return False
+            version = kube.create_or_replace_config_map(current, desired)
+        self._remember_config(policy, document["hash"], version=version)
         metrics.CONFIG_WRITES.inc()
         self.emit(
             policy.reference(),
@@ -188,15 +244,31 @@ class Reconciler:
         )
         return True
 
+    def _remember_config(
+        self,
+        policy: Observed,
+        config_hash: str | None,
+        current: Mapping[str, Any] | None = None,
+        version: str | None = None,
+    ) -> None:
+        self._config_hashes[policy.uid] = config_hash
+        self._config_seen_at[policy.uid] = time.monotonic()
+        version = version or ((current or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._config_versions[policy.uid] = str(version)
+
     def _config_exists(self, policy: Observed, config_map: Mapping[str, Any] | bool | None) -> bool:
         if config_map is not True:
             return bool(config_map)
         if policy.uid in self._config_hashes:
-            return True
+            return self._config_hashes[policy.uid] is not None
         current = kube.read_config_map(policy.namespace, config_map_name(policy.name))
-        if current is not None:
-            annotations = (current.get("metadata") or {}).get("annotations") or {}
-            self._config_hashes[policy.uid] = annotations.get(CONFIG_HASH_ANNOTATION, "")
+        annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+        self._remember_config(
+            policy,
+            None if current is None else annotations.get(CONFIG_HASH_ANNOTATION, ""),
+            current,
+        )
         return current is not None
 
     def _count_pods(self, policy: Observed) -> PodCounts | None:
@@ -267,8 +339,13 @@ class Reconciler:
         """Drop what is remembered about a deleted object."""
         with self._memory_lock:
             self._config_hashes.pop(obj.uid, None)
+            self._config_seen_at.pop(obj.uid, None)
+            self._config_versions.pop(obj.uid, None)
             self._statuses.pop(obj.uid, None)
             self._inputs.pop(obj.uid, None)
+            self._rendered.pop(obj.uid, None)
+            self._pods_counted.pop(obj.uid, None)
+            self.parsed.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
 

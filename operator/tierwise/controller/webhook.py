@@ -84,8 +84,9 @@ def inject_router(
         warnings.append(
             f"CascadePolicies {names} all select this pod; {policy.name} (the oldest) injects it"
         )
-    image = getattr(getattr(memo, "options", None), "router_image", DEFAULT_ROUTER_IMAGE)
-    plan = plan_for(policy, tiers, image)
+    options = getattr(memo, "options", None)
+    image = getattr(options, "router_image", DEFAULT_ROUTER_IMAGE)
+    plan = plan_for(policy, tiers, image, getattr(options, "router_resources", None))
     mutated = inject(pod, plan)
     if mutated is None:
         return
