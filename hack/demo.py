@@ -431,6 +431,8 @@ THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 
 def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str, Any]:
     """Patch the triage confidence threshold; the policy status once its eval decided."""
+    before = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
+    earlier = before.get("candidateHash")  # the previous change's candidate, if any
     patch = [{"op": "replace", "path": THRESHOLD_PATH, "value": value}]
     kubectl(
         "patch", "cascadepolicy", POLICY, "--type=json", "-p", json.dumps(patch),
@@ -441,7 +443,12 @@ def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str,
         status = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
         rollout = status.get("rollout") or {}
         candidate = status.get("candidateHash")
-        if candidate and candidate != promoted and rollout.get("decidedHash") == candidate:
+        # This change's candidate: not the promoted config, not the previous change's.
+        if (
+            candidate
+            and candidate not in (promoted, earlier)
+            and rollout.get("decidedHash") == candidate
+        ):
             return status
         return None
 
