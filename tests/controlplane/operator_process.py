@@ -162,3 +162,22 @@ def bind_operator_identity(
     )
     as_operator.wait_until_allowed("update", "configmaps", "--all-namespaces")
     return kubeconfig
+
+
+def apply_ungated(kubectl: Any, directory: Path, policy: str, namespace: str) -> None:
+    """Apply an example directory, then drop its policy's ``spec.evaluation`` so a change goes
+    straight to the ConfigMap (tests/controlplane/test_rollout.py covers the eval gate)."""
+    kubectl.apply(directory, namespace=namespace)
+    kubectl(
+        "patch", "cascadepolicy", policy, "--type=json",
+        "-p", '[{"op": "remove", "path": "/spec/evaluation"}]', namespace=namespace,
+    )  # fmt: skip
+    eventually(
+        lambda: (
+            (kubectl.get_json("cascadepolicy", policy, namespace=namespace).get("status") or {})
+            .get("rollout", {})
+            .get("phase")
+            == "Ungated"
+        ),
+        f"the policy {policy} to be ungated",
+    )

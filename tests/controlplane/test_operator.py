@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from operator_process import apply_ungated as shared_apply_ungated
 from operator_process import eventually
 
 from tierwise.localcluster.kubectl import Kubectl
@@ -51,22 +52,7 @@ def rendered(namespace: str) -> str:
 
 
 def apply_ungated(kubectl: Kubectl, namespace: str) -> None:
-    """The examples with rollouts not gated by an eval (test_rollout.py covers the gate), so
-    a change goes straight to the ConfigMap."""
-    kubectl.apply(EXAMPLES / "support-triage", namespace=namespace)
-    kubectl(
-        "patch", "cascadepolicy", POLICY, "--type=json",
-        "-p", '[{"op": "remove", "path": "/spec/evaluation"}]', namespace=namespace,
-    )  # fmt: skip
-    eventually(
-        lambda: (
-            kubectl.get_json("cascadepolicy", POLICY, namespace=namespace)["status"]["rollout"][
-                "phase"
-            ]
-            == "Ungated"
-        ),
-        "the policy to be ungated",
-    )
+    shared_apply_ungated(kubectl, EXAMPLES / "support-triage", POLICY, namespace)
 
 
 def test_examples_become_a_config_map_equal_to_tierwise_render(

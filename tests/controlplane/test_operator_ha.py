@@ -26,6 +26,7 @@ import pytest
 from operator_process import (
     HAIKU_PRICE_CHANGE,
     OperatorProcess,
+    apply_ungated,
     bind_operator_identity,
     eventually,
     free_port,
@@ -193,7 +194,7 @@ def test_one_replica_reconciles_either_answers_and_the_standby_takes_over(
     active.start()
     standby.start()
     try:
-        kubectl.apply(EXAMPLE, namespace=namespace)
+        apply_ungated(kubectl, EXAMPLE, "email-triage", namespace)
         eventually(
             lambda: (
                 kubectl(
