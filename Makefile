@@ -57,6 +57,7 @@ image:
 ## Build the image and run it: `tierwise --version`, every command, one router request.
 test-image: setup image
 	$(BIN)/pytest -q --image tests/image
+	hack/image/clean-netavark.sh
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -206,7 +206,7 @@ def main() -> int:
                 logs,
             )
             wait_for(lambda: http_ok(f"{emulator_url}/_emulator/health"), "the emulator")
-            say(f"emulator at {emulator_url} (Haiku 5.5, Sonnet 5.5, Opus 5.5 profiles)")
+            say(f"emulator at {emulator_url} (Haiku 4.5, Sonnet 4.5, Opus 4.5 profiles)")
 
         with progress("Running the operator with its sidecar-injection webhook") as say:
             health = free_port()
@@ -431,9 +431,9 @@ THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 
 def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str, Any]:
     """Patch the triage confidence threshold; the policy status once its eval decided."""
-    before = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
-    earlier = before.get("candidateHash")  # the previous change's candidate, if any
     patch = [{"op": "replace", "path": THRESHOLD_PATH, "value": value}]
+    before = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
+    earlier = {promoted, before.get("candidateHash")}  # not the config this patch replaces
     kubectl(
         "patch", "cascadepolicy", POLICY, "--type=json", "-p", json.dumps(patch),
         namespace=NAMESPACE,
@@ -443,12 +443,7 @@ def change_threshold(kubectl: Kubectl, value: float, promoted: str) -> dict[str,
         status = kubectl.get_json("cascadepolicy", POLICY, namespace=NAMESPACE).get("status", {})
         rollout = status.get("rollout") or {}
         candidate = status.get("candidateHash")
-        # This change's candidate: not the promoted config, not the previous change's.
-        if (
-            candidate
-            and candidate not in (promoted, earlier)
-            and rollout.get("decidedHash") == candidate
-        ):
+        if candidate and candidate not in earlier and rollout.get("decidedHash") == candidate:
             return status
         return None
 

@@ -150,7 +150,12 @@ def decided(kubectl: Kubectl, namespace: str, previous_hash: str, timeout: float
             return body
         return None
 
-    return eventually(check, "an eval decision", timeout=timeout)
+    try:
+        return eventually(check, "an eval decision", timeout=timeout)
+    except AssertionError as exc:
+        status = policy(kubectl, namespace).get("status")
+        jobs = [(j["metadata"]["name"], j.get("status")) for j in eval_jobs(kubectl, namespace)]
+        raise AssertionError(f"{exc}\nstatus: {status}\njobs: {jobs}") from None
 
 
 def events(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:

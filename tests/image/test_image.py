@@ -47,18 +47,31 @@ def iptables_chains() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.startswith(":")}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_iptables_chains_left() -> Iterator[None]:
+    """Nothing here may leave podman's network chains behind (--network=none, slirp4netns)."""
+    before = iptables_chains()
+    yield
+    assert iptables_chains() <= before, sorted(iptables_chains() - before)
+
+
 def test_version_and_every_command_imports(image: str, image_env: dict[str, str]) -> None:
-    out = podman(image_env, "run", "--rm", "--init", "--read-only", image, "--version")
+    out = podman(
+        image_env, "run", "--rm", "--init", "--read-only", "--network=none", image, "--version"
+    )
     assert out.stdout.strip() == f"tierwise {__version__}"
     # Each subcommand's module imports (the Dockerfile strips unused parts of dependencies).
     for command in available_commands():
-        help_out = podman(image_env, "run", "--rm", "--read-only", image, command, "--help")
+        help_out = podman(
+            image_env, "run", "--rm", "--read-only", "--network=none", image, command, "--help"
+        )
         assert help_out.stdout.startswith(f"usage: tierwise {command}"), help_out.stderr
     probe = podman(
         image_env,
         "run",
         "--rm",
         "--read-only",
+        "--network=none",
         "--entrypoint",
         "python",
         image,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import kopf
@@ -112,7 +112,8 @@ def reconcile(
             "promotedHash": document["hash"],
             "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
         }
-        _write_fields(policy, fields)
+        # No separate write: the reconciler's one status patch carries these fields
+        # (adjust_status), so a changed policy costs one ConfigMap and one status write.
         return RolloutStatus(
             fields,
             [
@@ -122,6 +123,15 @@ def reconcile(
             has_config=True,
         )
     namespace, name = policy.namespace, policy.name
+    # The observed status may predate our own last write (the watch lags): the rollout's
+    # record (what was decided for which hash) is read from the API server itself, so a
+    # decision is taken once and never overwritten by a stale copy.
+    current, generation = _current_status(namespace, name)
+    previous = dict(current.get("rollout") or {})
+    if policy.generation is not None and generation is not None and policy.generation < generation:
+        # This body predates a newer spec (an index or a listing that lags): acting on it
+        # would start or delete Jobs for a stale candidate. The newer spec's event follows.
+        return _unchanged(current)
     if config_map is True:
         live = kube.read_config_map(namespace, config_map_name(name))
     else:
@@ -141,14 +151,6 @@ def reconcile(
         reevaluate=annotations.get(REEVALUATE_ANNOTATION),
     )
     step = next_step(situation, job_name(name, document["hash"]))
-    if step.decided:
-        # The observed status may predate our own last write (the watch lags): a decision
-        # is taken on the API server's current status, so it is taken once.
-        fresh = _current_rollout(namespace, name)
-        if fresh != previous:
-            previous = fresh
-            situation = replace(situation, previous=fresh)
-            step = next_step(situation, job_name(name, document["hash"]))
     by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
@@ -161,7 +163,7 @@ def reconcile(
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
             )
-    fields = _fields(step, previous, document["hash"], promoted_hash, policy.status)
+    fields = _fields(step, previous, document["hash"], promoted_hash, current)
     if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
@@ -170,7 +172,7 @@ def reconcile(
     if step.promote:
         writer.write_live_config(policy, result, live)
         fields["promotedHash"] = document["hash"]
-    _write_fields(policy, fields)
+    _write_fields(policy, fields, current)
     if step.event is not None and (step.decided or _changed(previous, step)):
         writer.emit(policy.reference(), *step.event)
     has_config = live is not None or step.promote
@@ -187,10 +189,13 @@ ROLLOUT_FIELDS = (
 )
 
 
-def _write_fields(policy: Observed, fields: Mapping[str, Any]) -> None:
-    """Patch the rollout's own status fields where they differ from the observed ones (the
+def _write_fields(
+    policy: Observed, fields: Mapping[str, Any], current: Mapping[str, Any] | None = None
+) -> None:
+    """Patch the rollout's own status fields where they differ from the current ones (the
     reconciler writes only its own fields, and leaves these to the rollout)."""
-    changed = {k: v for k, v in fields.items() if k in ROLLOUT_FIELDS and policy.status.get(k) != v}
+    status = policy.status if current is None else current
+    changed = {k: v for k, v in fields.items() if k in ROLLOUT_FIELDS and status.get(k) != v}
     if changed:
         kube.patch_status("cascadepolicies", policy.namespace, policy.name, changed)
 
@@ -302,7 +307,8 @@ def _live_hash(live: Mapping[str, Any] | None) -> str | None:
     return ((live.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
 
 
-def _current_rollout(namespace: str, name: str) -> dict[str, Any]:
+def _current_status(namespace: str, name: str) -> tuple[dict[str, Any], int | None]:
+    """The policy's status and generation as the API server has them now."""
     try:
         current = kube.custom().get_namespaced_custom_object(
             GROUP, VERSION, namespace, "cascadepolicies", name
@@ -310,8 +316,19 @@ def _current_rollout(namespace: str, name: str) -> dict[str, Any]:
     except ApiException as exc:
         if exc.status != 404:
             raise
-        return {}
-    return dict((current.get("status") or {}).get("rollout") or {})
+        return {}, None
+    return dict(current.get("status") or {}), (current.get("metadata") or {}).get("generation")
+
+
+def _unchanged(current: Mapping[str, Any]) -> RolloutStatus:
+    """The rollout's status as it stands, for a sync that must not act."""
+    fields = {k: current[k] for k in ROLLOUT_FIELDS if k in current}
+    conditions = [
+        Condition(c["type"], c.get("status") == "True", c.get("reason", ""), c.get("message", ""))
+        for c in current.get("conditions") or []
+        if c.get("type") in (PROMOTED_CONDITION, PROGRESSING_CONDITION)
+    ]
+    return RolloutStatus(fields, conditions, has_config="promotedHash" in current)
 
 
 # --- Jobs -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ logged and counted and never stops the others.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -47,6 +48,7 @@ from tierwise.controller.reconcile import (
     tier_status,
     transitions,
 )
+from tierwise.controller.rollout import ROLLOUT_FIELDS
 from tierwise.render import RenderResult, render_policy
 
 # emit(involved, event_type, reason, message): posts a Kubernetes Event (events.emit).
@@ -72,6 +74,9 @@ OWN_STATUS_FIELDS = frozenset(
         "usedBy",
         "pricing",
         "responseCache",
+        # The rollout's fields, as rollout.adjust_status puts them into the status
+        # (a gated rollout also writes them itself before acting on a decision).
+        *ROLLOUT_FIELDS,
     }
 )
 DEFAULT_WORKERS = 8
@@ -131,7 +136,11 @@ class Reconciler:
             if result is not None and result.document is not None:
                 try:
                     # Write the live config, or evaluate it first (spec.evaluation).
-                    gated = rollout.reconcile(policy, result, tiers, self, config_map)
+                    # The rollout decides from the status as last written (the observed one
+                    # can lag behind the operator's own writes): otherwise it would restart
+                    # its phase clock, and the status would change on every sync.
+                    latest = dataclasses.replace(policy, status=self._previous_status(policy))
+                    gated = rollout.reconcile(latest, result, tiers, self, config_map)
                     has_config = gated.has_config
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
@@ -203,9 +212,11 @@ class Reconciler:
         assert document is not None
         name = config_map_name(policy.name)
         if config_map is True:
-            if self._config_hashes.get(policy.uid) == document["hash"]:
+            known = self._config_hashes.get(policy.uid, "unknown")
+            if known == document["hash"]:
                 return False
-            current = kube.read_config_map(policy.namespace, name)
+            # Known not to exist: create it (a 409 below re-reads if someone was faster).
+            current = None if known is None else kube.read_config_map(policy.namespace, name)
         elif not config_map:
             current = None
         else:

@@ -448,6 +448,9 @@ class _PodExecution:
             if process is not None:
                 _stop_group(process, self.grace)
 
+    def has_processes(self) -> bool:
+        return any(p.poll() is None for p in list(self._processes.values()))
+
     def _kill_all(self) -> None:
         self.cancelled.set()
         for process in list(self._processes.values()):
@@ -641,6 +644,14 @@ class PodRunner:
             executions = list(self._executions.values())
         for execution in executions:
             execution.cancel(deleted=True)
+        # Containers get their grace period to stop after SIGTERM; what is still running then
+        # is killed, so no process outlives the runner (a kopf operator, say, that is slow to
+        # shut down).
+        deadline = time.monotonic() + self.max_grace_seconds
+        for execution in executions:
+            while execution.has_processes() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            execution._kill_all()
         if self._thread is not None:
             self._thread.join(timeout=_WATCH_SECONDS + 10)
         self._api_client.close()
