@@ -328,9 +328,6 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = options_from(args)
-    from tierwise.controller import rollout
-
-    rollout.configure(options.evals)
     kube.connect()
     if options.webhook.enabled:
         # Registers the admission handler; kopf refuses to start with one and no server.

@@ -62,13 +62,6 @@ PROGRESSING_CONDITION = "Progressing"
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]
 
-_settings = JobSettings()
-
-
-def configure(settings: JobSettings) -> None:
-    global _settings
-    _settings = settings
-
 
 @dataclass(frozen=True)
 class RolloutStatus:
@@ -81,7 +74,11 @@ class RolloutStatus:
 
 
 class LiveWriter(Protocol):
+    """The reconciler: it owns writing the live ConfigMap, posting Events, and the eval Jobs'
+    settings (the operator's options, handed over through kopf's memo)."""
+
     emit: Emit
+    evals: JobSettings
 
     def write_live_config(
         self, policy: Observed, result: RenderResult, config_map: Mapping[str, Any] | bool | None
@@ -156,9 +153,9 @@ def reconcile(
         _delete_job(namespace, job)
     if step.reason == "EvalRunning" and step.job is not None:
         running = next(j for j in jobs if j["metadata"]["name"] == step.job)
-        _adopt(policy, result, by_tier, live, running)
+        _adopt(policy, result, by_tier, live, running, writer.evals)
     if step.start_job:
-        problem = _start_job(policy, result, by_tier, live)
+        problem = _start_job(policy, result, by_tier, live, writer.evals)
         if problem is not None:
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
@@ -393,6 +390,7 @@ def _manifests(
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
+    settings: JobSettings,
 ) -> tuple[dict[str, Any], dict[str, Any]] | str:
     """The candidate's Job and inputs ConfigMap, or why they cannot be made yet."""
     document = result.document
@@ -418,7 +416,7 @@ def _manifests(
         if key not in (found.get("data") or {}):
             return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
     return job_manifests(
-        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, _settings
+        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, settings
     )
 
 
@@ -427,14 +425,15 @@ def _start_job(
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
+    settings: JobSettings,
 ) -> str | None:
     """Create the candidate's Job and its inputs; a message when it cannot be started."""
-    made = _manifests(policy, result, tiers, live)
+    made = _manifests(policy, result, tiers, live, settings)
     if isinstance(made, str):
         return made
     job, inputs = made
     namespace = policy.namespace
-    _ensure_service_account(namespace)
+    _ensure_service_account(namespace, settings.service_account)
     try:
         created = _batch().create_namespaced_job(namespace, job)
         created_job = kube.client().sanitize_for_serialization(created)
@@ -465,13 +464,14 @@ def _adopt(
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
     job: Mapping[str, Any],
+    settings: JobSettings,
 ) -> None:
     """A running Job found (e.g. after a restart): make sure its inputs exist, since an
     operator stopped between creating the Job and its ConfigMap leaves the pod waiting."""
     meta = job["metadata"]
     if kube.read_config_map(meta["namespace"], meta["name"]) is not None:
         return
-    made = _manifests(policy, result, tiers, live)
+    made = _manifests(policy, result, tiers, live, settings)
     if not isinstance(made, str):
         _create_inputs(made[1], job)
         log.info("created the missing inputs of eval Job %s/%s", meta["namespace"], meta["name"])
@@ -502,8 +502,8 @@ def _baseline_keys(
     return keys
 
 
-def _ensure_service_account(namespace: str) -> None:
-    account = service_account(namespace, _settings.service_account)
+def _ensure_service_account(namespace: str, name: str) -> None:
+    account = service_account(namespace, name)
     try:
         kube.core().create_namespaced_service_account(namespace, account)
     except ApiException as exc:

@@ -48,6 +48,7 @@ from tierwise.controller.reconcile import (
     transitions,
 )
 from tierwise.controller.rollout import ROLLOUT_FIELDS
+from tierwise.evals.job import JobSettings
 from tierwise.render import RenderResult, render_policy
 
 # emit(involved, event_type, reason, message): posts a Kubernetes Event (events.emit).
@@ -82,8 +83,11 @@ DEFAULT_WORKERS = 8
 
 
 class Reconciler:
-    def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(
+        self, emit: Emit, workers: int = DEFAULT_WORKERS, *, evals: JobSettings | None = None
+    ) -> None:
         self.emit = emit
+        self.evals = evals or JobSettings()  # how eval Jobs are made (the operator's options)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # policy uid -> hash in its ConfigMap (None: known not to exist), and the
         # resourceVersion of the ConfigMap as last written or read in full
