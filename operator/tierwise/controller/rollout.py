@@ -30,6 +30,7 @@ from tierwise.controller.rollout_state import (
     PAUSE_ANNOTATION,
     PAUSED_VALUE,
     PROMOTE_ANNOTATION,
+    PROMOTING,
     REEVALUATE_ANNOTATION,
     UNGATED,
     JobView,
@@ -165,7 +166,12 @@ def reconcile(
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
         # Record the decision before acting on it: a restart then finishes it, never redoes it.
-        kube.patch_status("cascadepolicies", namespace, name, fields)
+        # A promotion is recorded as Promoting: Promoted is written only once the live
+        # ConfigMap holds the config, so no reader sees Promoted next to the old hash.
+        record = fields
+        if step.promote:
+            record = {**fields, "rollout": {**fields["rollout"], "phase": PROMOTING}}
+        kube.patch_status("cascadepolicies", namespace, name, record)
     if step.promote:
         writer.write_live_config(policy, result, live)
         fields["promotedHash"] = document["hash"]

@@ -5,9 +5,10 @@ operator (kept in kopf's memo) remembers what it last wrote:
 
 - the config hash of each policy's ConfigMap, so an event whose render yields the same
   document costs no API call at all (the resync re-checks the real ConfigMaps, listed once);
-- the status it last wrote to each object, so a handler that still sees the old status (the
-  watch has not caught up with our own write) neither writes it again nor posts the same
-  transition Event twice.
+- the status it last wrote to each object (until the object is deleted), so a handler that
+  still sees an older status (the watch has not caught up with our own write, or the body
+  was taken before the write) neither writes it again nor posts the same transition Event
+  twice.
 
 Each policy is synced under its own lock (its own event and a tier's event can both
 trigger it), and policies are synced concurrently on a small thread pool: rendering is
@@ -369,8 +370,10 @@ class Reconciler:
             if written is None:
                 return observed
             if _own(observed) == written:
-                del self._statuses[obj.uid]  # the watch caught up
                 return observed
+            # Kept even once the watch has shown our write: a handler may still act on a
+            # body older than it (taken before it waited for the policy's lock), and would
+            # otherwise write the old status back and post the same transition again.
             merged = {k: v for k, v in observed.items() if k not in OWN_STATUS_FIELDS}
             return {**merged, **written}
 
