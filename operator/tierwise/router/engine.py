@@ -57,7 +57,9 @@ class CascadeEngine:
     """A config's cascades against its upstreams. Use as an async context manager.
 
     ``env`` holds the tiers' API key variables (``os.environ`` by default); ``metrics``
-    receives the same series the router records (a private registry by default).
+    receives the same series the router records (a private registry by default);
+    ``batch_prices`` prices every answer at the tiers' Message Batches prices (what the same
+    requests would cost sent as a batch).
     """
 
     def __init__(
@@ -66,15 +68,21 @@ class CascadeEngine:
         *,
         env: Mapping[str, str] | None = None,
         metrics: RouterMetrics | None = None,
+        batch_prices: bool = False,
     ) -> None:
         self.config = config
         self.metrics = metrics or RouterMetrics()
+        self.batch_prices = batch_prices  # price tokens at the tiers' batch prices
         self.runtime = build_runtime(config, os.environ if env is None else env)
         self._session: aiohttp.ClientSession | None = None
         self._cascade: Cascade | None = None
 
     async def __aenter__(self) -> CascadeEngine:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        # No connection cap of its own: the caller bounds how many requests are in flight
+        # (an eval at concurrency 200 must not queue in the pool and count it as latency).
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+        )
         upstream = Upstream(self._session, self._on_failure, self._on_retry)
         self._cascade = Cascade(upstream, self.metrics)
         return self
@@ -105,6 +113,7 @@ class CascadeEngine:
             body=body,
             forwarded=forwarded_headers(headers),
             started=started,
+            batch=self.batch_prices,
         )
         try:
             check_messages_request(body)
