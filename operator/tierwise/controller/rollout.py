@@ -156,7 +156,8 @@ def reconcile(
         running = next(j for j in jobs if j["metadata"]["name"] == step.job)
         _adopt(policy, result, by_tier, live, running, writer.evals)
     if step.start_job:
-        problem = _start_job(policy, result, by_tier, live, writer.evals)
+        made = _manifests(policy, result, by_tier, live, writer.evals)
+        problem = _start_job(namespace, made, writer.evals.service_account)
         if problem is not None:
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
@@ -427,19 +428,14 @@ def _manifests(
 
 
 def _start_job(
-    policy: Observed,
-    result: RenderResult,
-    tiers: Mapping[str, Resource],
-    live: Mapping[str, Any] | None,
-    settings: JobSettings,
+    namespace: str, made: tuple[dict[str, Any], dict[str, Any]] | str, service_account: str
 ) -> str | None:
-    """Create the candidate's Job and its inputs; a message when it cannot be started."""
-    made = _manifests(policy, result, tiers, live, settings)
+    """Create the candidate's Job and its inputs (``_manifests``); a message when it cannot
+    be started."""
     if isinstance(made, str):
         return made
     job, inputs = made
-    namespace = policy.namespace
-    _ensure_service_account(namespace, settings.service_account)
+    _ensure_service_account(namespace, service_account)
     try:
         created = _batch().create_namespaced_job(namespace, job)
         created_job = kube.client().sanitize_for_serialization(created)

@@ -270,12 +270,7 @@ async def _replay(
     async def one(item: Item) -> ItemResult:
         async with slots:
             result = await engine.run(item.request(alias, route.template), route=route.name)
-            outcome = Outcome.of(result)
-            verdict = None
-            if outcome.message is not None:
-                verdict = await grade(route.grader, item, outcome.message, _ask(judge, route))
-            tracker.step()
-            return ItemResult(item, outcome, verdict)
+            return await _graded(route, item, Outcome.of(result), judge, tracker)
 
     tasks = [asyncio.ensure_future(one(item)) for item in dataset.items]
     await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
@@ -316,16 +311,23 @@ async def _replay_batched(
 
     async def graded(item: Item, outcome: Outcome) -> ItemResult:
         async with slots:
-            verdict = None
-            if outcome.message is not None:
-                verdict = await grade(route.grader, item, outcome.message, _ask(judge, route))
-            tracker.step()
-            return ItemResult(item, outcome, verdict)
+            return await _graded(route, item, outcome, judge, tracker)
 
     results = await asyncio.gather(
         *(graded(item, outcome) for item, outcome in zip(dataset.items, outcomes, strict=True))
     )
     return ConfigRun(list(results))
+
+
+async def _graded(
+    route: RoutePlan, item: Item, outcome: Outcome, judge: _Judge | None, tracker: _Tracker
+) -> ItemResult:
+    """``outcome`` of ``item`` graded (an error is not graded), and counted as done."""
+    verdict = None
+    if outcome.message is not None:
+        verdict = await grade(route.grader, item, outcome.message, _ask(judge, route))
+    tracker.step()
+    return ItemResult(item, outcome, verdict)
 
 
 class _Judge:
