@@ -301,9 +301,10 @@ async def _replay_batched(
     alias = f"tierwise/{route.name}"
     bodies = [item.request(alias, route.template) for item in dataset.items]
     try:
-        outcomes = await asyncio.wait_for(
+        ran = await asyncio.wait_for(
             engine.run_all(route.name, bodies), max(0.0, deadline - time.monotonic())
         )
+        outcomes = [Outcome.of(result) for result in ran]
     except TimeoutError:
         error = f"the batches did not end within the eval's timeout ({plan.timeout_seconds}s)"
         outcomes = [Outcome.failed(error) for _ in bodies]

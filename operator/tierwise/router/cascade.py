@@ -94,16 +94,21 @@ class Cascade:
             answer = await self.call_step(ex, step)
             if last_is_final and index == len(steps) - 1:
                 return answer
-            reason = escalation_reason(step.escalate_when, answer.message)
-            if reason is None:
+            if self.accepts(ex, step, answer.tier.name, answer.message):
                 return answer
-            ex.escalations += 1
-            if ex.steps:
-                ex.steps[-1].escalation = reason
-            self.metrics.escalations.labels(
-                ex.runtime.policy, ex.route.name, answer.tier.name, reason
-            ).inc()
         return None
+
+    def accepts(self, ex: Exchange, step: Step, tier: str, message: Mapping[str, Any]) -> bool:
+        """Whether ``step``'s answer (from ``tier``) ends the cascade; else the escalation is
+        counted on the request, its last step and the metrics."""
+        reason = escalation_reason(step.escalate_when, message)
+        if reason is None:
+            return True
+        ex.escalations += 1
+        if ex.steps:
+            ex.steps[-1].escalation = reason
+        self.metrics.escalations.labels(ex.runtime.policy, ex.route.name, tier, reason).inc()
+        return False
 
     async def call_step(self, ex: Exchange, step: Step) -> Answer:
         """One buffered upstream call for ``step``, falling back when configured."""
@@ -136,9 +141,16 @@ class Cascade:
             )
         message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
-        cost = self.account(ex, tier, usage)
-        ex.steps.append(StepRecord(tier.name, usage, cost, time.perf_counter() - started, fallback))
+        cost = self.record_step(ex, tier, usage, time.perf_counter() - started, fallback)
         return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+
+    def record_step(
+        self, ex: Exchange, tier: Tier, usage: Usage, seconds: float, fallback: bool = False
+    ) -> Decimal:
+        """One upstream answer of the request: priced, counted, and kept in ``ex.steps``."""
+        cost = self.account(ex, tier, usage)
+        ex.steps.append(StepRecord(tier.name, usage, cost, seconds, fallback))
+        return cost
 
     @staticmethod
     async def _after_fallback(call: Any) -> Any:

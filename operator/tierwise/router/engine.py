@@ -52,6 +52,27 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == 200
 
+    @classmethod
+    def of(
+        cls,
+        ex: Exchange,
+        status: int,
+        message: dict[str, Any] | None = None,
+        error: bytes | None = None,
+    ) -> RunResult:
+        """The result of ``ex`` as it stands (cost, escalations, steps so far)."""
+        return cls(
+            route=ex.route.name,
+            status=status,
+            message=message,
+            error=error,
+            tier=ex.tier,
+            cost=ex.cost,
+            escalations=ex.escalations,
+            steps=ex.steps,
+            seconds=time.perf_counter() - ex.started,
+        )
+
 
 class CascadeEngine:
     """A config's cascades against its upstreams. Use as an async context manager.
@@ -124,17 +145,7 @@ class CascadeEngine:
             status, message, error = exc.status, None, exc.body()
         except UpstreamFailure as failure:
             status, message, error = failure.status, None, failure.body
-        return RunResult(
-            route=chosen.name,
-            status=status,
-            message=message,
-            error=error,
-            tier=ex.tier,
-            cost=ex.cost,
-            escalations=ex.escalations,
-            steps=ex.steps,
-            seconds=time.perf_counter() - started,
-        )
+        return RunResult.of(ex, status, message, error)
 
     def _on_failure(self, tier: str, kind: str) -> None:
         self.metrics.upstream_errors.labels(self.runtime.policy, tier, kind).inc()
