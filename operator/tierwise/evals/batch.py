@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from tierwise.pricing import Usage
+from tierwise.router.batches import BATCHES_PATH
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.engine import RunResult
 from tierwise.router.errors import ERROR_TYPES, error_body
@@ -29,7 +30,6 @@ from tierwise.router.runtime import build_runtime
 from tierwise.router.upstream import Upstream, UpstreamFailure
 from tierwise.routerconfig import RouterConfig, Step
 
-BATCHES_PATH = "/v1/messages/batches"
 MAX_BATCH_REQUESTS = 100_000  # the API's limit per batch
 
 

@@ -262,10 +262,18 @@ async def _replay(
     deadline: float,
     tracker: _Tracker,
 ) -> ConfigRun:
-    if isinstance(engine, BatchCascadeEngine):
-        return await _replay_batched(engine, route, dataset, plan, judge, deadline, tracker)
-    slots = asyncio.Semaphore(plan.concurrency)
+    slots = asyncio.Semaphore(plan.concurrency)  # requests, or gradings of batched answers
     alias = f"tierwise/{route.name}"
+    if isinstance(engine, BatchCascadeEngine):
+        bodies = [item.request(alias, route.template) for item in dataset.items]
+        outcomes = await _batched(engine, route.name, bodies, deadline, plan.timeout_seconds)
+
+        async def graded(item: Item, outcome: Outcome) -> ItemResult:
+            async with slots:
+                return await _graded(route, item, outcome, judge, tracker)
+
+        pairs = zip(dataset.items, outcomes, strict=True)
+        return ConfigRun(list(await asyncio.gather(*(graded(i, o) for i, o in pairs))))
 
     async def one(item: Item) -> ItemResult:
         async with slots:
@@ -289,35 +297,22 @@ async def _replay(
     return ConfigRun(results)
 
 
-async def _replay_batched(
+async def _batched(
     engine: BatchCascadeEngine,
-    route: RoutePlan,
-    dataset: Dataset,
-    plan: EvalPlan,
-    judge: _Judge | None,
+    route: str,
+    bodies: list[dict[str, Any]],
     deadline: float,
-    tracker: _Tracker,
-) -> ConfigRun:
-    alias = f"tierwise/{route.name}"
-    bodies = [item.request(alias, route.template) for item in dataset.items]
+    timeout: int,
+) -> list[Outcome]:
+    """Every body's outcome over batches; all errors when the batches outlast the eval."""
     try:
         ran = await asyncio.wait_for(
-            engine.run_all(route.name, bodies), max(0.0, deadline - time.monotonic())
+            engine.run_all(route, bodies), max(0.0, deadline - time.monotonic())
         )
-        outcomes = [Outcome.of(result) for result in ran]
     except TimeoutError:
-        error = f"the batches did not end within the eval's timeout ({plan.timeout_seconds}s)"
-        outcomes = [Outcome.failed(error) for _ in bodies]
-    slots = asyncio.Semaphore(plan.concurrency)
-
-    async def graded(item: Item, outcome: Outcome) -> ItemResult:
-        async with slots:
-            return await _graded(route, item, outcome, judge, tracker)
-
-    results = await asyncio.gather(
-        *(graded(item, outcome) for item, outcome in zip(dataset.items, outcomes, strict=True))
-    )
-    return ConfigRun(list(results))
+        error = f"the batches did not end within the eval's timeout ({timeout}s)"
+        return [Outcome.failed(error) for _ in bodies]
+    return [Outcome.of(result) for result in ran]
 
 
 async def _graded(
