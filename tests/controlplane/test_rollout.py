@@ -221,7 +221,7 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert json.loads(inputs["data"]["baseline.json"])["hash"] == first["hash"]
     assert json.loads(inputs["data"]["candidate.json"])["hash"] == status["candidateHash"]
     # The eval ran against the tiers' endpoint with the key from the Secret.
-    recorded = emulator.recorded_requests(model="claude-haiku-4-5")
+    recorded = emulator.recorded_requests(model="claude-haiku-5-5")
     assert recorded and {r.api_key for r in recorded} == {"test-key"}
 
 

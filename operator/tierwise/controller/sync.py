@@ -31,10 +31,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from tierwise.controller import kube, metrics, rollout
+from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.reconcile import (
+    MODEL_SUPPORTED,
     POLICY_LABEL,
     READY,
     PodCounts,
@@ -197,7 +198,9 @@ class Reconciler:
         cached = self._rendered.get(policy.uid)
         if cached is not None and cached[0] == key:
             return cached[1]
-        result = render_policy(policy.resource, by_name(tiers), by_name(profiles))
+        result = render_policy(
+            policy.resource, by_name(tiers), by_name(profiles), catalog=price_catalog.current()
+        )
         self._rendered[policy.uid] = (key, result)
         return result
 
@@ -301,7 +304,8 @@ class Reconciler:
         with metrics.timed("ModelTier"):
             used_by = sum(1 for p in policies if not p.deleting and p.uses_tier(tier.name))
             previous = self._previous_status(tier)
-            self._write_status(tier, tier_status(tier, used_by, now_iso(), previous))
+            status = tier_status(tier, used_by, now_iso(), previous, price_catalog.current())
+            self._write_status(tier, status)
             metrics.RECONCILES.labels("ModelTier", "ok").inc()
 
     def sync_cache_profile(self, profile: Observed, policies: Iterable[Observed]) -> None:
@@ -391,16 +395,19 @@ class Reconciler:
             if condition["type"] == READY:
                 event_type = "Normal" if condition["status"] == "True" else "Warning"
                 self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
+            elif condition["type"] == MODEL_SUPPORTED and condition["status"] == "False":
+                self.emit(obj.reference(), "Warning", condition["reason"], condition["message"])
 
 
 def inputs_key(
     policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
 ) -> tuple[Any, ...]:
-    """What a policy's render depends on: its own spec generation and the generations of the
-    tiers and profile it names (present or not)."""
+    """What a policy's render depends on: its own spec generation, the generations of the
+    tiers and profile it names (present or not), and the price catalog in use."""
     used = set(policy.tier_names())
     profile = policy.cache_profile_name()
     return (
+        id(price_catalog.current()),
         policy.generation,
         policy.deleting,
         # Rollout break-glass annotations change no generation but do change the work.
