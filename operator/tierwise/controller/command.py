@@ -336,9 +336,6 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = options_from(args)
-    from tierwise.controller import rollout
-
-    rollout.configure(options.evals)
     kube.connect()
     price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
     if options.webhook.enabled:

@@ -5,9 +5,10 @@ operator (kept in kopf's memo) remembers what it last wrote:
 
 - the config hash of each policy's ConfigMap, so an event whose render yields the same
   document costs no API call at all (the resync re-checks the real ConfigMaps, listed once);
-- the status it last wrote to each object, so a handler that still sees the old status (the
-  watch has not caught up with our own write) neither writes it again nor posts the same
-  transition Event twice.
+- the status it last wrote to each object (until the object is deleted), so a handler that
+  still sees an older status (the watch has not caught up with our own write, or the body
+  was taken before the write) neither writes it again nor posts the same transition Event
+  twice.
 
 Each policy is synced under its own lock (its own event and a tier's event can both
 trigger it), and policies are synced concurrently on a small thread pool: rendering is
@@ -49,6 +50,7 @@ from tierwise.controller.reconcile import (
     transitions,
 )
 from tierwise.controller.rollout import ROLLOUT_FIELDS
+from tierwise.evals.job import JobSettings
 from tierwise.render import RenderResult, render_policy
 
 # emit(involved, event_type, reason, message): posts a Kubernetes Event (events.emit).
@@ -83,8 +85,11 @@ DEFAULT_WORKERS = 8
 
 
 class Reconciler:
-    def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(
+        self, emit: Emit, workers: int = DEFAULT_WORKERS, *, evals: JobSettings | None = None
+    ) -> None:
         self.emit = emit
+        self.evals = evals or JobSettings()  # how eval Jobs are made (the operator's options)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # policy uid -> hash in its ConfigMap (None: known not to exist), and the
         # resourceVersion of the ConfigMap as last written or read in full
@@ -369,8 +374,10 @@ class Reconciler:
             if written is None:
                 return observed
             if _own(observed) == written:
-                del self._statuses[obj.uid]  # the watch caught up
                 return observed
+            # Kept even once the watch has shown our write: a handler may still act on a
+            # body older than it (taken before it waited for the policy's lock), and would
+            # otherwise write the old status back and post the same transition again.
             merged = {k: v for k, v in observed.items() if k not in OWN_STATUS_FIELDS}
             return {**merged, **written}
 

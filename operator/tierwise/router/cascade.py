@@ -113,17 +113,20 @@ class Cascade:
         """Whether ``answer`` (of ``steps[index]``) ends the cascade; counts an escalation."""
         if last_is_final and index == len(steps) - 1:
             return True
-        reason = escalation_reason(steps[index].escalate_when, answer.message)
+        return self.accepts(ex, steps[index], answer.tier.name, answer.message)
+
+    def accepts(self, ex: Exchange, step: Step, tier: str, message: Mapping[str, Any]) -> bool:
+        """Whether ``step``'s answer (from ``tier``) ends the cascade by its signals; else the
+        escalation is counted on the request, that answer's step record and the metrics."""
+        reason = escalation_reason(step.escalate_when, message)
         if reason is None:
             return True
         ex.escalations += 1
         for record in reversed(ex.steps):  # this answer's record (hedged calls interleave)
-            if record.tier == answer.tier.name:
+            if record.tier == tier:
                 record.escalation = reason
                 break
-        self.metrics.escalations.labels(
-            ex.runtime.policy, ex.route.name, answer.tier.name, reason
-        ).inc()
+        self.metrics.escalations.labels(ex.runtime.policy, ex.route.name, tier, reason).inc()
         return False
 
     async def _hedged(
@@ -230,9 +233,16 @@ class Cascade:
             )
         message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
-        cost = self.account(ex, tier, usage)
-        ex.steps.append(StepRecord(tier.name, usage, cost, time.perf_counter() - started, fallback))
+        cost = self.record_step(ex, tier, usage, time.perf_counter() - started, fallback)
         return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+
+    def record_step(
+        self, ex: Exchange, tier: Tier, usage: Usage, seconds: float, fallback: bool = False
+    ) -> Decimal:
+        """One upstream answer of the request: priced, counted, and kept in ``ex.steps``."""
+        cost = self.account(ex, tier, usage)
+        ex.steps.append(StepRecord(tier.name, usage, cost, seconds, fallback))
+        return cost
 
     @staticmethod
     async def _after_fallback(call: Any) -> Any:
