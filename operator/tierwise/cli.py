@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "tierwise.pricing.command",
         "estimate all-strong vs cascade cost, the saving and the break-even escalation rate",
     ),
+    "report": (
+        "tierwise.router.report",
+        "print a running router's cost report (cost vs all-strong, saving, cache, latency)",
+    ),
     "eval": (
         "tierwise.evals.command",
         "replay a labelled dataset through a candidate and a baseline config and gate the change",

@@ -19,6 +19,27 @@ from tierwise.localcluster.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_USER = "tierwise-operator"
+# A complete price override of the examples' haiku tier (Haiku 5.5). Nothing is derived from
+# a changed input price, so the cache prices and the long-prompt band are stated too.
+HAIKU_PRICE_CHANGE = {
+    "spec": {
+        "pricing": {
+            "input": 0.09,
+            "output": 0.45,
+            "cacheWrite5m": 0.1125,
+            "cacheWrite1h": 0.18,
+            "cacheRead": 0.009,
+            "longPrompt": {
+                "thresholdTokens": 100000,
+                "input": 0.45,
+                "output": 2.25,
+                "cacheWrite5m": 0.5625,
+                "cacheWrite1h": 0.9,
+                "cacheRead": 0.045,
+            },
+        }
+    }
+}
 
 
 def free_port() -> int:

@@ -98,7 +98,7 @@ def test_status_conditions_printer_columns_and_events(operator, kubectl: Kubectl
         "tier usedBy",
     )
     assert (
-        tier["status"]["pricing"]["input"] == "3" and condition(tier, "Ready")["reason"] == "Priced"
+        tier["status"]["pricing"]["input"] == "2" and condition(tier, "Ready")["reason"] == "Priced"
     )
 
     table = kubectl("get", "tierwise", namespace=namespace).stdout
@@ -106,7 +106,7 @@ def test_status_conditions_printer_columns_and_events(operator, kubectl: Kubectl
         "cascadepolicy.tierwise.dev/email-triage" in table
         and "modeltier.tierwise.dev/haiku" in table
     )
-    assert "ROUTES" in table and "claude-haiku-4-5" in table and "USED BY" in table
+    assert "ROUTES" in table and "claude-haiku-5-5" in table and "USED BY" in table
 
     events = eventually(
         lambda: kubectl.get_json(

@@ -24,6 +24,7 @@ from typing import Any
 import kubernetes
 import pytest
 from operator_process import (
+    HAIKU_PRICE_CHANGE,
     OperatorProcess,
     apply_ungated,
     bind_operator_identity,
@@ -231,7 +232,7 @@ def test_one_replica_reconciles_either_answers_and_the_standby_takes_over(
             "haiku",
             "--type=merge",
             "-p",
-            json.dumps({"spec": {"pricing": {"input": 0.8, "output": 4}}}),
+            json.dumps(HAIKU_PRICE_CHANGE),
             namespace=namespace,
         )
         eventually(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_process import OperatorProcess, eventually
+from operator_process import HAIKU_PRICE_CHANGE, OperatorProcess, eventually
 
 from tierwise.localcluster.kubectl import Kubectl
 
@@ -127,7 +127,7 @@ def test_a_policy_that_cannot_be_written_holds_up_no_other(
         "haiku",
         "--type=merge",
         "-p",
-        json.dumps({"spec": {"pricing": {"input": 0.9, "output": 4.5}}}),
+        json.dumps(HAIKU_PRICE_CHANGE),
         namespace=namespace,
     )
     eventually(
@@ -187,7 +187,7 @@ def test_status_says_only_what_is_true(quiet_operator, kubectl: Kubectl, namespa
     policy = eventually(reported, "a status")
     assert "configMap" not in policy["status"]
     assert condition(policy, "Ready")["message"].startswith("no router config yet: ")
-    # An unknown model priced for input only is told what is still missing: output.
+    # An unknown model priced for input only is told what is still missing.
     tier = {
         "apiVersion": "tierwise.dev/v1alpha1",
         "kind": "ModelTier",
@@ -198,10 +198,12 @@ def test_status_says_only_what_is_true(quiet_operator, kubectl: Kubectl, namespa
 
     def priced():
         got = condition(kubectl.get_json("modeltier", "custom", namespace=namespace), "Ready")
-        return got if got and got["reason"] == "PricingUnknown" else None
+        return got if got and got["reason"] == "PricingAmbiguous" else None
 
-    message = eventually(priced, "PricingUnknown")["message"]
-    assert "set spec.pricing.output on its ModelTier" in message and "pricing.input" not in message
+    # Nothing is derived: every price still missing is named, the given one is not.
+    message = eventually(priced, "PricingAmbiguous")["message"]
+    assert "set spec.pricing.output, spec.pricing.cacheWrite5m" in message
+    assert "spec.pricing.cacheRead" in message and "pricing.input" not in message
 
 
 @pytest.mark.parametrize(

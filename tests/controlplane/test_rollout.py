@@ -145,6 +145,7 @@ def decided(kubectl: Kubectl, namespace: str, previous_hash: str, timeout: float
             candidate
             and candidate != previous_hash
             and rollout.get("decidedHash") == candidate
+            and rollout.get("phase") != "Promoting"  # recorded, the live ConfigMap not yet written
             and progressing.get("reason") == rollout.get("reason")  # the whole status written
         ):
             return body
@@ -220,7 +221,7 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert json.loads(inputs["data"]["baseline.json"])["hash"] == first["hash"]
     assert json.loads(inputs["data"]["candidate.json"])["hash"] == status["candidateHash"]
     # The eval ran against the tiers' endpoint with the key from the Secret.
-    recorded = emulator.recorded_requests(model="claude-haiku-4-5")
+    recorded = emulator.recorded_requests(model="claude-haiku-5-5")
     assert recorded and {r.api_key for r in recorded} == {"test-key"}
 
 
@@ -314,14 +315,15 @@ def test_an_upstream_answering_only_5xx_is_inconclusive(
         "annotate", "cascadepolicy", POLICY, f"tierwise.dev/reevaluate={candidate[7:19]}",
         namespace=namespace,
     )  # fmt: skip
+    # Promoted, not the Promoting that records the decision before the live ConfigMap write.
     body = eventually(
         lambda: (
-            (p := policy(kubectl, namespace))["status"]["rollout"].get("reason") == "EvalPassed"
-            and p
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("phase") == "Promoted" and p
         ),
         "the new eval's decision",
         timeout=120,
     )
+    assert body["status"]["rollout"]["reason"] == "EvalPassed"
     assert body["status"]["promotedHash"] == candidate
     assert live_config(kubectl, namespace)["hash"] == candidate
 
@@ -487,7 +489,8 @@ def test_a_new_policy_is_gated_against_its_strongest_tiers(
     operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
 ):
     document = deploy(kubectl, namespace, emulator, onNewPolicy="Evaluate")
-    status = policy(kubectl, namespace)["status"]
+    # The live ConfigMap is written first, the status that says so right after it.
+    status = decided(kubectl, namespace, previous_hash="")["status"]
     assert status["rollout"]["reason"] == "EvalPassed"
     assert status["promotedHash"] == document["hash"] == status["configHash"]
     (job,) = eval_jobs(kubectl, namespace)

@@ -18,6 +18,7 @@ from tierwise.emulator import (
     load_profiles,
 )
 from tierwise.emulator.profiles import ProfileSet
+from tierwise.pricing import min_cacheable_tokens
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -27,11 +28,13 @@ pytestmark = [
 
 def test_builtin_profiles_have_documented_cache_minimums() -> None:
     assert DEFAULT_PROFILES["claude-haiku-4-5"].min_cacheable_tokens == 4096
-    assert DEFAULT_PROFILES["claude-sonnet-4-5"].min_cacheable_tokens == 1024
-    assert DEFAULT_PROFILES["claude-opus-4-5"].min_cacheable_tokens == 4096
+    assert DEFAULT_PROFILES["claude-sonnet-5-5"].min_cacheable_tokens == 1024
+    # The emulator's minimum is the catalog's, which is the router's.
+    for name, profile in DEFAULT_PROFILES.items():
+        assert profile.min_cacheable_tokens == min_cacheable_tokens(name), name
     accuracies = [
         DEFAULT_PROFILES[m].accuracy
-        for m in ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5")
+        for m in ("claude-haiku-4-5", "claude-sonnet-5-5", "claude-opus-5-5")
     ]
     assert accuracies == sorted(accuracies)
 
@@ -60,8 +63,8 @@ def test_profile_file_overrides_and_adds(tmp_path: Path) -> None:
         name="tiny-model", accuracy=0.4, min_cacheable_tokens=16, aliases=("tiny-latest",)
     )
     json_path = tmp_path / "profiles.json"
-    json_path.write_text('{"models": {"claude-opus-4-5": {"ttft_seconds": 0}}}')
-    assert load_profiles(json_path)["claude-opus-4-5"].ttft_seconds == 0
+    json_path.write_text('{"models": {"claude-opus-5-5": {"ttft_seconds": 0}}}')
+    assert load_profiles(json_path)["claude-opus-5-5"].ttft_seconds == 0
 
 
 def test_profile_file_errors_are_clear(tmp_path: Path) -> None:

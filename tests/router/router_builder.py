@@ -14,8 +14,8 @@ from tierwise.routerconfig import SCHEMA_VERSION
 
 SCHEMA = SCHEMA_VERSION
 HAIKU_MODEL = "claude-haiku-4-5"
-SONNET_MODEL = "claude-sonnet-4-5"
-OPUS_MODEL = "claude-opus-4-5"
+SONNET_MODEL = "claude-sonnet-4-6"  # legacy, current enough; accepts temperature
+OPUS_MODEL = "claude-opus-4-6"
 TIER_KEYS = {
     "haiku": "tier-key-haiku",
     "sonnet": "tier-key-sonnet",

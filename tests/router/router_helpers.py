@@ -82,7 +82,7 @@ def metric(
 
 MODEL_PRICES: dict[str, Prices] = {
     m: catalog_prices(m)  # type: ignore[misc]
-    for m in ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5")
+    for m in ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6")
 }
 
 

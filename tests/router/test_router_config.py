@@ -179,7 +179,7 @@ def routing_config(default: str | None = "triage") -> Any:
             EP,
             routes=[
                 route("triage", [step("haiku")]),
-                route("summarize", [step("sonnet")], models=["claude-sonnet-4-5"]),
+                route("summarize", [step("sonnet")], models=["claude-sonnet-5-5"]),
             ],
             default_route=default,
         )
@@ -188,13 +188,13 @@ def routing_config(default: str | None = "triage") -> Any:
 
 def test_header_wins_over_model() -> None:
     cfg = routing_config()
-    assert select_route(cfg, "claude-sonnet-4-5", "triage").name == "triage"
+    assert select_route(cfg, "claude-sonnet-5-5", "triage").name == "triage"
 
 
 def test_model_alias_and_mapped_real_model() -> None:
     cfg = routing_config()
     assert select_route(cfg, "tierwise/summarize", None).name == "summarize"
-    assert select_route(cfg, "claude-sonnet-4-5", None).name == "summarize"
+    assert select_route(cfg, "claude-sonnet-5-5", None).name == "summarize"
 
 
 def test_default_route_catches_unknown_models() -> None:

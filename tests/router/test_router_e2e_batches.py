@@ -103,3 +103,17 @@ def test_batch_with_requests_for_two_routes_is_rejected(emu: Any, make_router: A
     with pytest.raises(anthropic.BadRequestError, match="one route"):
         sdk(router).messages.batches.create(requests=mixed)  # type: ignore[arg-type]
     assert emu.recorded_requests() == []
+
+
+def test_synchronous_call_to_a_batch_route_is_a_400_that_says_how_to_submit(
+    emu: Any, make_router: Any
+) -> None:
+    routes = [route("nightly", [step("haiku")], mode="batch")]
+    router = make_router(config(emu.base_url, routes=routes, default_route=None))
+    with pytest.raises(anthropic.BadRequestError) as info:
+        sdk(router).messages.create(
+            model="tierwise/nightly", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
+    message = info.value.body["error"]["message"]  # type: ignore[index]
+    assert "batch route" in message and "client.messages.batches.create" in message
+    assert emu.recorded_requests() == []

@@ -107,3 +107,54 @@ def test_metrics_never_carry_keys(emu: Any, make_router: Any) -> None:
     for key in TIER_KEYS.values():
         assert key not in text
     assert "client-key" not in text
+
+
+def test_report_command_reads_the_cost_report_from_metrics(
+    emu: Any, make_router: Any, capsys: Any
+) -> None:
+    import json as jsonlib
+
+    from tierwise.cli import main
+    from tierwise.router.report import histogram_quantile
+
+    router = make_router(config(emu.base_url))
+    client = sdk(router)
+    emu.script(
+        HAIKU_MODEL,
+        [{"text": GOOD, "output_tokens": 11}, {"text": "no json", "output_tokens": 5}],
+    )
+    emu.script(SONNET_MODEL, [{"text": GOOD, "output_tokens": 13}])
+    costs = []
+    for text in ("one", "two"):
+        raw = client.messages.with_raw_response.create(
+            model="tierwise/triage", max_tokens=100, messages=user(text)
+        )
+        costs.append(Decimal(raw.headers["x-tierwise-cost-usd"]))
+    records = emu.recorded_requests()
+    haiku_answer = next(r for r in records if r.model == HAIKU_MODEL)
+    sonnet = MODEL_PRICES[SONNET_MODEL]
+    all_strong = cost_usd(Usage.from_anthropic(haiku_answer.usage), sonnet) + cost_usd(
+        Usage.from_anthropic(records[-1].usage), sonnet
+    )
+
+    assert main(["report", "--metrics", router.metrics_url, "-o", "json"]) == 0
+    report = jsonlib.loads(capsys.readouterr().out)
+    assert report["requests"] == 2 and report["responseCacheHits"] == 0
+    assert report["answeredBy"] == {"haiku": 1, "sonnet": 1}
+    assert report["escalations"] == {"invalid_json": 1}
+    assert Decimal(str(report["costUsd"])) == pytest.approx(sum(costs), abs=Decimal("1e-6"))
+    assert Decimal(str(report["counterfactualCostUsd"])) == pytest.approx(
+        all_strong, abs=Decimal("1e-6")
+    )
+    assert report["tokens"]["output"] == 11 + 5 + 13
+
+    assert main(["report", "--metrics", router.metrics_url.replace("http://", "")]) == 0
+    text = capsys.readouterr().out
+    assert "requests            2 (0 served from the response cache)" in text
+    assert "escalation rate     50.0% of upstream requests escalated" in text
+    assert "saving" in text and "latency             p50" in text
+
+    assert main(["report", "--metrics", emu.base_url + "/v1/nothing-here"]) == 1
+    assert "cannot read router metrics" in capsys.readouterr().err
+    # Prometheus' interpolation: half of 4 observations at rank 2 within (0.1, 0.25].
+    assert histogram_quantile(0.5, {0.1: 1, 0.25: 3, float("inf"): 4}) == pytest.approx(0.175)

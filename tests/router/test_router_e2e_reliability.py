@@ -160,6 +160,12 @@ def test_per_tier_concurrency_limit(emu: Any, make_router: Any) -> None:
     # Two at a time: the 3rd and 5th requests reach the tier only as slots free up.
     assert starts[2] - starts[0] >= 0.35
     assert starts[4] - starts[0] >= 0.75
+    # The queue-wait histogram shows it: six waits, four of them at least one slow call long.
+    samples = metrics(router.metrics_url)
+    name = "tierwise_router_queue_wait_seconds"
+    assert metric(samples, f"{name}_count", tier="haiku") == 6
+    assert metric(samples, f"{name}_bucket", tier="haiku", le="0.25") <= 2
+    assert metric(samples, f"{name}_sum", tier="haiku") >= 4 * 0.35
 
 
 def test_escalation_after_failure_of_an_earlier_step_is_not_silent(

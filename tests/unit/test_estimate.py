@@ -49,15 +49,16 @@ def test_dollars_from_the_example_route(capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    # haiku: 1000*$1 + 200*$5 = $0.002/request; sonnet: $0.006/request.
-    assert "all-strong:        $6.00" in out
-    assert "cascade:           $2.60" in out
+    # haiku 5.5: 1000*$0.10 + 200*$0.50 = $0.0002/request; sonnet 5.5: 1000*$2 + 200*$10
+    # = $0.004/request. Cascade: 1000*$0.0002 + 100*$0.004.
+    assert "all-strong:        $4.00" in out
+    assert "cascade:           $0.60" in out
     assert "saving:            $3.40" in out
 
 
 def test_unknown_model_is_an_error(capsys):
-    assert main(["estimate", "--cheap-model", "nope", "--strong-model", "claude-opus-4-5"]) == 1
-    assert "not in the built-in price catalog" in capsys.readouterr().err
+    assert main(["estimate", "--cheap-model", "nope", "--strong-model", "claude-opus-5-5"]) == 1
+    assert "not in the price catalog" in capsys.readouterr().err
 
 
 def test_missing_route_is_an_error(capsys):
@@ -93,3 +94,31 @@ def test_two_step_totals(cheap, strong, rate, requests):
     assert result.cascade == requests * (cheap + rate * strong)
     assert result.all_strong == requests * strong
     assert result.saving == result.all_strong - result.cascade
+
+
+def test_batch_shows_the_combined_saving_against_all_strong_synchronous(capsys):
+    code = main(
+        [
+            "estimate",
+            "-f",
+            "examples/",
+            "--route",
+            "triage",
+            "--input-tokens",
+            "1200",
+            "--output-tokens",
+            "60",
+            "--escalation-rate",
+            "0.33",
+            "--requests",
+            "10000",
+            "--batch",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    # sync Sonnet 5.5: 1200*$2 + 60*$10 = $0.003/request, $30 for 10,000.
+    assert "all-strong (sync): $30.00" in out
+    # batch: haiku (1200*$0.10 + 60*$0.50)/2 for all; sonnet $0.0015 for the 3,300 escalated.
+    assert "batch cascade:     $5.70" in out
+    assert "combined saving:   $24.30 (81% cut: cascade x batch)" in out

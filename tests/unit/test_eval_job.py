@@ -53,3 +53,25 @@ def test_job_manifest(tmp_path):
     assert set(inputs["data"]) == {"plan.json", "candidate.json", "baseline.json"}
     owned = owned_by(inputs, {"metadata": {"name": job["metadata"]["name"], "uid": "j-1"}})
     assert owned["metadata"]["ownerReferences"][0]["uid"] == "j-1"
+
+
+def test_eval_options_reach_the_reconciler_through_the_memo():
+    import argparse
+
+    import kopf
+
+    from tierwise.controller import command, rollout
+    from tierwise.controller.runtime import reconciler_of
+
+    parser = argparse.ArgumentParser()
+    command.configure(parser, environ={})
+    args = parser.parse_args(
+        ["--eval-image=registry.example/tierwise:9", "--eval-service-account=evals-only"]
+    )
+    memo = kopf.Memo(options=command.options_from(args))
+    settings = reconciler_of(memo).evals
+    assert settings.image == "registry.example/tierwise:9"
+    assert settings.service_account == "evals-only"
+    # Two operators in one process keep their own settings: nothing is module-global.
+    assert reconciler_of(kopf.Memo()).evals == JobSettings()
+    assert not hasattr(rollout, "configure")

@@ -289,6 +289,8 @@ def test_the_router_is_a_native_sidecar_before_the_init_containers():
         "9787",
         "--max-body-bytes",
         str(sidecar.MAX_BODY_BYTES),
+        "--batch-state-dir",
+        "/var/lib/tierwise/batches",
     ]
     assert "restartPolicy" not in init[1]
 
@@ -341,15 +343,17 @@ def test_tier_keys_come_from_secrets_by_reference():
     assert all("value" not in e for e in router["env"])  # never a key in the pod spec
 
 
-def test_the_policy_config_map_is_mounted_read_only():
+def test_the_policy_config_map_is_mounted_read_only_and_batch_state_writable():
     mutated = inject(pod(volumes=[{"name": "data", "emptyDir": {}}]), PLAN)
     [router] = routers(mutated)
     assert router["volumeMounts"] == [
-        {"name": CONFIG_VOLUME, "mountPath": "/etc/tierwise", "readOnly": True}
+        {"name": CONFIG_VOLUME, "mountPath": "/etc/tierwise", "readOnly": True},
+        {"name": "tierwise-batch-state", "mountPath": "/var/lib/tierwise/batches"},
     ]
     assert mutated["spec"]["volumes"] == [
         {"name": "data", "emptyDir": {}},
         {"name": CONFIG_VOLUME, "configMap": {"name": "tierwise-triage"}},
+        {"name": "tierwise-batch-state", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     assert config_map_name("triage") == "tierwise-triage"
 
@@ -358,7 +362,8 @@ def test_a_volume_already_named_like_ours_is_replaced():
     stale = {"name": CONFIG_VOLUME, "configMap": {"name": "something-else"}}
     mutated = inject(pod(volumes=[stale]), PLAN)
     assert mutated["spec"]["volumes"] == [
-        {"name": CONFIG_VOLUME, "configMap": {"name": "tierwise-triage"}}
+        {"name": CONFIG_VOLUME, "configMap": {"name": "tierwise-triage"}},
+        {"name": "tierwise-batch-state", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
 
 

@@ -33,7 +33,7 @@ def body(kind, name, spec, status=None, generation=1):
 
 
 HAIKU = body("ModelTier", "haiku", {"model": "claude-haiku-4-5"})
-SONNET = body("ModelTier", "sonnet", {"model": "claude-sonnet-4-5"})
+SONNET = body("ModelTier", "sonnet", {"model": "claude-sonnet-5-5"})
 POLICY_SPEC = {
     "podSelector": {"matchLabels": {"app": "inbox"}},
     "routes": [{"name": "t", "steps": [{"tier": "haiku"}, {"tier": "sonnet"}]}],
@@ -179,6 +179,47 @@ def test_a_live_higher_priority_peer_outranks_this_replica():
         10,
         now,
     )
+
+
+def test_tier_of_a_retiring_model_gets_a_warning_condition():
+    from datetime import date
+
+    from tierwise.controller.reconcile import MODEL_SUPPORTED
+
+    old = body("ModelTier", "old", {"model": "claude-sonnet-4-5-20250929"})
+    status = tier_status(old, 1, "t", today=date(2026, 11, 20))
+    retiring = conditions(status)[MODEL_SUPPORTED]
+    assert retiring["status"] == "False" and retiring["reason"] == "RetiresSoon"
+    assert "2026-11-30" in retiring["message"] and "10 days" in retiring["message"]
+    assert conditions(status)[READY]["status"] == "True"  # still priced and usable
+    after = tier_status(old, 1, "t", today=date(2026, 12, 1))
+    assert conditions(after)[MODEL_SUPPORTED]["reason"] == "Retired"
+    early = tier_status(old, 1, "t", today=date(2026, 10, 1))
+    assert conditions(early)[MODEL_SUPPORTED]["status"] == "True"
+    assert conditions(early)[MODEL_SUPPORTED]["reason"] == "RetiresLater"
+    current = tier_status(SONNET, 1, "t", today=date(2026, 11, 20))
+    assert conditions(current)[MODEL_SUPPORTED]["reason"] == "NoRetirementScheduled"
+
+
+def test_tier_with_an_ambiguous_override_names_the_missing_field():
+    tier = body("ModelTier", "x", {"model": "claude-opus-5-5", "pricing": {"input": 3}})
+    status = tier_status(tier, 0, "t")
+    ready = conditions(status)[READY]
+    assert ready["status"] == "False" and ready["reason"] == "PricingAmbiguous"
+    assert "spec.pricing.cacheRead" in ready["message"] and "pricing" not in status
+
+
+def test_tier_status_prices_from_the_catalog_it_is_given():
+    from tierwise.pricing import BUILTIN, parse_catalog
+
+    rates = {"input": 1, "output": 2, "cacheWrite5m": 3, "cacheWrite1h": 4, "cacheRead": 0.5}
+    catalog = BUILTIN.overlay(
+        parse_catalog({"date": "2026-12-01", "models": {"claude-sonnet-5-5": rates}}, source="cm")
+    )
+    status = tier_status(SONNET, 1, "t", catalog=catalog)
+    assert status["pricing"]["input"] == "1" and status["pricing"]["source"] == "cm:2026-12-01"
+    result = render_policy(POLICY.resource, by_name([HAIKU, SONNET]), {}, catalog=catalog)
+    assert result.document["tiers"]["sonnet"]["pricing"]["cacheRead"] == "0.5"
 
 
 def test_the_parse_cache_keeps_the_latest_generation_only():

@@ -62,8 +62,8 @@ def test_examples_render_one_document_per_policy(capsys):
         "jsonFieldBelow",
         "jsonFieldNotIn",
     }
-    assert document["tiers"]["haiku"]["model"] == "claude-haiku-4-5"
-    assert document["tiers"]["haiku"]["pricing"]["input"] == "1"
+    assert document["tiers"]["haiku"]["model"] == "claude-haiku-5-5"
+    assert document["tiers"]["haiku"]["pricing"]["input"] == "0.1"
     assert document["fallback"] == {"tier": "opus", "on": ["overloaded"]}
 
 
@@ -130,7 +130,7 @@ def test_problems_come_back_as_values():
 def test_no_key_ever_reaches_the_document_only_the_env_var_name():
     secret = {"name": "anthropic-key", "key": "token"}
     [(_, result)] = render(
-        tier("haiku", apiKeySecretRef=secret), tier("sonnet", "claude-sonnet-4-5"), policy()
+        tier("haiku", apiKeySecretRef=secret), tier("sonnet", "claude-sonnet-5-5"), policy()
     )
     doc = result.document
     assert doc["tiers"]["haiku"]["apiKeyEnv"] == "TIERWISE_TIER_HAIKU_API_KEY"
@@ -146,24 +146,29 @@ def test_api_key_env_names():
 
 
 def test_hash_changes_with_what_moves_cost_and_only_with_it():
-    base = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-5"), policy())[0][1].document
-    again = render(tier("sonnet", "claude-sonnet-4-5"), tier("haiku"), policy())[0][1].document
+    base = render(tier("haiku"), tier("sonnet", "claude-sonnet-5-5"), policy())[0][1].document
+    again = render(tier("sonnet", "claude-sonnet-5-5"), tier("haiku"), policy())[0][1].document
     assert base["hash"] == again["hash"]
-    swapped = render(tier("haiku"), tier("sonnet", "claude-opus-4-5"), policy())[0][1].document
+    swapped = render(tier("haiku"), tier("sonnet", "claude-opus-5-5"), policy())[0][1].document
     repriced = render(
-        tier("haiku", pricing={"input": 0.9}), tier("sonnet", "claude-sonnet-4-5"), policy()
+        tier(
+            "haiku",
+            pricing={"input": 0.9, "cacheWrite5m": 1.1, "cacheWrite1h": 1.8, "cacheRead": 0.09},
+        ),
+        tier("sonnet", "claude-sonnet-5-5"),
+        policy(),
     )[0][1].document
     assert len({base["hash"], swapped["hash"], repriced["hash"]}) == 3
 
 
 def test_counterfactual_tier_is_the_most_expensive_step():
     routes = [{"name": "a", "steps": [{"tier": "opus"}, {"tier": "haiku"}]}]
-    [(_, result)] = render(tier("haiku"), tier("opus", "claude-opus-4-5"), policy(routes=routes))
+    [(_, result)] = render(tier("haiku"), tier("opus", "claude-opus-5-5"), policy(routes=routes))
     assert result.document["routes"][0]["counterfactualTier"] == "opus"
 
 
 def test_prices_in_the_document_reprice_usage_exactly():
-    [(_, result)] = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-5"), policy())
+    [(_, result)] = render(tier("haiku"), tier("sonnet", "claude-sonnet-5-5"), policy())
     prices = Prices.from_document(
         json.loads(dump_document(result.document))["tiers"]["haiku"]["pricing"]
     )
@@ -178,7 +183,7 @@ def test_rendered_example_equals_cli_output(capsys):
 
 names = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 models = st.sampled_from(
-    ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5", "claude-sonnet-5-5"]
+    ["claude-haiku-4-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-sonnet-5-5"]
 )
 signals = st.one_of(
     st.just({"signal": "invalidJSON"}),
@@ -237,3 +242,59 @@ def test_rendering_is_deterministic_complete_and_order_independent(workspace, ra
     for route in doc["routes"]:
         assert route["counterfactualTier"] in {s["tier"] for s in route["steps"]}
         assert f"tierwise/{route['name']}" in route["models"]
+
+
+def test_render_warns_about_a_retiring_model_and_still_renders(tmp_path, capsys):
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    tiers = tmp_path / "ex/support-triage/tiers.yaml"
+    tiers.write_text(tiers.read_text().replace("claude-sonnet-5-5", "claude-opus-4-1"))
+    assert main(["render", "-f", str(tmp_path / "ex")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: CascadePolicy default/email-triage: ModelTier 'sonnet'" in captured.err
+    assert "'claude-opus-4-1' retired" in captured.err
+    assert json.loads(captured.out)["tiers"]["sonnet"]["model"] == "claude-opus-4-1"
+
+
+def test_render_with_a_price_catalog_file_and_a_bad_one(tmp_path, capsys):
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "date: '2026-12-01'\nmodels:\n  claude-sonnet-5-5: {input: 1, output: 5,"
+        " cacheWrite5m: 1.25, cacheWrite1h: 2, cacheRead: 0.05}\n"
+    )
+    assert main(["render", "-f", str(EXAMPLES), "--price-catalog", str(catalog)]) == 0
+    pricing = json.loads(capsys.readouterr().out)["tiers"]["sonnet"]["pricing"]
+    assert pricing["input"] == "1" and pricing["source"] == "file:catalog.yaml:2026-12-01"
+    catalog.write_text("date: '2026-12-01'\nmodels:\n  claude-sonnet-5-5: {input: 1}\n")
+    assert main(["render", "-f", str(EXAMPLES), "--price-catalog", str(catalog)]) == 1
+    assert "models.claude-sonnet-5-5.output: required" in capsys.readouterr().err
+
+
+def test_ambiguous_override_is_an_error_naming_the_field(tmp_path, capsys):
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    tiers = tmp_path / "ex/support-triage/tiers.yaml"
+    text = tiers.read_text().replace(
+        "  model: claude-opus-5-5\n", "  model: claude-opus-5-5\n  pricing:\n    input: 3\n"
+    )
+    tiers.write_text(text)
+    assert main(["render", "-f", str(tmp_path / "ex")]) == 1
+    err = capsys.readouterr().err
+    assert "PricingAmbiguous" in err and "spec.pricing.cacheWrite5m" in err and "'opus'" in err
+
+
+def test_endpoint_flag_and_env_point_every_tier_at_one_url_and_rehash(monkeypatch, capsys):
+    assert main(["render", "-f", str(EXAMPLES)]) == 0
+    original = json.loads(capsys.readouterr().out)
+    assert main(["render", "-f", str(EXAMPLES), "--endpoint", "http://127.0.0.1:8100/"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert {t["endpoint"] for t in moved["tiers"].values()} == {"http://127.0.0.1:8100"}
+    assert moved["hash"] != original["hash"] and moved["hash"] == content_hash(moved)
+    assert {k: v for k, v in moved.items() if k not in ("tiers", "hash")} == {
+        k: v for k, v in original.items() if k not in ("tiers", "hash")
+    }
+    monkeypatch.setenv("TIERWISE_ENDPOINT", "http://emulator:8090")
+    assert main(["render", "-f", str(EXAMPLES), "-o", "hash"]) == 0
+    by_env = capsys.readouterr().out.split("\t")[1].strip()
+    assert by_env != original["hash"]
+    monkeypatch.setenv("TIERWISE_ENDPOINT", "emulator:8090")
+    assert main(["render", "-f", str(EXAMPLES)]) == 1
+    assert "--endpoint: endpoint must be an http:// or https:// URL" in capsys.readouterr().err

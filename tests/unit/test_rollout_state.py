@@ -111,10 +111,16 @@ def test_a_decision_is_made_once():
     assert step.event is None
 
 
-def test_a_recorded_promotion_that_was_not_written_is_completed_without_a_new_decision():
-    previous = {"phase": "Promoted", "reason": "EvalPassed", "decidedHash": NEW}
+@pytest.mark.parametrize("recorded", ["Promoting", "Promoted"])
+def test_a_recorded_promotion_that_was_not_written_is_completed_without_a_new_decision(recorded):
+    # Promoting: the record written before the live ConfigMap (Promoted: an older operator's).
+    previous = {"phase": recorded, "reason": "EvalPassed", "decidedHash": NEW}
     step = next_step(situation(previous=previous), JOB)
     assert step.promote and not step.decided and step.event is None
+    assert (step.phase, step.reason) == ("Promoted", "EvalPassed")
+    # Written just before a restart: the live hash is the candidate's, the reason is kept.
+    live = next_step(situation(previous=previous, promoted_hash=NEW), JOB)
+    assert (live.phase, live.reason, live.promote) == ("Promoted", "EvalPassed", False)
 
 
 def test_the_live_candidate_is_promoted_and_reverting_cancels_evals():

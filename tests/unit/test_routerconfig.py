@@ -84,6 +84,15 @@ def test_golden_cases_cover_every_signal_and_section() -> None:
     }
     assert signals == {"stopReason", "invalidJSON", "jsonFieldBelow", "jsonFieldNotIn", "regex"}
     assert doc["fallback"] and doc["cache"]["responseCache"]["backend"] == "redis"
+    steps = [st_ for r in doc["routes"] for st_ in r["steps"]]
+    assert {st_.get("effort") for st_ in steps} >= {"low", "max"}
+    assert {st_["thinking"]["type"] for st_ in steps if "thinking" in st_} == {
+        "adaptive",
+        "enabled",
+        "disabled",
+    }
+    assert {r["responseCache"] for r in doc["routes"]} == {"auto", "never"}
+    assert doc["routes"][0]["steps"][0]["hedgeAfterSeconds"] == "0.75"
     assert doc["schemaVersion"] == SCHEMA_VERSION
 
 
@@ -111,7 +120,16 @@ def test_problems_are_all_reported_with_their_paths() -> None:
             {
                 "schemaVersion": SCHEMA_VERSION,
                 "policy": {"namespace": "ns", "name": ""},
-                "routes": [{"name": "a", "steps": [{"tier": "ghost", "maxTokens": 0}]}],
+                "routes": [
+                    {"name": "a", "steps": [{"tier": "ghost", "maxTokens": 0}]},
+                    {
+                        "name": "b",
+                        "responseCache": "sometimes",
+                        "steps": [
+                            {"tier": "t", "effort": "extreme", "thinking": {"type": "enabled"}}
+                        ],
+                    },
+                ],
                 "tiers": {"t": {"model": "m", "pricing": {}}},
                 "cache": {"promptCaching": {"breakpoints": ["nope"], "maxBreakpoints": 9}},
             }
@@ -124,6 +142,9 @@ def test_problems_are_all_reported_with_their_paths() -> None:
         "tiers.t.pricing",
         "cache.promptCaching.breakpoints",
         "cache.promptCaching.maxBreakpoints",
+        "routes[1].responseCache",
+        "routes[1].steps[0].effort",
+        "routes[1].steps[0].thinking.budgetTokens: required with type enabled",
     ):
         assert expected in text
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from tierwise.api.parsing import SpecError
 from tierwise.routerconfig import (
@@ -35,6 +35,18 @@ FallbackTrigger = Literal["overloaded", "rateLimited", "serverError", "timeout"]
 GraderType = Literal["jsonField", "allowedSet", "regex", "exact", "judge"]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)(ms|s)$")
+
+
+def duration_seconds(text: str) -> Decimal:
+    """Seconds of a duration such as ``800ms`` or ``1.5s`` (validated by the CRD)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    value = Decimal(match.group(1))
+    return value / 1000 if match.group(3) == "ms" else value
+
+
 # Kubernetes label syntax (as the API server checks label selectors).
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -86,31 +98,65 @@ class SecretKeyRef:
 
 
 @dataclass(frozen=True)
+class LongPromptPricing:
+    """Rates for a whole request whose prompt is over ``threshold_tokens``."""
+
+    threshold_tokens: int
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.threshold_tokens >= 1,
+            f"{path}.thresholdTokens",
+            "pricing.longPrompt.thresholdTokens must be at least 1",
+        )
+        for name, value in _rate_fields(self).items():
+            _check(
+                value >= 0,
+                f"{path}.{name}",
+                f"pricing.longPrompt.{name} must be zero or more (USD per million tokens)",
+            )
+
+
+@dataclass(frozen=True)
 class TierPricing:
     input: Decimal | None = None
     output: Decimal | None = None
     cache_write_5m: Decimal | None = None
     cache_write_1h: Decimal | None = None
     cache_read: Decimal | None = None
+    long_prompt: LongPromptPricing | None = None
 
     def validate(self, path: str) -> None:
-        for name, value in self.as_overrides().items():
+        for name, value in _rate_fields(self).items():
             _check(
                 value >= 0,
                 f"{path}.{name}",
                 f"pricing.{name} must be zero or more (USD per million tokens)",
             )
 
-    def as_overrides(self) -> dict[str, Decimal]:
+    def as_overrides(self) -> dict[str, Any]:
         """The prices this spec sets, keyed by their CRD names."""
-        named = {
-            "input": self.input,
-            "output": self.output,
-            "cacheWrite5m": self.cache_write_5m,
-            "cacheWrite1h": self.cache_write_1h,
-            "cacheRead": self.cache_read,
-        }
-        return {k: v for k, v in named.items() if v is not None}
+        named: dict[str, Any] = _rate_fields(self)
+        if self.long_prompt is not None:
+            band = self.long_prompt
+            named["longPrompt"] = {"thresholdTokens": band.threshold_tokens, **_rate_fields(band)}
+        return named
+
+
+def _rate_fields(prices: TierPricing | LongPromptPricing) -> dict[str, Decimal]:
+    named = {
+        "input": prices.input,
+        "output": prices.output,
+        "cacheWrite5m": prices.cache_write_5m,
+        "cacheWrite1h": prices.cache_write_1h,
+        "cacheRead": prices.cache_read,
+    }
+    return {k: v for k, v in named.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -354,20 +400,71 @@ class EscalationSignal:
                 ) from exc
 
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+
+@dataclass(frozen=True)
+class StepThinking:
+    type: Literal["adaptive", "enabled", "disabled"]
+    budget_tokens: int | None = None
+
+    def validate(self, path: str) -> None:
+        _check(
+            (self.budget_tokens is not None) == (self.type == "enabled"),
+            path,
+            "thinking.budgetTokens is required with type enabled, and only then",
+        )
+        if self.budget_tokens is not None:
+            _check(
+                self.budget_tokens >= 1024,
+                f"{path}.budgetTokens",
+                "thinking.budgetTokens must be at least 1024",
+            )
+
+
 @dataclass(frozen=True)
 class Step:
     tier: str
     max_tokens: int | None = None
     escalate_when: tuple[EscalationSignal, ...] | None = None
+    effort: Effort | None = None
+    thinking: StepThinking | None = None
+    hedge_after: str | None = None
 
     def validate(self, path: str) -> None:
+        if self.hedge_after is not None:
+            _check(
+                _DURATION.match(self.hedge_after) is not None,
+                f"{path}.hedgeAfter",
+                "hedgeAfter must be a duration such as 800ms or 1.5s",
+            )
         if self.max_tokens is not None:
             _check(self.max_tokens >= 1, f"{path}.maxTokens", "maxTokens must be at least 1")
+        budget = self.thinking.budget_tokens if self.thinking else None
+        if budget is not None and self.max_tokens is not None:
+            _check(
+                budget < self.max_tokens,
+                path,
+                "thinking.budgetTokens must be less than maxTokens (thinking counts toward max_tokens)",
+            )
 
 
 @dataclass(frozen=True)
 class RouteMatch:
     models: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class InputBudget:
+    max_input_tokens: int
+    on_exceed: Literal["reject", "dropOldestTurns", "truncateToolResults"] = "reject"
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.max_input_tokens >= 1,
+            f"{path}.maxInputTokens",
+            "inputBudget.maxInputTokens must be at least 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -378,8 +475,15 @@ class Route:
     mode: Literal["interactive", "batch"] = "interactive"
     stream_policy: Literal["cascade", "strongestOnly"] = "cascade"
     format_instruction: str | None = None
+    response_cache: Literal["auto", "always", "never"] = "auto"
+    input_budget: InputBudget | None = None
 
     def validate(self, path: str) -> None:
+        _check(
+            self.steps[-1].hedge_after is None if self.steps else True,
+            f"{path}.steps",
+            "hedgeAfter cannot be set on a route's last step: there is no next step to hedge with",
+        )
         _check(
             len(self.name) <= 63 and bool(_ROUTE_NAME.match(self.name)),
             f"{path}.name",

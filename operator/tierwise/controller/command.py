@@ -102,6 +102,14 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         help="period of the full resync that also refreshes pod counts (default 30)",
     )
     parser.add_argument(
+        "--price-catalog",
+        metavar="[NAMESPACE/]NAME",
+        default=os.environ.get("TIERWISE_PRICE_CATALOG") or None,
+        help="optional ConfigMap whose catalog.yaml overrides the built-in price catalog "
+        "(namespace defaults to the operator's own, from POD_NAMESPACE, else 'default'; "
+        "env TIERWISE_PRICE_CATALOG)",
+    )
+    parser.add_argument(
         "--router-image",
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
@@ -321,17 +329,15 @@ def _url_host(address: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tierwise.controller import kube, operator_app  # noqa: F401  (registers handlers)
+    from tierwise.controller import kube, operator_app, price_catalog  # noqa: F401
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = options_from(args)
-    from tierwise.controller import rollout
-
-    rollout.configure(options.evals)
     kube.connect()
+    price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
     if options.webhook.enabled:
         # Registers the admission handler; kopf refuses to start with one and no server.
         from tierwise.controller import webhook  # noqa: F401

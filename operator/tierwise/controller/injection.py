@@ -21,6 +21,8 @@ from typing import Any
 from tierwise.api.models import LabelSelector, LabelSelectorRequirement
 from tierwise.controller.names import (
     BASE_URL_ENV,
+    BATCH_STATE_DIR,
+    BATCH_STATE_VOLUME,
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
     CONFIG_VOLUME,
@@ -200,10 +202,14 @@ def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
     # the router serves the app's (and its init containers') first call.
     spec["initContainers"] = [router_container(plan), *(spec.get("initContainers") or [])]
     # The name is ours: a volume already called so would not hold the policy's config.
-    volumes = [v for v in spec.get("volumes") or [] if v.get("name") != CONFIG_VOLUME]
+    ours = (CONFIG_VOLUME, BATCH_STATE_VOLUME)
+    volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in ours]
     spec["volumes"] = [
         *volumes,
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(plan.policy)}},
+        # Batch cascades keep their state here: it survives a restart of the router
+        # container (not the pod's deletion), and the root filesystem stays read-only.
+        {"name": BATCH_STATE_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[INJECTED_BY_ANNOTATION] = plan.policy
@@ -256,6 +262,8 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             str(METRICS_PORT),
             "--max-body-bytes",
             str(sidecar.MAX_BODY_BYTES),
+            "--batch-state-dir",
+            BATCH_STATE_DIR,
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "env": [
@@ -265,7 +273,10 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             }
             for key in plan.keys
         ],
-        "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": BATCH_STATE_VOLUME, "mountPath": BATCH_STATE_DIR},
+        ],
         # The kubelet starts the app containers once the startup probe passes, i.e. once the
         # router has a valid config; a minute of grace covers a ConfigMap that is mounted late.
         "startupProbe": {**ready, "failureThreshold": 30},

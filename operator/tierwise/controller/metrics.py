@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "tierwise_operator_reconciles_total", "Reconciles by kind and result.", ["kind", "result"]
@@ -22,6 +22,10 @@ RECONCILE_SECONDS = Histogram(
 )
 CONFIG_WRITES = Counter(
     "tierwise_operator_config_writes_total", "Router-config ConfigMaps created or replaced."
+)
+PRICE_CATALOG_INVALID = Gauge(
+    "tierwise_operator_price_catalog_invalid",
+    "1 while the price-catalog ConfigMap does not parse (the last good catalog is used).",
 )
 # The eval gate's verdicts (Promoted, Rejected, Inconclusive): the Helm chart's dashboard and
 # its TierwiseEvalRejected alert read this counter.

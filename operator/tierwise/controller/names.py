@@ -17,6 +17,8 @@ CONFIG_HASH_ANNOTATION = "tierwise.dev/config-hash"
 SIDECAR_NAME = "tierwise-router"
 CONFIG_VOLUME = "tierwise-router-config"
 CONFIG_DIR = "/etc/tierwise"
+BATCH_STATE_VOLUME = "tierwise-batch-state"
+BATCH_STATE_DIR = "/var/lib/tierwise/batches"
 ROUTER_PORT = 8787
 METRICS_PORT = 9787
 # Port names are IANA service names: at most 15 characters.

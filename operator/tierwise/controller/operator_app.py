@@ -22,15 +22,9 @@ from tierwise.controller import (  # noqa: F401  (registers handlers)
 from tierwise.controller.peering import is_active
 from tierwise.controller.resync import resync_forever
 from tierwise.controller.runtime import reconciler_of
-from tierwise.controller.settings import OperatorOptions
+from tierwise.controller.settings import options_of
 
 log = logging.getLogger("tierwise.operator")
-
-
-def options_of(memo: Any) -> OperatorOptions:
-    """The options in kopf's memo; defaults when the operator runs without the command."""
-    options = getattr(memo, "options", None)
-    return options if isinstance(options, OperatorOptions) else OperatorOptions()
 
 
 @kopf.on.startup()

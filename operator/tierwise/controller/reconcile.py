@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from tierwise import __version__
@@ -17,13 +17,23 @@ from tierwise.api import SpecError
 from tierwise.api.models import LabelSelector
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, cache_profile_spec, tier_spec
-from tierwise.pricing import Prices, PricingUnknown, resolve_prices
+from tierwise.pricing import (
+    BUILTIN,
+    PriceCatalog,
+    Prices,
+    PricingProblem,
+    resolve_prices,
+    retirement_notice,
+)
 from tierwise.render import CONFIG_KEY, RenderResult, dump_document
 
 if TYPE_CHECKING:  # pods.py builds on this module's Condition
     from tierwise.controller.pods import PodCounts
 
 READY = "Ready"
+# Positive polarity like every condition here: False while a tier's model retires within 30
+# days or has retired (a Warning: the tier still works until the date).
+MODEL_SUPPORTED = "ModelSupported"
 RESOLVED_REFS = "ResolvedRefs"
 POLICY_LABEL = "tierwise.dev/policy"
 
@@ -230,27 +240,46 @@ def label_selector_string(selector: LabelSelector | None) -> str | None:
 
 
 def tier_status(
-    tier: Observed, used_by: int, now: str, previous: Mapping[str, Any] | None = None
+    tier: Observed,
+    used_by: int,
+    now: str,
+    previous: Mapping[str, Any] | None = None,
+    catalog: PriceCatalog = BUILTIN,
+    today: date | None = None,
 ) -> dict[str, Any]:
     previous = dict(tier.status if previous is None else previous)
     generation = tier.generation
     status: dict[str, Any] = {**previous, "observedGeneration": generation, "usedBy": used_by}
+    conditions: list[Condition] = []
     spec = tier_spec(tier)
     if spec is None:
-        condition = Condition(READY, False, "InvalidSpec", str(tier.error))
+        conditions.append(Condition(READY, False, "InvalidSpec", str(tier.error)))
     else:
-        prices = resolve_prices(spec.model, spec.pricing.as_overrides() if spec.pricing else None)
-        if isinstance(prices, PricingUnknown):
-            condition = Condition(READY, False, "PricingUnknown", prices.message)
+        overrides = spec.pricing.as_overrides() if spec.pricing else None
+        prices = resolve_prices(spec.model, overrides, catalog)
+        if isinstance(prices, PricingProblem):
+            conditions.append(Condition(READY, False, prices.reason, prices.message))
             status.pop("pricing", None)
         else:
-            condition = Condition(READY, True, "Priced", _priced_message(spec.model, prices))
+            conditions.append(Condition(READY, True, "Priced", _priced_message(spec.model, prices)))
             rates = prices.rates.to_document()
             status["pricing"] = {**rates, "source": prices.source}
-    status["conditions"] = merge_conditions(
-        previous.get("conditions"), [condition], generation, now
-    )
+        conditions.append(_retirement_condition(spec.model, catalog, today))
+    status["conditions"] = merge_conditions(previous.get("conditions"), conditions, generation, now)
     return status
+
+
+def _retirement_condition(model: str, catalog: PriceCatalog, today: date | None) -> Condition:
+    notice = retirement_notice(model, today or datetime.now(UTC).date(), catalog)
+    if notice is not None:
+        return Condition(MODEL_SUPPORTED, False, notice.reason, notice.message)
+    entry = catalog.entry(model)
+    if entry is not None and entry.retires is not None:
+        message = f"model {model!r} retires on {entry.retires.isoformat()}"
+        return Condition(MODEL_SUPPORTED, True, "RetiresLater", message)
+    return Condition(
+        MODEL_SUPPORTED, True, "NoRetirementScheduled", f"model {model!r} has no retirement date"
+    )
 
 
 def _priced_message(model: str, prices: Prices) -> str:

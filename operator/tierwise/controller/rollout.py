@@ -30,6 +30,7 @@ from tierwise.controller.rollout_state import (
     PAUSE_ANNOTATION,
     PAUSED_VALUE,
     PROMOTE_ANNOTATION,
+    PROMOTING,
     REEVALUATE_ANNOTATION,
     UNGATED,
     JobView,
@@ -62,13 +63,6 @@ PROGRESSING_CONDITION = "Progressing"
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]
 
-_settings = JobSettings()
-
-
-def configure(settings: JobSettings) -> None:
-    global _settings
-    _settings = settings
-
 
 @dataclass(frozen=True)
 class RolloutStatus:
@@ -81,7 +75,11 @@ class RolloutStatus:
 
 
 class LiveWriter(Protocol):
+    """The reconciler: it owns writing the live ConfigMap, posting Events, and the eval Jobs'
+    settings (the operator's options, handed over through kopf's memo)."""
+
     emit: Emit
+    evals: JobSettings
 
     def write_live_config(
         self, policy: Observed, result: RenderResult, config_map: Mapping[str, Any] | bool | None
@@ -156,9 +154,10 @@ def reconcile(
         _delete_job(namespace, job)
     if step.reason == "EvalRunning" and step.job is not None:
         running = next(j for j in jobs if j["metadata"]["name"] == step.job)
-        _adopt(policy, result, by_tier, live, running)
+        _adopt(policy, result, by_tier, live, running, writer.evals)
     if step.start_job:
-        problem = _start_job(policy, result, by_tier, live)
+        made = _manifests(policy, result, by_tier, live, writer.evals)
+        problem = _start_job(namespace, made, writer.evals.service_account)
         if problem is not None:
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
@@ -168,7 +167,12 @@ def reconcile(
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
         # Record the decision before acting on it: a restart then finishes it, never redoes it.
-        kube.patch_status("cascadepolicies", namespace, name, fields)
+        # A promotion is recorded as Promoting: Promoted is written only once the live
+        # ConfigMap holds the config, so no reader sees Promoted next to the old hash.
+        record = fields
+        if step.promote:
+            record = {**fields, "rollout": {**fields["rollout"], "phase": PROMOTING}}
+        kube.patch_status("cascadepolicies", namespace, name, record)
     if step.promote:
         writer.write_live_config(policy, result, live)
         fields["promotedHash"] = document["hash"]
@@ -393,6 +397,7 @@ def _manifests(
     result: RenderResult,
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
+    settings: JobSettings,
 ) -> tuple[dict[str, Any], dict[str, Any]] | str:
     """The candidate's Job and inputs ConfigMap, or why they cannot be made yet."""
     document = result.document
@@ -418,23 +423,19 @@ def _manifests(
         if key not in (found.get("data") or {}):
             return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
     return job_manifests(
-        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, _settings
+        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, settings
     )
 
 
 def _start_job(
-    policy: Observed,
-    result: RenderResult,
-    tiers: Mapping[str, Resource],
-    live: Mapping[str, Any] | None,
+    namespace: str, made: tuple[dict[str, Any], dict[str, Any]] | str, service_account: str
 ) -> str | None:
-    """Create the candidate's Job and its inputs; a message when it cannot be started."""
-    made = _manifests(policy, result, tiers, live)
+    """Create the candidate's Job and its inputs (``_manifests``); a message when it cannot
+    be started."""
     if isinstance(made, str):
         return made
     job, inputs = made
-    namespace = policy.namespace
-    _ensure_service_account(namespace)
+    _ensure_service_account(namespace, service_account)
     try:
         created = _batch().create_namespaced_job(namespace, job)
         created_job = kube.client().sanitize_for_serialization(created)
@@ -465,13 +466,14 @@ def _adopt(
     tiers: Mapping[str, Resource],
     live: Mapping[str, Any] | None,
     job: Mapping[str, Any],
+    settings: JobSettings,
 ) -> None:
     """A running Job found (e.g. after a restart): make sure its inputs exist, since an
     operator stopped between creating the Job and its ConfigMap leaves the pod waiting."""
     meta = job["metadata"]
     if kube.read_config_map(meta["namespace"], meta["name"]) is not None:
         return
-    made = _manifests(policy, result, tiers, live)
+    made = _manifests(policy, result, tiers, live, settings)
     if not isinstance(made, str):
         _create_inputs(made[1], job)
         log.info("created the missing inputs of eval Job %s/%s", meta["namespace"], meta["name"])
@@ -502,8 +504,8 @@ def _baseline_keys(
     return keys
 
 
-def _ensure_service_account(namespace: str) -> None:
-    account = service_account(namespace, _settings.service_account)
+def _ensure_service_account(namespace: str, name: str) -> None:
+    account = service_account(namespace, name)
     try:
         kube.core().create_namespaced_service_account(namespace, account)
     except ApiException as exc:

@@ -6,8 +6,9 @@ annotations, and says what to do: promote, start a Job, delete superseded Jobs, 
 status and Event to write. ``controller/rollout.py`` does the I/O.
 
 A decision is made once per candidate: it is recorded as ``status.rollout.decidedHash``
-before the live ConfigMap is written, so a restarted operator that finds a finished Job
-(or a decision whose promotion it did not finish) completes it without deciding again.
+before the live ConfigMap is written (phase Promoting until that write is done), so a
+restarted operator that finds a finished Job (or a decision whose promotion it did not
+finish) completes it without deciding again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
 
 EVALUATING = "Evaluating"
+# A promotion decided and recorded, its live ConfigMap write not yet confirmed: the status
+# never says Promoted before the live ConfigMap holds the config.
+PROMOTING = "Promoting"
 PAUSED = "Paused"
 UNGATED = "Ungated"
 # Break-glass annotations on the CascadePolicy.
@@ -85,7 +89,10 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
     superseded = _superseded_event(others)
     if s.promoted_hash == candidate:
         previous_phase = s.previous.get("phase")
-        decided_here = s.previous.get("decidedHash") == candidate and previous_phase == PROMOTED
+        decided_here = s.previous.get("decidedHash") == candidate and previous_phase in (
+            PROMOTING,
+            PROMOTED,
+        )
         return Step(
             PROMOTED,
             s.previous.get("reason", "UpToDate") if decided_here else "UpToDate",
@@ -119,7 +126,7 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
         )
     if s.previous.get("decidedHash") == candidate:
         phase = s.previous.get("phase")
-        if phase == PROMOTED:  # decided, but the ConfigMap write did not happen yet
+        if phase in (PROMOTING, PROMOTED):  # decided; the ConfigMap write may not have happened
             return Step(
                 PROMOTED,
                 s.previous.get("reason", "EvalPassed"),

@@ -14,6 +14,7 @@ from typing import Any
 
 from tierwise.controller.events import emit
 from tierwise.controller.objects import policies_using
+from tierwise.controller.settings import options_of
 from tierwise.controller.sync import Reconciler
 
 log = logging.getLogger("tierwise.operator")
@@ -25,7 +26,7 @@ USAGE_DELAY_SECONDS = 0.5
 def reconciler_of(memo: Any) -> Reconciler:
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is None:
-        reconciler = Reconciler(emit)
+        reconciler = Reconciler(emit, evals=options_of(memo).evals)
         memo.reconciler = reconciler
     return reconciler
 

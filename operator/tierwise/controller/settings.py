@@ -76,3 +76,9 @@ class OperatorOptions:
     def scope(self) -> str | None:
         """The namespace kopf keeps a namespaced peering object in (None: cluster-wide)."""
         return self.namespaces[0] if self.namespaces else None
+
+
+def options_of(memo: Any) -> OperatorOptions:
+    """The options in kopf's memo; defaults when the operator runs without the command."""
+    options = getattr(memo, "options", None)
+    return options if isinstance(options, OperatorOptions) else OperatorOptions()

@@ -5,9 +5,10 @@ operator (kept in kopf's memo) remembers what it last wrote:
 
 - the config hash of each policy's ConfigMap, so an event whose render yields the same
   document costs no API call at all (the resync re-checks the real ConfigMaps, listed once);
-- the status it last wrote to each object, so a handler that still sees the old status (the
-  watch has not caught up with our own write) neither writes it again nor posts the same
-  transition Event twice.
+- the status it last wrote to each object (until the object is deleted), so a handler that
+  still sees an older status (the watch has not caught up with our own write, or the body
+  was taken before the write) neither writes it again nor posts the same transition Event
+  twice.
 
 Each policy is synced under its own lock (its own event and a tier's event can both
 trigger it), and policies are synced concurrently on a small thread pool: rendering is
@@ -30,7 +31,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from tierwise.controller import kube, metrics, rollout
+from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.pods import (
@@ -43,6 +44,7 @@ from tierwise.controller.pods import (
     view_pods,
 )
 from tierwise.controller.reconcile import (
+    MODEL_SUPPORTED,
     POLICY_LABEL,
     READY,
     Condition,
@@ -56,6 +58,7 @@ from tierwise.controller.reconcile import (
     transitions,
 )
 from tierwise.controller.rollout import ROLLOUT_FIELDS
+from tierwise.evals.job import JobSettings
 from tierwise.render import RenderResult, render_policy
 
 # emit(involved, event_type, reason, message): posts a Kubernetes Event (events.emit).
@@ -90,8 +93,11 @@ DEFAULT_WORKERS = 8
 
 
 class Reconciler:
-    def __init__(self, emit: Emit, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(
+        self, emit: Emit, workers: int = DEFAULT_WORKERS, *, evals: JobSettings | None = None
+    ) -> None:
         self.emit = emit
+        self.evals = evals or JobSettings()  # how eval Jobs are made (the operator's options)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # policy uid -> hash in its ConfigMap (None: known not to exist), and the
         # resourceVersion of the ConfigMap as last written or read in full
@@ -216,7 +222,9 @@ class Reconciler:
         cached = self._rendered.get(policy.uid)
         if cached is not None and cached[0] == key:
             return cached[1]
-        result = render_policy(policy.resource, by_name(tiers), by_name(profiles))
+        result = render_policy(
+            policy.resource, by_name(tiers), by_name(profiles), catalog=price_catalog.current()
+        )
         self._rendered[policy.uid] = (key, result)
         return result
 
@@ -349,7 +357,8 @@ class Reconciler:
         with metrics.timed("ModelTier"):
             used_by = sum(1 for p in policies if not p.deleting and p.uses_tier(tier.name))
             previous = self._previous_status(tier)
-            self._write_status(tier, tier_status(tier, used_by, now_iso(), previous))
+            status = tier_status(tier, used_by, now_iso(), previous, price_catalog.current())
+            self._write_status(tier, status)
             metrics.RECONCILES.labels("ModelTier", "ok").inc()
 
     def sync_cache_profile(self, profile: Observed, policies: Iterable[Observed]) -> None:
@@ -419,8 +428,10 @@ class Reconciler:
             if written is None:
                 return observed
             if _own(observed) == written:
-                del self._statuses[obj.uid]  # the watch caught up
                 return observed
+            # Kept even once the watch has shown our write: a handler may still act on a
+            # body older than it (taken before it waited for the policy's lock), and would
+            # otherwise write the old status back and post the same transition again.
             merged = {k: v for k, v in observed.items() if k not in OWN_STATUS_FIELDS}
             return {**merged, **written}
 
@@ -444,16 +455,19 @@ class Reconciler:
             ):
                 event_type = "Normal" if ok else "Warning"
                 self.emit(obj.reference(), event_type, condition["reason"], condition["message"])
+            elif condition["type"] == MODEL_SUPPORTED and condition["status"] == "False":
+                self.emit(obj.reference(), "Warning", condition["reason"], condition["message"])
 
 
 def inputs_key(
     policy: Observed, tiers: Iterable[Observed], profiles: Iterable[Observed]
 ) -> tuple[Any, ...]:
-    """What a policy's render depends on: its own spec generation and the generations of the
-    tiers and profile it names (present or not)."""
+    """What a policy's render depends on: its own spec generation, the generations of the
+    tiers and profile it names (present or not), and the price catalog in use."""
     used = set(policy.tier_names())
     profile = policy.cache_profile_name()
     return (
+        id(price_catalog.current()),
         policy.generation,
         policy.deleting,
         # Rollout break-glass annotations change no generation but do change the work.

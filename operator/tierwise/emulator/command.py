@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profiles",
         metavar="FILE",
         help="YAML or JSON file of model profiles ({models: {name: {field: value}}}) "
-        "overriding or adding to the built-in Claude 4.5 profiles",
+        "overriding or adding to the built-in profiles (Claude 5.5 and 4.5 models)",
     )
     parser.add_argument(
         "--dataset",

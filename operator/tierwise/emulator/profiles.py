@@ -9,7 +9,7 @@ in the official SDK's types (see docs/emulator.md for the pages and dates). A YA
 file can override any field of a built-in profile or add new models::
 
     models:
-      claude-haiku-4-5:
+      claude-haiku-5-5:
         accuracy: 0.85
       my-model:
         aliases: [my-model-20260101]
@@ -107,11 +107,46 @@ def _check_subset(name: str, label: str, values: Sequence[str], allowed: Sequenc
 # (346 tokens for auto/none, 313 for any/tool on Claude 4.x) from "Tool use overview";
 # ``inference_geo`` (Opus 4.6, Sonnet 4.6 and later; a 400 on the 4.5 models) from "Data
 # residency".
+# The 5.5 models (the current line-up; overview pages read 2026-11-29): 1M context, 128K
+# output, adaptive thinking, effort low to max with xhigh, sampling parameters refused; no
+# published cache minimum, so the price catalog's (and the router's) 1024.
 # Accuracies and speeds are the emulator's own choice, picked so a cheap-first cascade with
 # a confidence threshold has something to prove.
+_CURRENT_RULES: dict[str, Any] = {
+    "max_output_tokens": 128_000,
+    "context_window": 1_000_000,
+    "thinking_types": ("adaptive",),
+    "effort_levels": ("low", "medium", "high", "xhigh", "max"),
+    "sampling": "fixed",
+    "min_cacheable_tokens": 1024,
+}
 DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
     p.name: p
     for p in (
+        ModelProfile(
+            name="claude-haiku-5-5",
+            accuracy=0.82,
+            ttft_seconds=0.3,
+            output_tokens_per_second=160.0,
+            prefill_tokens_per_second=40_000.0,
+            **_CURRENT_RULES,
+        ),
+        ModelProfile(
+            name="claude-sonnet-5-5",
+            accuracy=0.95,
+            ttft_seconds=0.6,
+            output_tokens_per_second=75.0,
+            prefill_tokens_per_second=20_000.0,
+            **_CURRENT_RULES,
+        ),
+        ModelProfile(
+            name="claude-opus-5-5",
+            accuracy=0.97,
+            ttft_seconds=1.0,
+            output_tokens_per_second=50.0,
+            prefill_tokens_per_second=12_000.0,
+            **_CURRENT_RULES,
+        ),
         ModelProfile(
             name="claude-haiku-4-5",
             inference_geo=False,

@@ -1,27 +1,20 @@
-"""Run one request through a route of a router config with the router's own cascade.
+"""What one eval item's request gave, as the report and the gate need it.
 
-No HTTP server in between: the eval builds the same ``Runtime`` the sidecar builds and hands
-each item to the same ``Cascade`` (steps, caps, format instruction, cache breakpoints,
-escalation signals, retries, fallback, pricing), so what the eval measures is what the
-sidecar would do with that config.
+Requests run through the router's own ``tierwise.router.engine.CascadeEngine`` (steps, caps,
+format instruction, cache breakpoints, escalation signals, retries, fallback, pricing), so
+what the eval measures is what the sidecar would do with that config; ``Outcome`` is its
+``RunResult`` with the error turned into one line of text (the report counts errors by it).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
-
-from tierwise.router.cascade import Cascade, Exchange
+from tierwise.router.engine import RunResult
 from tierwise.router.jsonutil import loads
-from tierwise.router.metrics import RouterMetrics
-from tierwise.router.runtime import build_runtime
-from tierwise.router.upstream import Upstream, UpstreamFailure
-from tierwise.routerconfig import RouterConfig
 
 
 @dataclass(frozen=True)
@@ -35,66 +28,28 @@ class Outcome:
     seconds: float
     error: str | None = None
 
-
-class CascadeEngine:
-    """Requests through one config's routes; use as ``async with CascadeEngine(...)``."""
-
-    def __init__(
-        self, config: RouterConfig, env: Mapping[str, str], *, batch_prices: bool = False
-    ) -> None:
-        self.config = config
-        self.batch_prices = batch_prices  # price the tokens at the tiers' batch prices
-        self.metrics = RouterMetrics()  # its own registry: nothing global is touched
-        self.runtime = build_runtime(config, env)
-        self._session: aiohttp.ClientSession | None = None
-        self._cascade: Cascade | None = None
-        self.spent = Decimal(0)  # every call's cost, answered or not
-
-    async def __aenter__(self) -> CascadeEngine:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
-        )
-        upstream = Upstream(self._session, lambda tier, kind: None, lambda tier: None)
-        self._cascade = Cascade(upstream, self.metrics)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def run(self, route_name: str, body: dict[str, Any]) -> Outcome:
-        assert self._cascade is not None, "use the engine in an async with block"
-        route = self.config.routes_by_name[route_name]
-        ex = Exchange(
-            runtime=self.runtime, route=route, body=body, forwarded={}, batch=self.batch_prices
-        )
-        started = time.perf_counter()
-        try:
-            answer = await self._cascade.first_accepted(ex, route.steps, last_is_final=True)
-        except UpstreamFailure as failure:
-            self.spent += ex.cost
-            return Outcome(
-                None,
-                ex.tier,
-                ex.cost,
-                ex.escalations,
-                time.perf_counter() - started,
-                error=_failure_text(failure),
-            )
-        assert answer is not None
-        self.spent += ex.cost
-        return Outcome(
-            answer.message,
-            answer.tier.name,
-            ex.cost,
-            ex.escalations,
-            time.perf_counter() - started,
+    @classmethod
+    def of(cls, result: RunResult) -> Outcome:
+        return cls(
+            result.message if result.ok else None,
+            result.tier,
+            result.cost,
+            result.escalations,
+            result.seconds,
+            error=None if result.ok else error_text(result.status, result.error or b""),
         )
 
+    @classmethod
+    def failed(cls, error: str) -> Outcome:
+        """An item with no answer at all (the eval's timeout, an internal error)."""
+        return cls(None, "", Decimal(0), 0, 0.0, error)
 
-def _failure_text(failure: UpstreamFailure) -> str:
+
+def error_text(status: int, body: bytes) -> str:
+    """``type (status): message`` of an error body in the Messages API's shape."""
     try:
-        message = loads(failure.body).get("error", {}).get("message", "")
+        error = loads(body).get("error", {})
+        kind, message = error.get("type", "error"), error.get("message", "")
     except (ValueError, AttributeError):
-        message = ""
-    return f"{failure.kind} ({failure.status}){': ' + message if message else ''}"
+        kind, message = "error", ""
+    return f"{kind} ({status}){': ' + message if message else ''}"

@@ -19,11 +19,12 @@ from typing import Any
 
 from tierwise.evals.batch import BatchCascadeEngine
 from tierwise.evals.dataset import Dataset, Item
-from tierwise.evals.engine import CascadeEngine, Outcome
+from tierwise.evals.engine import Outcome
 from tierwise.evals.gate import Decision, Measured, combine, decide
 from tierwise.evals.graders import GraderSpec, Verdict, grade
 from tierwise.evals.plan import JUDGE_ROUTE, EvalPlan, RoutePlan, judge_config
 from tierwise.evals.stats import PairedCounts, percentile
+from tierwise.router.engine import CascadeEngine
 from tierwise.routerconfig import RouterConfig
 from tierwise.routerconfig import load as load_config
 
@@ -178,7 +179,7 @@ async def run_eval(
         def engine(config: RouterConfig) -> Any:
             if plan.use_batch_api:
                 return BatchCascadeEngine(config, env)
-            return CascadeEngine(config, env, batch_prices=batch_prices)
+            return CascadeEngine(config, env=env, batch_prices=batch_prices)
 
         cand_engine = await stack.enter_async_context(engine(candidate_config))
         base_engine = (
@@ -186,8 +187,8 @@ async def run_eval(
             if baseline_config is not None
             else None
         )
-        judge_engine = (
-            await stack.enter_async_context(CascadeEngine(load_config(judge_doc), env))
+        judge = (
+            _Judge(await stack.enter_async_context(CascadeEngine(load_config(judge_doc), env=env)))
             if judge_doc is not None
             else None
         )
@@ -197,8 +198,8 @@ async def run_eval(
             _check_route(route, candidate_config, baseline_config)
             dataset = datasets[route.name]
             cand_run, base_run = await asyncio.gather(
-                _replay(cand_engine, route, dataset, plan, judge_engine, deadline, tracker),
-                _replay(base_engine, route, dataset, plan, judge_engine, deadline, tracker)
+                _replay(cand_engine, route, dataset, plan, judge, deadline, tracker),
+                _replay(base_engine, route, dataset, plan, judge, deadline, tracker)
                 if base_engine is not None
                 else _none(),
             )
@@ -211,7 +212,7 @@ async def run_eval(
                     route_decision(plan, cand_run, base_run),
                 )
             )
-        judge_cost = judge_engine.spent if judge_engine is not None else Decimal(0)
+        judge_cost = judge.spent if judge is not None else Decimal(0)
     decision = combine(
         Decision(r.decision.outcome, tuple(f"{r.name}: {reason}" for reason in r.decision.reasons))
         for r in reports
@@ -253,28 +254,32 @@ class _Tracker:
 
 
 async def _replay(
-    engine: CascadeEngine,
+    engine: CascadeEngine | BatchCascadeEngine,
     route: RoutePlan,
     dataset: Dataset,
     plan: EvalPlan,
-    judge: CascadeEngine | None,
+    judge: _Judge | None,
     deadline: float,
     tracker: _Tracker,
 ) -> ConfigRun:
-    slots = asyncio.Semaphore(plan.concurrency)
+    slots = asyncio.Semaphore(plan.concurrency)  # requests, or gradings of batched answers
     alias = f"tierwise/{route.name}"
+    if isinstance(engine, BatchCascadeEngine):
+        bodies = [item.request(alias, route.template) for item in dataset.items]
+        outcomes = await _batched(engine, route.name, bodies, deadline, plan.timeout_seconds)
+
+        async def graded(item: Item, outcome: Outcome) -> ItemResult:
+            async with slots:
+                return await _graded(route, item, outcome, judge, tracker)
+
+        pairs = zip(dataset.items, outcomes, strict=True)
+        return ConfigRun(list(await asyncio.gather(*(graded(i, o) for i, o in pairs))))
 
     async def one(item: Item) -> ItemResult:
         async with slots:
-            outcome = await engine.run(route.name, item.request(alias, route.template))
-            verdict = None
-            if outcome.message is not None:
-                verdict = await grade(route.grader, item, outcome.message, _judge(judge, route))
-            tracker.step()
-            return ItemResult(item, outcome, verdict)
+            result = await engine.run(item.request(alias, route.template), route=route.name)
+            return await _graded(route, item, Outcome.of(result), judge, tracker)
 
-    if isinstance(engine, BatchCascadeEngine):
-        return await _replay_batched(engine, route, dataset, plan, judge, deadline, tracker)
     tasks = [asyncio.ensure_future(one(item)) for item in dataset.items]
     await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
     results = []
@@ -287,53 +292,60 @@ async def _replay(
             error = f"no answer within the eval's timeout ({plan.timeout_seconds}s)"
         else:
             error = f"internal error: {task.exception()!r}"
-        results.append(ItemResult(item, Outcome(None, "", Decimal(0), 0, 0.0, error), None))
+        results.append(ItemResult(item, Outcome.failed(error), None))
     await asyncio.gather(*tasks, return_exceptions=True)
     return ConfigRun(results)
 
 
-async def _replay_batched(
+async def _batched(
     engine: BatchCascadeEngine,
-    route: RoutePlan,
-    dataset: Dataset,
-    plan: EvalPlan,
-    judge: CascadeEngine | None,
+    route: str,
+    bodies: list[dict[str, Any]],
     deadline: float,
-    tracker: _Tracker,
-) -> ConfigRun:
-    alias = f"tierwise/{route.name}"
-    bodies = [item.request(alias, route.template) for item in dataset.items]
+    timeout: int,
+) -> list[Outcome]:
+    """Every body's outcome over batches; all errors when the batches outlast the eval."""
     try:
-        outcomes = await asyncio.wait_for(
-            engine.run_all(route.name, bodies), max(0.0, deadline - time.monotonic())
+        ran = await asyncio.wait_for(
+            engine.run_all(route, bodies), max(0.0, deadline - time.monotonic())
         )
     except TimeoutError:
-        error = f"the batches did not end within the eval's timeout ({plan.timeout_seconds}s)"
-        outcomes = [Outcome(None, "", Decimal(0), 0, 0.0, error) for _ in bodies]
-    slots = asyncio.Semaphore(plan.concurrency)
-
-    async def graded(item: Item, outcome: Outcome) -> ItemResult:
-        async with slots:
-            verdict = None
-            if outcome.message is not None:
-                verdict = await grade(route.grader, item, outcome.message, _judge(judge, route))
-            tracker.step()
-            return ItemResult(item, outcome, verdict)
-
-    results = await asyncio.gather(
-        *(graded(item, outcome) for item, outcome in zip(dataset.items, outcomes, strict=True))
-    )
-    return ConfigRun(list(results))
+        error = f"the batches did not end within the eval's timeout ({timeout}s)"
+        return [Outcome.failed(error) for _ in bodies]
+    return [Outcome.of(result) for result in ran]
 
 
-def _judge(engine: CascadeEngine | None, route: RoutePlan) -> Any:
-    if engine is None or route.grader.type != "judge":
+async def _graded(
+    route: RoutePlan, item: Item, outcome: Outcome, judge: _Judge | None, tracker: _Tracker
+) -> ItemResult:
+    """``outcome`` of ``item`` graded (an error is not graded), and counted as done."""
+    verdict = None
+    if outcome.message is not None:
+        verdict = await grade(route.grader, item, outcome.message, _ask(judge, route))
+    tracker.step()
+    return ItemResult(item, outcome, verdict)
+
+
+class _Judge:
+    """The judge tiers' engine, and what their answers cost (reported beside the eval's)."""
+
+    def __init__(self, engine: CascadeEngine) -> None:
+        self.engine = engine
+        self.spent = Decimal(0)
+
+    async def ask(self, route: str, body: dict[str, Any]) -> Mapping[str, Any]:
+        result = await self.engine.run(body, route=route)
+        self.spent += result.cost
+        return (result.message if result.ok else None) or {"content": []}
+
+
+def _ask(judge: _Judge | None, route: RoutePlan) -> Any:
+    if judge is None or route.grader.type != "judge":
         return None
     judge_route = f"{JUDGE_ROUTE}-{route.grader.tier}"
 
     async def ask(body: dict[str, Any]) -> Mapping[str, Any]:
-        outcome = await engine.run(judge_route, body)
-        return outcome.message or {"content": []}
+        return await judge.ask(judge_route, body)
 
     return ask
 

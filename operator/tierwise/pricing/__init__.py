@@ -1,13 +1,22 @@
 """Prices and the cost model shared by the router, evals and ``tierwise estimate``."""
 
 from tierwise.pricing.catalog import (
+    BUILTIN,
     CATALOG_DATE,
+    CatalogEntry,
+    CatalogError,
+    PriceCatalog,
+    PricingAmbiguous,
+    PricingProblem,
     PricingUnknown,
+    RetirementNotice,
     canonical_model,
     catalog_prices,
     known_models,
     min_cacheable_tokens,
+    parse_catalog,
     resolve_prices,
+    retirement_notice,
 )
 from tierwise.pricing.model import (
     CostBreakdown,
@@ -23,12 +32,19 @@ from tierwise.pricing.model import (
 )
 
 __all__ = [
+    "BUILTIN",
     "CATALOG_DATE",
+    "CatalogEntry",
+    "CatalogError",
     "CostBreakdown",
     "LongPromptBand",
+    "PriceCatalog",
     "Prices",
+    "PricingAmbiguous",
+    "PricingProblem",
     "PricingUnknown",
     "Rates",
+    "RetirementNotice",
     "Usage",
     "canonical_model",
     "catalog_prices",
@@ -38,6 +54,8 @@ __all__ = [
     "format_usd",
     "known_models",
     "min_cacheable_tokens",
+    "parse_catalog",
     "resolve_prices",
+    "retirement_notice",
     "to_decimal",
 ]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from tierwise.pricing.catalog import PricingUnknown, catalog_prices, resolve_prices
+from tierwise.pricing.catalog import PricingProblem, catalog_prices, resolve_prices
 from tierwise.pricing.estimate import CascadeEstimate, estimate_cascade
 from tierwise.pricing.model import Prices, Usage, cost_usd
 
@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n"
         "  tierwise estimate --requests 100000 --cheap-cost 1 --strong-cost 5 --resolved 0.9\n"
-        "  tierwise estimate --cheap-model claude-haiku-4-5 --strong-model claude-sonnet-4-5 \\\n"
+        "  tierwise estimate --cheap-model claude-haiku-5-5 --strong-model claude-sonnet-5-5 \\\n"
         "      --input-tokens 1200 --output-tokens 80 --escalation-rate 0.15\n"
         "  tierwise estimate -f examples/ --route triage --input-tokens 1200 --output-tokens 80"
     )
@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     units.add_argument("--cheap-cost", type=Decimal, help="cost of one request on the cheap tier")
     units.add_argument("--strong-cost", type=Decimal, help="cost of one request on the strong tier")
     dollars = parser.add_argument_group("dollars")
-    dollars.add_argument("--cheap-model", help="model of the first step, e.g. claude-haiku-4-5")
-    dollars.add_argument("--strong-model", help="model of the last step, e.g. claude-sonnet-4-5")
+    dollars.add_argument("--cheap-model", help="model of the first step, e.g. claude-haiku-5-5")
+    dollars.add_argument("--strong-model", help="model of the last step, e.g. claude-sonnet-5-5")
     dollars.add_argument(
         "-f",
         "--filename",
@@ -68,7 +68,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--output-tokens", type=int, default=200, help="output tokens per request (default 200)"
     )
     dollars.add_argument(
-        "--batch", action="store_true", help="price as Message Batches (half price)"
+        "--batch",
+        action="store_true",
+        help="price the cascade as Message Batches (half price) and show its combined saving "
+        "against every request synchronous on the strongest tier",
     )
 
 
@@ -107,7 +110,26 @@ def _dollars(args: argparse.Namespace, rate: Decimal) -> str:
     header = f"per request: {args.input_tokens} input + {args.output_tokens} output tokens" + (
         " (batch)" if args.batch else ""
     )
-    return header + "\n" + _report(result, names, _usd)
+    report = _report(result, names, _usd)
+    if args.batch:
+        report += "\n" + _combined(args, prices, result.cascade)
+    return header + "\n" + report
+
+
+def _combined(args: argparse.Namespace, prices: list[Prices], cascade: Decimal) -> str:
+    """The batch cascade against the usual baseline: every request synchronous on the
+    strongest tier. The two levers multiply: the cascade's share times batch's half."""
+    usage = Usage(input_tokens=args.input_tokens, output_tokens=args.output_tokens)
+    baseline = args.requests * max(cost_usd(usage, p) for p in prices)
+    saving = baseline - cascade
+    fraction = saving / baseline if baseline else Decimal(0)
+    return "\n".join(
+        [
+            f"all-strong (sync): {_usd(baseline)} (every request synchronous on the strongest tier)",
+            f"batch cascade:     {_usd(cascade)}",
+            f"combined saving:   {_usd(saving)} ({_percent(fraction)} cut: cascade x batch)",
+        ]
+    )
 
 
 def _step_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
@@ -120,7 +142,7 @@ def _step_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
     prices = []
     for model in (args.cheap_model, args.strong_model):
         found = catalog_prices(model)
-        if isinstance(found, PricingUnknown):
+        if isinstance(found, PricingProblem):
             raise EstimateError(found.message)
         prices.append(found)
     return [args.cheap_model, args.strong_model], prices
@@ -154,7 +176,7 @@ def _route_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
         resolved = resolve_prices(
             tier.spec.model, tier.spec.pricing.as_overrides() if tier.spec.pricing else None
         )
-        if isinstance(resolved, PricingUnknown):
+        if isinstance(resolved, PricingProblem):
             raise EstimateError(f"ModelTier {step.tier!r}: {resolved.message}")
         names.append(f"{step.tier} ({tier.spec.model})")
         prices.append(resolved)

@@ -13,12 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 MTOK = Decimal(1_000_000)
-# Standard multipliers on the base input rate, used to derive cache rates that a price
-# override does not give. The catalog states every rate explicitly instead, because
-# newer models do not all follow these (e.g. cache reads at 0.05x).
-CACHE_WRITE_5M_MULTIPLIER = Decimal("1.25")
-CACHE_WRITE_1H_MULTIPLIER = Decimal("2")
-CACHE_READ_MULTIPLIER = Decimal("0.1")
+# The Message Batches API bills every kind of token at half price.
 BATCH_MULTIPLIER = Decimal("0.5")
 # Billed on top of tokens (Anthropic "Pricing" and "Data residency" pages, read 2026-11-29):
 # web search is $10 per 1,000 searches (web fetch costs only its tokens); inference pinned to
@@ -48,17 +43,8 @@ class Rates:
     cache_write_1h: Decimal
     cache_read: Decimal
 
-    @classmethod
-    def from_input_output(cls, input: Any, output: Any) -> Rates:
-        """Rates with cache prices derived from the input price by the standard multipliers."""
-        base = to_decimal(input)
-        return cls(
-            input=base,
-            output=to_decimal(output),
-            cache_write_5m=base * CACHE_WRITE_5M_MULTIPLIER,
-            cache_write_1h=base * CACHE_WRITE_1H_MULTIPLIER,
-            cache_read=base * CACHE_READ_MULTIPLIER,
-        )
+    def to_decimals(self) -> tuple[Decimal, ...]:
+        return (self.input, self.output, self.cache_write_5m, self.cache_write_1h, self.cache_read)
 
     def to_document(self) -> dict[str, str]:
         return {

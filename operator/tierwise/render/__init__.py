@@ -6,6 +6,7 @@ the names re-exported here from it are for the operator's convenience.
 
 from tierwise.render.document import (
     CACHE_PROFILE_NOT_FOUND,
+    PRICING_AMBIGUOUS,
     PRICING_UNKNOWN,
     TIER_NOT_FOUND,
     Problem,
@@ -15,6 +16,7 @@ from tierwise.render.document import (
     render_tier,
     secret_key_env,
     strongest_tier,
+    with_endpoint,
 )
 from tierwise.render.workspace import Workspace, render_all
 from tierwise.routerconfig import (
@@ -29,6 +31,7 @@ from tierwise.routerconfig import (
 __all__ = [
     "CACHE_PROFILE_NOT_FOUND",
     "CONFIG_KEY",
+    "PRICING_AMBIGUOUS",
     "PRICING_UNKNOWN",
     "SCHEMA_VERSION",
     "TIER_NOT_FOUND",
@@ -45,4 +48,5 @@ __all__ = [
     "render_tier",
     "secret_key_env",
     "strongest_tier",
+    "with_endpoint",
 ]

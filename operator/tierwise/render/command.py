@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from datetime import date
+from pathlib import Path
+
+import yaml
 
 from tierwise.api import SpecError, load_manifests
+from tierwise.pricing import BUILTIN, CatalogError, PriceCatalog, parse_catalog
+from tierwise.render.document import with_endpoint
 from tierwise.render.workspace import render_all
 from tierwise.routerconfig import dump_document
 
@@ -40,6 +47,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="render only this CascadePolicy",
     )
     parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        default=os.environ.get("TIERWISE_ENDPOINT") or None,
+        help="send every tier to this Messages API base URL instead of its own, e.g. a local "
+        "`tierwise emulator` (default: $TIERWISE_ENDPOINT); the hash is recomputed",
+    )
+    parser.add_argument(
+        "--price-catalog",
+        metavar="FILE",
+        help="YAML/JSON price catalog over the built-in one, in the format of the operator's "
+        "price-catalog ConfigMap (see docs/pricing.md)",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         choices=["json", "hash"],
@@ -49,10 +69,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def load_catalog_file(path: str | None) -> PriceCatalog:
+    """The built-in catalog, overlaid with a price-catalog file when one is given."""
+    if not path:
+        return BUILTIN
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return BUILTIN.overlay(parse_catalog(doc, source=f"file:{Path(path).name}"))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        results = render_all(load_manifests(args.paths, default_namespace=args.namespace))
-    except (SpecError, FileNotFoundError, ValueError) as exc:
+        catalog = load_catalog_file(args.price_catalog)
+        resources = load_manifests(args.paths, default_namespace=args.namespace)
+        results = render_all(resources, catalog=catalog, today=date.today())
+    except (SpecError, CatalogError, OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.policy:
@@ -63,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     failed = False
     for policy, result in results:
+        for warning in result.warnings:
+            print(
+                f"warning: CascadePolicy {policy.namespace}/{policy.name}: {warning}",
+                file=sys.stderr,
+            )
         for problem in result.problems:
             failed = True
             print(
@@ -71,10 +106,19 @@ def run(args: argparse.Namespace) -> int:
             )
     if failed:
         return 1
-    documents = [r.document for _, r in results]
+    try:
+        documents = [
+            with_endpoint(r.config, args.endpoint).to_document()  # type: ignore[arg-type]
+            if args.endpoint
+            else r.document
+            for _, r in results
+        ]
+    except ValueError as exc:
+        print(f"error: --endpoint: {exc}", file=sys.stderr)
+        return 1
     if args.output == "hash":
-        for policy, result in results:
-            print(f"{policy.namespace}/{policy.name}\t{result.document['hash']}")  # type: ignore[index]
+        for (policy, _), document in zip(results, documents, strict=True):
+            print(f"{policy.namespace}/{policy.name}\t{document['hash']}")  # type: ignore[index]
     elif len(documents) == 1:
         sys.stdout.write(dump_document(documents[0]))  # type: ignore[arg-type]
     else:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -20,14 +21,23 @@ from tierwise.api.models import (
     CascadePolicySpec,
     EscalationSignal,
     ModelTierSpec,
+    duration_seconds,
 )
 from tierwise.api.models import Retry as RetrySpec
 from tierwise.api.models import Route as RouteSpec
-from tierwise.pricing import Prices, PricingUnknown, min_cacheable_tokens, resolve_prices
+from tierwise.pricing import (
+    BUILTIN,
+    PriceCatalog,
+    Prices,
+    PricingProblem,
+    resolve_prices,
+    retirement_notice,
+)
 from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
     CacheConfig,
     Fallback,
+    InputBudget,
     InvalidJSONSignal,
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,
@@ -41,6 +51,7 @@ from tierwise.routerconfig import (
     Signal,
     Step,
     StopReasonSignal,
+    Thinking,
     Tier,
     TierLimits,
     api_key_env,
@@ -50,6 +61,7 @@ from tierwise.routerconfig import (
 TIER_NOT_FOUND = "TierNotFound"
 CACHE_PROFILE_NOT_FOUND = "CacheProfileNotFound"
 PRICING_UNKNOWN = "PricingUnknown"
+PRICING_AMBIGUOUS = "PricingAmbiguous"
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,8 @@ class RenderResult:
     config: RouterConfig | None
     problems: tuple[Problem, ...] = ()
     key_envs: tuple[SecretKeyEnv, ...] = field(default=())
+    # Things that do not stop rendering but deserve a warning (a tier's model retiring).
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -97,8 +111,15 @@ def render_policy(
     policy: Resource,
     tiers: Mapping[str, Resource],
     cache_profiles: Mapping[str, Resource],
+    *,
+    catalog: PriceCatalog = BUILTIN,
+    today: date | None = None,
 ) -> RenderResult:
-    """Render ``policy``; ``tiers`` and ``cache_profiles`` are keyed by name, same namespace."""
+    """Render ``policy``; ``tiers`` and ``cache_profiles`` are keyed by name, same namespace.
+
+    Prices resolve over ``catalog``; with ``today`` given, tiers whose model retires within
+    30 days (or has retired) come back as warnings.
+    """
     if policy.kind != CASCADE_POLICY:
         raise ValueError(f"expected a CascadePolicy, got {policy.kind}")
     spec: CascadePolicySpec = policy.spec
@@ -106,6 +127,7 @@ def render_policy(
     rendered_tiers: dict[str, Tier] = {}
     prices: dict[str, Prices] = {}
     key_envs: list[SecretKeyEnv] = []
+    warnings: list[str] = []
     for name in spec.tier_names():
         tier = tiers.get(name)
         if tier is None:
@@ -119,15 +141,22 @@ def render_policy(
             continue
         tier_spec: ModelTierSpec = tier.spec
         resolved = resolve_prices(
-            tier_spec.model, tier_spec.pricing.as_overrides() if tier_spec.pricing else None
+            tier_spec.model,
+            tier_spec.pricing.as_overrides() if tier_spec.pricing else None,
+            catalog,
         )
-        if isinstance(resolved, PricingUnknown):
+        if isinstance(resolved, PricingProblem):
             problems.append(
-                Problem(PRICING_UNKNOWN, name, f"ModelTier {name!r}: {resolved.message}")
+                Problem(resolved.reason, name, f"ModelTier {name!r}: {resolved.message}")
             )
             continue
+        notice = retirement_notice(tier_spec.model, today, catalog) if today else None
+        if notice is not None:
+            warnings.append(f"ModelTier {name!r}: {notice.message}")
         prices[name] = resolved
-        rendered_tiers[name] = _render_tier(name, tier_spec, resolved)
+        rendered_tiers[name] = _render_tier(
+            name, tier_spec, resolved, catalog.min_cacheable_tokens(tier_spec.model)
+        )
         key_env = secret_key_env(name, tier_spec)
         if key_env is not None:
             key_envs.append(key_env)
@@ -136,7 +165,7 @@ def render_policy(
     if cache_problem:
         problems.append(cache_problem)
     if problems:
-        return RenderResult(None, tuple(problems))
+        return RenderResult(None, tuple(problems), warnings=tuple(warnings))
 
     config = RouterConfig(
         policy=PolicyRef(namespace=policy.namespace, name=policy.name),
@@ -149,11 +178,22 @@ def render_policy(
         retry=_render_retry(spec.retry or RetrySpec()),
         cache=cache,
     )
-    return RenderResult(config.with_hash(), (), tuple(key_envs))
+    return RenderResult(config.with_hash(), (), tuple(key_envs), tuple(warnings))
+
+
+def with_endpoint(config: RouterConfig, endpoint: str) -> RouterConfig:
+    """The config with every tier sent to ``endpoint`` (e.g. a local emulator), re-hashed."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    tiers = {name: replace(tier, endpoint=endpoint) for name, tier in config.tiers.items()}
+    return replace(config, tiers=tiers).with_hash()
 
 
 def render_tier(
-    name: str, tiers: Mapping[str, Resource], namespace: str
+    name: str,
+    tiers: Mapping[str, Resource],
+    namespace: str,
+    catalog: PriceCatalog = BUILTIN,
 ) -> dict[str, Any] | Problem:
     """One tier as the router config carries it (e.g. an eval judge's), or why it cannot be."""
     tier = tiers.get(name)
@@ -162,13 +202,15 @@ def render_tier(
             TIER_NOT_FOUND, name, f"ModelTier {name!r} not found in namespace {namespace!r}"
         )
     spec: ModelTierSpec = tier.spec
-    resolved = resolve_prices(spec.model, spec.pricing.as_overrides() if spec.pricing else None)
-    if isinstance(resolved, PricingUnknown):
-        return Problem(PRICING_UNKNOWN, name, f"ModelTier {name!r}: {resolved.message}")
-    return _render_tier(name, spec, resolved).to_document()
+    overrides = spec.pricing.as_overrides() if spec.pricing else None
+    resolved = resolve_prices(spec.model, overrides, catalog)
+    if isinstance(resolved, PricingProblem):
+        return Problem(resolved.reason, name, f"ModelTier {name!r}: {resolved.message}")
+    min_cacheable = catalog.min_cacheable_tokens(spec.model)
+    return _render_tier(name, spec, resolved, min_cacheable).to_document()
 
 
-def _render_tier(name: str, spec: ModelTierSpec, prices: Prices) -> Tier:
+def _render_tier(name: str, spec: ModelTierSpec, prices: Prices, min_cacheable: int) -> Tier:
     return Tier(
         name=name,
         provider=spec.provider,
@@ -181,7 +223,7 @@ def _render_tier(name: str, spec: ModelTierSpec, prices: Prices) -> Tier:
             timeout_seconds=spec.limits.timeout_seconds,
             max_concurrency=spec.limits.max_concurrency,
         ),
-        min_cacheable_tokens=min_cacheable_tokens(spec.model),
+        min_cacheable_tokens=min_cacheable,
     )
 
 
@@ -193,11 +235,22 @@ def _render_route(route: RouteSpec, prices: Mapping[str, Prices]) -> Route:
         stream_policy=route.stream_policy,
         format_instruction=route.format_instruction,
         counterfactual_tier=strongest_tier([s.tier for s in route.steps], prices),
+        response_cache=route.response_cache,
+        input_budget=InputBudget(route.input_budget.max_input_tokens, route.input_budget.on_exceed)
+        if route.input_budget
+        else None,
         steps=tuple(
             Step(
                 tier=step.tier,
                 max_tokens=step.max_tokens,
                 escalate_when=tuple(_render_signal(s) for s in step.escalate_when or ()),
+                effort=step.effort,
+                hedge_after_seconds=duration_seconds(step.hedge_after)
+                if step.hedge_after
+                else None,
+                thinking=Thinking(step.thinking.type, step.thinking.budget_tokens)
+                if step.thinking
+                else None,
             )
             for step in route.steps
         ),

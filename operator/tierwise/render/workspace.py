@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER, Resource
 from tierwise.render.document import RenderResult, render_policy
@@ -25,14 +26,18 @@ class Workspace:
     def policies(self) -> list[Resource]:
         return sorted((r for r in self.resources if r.kind == CASCADE_POLICY), key=lambda r: r.key)
 
-    def render(self, policy: Resource) -> RenderResult:
+    def render(self, policy: Resource, **options: Any) -> RenderResult:
+        """``options`` are render_policy's keyword arguments (catalog, today)."""
         return render_policy(
             policy,
             self.named(MODEL_TIER, policy.namespace),
             self.named(CACHE_PROFILE, policy.namespace),
+            **options,
         )
 
 
-def render_all(resources: Iterable[Resource]) -> list[tuple[Resource, RenderResult]]:
+def render_all(
+    resources: Iterable[Resource], **options: Any
+) -> list[tuple[Resource, RenderResult]]:
     workspace = Workspace.of(resources)
-    return [(policy, workspace.render(policy)) for policy in workspace.policies()]
+    return [(policy, workspace.render(policy, **options)) for policy in workspace.policies()]

@@ -1,9 +1,9 @@
-"""Message Batches pass-through: ``/v1/messages/batches*`` to a route's batch tier.
+"""Message Batches: ``/v1/messages/batches*``, passed through or run as a cascade.
 
-A batch has no synchronous answer to check, so it cannot cascade: it goes to the route's
-first (cheapest) step's tier, with that step's caps, format instruction and cache
-breakpoints applied to every request, and is priced at the tier's batch prices when its
-results are read. Batch ids are remembered (bounded) so later calls for a batch reach the
+A batch for a single-step route goes to that step's tier, with the step's caps, format
+instruction and cache breakpoints applied to every request, and is priced at the tier's
+batch prices when its results are read. A batch for a multi-step route is a batch cascade
+(``batch_cascade``): one batch per step, escalated items only, one batch to the client. Batch ids are remembered (bounded) so later calls for a batch reach the
 tier that holds it; without that memory the ``x-tierwise-route`` header, else the default
 route, decides. ``results_url`` in batch objects is rewritten to point at the router, so
 SDKs fetch results through it (with the tier's key) rather than upstream directly.
@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 from aiohttp import web
 
 from tierwise.pricing import Usage
+from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
 from tierwise.router.cascade import Exchange
 from tierwise.router.errors import RouterError, invalid_request, not_found
 from tierwise.router.jsonutil import dumps, loads
@@ -128,8 +129,9 @@ def batch_path(batch_id: str, action: str = "") -> str:
 class BatchProxy:
     """The batch endpoints of one router, served through the shared request pipeline."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, cascades: BatchCascades | None = None) -> None:
         self.pipeline = pipeline
+        self.cascades = cascades or BatchCascades(pipeline, BatchStateStore(None))
         self._known: OrderedDict[str, _Known] = OrderedDict()
 
     def add_routes(self, app: web.Application) -> None:
@@ -186,6 +188,8 @@ class BatchProxy:
         body = await self.pipeline.read_json(call.request)
         config = call.runtime.config
         route = batch_route(config, body, call.request.headers.get(ROUTE_HEADER))
+        if len(route.steps) > 1:  # a cascade: the router runs it step by step
+            return await self.cascades.create(call, body, route)
         ex = call.begin(route, {}, batch=True)
         tier = config.tiers[route.steps[0].tier]
         ex.tier = tier.name
@@ -201,7 +205,8 @@ class BatchProxy:
         query = call.request.query_string
         path = BATCHES_PATH + (f"?{urlencode(list(call.request.query.items()))}" if query else "")
         reply = await self._call(call, ex, tier, path, None, method="GET")
-        return self._json(call, ex, reply.document, reply.request_id)
+        document = self.cascades.merge_listing(call, reply.document)
+        return self._json(call, ex, document, reply.request_id)
 
     async def retrieve(self, call: Call) -> web.StreamResponse:
         return await self._by_id(call, "", "GET")
@@ -214,6 +219,12 @@ class BatchProxy:
 
     async def _by_id(self, call: Call, action: str, method: str) -> web.StreamResponse:
         batch_id = call.request.match_info["id"]
+        if self.cascades.handles(batch_id):
+            if method == "GET":
+                return await self.cascades.retrieve(call, batch_id)
+            if method == "DELETE":
+                return await self.cascades.delete(call, batch_id)
+            return await self.cascades.cancel(call, batch_id)
         path = batch_path(batch_id, action)
         ex, tier = self._begin(call, batch_id)
         payload = b"" if method == "POST" else None
@@ -222,6 +233,8 @@ class BatchProxy:
 
     async def results(self, call: Call) -> web.StreamResponse:
         batch_id = call.request.match_info["id"]
+        if self.cascades.handles(batch_id):
+            return await self.cascades.results(call, batch_id)
         path = batch_path(batch_id, "/results")
         ex, tier = self._begin(call, batch_id)
         reply = await self._call(call, ex, tier, path, None, method="GET", expect_json=False)

@@ -38,7 +38,8 @@ class CacheGlue:
         if cache is None:
             return None
         settings = ex.runtime.config.cache.response_cache
-        if not cache_decision(settings, ex.body, request.headers.get(CACHE_HEADER)):
+        header = request.headers.get(CACHE_HEADER)
+        if not cache_decision(settings, ex.body, header, ex.route.response_cache):
             self._count(ex, BYPASS)
             return None
         ex.cache_key = cache_key(

@@ -7,6 +7,7 @@ server decides whether the answer goes out as JSON, a synthesized stream or a li
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from tierwise.pricing import Usage, cost_usd
 from tierwise.router.escalation import escalation_reason
 from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
-from tierwise.router.request import build_step_request
+from tierwise.router.request import build_step_request, estimate_prompt_tokens
 from tierwise.router.runtime import Runtime
 from tierwise.router.upstream import FALLBACK_NAMES, Stream, Upstream, UpstreamFailure
 from tierwise.routerconfig import Route, Step, Tier
@@ -56,6 +57,7 @@ class Exchange:
     endpoint: str = "messages"
     batch: bool = False
     steps: list[StepRecord] = field(default_factory=list)
+    trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
 
 
 @dataclass
@@ -88,22 +90,117 @@ class Cascade:
 
         With ``last_is_final`` the last step's answer is returned whatever its signals say
         (the end of the cascade); without, ``None`` means every step escalated (the caller
-        then runs the route's last step itself, e.g. streaming it live).
+        then runs the route's last step itself, e.g. streaming it live). A step with
+        ``hedgeAfterSeconds`` that has a next step in ``steps`` may start it early (``_hedged``).
         """
-        for index, step in enumerate(steps):
+        index = 0
+        while index < len(steps):
+            step = steps[index]
+            if step.hedge_after_seconds is not None and index + 1 < len(steps):
+                answer, index = await self._hedged(ex, steps, index, last_is_final)
+                if answer is not None:
+                    return answer
+                continue
             answer = await self.call_step(ex, step)
-            if last_is_final and index == len(steps) - 1:
+            if self._accepted(ex, steps, index, answer, last_is_final):
                 return answer
-            reason = escalation_reason(step.escalate_when, answer.message)
-            if reason is None:
-                return answer
-            ex.escalations += 1
-            if ex.steps:
-                ex.steps[-1].escalation = reason
-            self.metrics.escalations.labels(
-                ex.runtime.policy, ex.route.name, answer.tier.name, reason
-            ).inc()
+            index += 1
         return None
+
+    def _accepted(
+        self, ex: Exchange, steps: Sequence[Step], index: int, answer: Answer, last_is_final: bool
+    ) -> bool:
+        """Whether ``answer`` (of ``steps[index]``) ends the cascade; counts an escalation."""
+        if last_is_final and index == len(steps) - 1:
+            return True
+        return self.accepts(ex, steps[index], answer.tier.name, answer.message)
+
+    def accepts(self, ex: Exchange, step: Step, tier: str, message: Mapping[str, Any]) -> bool:
+        """Whether ``step``'s answer (from ``tier``) ends the cascade by its signals; else the
+        escalation is counted on the request, that answer's step record and the metrics."""
+        reason = escalation_reason(step.escalate_when, message)
+        if reason is None:
+            return True
+        ex.escalations += 1
+        for record in reversed(ex.steps):  # this answer's record (hedged calls interleave)
+            if record.tier == tier:
+                record.escalation = reason
+                break
+        self.metrics.escalations.labels(ex.runtime.policy, ex.route.name, tier, reason).inc()
+        return False
+
+    async def _hedged(
+        self, ex: Exchange, steps: Sequence[Step], index: int, last_is_final: bool
+    ) -> tuple[Answer | None, int]:
+        """Step ``index``, hedged by step ``index + 1`` once ``hedgeAfterSeconds`` pass.
+
+        Returns the accepted answer (the first acceptable one; the other call is cancelled and
+        its spend counted) and its step index, or ``(None, next index)`` when both escalated.
+        """
+        step = steps[index]
+        primary = asyncio.create_task(self._cancellable_call(ex, step))
+        done, _ = await asyncio.wait({primary}, timeout=float(step.hedge_after_seconds or 0))
+        if primary in done:  # answered in time: no hedge
+            answer = primary.result()
+            accepted = self._accepted(ex, steps, index, answer, last_is_final)
+            return (answer, index) if accepted else (None, index + 1)
+        hedge = asyncio.create_task(self._cancellable_call(ex, steps[index + 1]))
+        running = {primary: index, hedge: index + 1}
+        escalated: set[int] = set()
+        failure: BaseException | None = None
+        try:
+            while running:
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    at = running.pop(task)
+                    if task.exception() is not None:
+                        failure = failure or task.exception()
+                        continue
+                    answer = task.result()
+                    if self._accepted(ex, steps, at, answer, last_is_final):
+                        self._hedge_result(ex, step, "hedge" if at > index else "primary")
+                        if at > index and index not in escalated:
+                            ex.escalations += 1  # the answer comes from the next step
+                        ex.tier = answer.tier.name
+                        return answer, at
+                    escalated.add(at)
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if failure is not None:
+            raise failure
+        self._hedge_result(ex, step, "neither")
+        return None, index + 2
+
+    def _hedge_result(self, ex: Exchange, step: Step, result: str) -> None:
+        self.metrics.child(
+            self.metrics.hedges, ex.runtime.policy, ex.route.name, step.tier, result
+        ).inc()
+
+    async def _cancellable_call(self, ex: Exchange, step: Step) -> Answer:
+        """``call_step``; when cancelled (the other call of a hedge won), count its spend.
+
+        A cancelled call returns no usage, but the upstream has read the prompt: it is
+        counted as the estimated prompt at the tier's input price (a lower bound: output
+        generated before the cancel is not visible to the router).
+        """
+        try:
+            return await self.call_step(ex, step)
+        except asyncio.CancelledError:
+            tier = ex.runtime.config.tiers[step.tier]
+            body = build_step_request(
+                ex.body, ex.route, step, tier, ex.runtime.config.cache.prompt_caching, stream=False
+            )
+            usage = Usage(input_tokens=estimate_prompt_tokens(body))
+            cost = cost_usd(usage, tier.prices, batch=ex.batch)
+            ex.cost += cost
+            self.metrics.record_usage(ex.runtime.policy, ex.route.name, tier.name, usage, cost)
+            self.metrics.child(
+                self.metrics.hedge_cancelled_cost, ex.runtime.policy, ex.route.name, tier.name
+            ).inc(float(cost))
+            raise
 
     async def call_step(self, ex: Exchange, step: Step) -> Answer:
         """One buffered upstream call for ``step``, falling back when configured."""
@@ -136,9 +233,16 @@ class Cascade:
             )
         message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
-        cost = self.account(ex, tier, usage)
-        ex.steps.append(StepRecord(tier.name, usage, cost, time.perf_counter() - started, fallback))
+        cost = self.record_step(ex, tier, usage, time.perf_counter() - started, fallback)
         return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+
+    def record_step(
+        self, ex: Exchange, tier: Tier, usage: Usage, seconds: float, fallback: bool = False
+    ) -> Decimal:
+        """One upstream answer of the request: priced, counted, and kept in ``ex.steps``."""
+        cost = self.account(ex, tier, usage)
+        ex.steps.append(StepRecord(tier.name, usage, cost, seconds, fallback))
+        return cost
 
     @staticmethod
     async def _after_fallback(call: Any) -> Any:

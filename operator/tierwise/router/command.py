@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -78,6 +79,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "reloading (default: %(default)s)",
     )
     parser.add_argument(
+        "--batch-state-dir",
+        metavar="DIR",
+        default=os.environ.get("TIERWISE_BATCH_STATE_DIR") or None,
+        help="where batch cascades keep their state (a volume, so a router restart between "
+        "steps loses nothing; env TIERWISE_BATCH_STATE_DIR); without it, in memory only",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -96,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             reload_interval=args.reload_interval,
             header_timeout=args.header_timeout,
+            batch_state_dir=args.batch_state_dir,
         )
     except ConfigError as exc:
         print(f"tierwise router: {exc}", file=sys.stderr)

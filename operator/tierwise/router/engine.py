@@ -52,12 +52,35 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == 200
 
+    @classmethod
+    def of(
+        cls,
+        ex: Exchange,
+        status: int,
+        message: dict[str, Any] | None = None,
+        error: bytes | None = None,
+    ) -> RunResult:
+        """The result of ``ex`` as it stands (cost, escalations, steps so far)."""
+        return cls(
+            route=ex.route.name,
+            status=status,
+            message=message,
+            error=error,
+            tier=ex.tier,
+            cost=ex.cost,
+            escalations=ex.escalations,
+            steps=ex.steps,
+            seconds=time.perf_counter() - ex.started,
+        )
+
 
 class CascadeEngine:
     """A config's cascades against its upstreams. Use as an async context manager.
 
     ``env`` holds the tiers' API key variables (``os.environ`` by default); ``metrics``
-    receives the same series the router records (a private registry by default).
+    receives the same series the router records (a private registry by default);
+    ``batch_prices`` prices every answer at the tiers' Message Batches prices (what the same
+    requests would cost sent as a batch).
     """
 
     def __init__(
@@ -66,15 +89,21 @@ class CascadeEngine:
         *,
         env: Mapping[str, str] | None = None,
         metrics: RouterMetrics | None = None,
+        batch_prices: bool = False,
     ) -> None:
         self.config = config
         self.metrics = metrics or RouterMetrics()
+        self.batch_prices = batch_prices  # price tokens at the tiers' batch prices
         self.runtime = build_runtime(config, os.environ if env is None else env)
         self._session: aiohttp.ClientSession | None = None
         self._cascade: Cascade | None = None
 
     async def __aenter__(self) -> CascadeEngine:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        # No connection cap of its own: the caller bounds how many requests are in flight
+        # (an eval at concurrency 200 must not queue in the pool and count it as latency).
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+        )
         upstream = Upstream(self._session, self._on_failure, self._on_retry)
         self._cascade = Cascade(upstream, self.metrics)
         return self
@@ -105,6 +134,7 @@ class CascadeEngine:
             body=body,
             forwarded=forwarded_headers(headers),
             started=started,
+            batch=self.batch_prices,
         )
         try:
             check_messages_request(body)
@@ -115,17 +145,7 @@ class CascadeEngine:
             status, message, error = exc.status, None, exc.body()
         except UpstreamFailure as failure:
             status, message, error = failure.status, None, failure.body
-        return RunResult(
-            route=chosen.name,
-            status=status,
-            message=message,
-            error=error,
-            tier=ex.tier,
-            cost=ex.cost,
-            escalations=ex.escalations,
-            steps=ex.steps,
-            seconds=time.perf_counter() - started,
-        )
+        return RunResult.of(ex, status, message, error)
 
     def _on_failure(self, tier: str, kind: str) -> None:
         self.metrics.upstream_errors.labels(self.runtime.policy, tier, kind).inc()

@@ -88,6 +88,47 @@ class RouterMetrics:
             ["policy", "tier"],
             registry=r,
         )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds",
+            "Time an upstream call waited for one of its tier's maxConcurrency slots: when it "
+            "grows, the cap, not the model, is the bottleneck.",
+            ["policy", "tier"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.hedges = Counter(
+            f"{PREFIX}_hedges",
+            "Hedged steps (hedgeAfterSeconds passed, the next step started in parallel), by the "
+            "hedged step's tier and whose answer was taken (primary, hedge, neither).",
+            ["policy", "route", "tier", "result"],
+            registry=r,
+        )
+        self.hedge_cancelled_cost = Counter(
+            f"{PREFIX}_hedge_cancelled_cost_usd",
+            "Estimated dollars of hedged calls cancelled because the other answered first "
+            "(also in cost_usd_total).",
+            ["policy", "route", "tier"],
+            registry=r,
+        )
+        self.input_budget = Counter(
+            f"{PREFIX}_input_budget",
+            "Requests of routes with an input budget, by result (within, trimmed, rejected) "
+            "and how the prompt was counted (count_tokens, estimate).",
+            ["policy", "route", "result", "counted"],
+            registry=r,
+        )
+        self.input_trimmed_tokens = Counter(
+            f"{PREFIX}_input_trimmed_tokens",
+            "Prompt tokens removed by input budgets (dropped turns, cut tool results).",
+            ["policy", "route"],
+            registry=r,
+        )
+        self.input_trim_saved = Counter(
+            f"{PREFIX}_input_trim_saved_usd",
+            "Dollars input budgets saved: trimmed tokens at the first step's input price.",
+            ["policy", "route"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             f"{PREFIX}_fallbacks",
             "Calls sent to the fallback tier after a step kept failing.",

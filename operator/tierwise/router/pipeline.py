@@ -180,6 +180,8 @@ def response_headers(
         headers["x-tierwise-cache"] = ex.cache_status
         if cost:
             headers["x-tierwise-cost-usd"] = format_usd(ex.cost)
+        if ex.trimmed_tokens:
+            headers["x-tierwise-input-trimmed-tokens"] = str(ex.trimmed_tokens)
     if request_id:
         headers["request-id"] = request_id
     return headers

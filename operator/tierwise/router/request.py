@@ -15,6 +15,7 @@ from tierwise.router.errors import invalid_request
 from tierwise.routerconfig import (
     CACHE_TTLS,
     MAX_BREAKPOINTS,
+    MIN_THINKING_BUDGET,
     PromptCaching,
     Route,
     Step,
@@ -26,9 +27,6 @@ CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
 MESSAGE_OVERHEAD_TOKENS = 3
 IMAGE_TOKENS = 1_500
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
-
-
-MIN_THINKING_BUDGET = 1024  # the API's minimum budget_tokens for manual extended thinking
 
 
 def check_messages_request(body: Mapping[str, Any]) -> None:
@@ -114,10 +112,18 @@ def build_step_request(
     *,
     stream: bool,
 ) -> dict[str, Any]:
-    """The body sent to ``tier`` for ``step``: model, caps, instruction, breakpoints."""
+    """The body sent to ``tier`` for ``step``: model, caps, effort and thinking, instruction,
+    breakpoints.
+
+    A step's ``effort`` and ``thinking`` replace the client's (they are the operator's cost
+    lever); the step's caps then apply to the request as it will be sent.
+    """
     out = dict(body)
     out["model"] = tier.model
-    cap, thinking = output_limits(body, step, tier)
+    source = apply_step_reasoning(body, step)
+    if step.effort is not None:
+        out["output_config"] = source["output_config"]
+    cap, thinking = output_limits(source, step, tier)
     if cap is not None:
         out["max_tokens"] = cap
     if thinking is not body.get("thinking"):
@@ -130,6 +136,22 @@ def build_step_request(
         out["system"] = append_system_text(body.get("system"), route.format_instruction)
     if prompt_caching.enabled and prompt_caching.breakpoints:
         out = insert_breakpoints(out, prompt_caching, tier.min_cacheable_tokens)
+    return out
+
+
+def apply_step_reasoning(body: Mapping[str, Any], step: Step) -> Mapping[str, Any]:
+    """``body`` with the step's ``thinking`` and ``output_config.effort``, when it sets them."""
+    if step.effort is None and step.thinking is None:
+        return body
+    out = dict(body)
+    if step.thinking is not None:
+        out["thinking"] = step.thinking.to_request()
+    if step.effort is not None:
+        config = body.get("output_config")
+        out["output_config"] = {
+            **(config if isinstance(config, Mapping) else {}),
+            "effort": step.effort,
+        }
     return out
 
 

@@ -42,19 +42,26 @@ HIT, MISS, BYPASS = "hit", "miss", "bypass"
 
 
 def cache_decision(
-    settings: ResponseCacheConfig, body: Mapping[str, Any], client_header: str | None
+    settings: ResponseCacheConfig,
+    body: Mapping[str, Any],
+    client_header: str | None,
+    route_mode: str = "auto",
 ) -> bool:
     """Whether this request may be served from, and stored in, the response cache.
 
-    Only deterministic requests (``temperature: 0``) unless the config allows others or the
-    client opts in with ``x-tierwise-cache: allow``; ``x-tierwise-cache: bypass`` opts out.
+    The route's mode decides first: ``never`` (chat) keeps the route out of the cache,
+    ``always`` (classification, extraction) caches every exact repeat; ``auto`` caches only
+    deterministic requests (``temperature: 0``) unless the profile allows others or the
+    client opts in with ``x-tierwise-cache: allow``. Current models refuse ``temperature``,
+    so on them ``auto`` means "only when the client opts in". ``x-tierwise-cache: bypass``
+    always opts out.
     """
-    if not settings.enabled:
+    if not settings.enabled or route_mode == "never":
         return False
     header = (client_header or "").strip().lower()
     if header == "bypass":
         return False
-    if header == "allow" or settings.allow_non_deterministic:
+    if route_mode == "always" or header == "allow" or settings.allow_non_deterministic:
         return True
     temperature = body.get("temperature")
     return (

@@ -19,10 +19,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
 from tierwise.router.batches import BatchProxy
+from tierwise.router.budget_glue import BudgetGlue
 from tierwise.router.cache_glue import CacheGlue
 from tierwise.router.cascade import Cascade, Exchange
-from tierwise.router.errors import not_found
+from tierwise.router.errors import invalid_request, not_found
 from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.pipeline import (
@@ -65,6 +67,7 @@ class Router:
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         metrics: RouterMetrics | None = None,
+        batch_state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -76,6 +79,8 @@ class Router:
         self.services = Services(current=self.holder.current, metrics=self.metrics)
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = CacheGlue(self.metrics)
+        self.budgets = BudgetGlue(self.metrics)
+        self.batch_state = BatchStateStore(batch_state_dir)
         self._relay: Relay | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -113,7 +118,7 @@ class Router:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post(COUNT_TOKENS_PATH, self._count_tokens)
-        BatchProxy(self.pipeline).add_routes(app)
+        BatchProxy(self.pipeline, BatchCascades(self.pipeline, self.batch_state)).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
@@ -133,7 +138,12 @@ class Router:
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
         )
-        upstream = Upstream(self._session, self._on_upstream_failure, self._on_retry)
+        upstream = Upstream(
+            self._session,
+            self._on_upstream_failure,
+            self._on_retry,
+            on_queue_wait=self._on_queue_wait,
+        )
         cascade = Cascade(upstream, self.metrics)
         self.services.upstream = upstream
         self.services.cascade = cascade
@@ -206,6 +216,10 @@ class Router:
     def _on_retry(self, tier: str) -> None:
         self.metrics.retries.labels(self.holder.runtime.policy, tier).inc()
 
+    def _on_queue_wait(self, tier: str, seconds: float) -> None:
+        policy = self.holder.runtime.policy
+        self.metrics.child(self.metrics.queue_wait, policy, tier).observe(seconds)
+
     # ------------------------------------------------------- metrics app
 
     async def _metrics(self, _request: web.Request) -> web.Response:
@@ -239,7 +253,16 @@ class Router:
         body = await self.pipeline.read_json(call.request)
         route = self.pipeline.route(call, body.get("model"))
         ex = call.begin(route, body, stream=body.get("stream") is True)
+        if route.mode == "batch":
+            raise invalid_request(
+                f"route {route.name!r} is a batch route: submit its requests as a Message Batch "
+                "(POST /v1/messages/batches, client.messages.batches.create), one request per "
+                "item with this model; synchronous calls are not served on it"
+            )
         check_messages_request(body)
+        if route.input_budget is not None:
+            assert self.services.upstream is not None
+            ex.body = await self.budgets.fit(ex, self.services.upstream, route.input_budget)
         hit = await self.cache.lookup(ex, call.request)
         if hit is not None:
             tier, raw = hit

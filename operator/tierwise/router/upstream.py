@@ -155,6 +155,7 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 OnFailure = Callable[[str, str], None]  # (tier name, failure kind)
 OnRetry = Callable[[str], None]  # tier name
+OnQueueWait = Callable[[str, float], None]  # tier name, seconds waited for a concurrency slot
 
 
 class Upstream:
@@ -166,11 +167,20 @@ class Upstream:
         on_failure: OnFailure,
         on_retry: OnRetry,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        on_queue_wait: OnQueueWait | None = None,
     ) -> None:
         self.session = session
         self._on_failure = on_failure
         self._on_retry = on_retry
         self._sleep = sleep
+        self._on_queue_wait = on_queue_wait
+
+    async def _acquire(self, client: TierClient) -> None:
+        """Take one of the tier's ``maxConcurrency`` slots, reporting how long that took."""
+        started = time.perf_counter()
+        await client.semaphore.acquire()
+        if self._on_queue_wait is not None:
+            self._on_queue_wait(client.tier.name, time.perf_counter() - started)
 
     async def call(
         self,
@@ -250,18 +260,19 @@ class Upstream:
     ) -> Reply:
         timeout = client.tier.limits.timeout_seconds
         try:
-            async with (
-                asyncio.timeout(timeout),
-                client.semaphore,
-                self.session.request(
-                    method, client.url(path), data=payload, headers=client.headers(headers)
-                ) as response,
-            ):
-                body = await response.read()
-                status = response.status
-                request_id = response.headers.get("request-id")
-                retry_after = response.headers.get("retry-after")
-                content_type = response.content_type
+            async with asyncio.timeout(timeout):
+                await self._acquire(client)
+                try:
+                    async with self.session.request(
+                        method, client.url(path), data=payload, headers=client.headers(headers)
+                    ) as response:
+                        body = await response.read()
+                        status = response.status
+                        request_id = response.headers.get("request-id")
+                        retry_after = response.headers.get("retry-after")
+                        content_type = response.content_type
+                finally:
+                    client.semaphore.release()
         except TimeoutError as exc:
             raise _timeout_failure(client, timeout) from exc
         except aiohttp.ClientError as exc:
@@ -285,7 +296,7 @@ class Upstream:
         response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(tier_timeout):
-                await client.semaphore.acquire()
+                await self._acquire(client)
                 acquired = True
                 response = await self.session.post(
                     client.url(path),

@@ -24,6 +24,14 @@ BREAKPOINT_KINDS = ("tools", "system", "history")  # prompt order, also insertio
 CACHE_TTLS = ("5m", "1h")
 FALLBACK_FAILURES = frozenset({"overloaded", "rateLimited", "serverError", "timeout"})
 CACHE_BACKENDS = frozenset({"memory", "redis"})
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")  # output_config.effort
+THINKING_TYPES = frozenset({"adaptive", "enabled", "disabled"})
+MIN_THINKING_BUDGET = 1024  # the API's minimum thinking.budget_tokens
+# A route's use of the response cache: auto (deterministic requests, or a client opt-in),
+# always (every exact repeat), never.
+RESPONSE_CACHE_MODES = frozenset({"auto", "always", "never"})
+# What a route does with a prompt over its input budget.
+ON_EXCEED = frozenset({"reject", "dropOldestTurns", "truncateToolResults"})
 
 # Tier limits.
 DEFAULT_TIMEOUT_SECONDS = 60

@@ -32,12 +32,17 @@ from tierwise.routerconfig.defaults import (
     DEFAULT_RESPONSE_CACHE_MAX_ENTRIES,
     DEFAULT_RESPONSE_CACHE_TTL_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
+    EFFORT_LEVELS,
     FALLBACK_FAILURES,
     MAX_BREAKPOINTS,
+    MIN_THINKING_BUDGET,
     MODES,
+    ON_EXCEED,
     PROVIDERS,
+    RESPONSE_CACHE_MODES,
     SCHEMA_VERSION,
     STREAM_POLICIES,
+    THINKING_TYPES,
     route_alias,
 )
 from tierwise.routerconfig.digest import content_hash
@@ -163,17 +168,59 @@ def _field_path(r: Reader, value: Any, path: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """The ``thinking`` a step sends, replacing the client's."""
+
+    type: str  # adaptive | enabled | disabled
+    budget_tokens: int | None = None  # only with enabled
+
+    def to_request(self) -> dict[str, Any]:
+        """The Messages API ``thinking`` object."""
+        if self.type == "enabled":
+            return {"type": "enabled", "budget_tokens": self.budget_tokens}
+        return {"type": self.type}
+
+    def to_document(self) -> dict[str, Any]:
+        return {"type": self.type, "budgetTokens": self.budget_tokens}
+
+    @classmethod
+    def read(cls, r: Reader, value: Any, path: str) -> Thinking | None:
+        if value is None:
+            return None
+        doc = r.obj(value, path)
+        kind = r.choice(doc.get("type"), f"{path}.type", THINKING_TYPES, "adaptive")
+        budget = r.opt_integer(
+            doc.get("budgetTokens"), f"{path}.budgetTokens", minimum=MIN_THINKING_BUDGET
+        )
+        if (budget is not None) != (kind == "enabled"):
+            r.bad(f"{path}.budgetTokens", "required with type enabled, and only then")
+        return cls(kind, budget)
+
+
+@dataclass(frozen=True)
 class Step:
     tier: str
     max_tokens: int | None = None  # a ceiling on the client's max_tokens, never a default
     escalate_when: tuple[Signal, ...] = ()
+    effort: str | None = None  # output_config.effort sent to the tier, replacing the client's
+    thinking: Thinking | None = None
+    # Start the next step in parallel when this one has not answered after this long.
+    hedge_after_seconds: Decimal | None = None
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "tier": self.tier,
             "maxTokens": self.max_tokens,
             "escalateWhen": [s.to_document() for s in self.escalate_when],
         }
+        # Written only when set, so documents (and hashes) of policies without them stay put.
+        if self.effort is not None:
+            doc["effort"] = self.effort
+        if self.thinking is not None:
+            doc["thinking"] = self.thinking.to_document()
+        if self.hedge_after_seconds is not None:
+            doc["hedgeAfterSeconds"] = _decimal_text(self.hedge_after_seconds)
+        return doc
 
     @classmethod
     def read(cls, r: Reader, value: Any, path: str) -> Step:
@@ -185,10 +232,42 @@ class Step:
         signals = [
             read_signal(r, s, f"{path}.escalateWhen[{i}]") for i, s in enumerate(signals_doc)
         ]
+        effort = doc.get("effort")
+        if effort is not None and effort not in EFFORT_LEVELS:
+            r.bad(f"{path}.effort", f"must be one of {', '.join(EFFORT_LEVELS)}")
+            effort = None
         return cls(
             tier=r.string(doc.get("tier"), f"{path}.tier"),
             max_tokens=r.opt_integer(doc.get("maxTokens"), f"{path}.maxTokens", minimum=1),
             escalate_when=tuple(s for s in signals if s is not None),
+            effort=effort,
+            thinking=Thinking.read(r, doc.get("thinking"), f"{path}.thinking"),
+            hedge_after_seconds=None
+            if doc.get("hedgeAfterSeconds") is None
+            else r.number(doc.get("hedgeAfterSeconds"), f"{path}.hedgeAfterSeconds"),
+        )
+
+
+@dataclass(frozen=True)
+class InputBudget:
+    """A route's most prompt tokens, and what to do with a prompt over it."""
+
+    max_input_tokens: int
+    on_exceed: str = "reject"  # reject | dropOldestTurns | truncateToolResults
+
+    def to_document(self) -> dict[str, Any]:
+        return {"maxInputTokens": self.max_input_tokens, "onExceed": self.on_exceed}
+
+    @classmethod
+    def read(cls, r: Reader, value: Any, path: str) -> InputBudget | None:
+        if value is None:
+            return None
+        doc = r.obj(value, path)
+        return cls(
+            max_input_tokens=r.integer(
+                doc.get("maxInputTokens"), f"{path}.maxInputTokens", minimum=1
+            ),
+            on_exceed=r.choice(doc.get("onExceed"), f"{path}.onExceed", ON_EXCEED, "reject"),
         )
 
 
@@ -201,6 +280,8 @@ class Route:
     stream_policy: str = "cascade"
     format_instruction: str | None = None
     counterfactual_tier: str | None = None
+    response_cache: str = "auto"  # auto | always | never
+    input_budget: InputBudget | None = None
 
     def __post_init__(self) -> None:
         alias = route_alias(self.name)
@@ -219,6 +300,8 @@ class Route:
             "formatInstruction": self.format_instruction,
             "counterfactualTier": self.counterfactual_tier,
             "steps": [s.to_document() for s in self.steps],
+            "responseCache": self.response_cache,
+            "inputBudget": self.input_budget.to_document() if self.input_budget else None,
         }
 
     @classmethod
@@ -244,6 +327,10 @@ class Route:
             counterfactual_tier=r.opt_string(
                 doc.get("counterfactualTier"), f"{path}.counterfactualTier"
             ),
+            response_cache=r.choice(
+                doc.get("responseCache"), f"{path}.responseCache", RESPONSE_CACHE_MODES, "auto"
+            ),
+            input_budget=InputBudget.read(r, doc.get("inputBudget"), f"{path}.inputBudget"),
         )
 
 
@@ -658,6 +745,11 @@ class RouterConfig:
             for j, step in enumerate(route.steps):
                 if step.tier and step.tier not in self.tiers:
                     r.bad(f"{path}.steps[{j}].tier", f"names no tier: {step.tier!r}")
+            if route.steps and route.steps[-1].hedge_after_seconds is not None:
+                r.bad(
+                    f"{path}.steps[{len(route.steps) - 1}].hedgeAfterSeconds",
+                    "the last step has no next step to hedge with",
+                )
             tier = route.counterfactual_tier
             if tier is not None and tier not in self.tiers:
                 r.bad(f"{path}.counterfactualTier", f"names no tier: {tier!r}")
