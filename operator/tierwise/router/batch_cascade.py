@@ -39,7 +39,7 @@ from tierwise.router.escalation import escalation_reason
 from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.pipeline import Call, Pipeline, json_response, response_headers
 from tierwise.router.request import build_step_request
-from tierwise.router.upstream import Reply, UpstreamFailure
+from tierwise.router.upstream import UpstreamFailure
 from tierwise.routerconfig import Route, Tier
 
 log = logging.getLogger("tierwise.router")
@@ -188,7 +188,9 @@ class BatchCascades:
                 step = state["steps"][-1]
                 tier = self._tier(call, ex, step)
                 try:
-                    await self._call(call, ex, tier, f"{BATCHES_PATH}/{step['batch']}/cancel", b"")
+                    await self.pipeline.call_tier(
+                        call, ex, tier, f"{BATCHES_PATH}/{step['batch']}/cancel", b""
+                    )
                 except UpstreamFailure as failure:
                     log.warning("cancelling upstream batch %s failed: %s", step["batch"], failure)
                 self.store.save(state)
@@ -257,7 +259,9 @@ class BatchCascades:
         tier = self._tier(call, ex, step_state)
         path = f"{BATCHES_PATH}/{step_state['batch']}"
         try:
-            batch = (await self._call(call, ex, tier, path, None, method="GET")).document
+            batch = (
+                await self.pipeline.call_tier(call, ex, tier, path, None, method="GET")
+            ).document
         except UpstreamFailure as failure:
             if failure.status != 404:
                 raise
@@ -267,7 +271,9 @@ class BatchCascades:
             return
         if batch.get("processing_status") != "ended":
             return
-        reply = await self._call(call, ex, tier, path + "/results", None, method="GET", json=False)
+        reply = await self.pipeline.call_tier(
+            call, ex, tier, path + "/results", None, method="GET", expect_json=False
+        )
         by_id = {}
         for line in reply.body.splitlines():
             if line.strip():
@@ -324,7 +330,7 @@ class BatchCascades:
                 for cid in ids
             ]
         }
-        reply = await self._call(call, ex, tier, BATCHES_PATH, dumps(payload))
+        reply = await self.pipeline.call_tier(call, ex, tier, BATCHES_PATH, dumps(payload))
         batch_id = reply.document.get("id")
         if not isinstance(batch_id, str):
             raise invalid_request("the upstream did not return a batch id")
@@ -350,29 +356,6 @@ class BatchCascades:
         cascade = self.pipeline.services.cascade
         assert cascade is not None
         cascade.account_counterfactual(ex, usage)
-
-    async def _call(
-        self,
-        call: Call,
-        ex: Exchange,
-        tier: Tier,
-        path: str,
-        payload: bytes | None,
-        *,
-        method: str = "POST",
-        json: bool = True,
-    ) -> Reply:
-        upstream = self.pipeline.services.upstream
-        assert upstream is not None, "the router app is not started"
-        return await upstream.call(
-            call.runtime.clients[tier.name],
-            path,
-            payload,
-            ex.forwarded,
-            call.runtime.config.retry,
-            method=method,
-            expect_json=json,
-        )
 
     # -- what the client sees ---------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.pipeline import Action, Call, Pipeline, json_response, response_headers
 from tierwise.router.request import build_step_request, check_messages_request
 from tierwise.router.routing import RouteNotFound, select_route
-from tierwise.router.upstream import Reply
 from tierwise.routerconfig import ROUTE_HEADER, PromptCaching, Route, RouterConfig, Tier
 
 BATCHES_PATH = "/v1/messages/batches"
@@ -194,7 +193,7 @@ class BatchProxy:
         tier = config.tiers[route.steps[0].tier]
         ex.tier = tier.name
         payload = rewrite_batch_requests(body, route, tier, config.cache.prompt_caching)
-        reply = await self._call(call, ex, tier, BATCHES_PATH, dumps(payload))
+        reply = await self.pipeline.call_tier(call, ex, tier, BATCHES_PATH, dumps(payload))
         document = reply.document
         if isinstance(document.get("id"), str) and BATCH_ID.fullmatch(document["id"]):
             self._remember(document["id"], route.name, tier.name)
@@ -204,7 +203,7 @@ class BatchProxy:
         ex, tier = self._begin(call, None)
         query = call.request.query_string
         path = BATCHES_PATH + (f"?{urlencode(list(call.request.query.items()))}" if query else "")
-        reply = await self._call(call, ex, tier, path, None, method="GET")
+        reply = await self.pipeline.call_tier(call, ex, tier, path, None, method="GET")
         document = self.cascades.merge_listing(call, reply.document)
         return self._json(call, ex, document, reply.request_id)
 
@@ -228,7 +227,7 @@ class BatchProxy:
         path = batch_path(batch_id, action)
         ex, tier = self._begin(call, batch_id)
         payload = b"" if method == "POST" else None
-        reply = await self._call(call, ex, tier, path, payload, method=method)
+        reply = await self.pipeline.call_tier(call, ex, tier, path, payload, method=method)
         return self._json(call, ex, reply.document, reply.request_id)
 
     async def results(self, call: Call) -> web.StreamResponse:
@@ -237,7 +236,9 @@ class BatchProxy:
             return await self.cascades.results(call, batch_id)
         path = batch_path(batch_id, "/results")
         ex, tier = self._begin(call, batch_id)
-        reply = await self._call(call, ex, tier, path, None, method="GET", expect_json=False)
+        reply = await self.pipeline.call_tier(
+            call, ex, tier, path, None, method="GET", expect_json=False
+        )
         self._account(batch_id, ex, tier, reply.body)
         return web.Response(
             body=reply.body,
@@ -256,29 +257,6 @@ class BatchProxy:
         for usage in succeeded_usages(jsonl):
             cascade.account(ex, tier, usage)
             cascade.account_counterfactual(ex, usage)
-
-    async def _call(
-        self,
-        call: Call,
-        ex: Exchange,
-        tier: Tier,
-        path: str,
-        payload: bytes | None,
-        *,
-        method: str = "POST",
-        expect_json: bool = True,
-    ) -> Reply:
-        upstream = self.pipeline.services.upstream
-        assert upstream is not None, "the router app is not started"
-        return await upstream.call(
-            call.runtime.clients[tier.name],
-            path,
-            payload,
-            ex.forwarded,
-            call.runtime.config.retry,
-            method=method,
-            expect_json=expect_json,
-        )
 
     def _json(
         self, call: Call, ex: Exchange, document: Any, request_id: str | None

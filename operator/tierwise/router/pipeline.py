@@ -35,8 +35,8 @@ from tierwise.router.errors import (
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.runtime import Runtime
-from tierwise.router.upstream import Upstream, UpstreamFailure, forwarded_headers
-from tierwise.routerconfig import ROUTE_HEADER, Route
+from tierwise.router.upstream import Reply, Upstream, UpstreamFailure, forwarded_headers
+from tierwise.routerconfig import ROUTE_HEADER, Route, Tier
 
 log = logging.getLogger("tierwise.router")
 
@@ -151,6 +151,30 @@ class Pipeline:
         except web.HTTPRequestEntityTooLarge as exc:
             raise too_large(self.max_body_bytes) from exc
         return await decode_json_object_async(raw)
+
+    async def call_tier(
+        self,
+        call: Call,
+        ex: Exchange,
+        tier: Tier,
+        path: str,
+        payload: bytes | None,
+        *,
+        method: str = "POST",
+        expect_json: bool = True,
+    ) -> Reply:
+        """One upstream call to ``tier`` with the exchange's forwarded headers and retries."""
+        upstream = self.services.upstream
+        assert upstream is not None, "the router app is not started"
+        return await upstream.call(
+            call.runtime.clients[tier.name],
+            path,
+            payload,
+            ex.forwarded,
+            call.runtime.config.retry,
+            method=method,
+            expect_json=expect_json,
+        )
 
     def route(self, call: Call, model: object) -> Route:
         """The route of a request for ``model``, by header, model or default (else 404)."""
