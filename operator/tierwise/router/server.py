@@ -295,21 +295,13 @@ class Router:
         return await self._relay.live(request, ex, stream, tier, self.cache.store)
 
     async def _serve_count_tokens(self, call: Call) -> web.StreamResponse:
-        upstream = self.services.upstream
-        assert upstream is not None, "the router app is not started"
         body = await self.pipeline.read_json(call.request)
         route = self.pipeline.route(call, body.get("model"))
         ex = call.begin(route, body)
         tier = call.runtime.config.tiers[route.steps[0].tier]
         ex.tier = tier.name
         payload = build_count_tokens_request(body, route, tier)
-        reply = await upstream.call(
-            call.runtime.clients[tier.name],
-            COUNT_TOKENS_PATH,
-            dumps(payload),
-            ex.forwarded,
-            call.runtime.config.retry,
-        )
+        reply = await self.pipeline.call_tier(call, ex, tier, COUNT_TOKENS_PATH, dumps(payload))
         return json_response(reply.body, ex, reply.request_id)
 
 
