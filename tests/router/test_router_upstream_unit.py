@@ -8,8 +8,11 @@ import pytest
 
 from tierwise.router.upstream import (
     FALLBACK_NAMES,
+    SERVER_ERROR,
+    UpstreamFailure,
     backoff_seconds,
     classify_status,
+    created_batch_id,
     forwarded_headers,
     parse_retry_after,
 )
@@ -64,3 +67,16 @@ def test_only_protocol_headers_are_forwarded() -> None:
         "cookie": "c",
     }
     assert forwarded_headers(sent) == {"anthropic-version": "2023-06-01", "anthropic-beta": "b1"}
+
+
+@pytest.mark.parametrize("document", [{}, {"id": 7}, {"id": "../admin"}, {"id": "a/b"}, []])
+def test_a_created_batch_without_a_valid_id_is_an_upstream_error(document: object) -> None:
+    # The id goes into later upstream URLs: only the API's id shape is taken.
+    with pytest.raises(UpstreamFailure) as info:
+        created_batch_id(document, "haiku")
+    assert info.value.status == 502 and info.value.kind == SERVER_ERROR
+    assert b"haiku" in info.value.body
+
+
+def test_a_created_batch_id_is_returned() -> None:
+    assert created_batch_id({"id": "msgbatch_01AbC-d_9"}, "haiku") == "msgbatch_01AbC-d_9"

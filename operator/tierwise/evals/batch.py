@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 
 from tierwise.pricing import Usage
-from tierwise.router.batches import BATCHES_PATH
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.engine import RunResult
 from tierwise.router.errors import ERROR_TYPES, error_body
@@ -27,7 +26,7 @@ from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_step_request
 from tierwise.router.runtime import build_runtime
-from tierwise.router.upstream import Upstream, UpstreamFailure
+from tierwise.router.upstream import BATCHES_PATH, Upstream, UpstreamFailure, created_batch_id
 from tierwise.routerconfig import RouterConfig, Step
 
 MAX_BATCH_REQUESTS = 100_000  # the API's limit per batch
@@ -137,7 +136,7 @@ class BatchCascadeEngine:
                 )
             ).body
         )
-        batch_id = created["id"]
+        batch_id = created_batch_id(created, client.tier.name)
         status = created
         while status.get("processing_status") != "ended":
             await asyncio.sleep(self.poll_seconds)

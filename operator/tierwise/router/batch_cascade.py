@@ -39,12 +39,11 @@ from tierwise.router.escalation import escalation_reason
 from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.pipeline import Call, Pipeline, json_response, response_headers
 from tierwise.router.request import build_step_request
-from tierwise.router.upstream import UpstreamFailure
+from tierwise.router.upstream import BATCHES_PATH, UpstreamFailure, created_batch_id
 from tierwise.routerconfig import Route, Tier
 
 log = logging.getLogger("tierwise.router")
 
-BATCHES_PATH = "/v1/messages/batches"
 PREFIX = "msgbatch_tw"
 CASCADE_ID = re.compile(PREFIX + r"[0-9a-f]{24}")
 EXPIRY = timedelta(hours=24)
@@ -331,9 +330,7 @@ class BatchCascades:
             ]
         }
         reply = await self.pipeline.call_tier(call, ex, tier, BATCHES_PATH, dumps(payload))
-        batch_id = reply.document.get("id")
-        if not isinstance(batch_id, str):
-            raise invalid_request("the upstream did not return a batch id")
+        batch_id = created_batch_id(reply.document, tier.name)
         state["steps"].append({"step": index, "tier": tier.name, "batch": batch_id, "items": ids})
         ex.tier = tier.name
 

@@ -11,7 +11,6 @@ SDKs fetch results through it (with the tier's key) rather than upstream directl
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,12 +27,11 @@ from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.pipeline import Action, Call, Pipeline, json_response, response_headers
 from tierwise.router.request import build_step_request, check_messages_request
 from tierwise.router.routing import RouteNotFound, select_route
+from tierwise.router.upstream import BATCH_ID, BATCHES_PATH
 from tierwise.routerconfig import ROUTE_HEADER, PromptCaching, Route, RouterConfig, Tier
 
-BATCHES_PATH = "/v1/messages/batches"
 # Batch ids are opaque tokens (`msgbatch_…`); anything else (`..`, `/`, `%2F`, a query)
 # never reaches an upstream URL.
-BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REMEMBERED_BATCHES = 10_000  # ids whose route and tier are remembered (oldest forgotten first)
 
 

@@ -18,12 +18,11 @@ from tierwise.router.errors import invalid_request
 from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_count_tokens_request, estimate_prompt_tokens
-from tierwise.router.upstream import Upstream, UpstreamFailure
+from tierwise.router.upstream import COUNT_TOKENS_PATH, Upstream, UpstreamFailure
 from tierwise.routerconfig import InputBudget, Tier
 
 log = logging.getLogger("tierwise.router")
 
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # The fields of a Messages request that count_tokens accepts (and that make the prompt).
 COUNTABLE_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
 TRIM_ROUNDS = 3  # the estimate can be off: recount, trim again if needed

@@ -37,7 +37,7 @@ from tierwise.router.pipeline import (
 from tierwise.router.relay import Relay
 from tierwise.router.reload import ConfigHolder, ConfigSource
 from tierwise.router.request import build_count_tokens_request, check_messages_request
-from tierwise.router.upstream import Upstream
+from tierwise.router.upstream import COUNT_TOKENS_PATH, Upstream
 from tierwise.routerconfig import RouterConfig
 from tierwise.routerconfig.sidecar import HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES
 
@@ -45,7 +45,6 @@ log = logging.getLogger("tierwise.router")
 
 DEFAULT_MAX_BODY_BYTES = MAX_BODY_BYTES
 DEFAULT_RELOAD_INTERVAL = 1.0
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_RELOAD_INTERVAL", "ConfigSource", "Router"]
 

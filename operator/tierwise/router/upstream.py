@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,12 @@ DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 # Failure kinds: the `type` label of upstream_errors, and the `fallback.on` names they match.
 OVERLOADED, RATE_LIMITED, SERVER_ERROR = "overloaded", "rate_limited", "server_error"
+
+# The upstream API paths the router calls, and the batch ids it puts into them: an id goes
+# into an upstream URL only when it has this shape, whoever supplied it.
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+BATCHES_PATH = "/v1/messages/batches"
+BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 TIMEOUT, CONNECTION, CLIENT_ERROR = "timeout", "connection", "client_error"
 FALLBACK_NAMES = {
     OVERLOADED: "overloaded",
@@ -376,3 +383,12 @@ def _timeout_failure(client: TierClient, timeout: float) -> UpstreamFailure:
 def _connection_failure(client: TierClient, exc: BaseException) -> UpstreamFailure:
     message = f"tier {client.tier.name!r} unreachable: {type(exc).__name__}"
     return UpstreamFailure(CONNECTION, 502, error_body("api_error", message))
+
+
+def created_batch_id(document: Any, tier_name: str) -> str:
+    """The id of a batch the upstream just created; a missing or malformed one is a 502."""
+    batch_id = document.get("id") if isinstance(document, dict) else None
+    if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id):
+        message = f"tier {tier_name!r} created a batch without a valid id"
+        raise UpstreamFailure(SERVER_ERROR, 502, error_body("api_error", message))
+    return batch_id
