@@ -44,8 +44,8 @@ from operator_scale import (
     request_counts,
 )
 
-from tierwise.localcluster import LocalControlPlane
-from tierwise.localcluster.kubectl import Kubectl, find_tool, install_crds
+from harness import LocalControlPlane
+from harness.kubectl import Kubectl, find_tool, install_crds
 
 NAMESPACE = "failover"
 POLICY_CM = "tierwise-email-triage"

@@ -50,9 +50,10 @@ import kubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "tests"))  # the development harness
 
-from tierwise.localcluster import LocalControlPlane  # noqa: E402
-from tierwise.localcluster.kubectl import Kubectl, find_tool, install_crds  # noqa: E402
+from harness import LocalControlPlane  # noqa: E402
+from harness.kubectl import Kubectl, find_tool, install_crds  # noqa: E402
 
 GROUP, VERSION = "tierwise.dev", "v1alpha1"
 POLICY_LABEL = "tierwise.dev/policy"

@@ -17,4 +17,4 @@ if [[ ! -x "$python" ]]; then
   exit 1
 fi
 [[ $# -ge 1 ]] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-exec "$python" -m tierwise.localcluster "$@"
+PYTHONPATH="$root/tests${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m harness "$@"

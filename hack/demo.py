@@ -39,9 +39,12 @@ from typing import Any
 import anthropic
 import yaml
 
-from tierwise.localcluster import LocalControlPlane
-from tierwise.localcluster.kubectl import Kubectl
-from tierwise.localcluster.podrunner import LOCAL_RUN_LABEL, PodRunner
+# The development harness (local control plane, kubelet stand-in) lives in tests/, outside
+# the shipped package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import LocalControlPlane
+from harness.kubectl import Kubectl
+from harness.podrunner import LOCAL_RUN_LABEL, PodRunner
 from tierwise.pricing import Prices, Usage, cost_usd
 from tierwise.render import CONFIG_KEY
 

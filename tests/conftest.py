@@ -6,7 +6,7 @@ marked ``controlplane`` automatically, so ``pytest -m "not controlplane"`` skips
 
 Fixtures (see each docstring):
 
-- ``controlplane`` -> :class:`tierwise.localcluster.LocalControlPlane`, CRDs from ``crds/``
+- ``controlplane`` -> :class:`harness.LocalControlPlane`, CRDs from ``crds/``
   installed and Established
 - ``kubectl`` -> :class:`Kubectl`: ``kubectl("get", "ns")``, ``kubectl.apply(yaml_or_path)``,
   ``kubectl.get_json(...)``, ``kubectl.as_kubeconfig(path)``
@@ -16,7 +16,7 @@ Fixtures (see each docstring):
 - ``user_kubeconfig(user, groups=(), namespace=None) -> Path`` -> a minted client certificate
 - ``user_api_client(user, groups=()) -> ApiClient`` -> a client acting as that identity
 - ``service_account_kubeconfig(namespace, name) -> Path`` -> a bound ServiceAccount token
-- ``pod_runner`` -> :class:`tierwise.localcluster.podrunner.PodRunner` (kubelet stand-in)
+- ``pod_runner`` -> :class:`harness.podrunner.PodRunner` (kubelet stand-in)
 - ``helm`` -> ``helm(*args) -> CompletedProcess`` against the control plane
 """
 
@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tierwise.localcluster.kubectl import Kubectl, find_tool, install_crds
+from harness.kubectl import Kubectl, find_tool, install_crds
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from tierwise.localcluster import LocalControlPlane
-    from tierwise.localcluster.podrunner import PodRunner
+    from harness import LocalControlPlane
+    from harness.podrunner import PodRunner
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
@@ -83,7 +83,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(CONTROLPLANE_FIXTURE in getattr(i, "fixturenames", ()) for i in session.items):
         return
-    from tierwise.localcluster import BinariesUnavailable, ensure_binaries
+    from harness import BinariesUnavailable, ensure_binaries
 
     try:
         ensure_binaries(REPO_ROOT)
@@ -102,7 +102,7 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCont
 
     Admin kubeconfig: ``controlplane.kubeconfig``; URL: ``controlplane.server``.
     """
-    from tierwise.localcluster import LocalControlPlane
+    from harness import LocalControlPlane
 
     plane = LocalControlPlane(tmp_path_factory.mktemp("controlplane")).start()
     try:
@@ -213,7 +213,7 @@ def pod_runner(
     controlplane: LocalControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PodRunner]:
     """The kubelet stand-in: runs pods labelled ``tierwise.dev/local-run: "true"`` locally."""
-    from tierwise.localcluster.podrunner import PodRunner
+    from harness.podrunner import PodRunner
 
     runner = PodRunner(
         controlplane.kubeconfig,

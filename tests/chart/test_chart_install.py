@@ -16,8 +16,8 @@ import pytest
 import yaml
 from chart_render import CHART, FULL_VALUES, REPO_ROOT, documents, template
 
-from tierwise.localcluster.kubectl import Kubectl
-from tierwise.localcluster.pki import CertificateAuthority
+from harness.kubectl import Kubectl
+from harness.pki import CertificateAuthority
 
 pytestmark = pytest.mark.timeout(600)
 

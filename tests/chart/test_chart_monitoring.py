@@ -26,7 +26,7 @@ import yaml
 from chart_render import CHART, REPO_ROOT, by_kind, rendered
 from prometheus_client.parser import text_string_to_metric_families
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 from tierwise.routerconfig.digest import content_hash
 
 EXAMPLES = REPO_ROOT / "examples" / "support-triage"

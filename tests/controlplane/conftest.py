@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from operator_process import OPERATOR_USER, OperatorProcess, bind_operator_identity
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 
 
 @pytest.fixture(scope="module")

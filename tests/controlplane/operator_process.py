@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_USER = "tierwise-operator"

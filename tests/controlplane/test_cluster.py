@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.localcluster import LocalControlPlane
-from tierwise.localcluster.kubectl import Kubectl
+from harness import LocalControlPlane
+from harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.controlplane
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.controlplane
 

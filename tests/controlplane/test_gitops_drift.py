@@ -19,7 +19,7 @@ import pytest
 import yaml
 from operator_process import eventually
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "argocd"))

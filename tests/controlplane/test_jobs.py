@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tierwise.localcluster.kubectl import Kubectl
-from tierwise.localcluster.podrunner import LOCAL_RUN_LABEL, PodRunner
+from harness.kubectl import Kubectl
+from harness.podrunner import LOCAL_RUN_LABEL, PodRunner
 
 pytestmark = pytest.mark.controlplane
 

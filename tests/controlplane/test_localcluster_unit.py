@@ -1,4 +1,4 @@
-"""Pure parts of tierwise.localcluster (no control plane needed)."""
+"""Pure parts of harness (no control plane needed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tierwise.localcluster import podenv
-from tierwise.localcluster.pki import CertificateAuthority
-from tierwise.localcluster.podrunner import image_entrypoint
+from harness import podenv
+from harness.pki import CertificateAuthority
+from harness.podrunner import image_entrypoint
 
 
 def test_path_map_rewrites_mount_paths_only_at_path_boundaries(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_service_proxy_splices_to_the_resolved_backend_and_refuses_the_rest(
     import socket
     import threading
 
-    from tierwise.localcluster.serviceproxy import ServiceProxy
+    from harness.serviceproxy import ServiceProxy
 
     backend = socket.socket()
     backend.bind(("127.0.0.1", 0))

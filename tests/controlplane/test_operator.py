@@ -17,7 +17,7 @@ from typing import Any
 from operator_process import apply_ungated as shared_apply_ungated
 from operator_process import eventually
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 from tierwise.render import CONFIG_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ from operator_process import (
     free_port,
 )
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.controlplane
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from operator_process import HAIKU_PRICE_CHANGE, OperatorProcess, eventually
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.controlplane
 

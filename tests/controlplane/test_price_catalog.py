@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from operator_process import OperatorProcess, eventually
 
-from tierwise.localcluster.kubectl import Kubectl
+from harness.kubectl import Kubectl
 from tierwise.render import CONFIG_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

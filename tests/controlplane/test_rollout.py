@@ -19,9 +19,9 @@ import pytest
 import yaml
 from operator_process import OPERATOR_USER, OperatorProcess, bind_operator_identity, eventually
 
+from harness.kubectl import Kubectl
+from harness.podrunner import LOCAL_RUN_LABEL, PodRunner
 from tierwise.emulator import Dataset, EmulatorConfig, EmulatorThread
-from tierwise.localcluster.kubectl import Kubectl
-from tierwise.localcluster.podrunner import LOCAL_RUN_LABEL, PodRunner
 from tierwise.render import CONFIG_KEY
 
 pytestmark = pytest.mark.controlplane

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from operator_process import OperatorProcess, bind_operator_identity, eventually, free_port
 
+from harness.kubectl import Kubectl
+from harness.pki import CertificateAuthority
 from tierwise.controller.injection import inject, plan_for
 from tierwise.controller.objects import observe
-from tierwise.localcluster.kubectl import Kubectl
-from tierwise.localcluster.pki import CertificateAuthority
 
 pytestmark = pytest.mark.controlplane
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tierwise.router.budget import (
+from tierwise.router.input_budget import (
     ESTIMATE_MARGIN,
     BudgetExceeded,
     drop_oldest_turns,

@@ -15,7 +15,7 @@ import typing
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from tierwise.pricing import to_decimal
+from tierwise.decimals import to_decimal
 
 T = TypeVar("T")
 

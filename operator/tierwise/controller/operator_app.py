@@ -14,6 +14,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from tierwise.controller import (  # noqa: F401  (registers handlers)
+    eval_jobs,
     indexes,
     policies,
     references,

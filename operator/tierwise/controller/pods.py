@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tierwise.controller.conditions import Condition
 from tierwise.controller.names import CONFIG_VOLUME, SIDECAR_NAME
-from tierwise.controller.reconcile import Condition
 
 PODS_CURRENT = "PodsCurrent"
 # How many pod names a condition message lists before "and N more".

@@ -15,16 +15,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import kopf
 from kubernetes.client import BatchV1Api
 from kubernetes.client.rest import ApiException
 
 from tierwise import GROUP, VERSION
 from tierwise.api import Resource
 from tierwise.controller import kube, metrics
+from tierwise.controller.conditions import Condition, now_iso
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, by_name
-from tierwise.controller.reconcile import Condition, now_iso
 from tierwise.controller.rollout_state import (
     EVALUATING,
     PAUSE_ANNOTATION,
@@ -32,6 +31,7 @@ from tierwise.controller.rollout_state import (
     PROMOTE_ANNOTATION,
     PROMOTING,
     REEVALUATE_ANNOTATION,
+    ROLLOUT_FIELDS,
     UNGATED,
     JobView,
     Situation,
@@ -181,16 +181,6 @@ def reconcile(
         writer.emit(policy.reference(), *step.event)
     has_config = live is not None or step.promote
     return RolloutStatus(fields, _conditions(step, fields), has_config=has_config)
-
-
-ROLLOUT_FIELDS = (
-    "candidateHash",
-    "promotedHash",
-    "rollout",
-    "lastEval",
-    "escalationRate",
-    "estimatedSavings",
-)
 
 
 def _write_fields(
@@ -511,27 +501,3 @@ def _ensure_service_account(namespace: str, name: str) -> None:
     except ApiException as exc:
         if exc.status != 409:
             raise
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={COMPONENT_LABEL: COMPONENT})
-async def eval_job_changed(
-    namespace: str,
-    labels: Mapping[str, str],
-    memo: Any,
-    policies_by_namespace: kopf.Index,
-    tiers_by_namespace: kopf.Index,
-    cache_profiles_by_namespace: kopf.Index,
-    **_: Any,
-) -> None:
-    """An eval Job started, finished or went away: re-sync its policy to decide at once
-    (the policy's own inputs did not change, so its handler would see nothing to do)."""
-    from tierwise.controller.runtime import reconciler_of  # (runtime imports this module)
-
-    policy_name = labels.get(POLICY_LABEL)
-    policies = [p for p in policies_by_namespace.get(namespace, []) if p.name == policy_name]
-    await reconciler_of(memo).sync_policies(
-        policies,
-        list(tiers_by_namespace.get(namespace, [])),
-        list(cache_profiles_by_namespace.get(namespace, [])),
-        pods=False,
-    )

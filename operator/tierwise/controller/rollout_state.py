@@ -31,6 +31,15 @@ PROMOTE_ANNOTATION = "tierwise.dev/promote"  # a candidate hash (or its first 8+
 PAUSE_ANNOTATION = "tierwise.dev/rollout"  # "paused"
 PAUSED_VALUE = "paused"
 REEVALUATE_ANNOTATION = "tierwise.dev/reevaluate"  # a candidate hash: run its eval again
+# The status fields the rollout owns; the reconciler writes every other field.
+ROLLOUT_FIELDS = (
+    "candidateHash",
+    "promotedHash",
+    "rollout",
+    "lastEval",
+    "escalationRate",
+    "estimatedSavings",
+)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from tierwise.controller import kube, metrics, price_catalog, rollout
+from tierwise.controller.conditions import Condition, now_iso, transitions
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.pods import (
@@ -47,17 +48,14 @@ from tierwise.controller.reconcile import (
     MODEL_SUPPORTED,
     POLICY_LABEL,
     READY,
-    Condition,
     cache_profile_status,
     config_map_up_to_date,
     desired_config_map,
     label_selector_string,
-    now_iso,
     policy_status,
     tier_status,
-    transitions,
 )
-from tierwise.controller.rollout import ROLLOUT_FIELDS
+from tierwise.controller.rollout_state import ROLLOUT_FIELDS
 from tierwise.evals.job import JobSettings
 from tierwise.render import RenderResult, render_policy
 

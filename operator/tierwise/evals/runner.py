@@ -19,9 +19,9 @@ from typing import Any
 
 from tierwise.evals.batch import BatchCascadeEngine
 from tierwise.evals.dataset import Dataset, Item
-from tierwise.evals.engine import Outcome
 from tierwise.evals.gate import Decision, Measured, combine, decide
 from tierwise.evals.graders import GraderSpec, Verdict, grade
+from tierwise.evals.outcome import Outcome
 from tierwise.evals.plan import JUDGE_ROUTE, EvalPlan, RoutePlan, judge_config
 from tierwise.evals.stats import PairedCounts, percentile
 from tierwise.router.engine import CascadeEngine

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tierwise.decimals import to_decimal
+
 MTOK = Decimal(1_000_000)
 # The Message Batches API bills every kind of token at half price.
 BATCH_MULTIPLIER = Decimal("0.5")
@@ -22,15 +24,6 @@ BATCH_MULTIPLIER = Decimal("0.5")
 # inside ``input_tokens``: both are priced as the API reports them, never estimated.
 WEB_SEARCH_USD_PER_REQUEST = Decimal("0.01")
 US_INFERENCE_MULTIPLIER = Decimal("1.1")
-
-
-def to_decimal(value: Any) -> Decimal:
-    """Exact decimal of a price given as str, int or YAML float (via its shortest repr)."""
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise TypeError(f"not a number: {value!r}")
-    return Decimal(str(value))
 
 
 @dataclass(frozen=True)

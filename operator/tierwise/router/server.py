@@ -2,7 +2,7 @@
 
 Thin on purpose: the config and its reloads live in ``reload``, the shared request pipeline
 (body, route, failure classification, metrics) in ``pipeline``, the cascade in ``cascade``,
-live streams in ``relay``, the response cache glue in ``cache_glue`` and the batch proxy in
+live streams in ``relay``, the response cache glue in ``response_cache_check`` and the batch proxy in
 ``batches``. Each endpoint here only says what is specific to it.
 """
 
@@ -21,10 +21,9 @@ from aiohttp import web
 
 from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
 from tierwise.router.batches import BatchProxy
-from tierwise.router.budget_glue import BudgetGlue
-from tierwise.router.cache_glue import CacheGlue
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
+from tierwise.router.input_budget_check import InputBudgetCheck
 from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.pipeline import (
@@ -37,6 +36,7 @@ from tierwise.router.pipeline import (
 from tierwise.router.relay import Relay
 from tierwise.router.reload import ConfigHolder, ConfigSource
 from tierwise.router.request import build_count_tokens_request, check_messages_request
+from tierwise.router.response_cache_check import ResponseCacheCheck
 from tierwise.router.upstream import COUNT_TOKENS_PATH, Upstream
 from tierwise.routerconfig import RouterConfig
 from tierwise.routerconfig.sidecar import HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES
@@ -77,8 +77,8 @@ class Router:
         self.holder = ConfigHolder(config, self.env, self.metrics, self._spawn)
         self.services = Services(current=self.holder.current, metrics=self.metrics)
         self.pipeline = Pipeline(self.services, max_body_bytes)
-        self.cache = CacheGlue(self.metrics)
-        self.budgets = BudgetGlue(self.metrics)
+        self.cache = ResponseCacheCheck(self.metrics)
+        self.budgets = InputBudgetCheck(self.metrics)
         self.batch_state = BatchStateStore(batch_state_dir)
         self._relay: Relay | None = None
         self._session: aiohttp.ClientSession | None = None

@@ -3,7 +3,7 @@
 This is the envtest idea with the controllers that matter to Tierwise turned on: the real
 API server (RBAC, admission webhooks, CRD validation with CEL, service-account tokens) and the
 real Job and garbage-collector controllers, all bound to 127.0.0.1 on random free ports. There
-is no kubelet and no scheduler; :mod:`tierwise.localcluster.podrunner` stands in for the
+is no kubelet and no scheduler; :mod:`harness.podrunner` stands in for the
 kubelet for pods that opt in.
 
     cp = LocalControlPlane().start()      # builds the binaries on first use
@@ -29,10 +29,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tierwise.localcluster.binaries import Binaries, ensure_binaries
-from tierwise.localcluster.kubeconfig import write_kubeconfig
-from tierwise.localcluster.pki import CertificateAuthority, KeyPair, write_signing_key
-from tierwise.localcluster.processes import Component, free_port, spawn
+from harness.binaries import Binaries, ensure_binaries
+from harness.kubeconfig import write_kubeconfig
+from harness.pki import CertificateAuthority, KeyPair, write_signing_key
+from harness.processes import Component, free_port, spawn
 
 ADMIN_USER = "tierwise-admin"
 # The controllers a Tierwise test or demo needs. Everything else (nodes, volumes, services)

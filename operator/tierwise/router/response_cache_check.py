@@ -28,7 +28,7 @@ from tierwise.router.response_cache import (
 log = logging.getLogger("tierwise.router")
 
 
-class CacheGlue:
+class ResponseCacheCheck:
     def __init__(self, metrics: RouterMetrics) -> None:
         self.metrics = metrics
 

@@ -1,4 +1,4 @@
-"""``python -m tierwise.localcluster up|down|env|status|kubeconfig|pod-runner``.
+"""``python -m harness up|down|env|status|kubeconfig|pod-runner``.
 
 ``up`` starts a detached control plane (and, with ``--pod-runner``, the kubelet stand-in) and
 records it in ``<workdir>/state.json``; ``down`` stops what that file names; ``env`` prints
@@ -16,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tierwise.localcluster.binaries import find_repo_root
-from tierwise.localcluster.controlplane import ControlPlaneError, LocalControlPlane
-from tierwise.localcluster.processes import spawn
+from harness.binaries import find_repo_root
+from harness.controlplane import ControlPlaneError, LocalControlPlane
+from harness.processes import spawn
 
 WORKDIR_ENV = "TIERWISE_CONTROLPLANE_DIR"
 
@@ -68,7 +68,7 @@ def _start_pod_runner(plane: LocalControlPlane) -> None:
     argv = [
         sys.executable,
         "-m",
-        "tierwise.localcluster",
+        "harness",
         "pod-runner",
         "--kubeconfig",
         str(plane.kubeconfig),
@@ -126,7 +126,7 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def cmd_pod_runner(args: argparse.Namespace) -> int:
-    from tierwise.localcluster.podrunner import PodRunner
+    from harness.podrunner import PodRunner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     runner = PodRunner(
@@ -143,7 +143,7 @@ def cmd_pod_runner(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tierwise.localcluster",
+        prog="python -m harness",
         description="A local kube-apiserver + etcd + kube-controller-manager for tests and demos.",
     )
     parser.add_argument(

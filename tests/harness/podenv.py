@@ -1,6 +1,6 @@
 """What a container would see, rebuilt on the host: environment, volumes, file paths.
 
-Used by :mod:`tierwise.localcluster.podrunner`. A container's files live at absolute paths
+Used by :mod:`harness.podrunner`. A container's files live at absolute paths
 (``/etc/tierwise/dataset``); on the host they are materialised in a per-pod directory instead,
 and every occurrence of a mount path in the command, args, env values and working directory is
 rewritten to the local directory. Programs that take their paths from arguments or the

@@ -1,6 +1,6 @@
 """A route's input budget around a request: count the prompt, trim it or refuse it.
 
-The trimming rules are pure (``router.budget``); this module counts with the first step's
+The trimming rules are pure (``router.input_budget``); this module counts with the first step's
 model (``count_tokens`` on its tier, else the local estimate with its margin), decides, and
 records the metrics.
 """
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tierwise.pricing.model import MTOK
-from tierwise.router.budget import BudgetExceeded, estimated_count, trim
 from tierwise.router.cascade import Exchange
 from tierwise.router.errors import invalid_request
+from tierwise.router.input_budget import BudgetExceeded, estimated_count, trim
 from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_count_tokens_request, estimate_prompt_tokens
@@ -28,7 +28,7 @@ COUNTABLE_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choi
 TRIM_ROUNDS = 3  # the estimate can be off: recount, trim again if needed
 
 
-class BudgetGlue:
+class InputBudgetCheck:
     def __init__(self, metrics: RouterMetrics) -> None:
         self.metrics = metrics
 

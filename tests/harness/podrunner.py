@@ -37,7 +37,7 @@ For Deployments (operator pods, webhooks) it also plays the pod network, minimal
 - a container that mounts the service-account token gets ``KUBECONFIG`` pointing at it (the
   in-cluster token path is compiled into client libraries, so it cannot be rewritten);
 - with ``service_proxy_socket`` (the control plane's
-  :attr:`~tierwise.localcluster.LocalControlPlane.service_proxy_socket`) it serves the API
+  :attr:`~harness.LocalControlPlane.service_proxy_socket`) it serves the API
   server's Service traffic, a kube-proxy stand-in: the API server's egress selector sends
   ``CONNECT <clusterIP>:<port>`` there for webhooks registered with a Service, and the runner
   connects it to a ready pod it runs that the Service selects (a pod counts as ready once its
@@ -66,9 +66,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tierwise.localcluster import podenv
-from tierwise.localcluster.podenv import ConfigError, PathMap, VolumeSources
-from tierwise.localcluster.serviceproxy import ServiceProxy
+from harness import podenv
+from harness.podenv import ConfigError, PathMap, VolumeSources
+from harness.serviceproxy import ServiceProxy
 
 LOCAL_RUN_LABEL = "tierwise.dev/local-run"
 LOCAL_RUN_SELECTOR = f"{LOCAL_RUN_LABEL}=true"
