@@ -1,20 +1,18 @@
 from tierwise import API_VERSION
 from tierwise.api import parse
 from tierwise.api.models import LabelSelector
+from tierwise.controller.conditions import Condition, merge_conditions, transitions
 from tierwise.controller.objects import by_name, observe, policies_using
 from tierwise.controller.pods import count_pods, view_pods
 from tierwise.controller.reconcile import (
     READY,
     RESOLVED_REFS,
-    Condition,
     cache_profile_status,
     config_map_up_to_date,
     desired_config_map,
     label_selector_string,
-    merge_conditions,
     policy_status,
     tier_status,
-    transitions,
 )
 from tierwise.render import CONFIG_KEY, render_policy
 
