@@ -105,6 +105,15 @@ def create_or_replace_config_map(current: Mapping[str, Any] | None, desired: dic
     return str(written.metadata.resource_version)
 
 
+def api_message(exc: ApiException) -> str:
+    """The API server's own message, else the HTTP status."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"HTTP {exc.status} {exc.reason}")
+
+
 def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
     """Merge-patch ``status``; False when the object is gone."""
     try:

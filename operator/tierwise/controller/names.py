@@ -38,3 +38,10 @@ WEBHOOK_PATH = f"/{WEBHOOK_HANDLER_ID}"
 def config_map_name(policy_name: str) -> str:
     """The ConfigMap holding a policy's rendered router config."""
     return f"tierwise-{policy_name}"
+
+
+def promoted_config_map_name(policy_name: str) -> str:
+    """The operator's copy of a gated policy's promoted config, from which a deleted or
+    edited live ConfigMap is restored. Its "tierwise." prefix (a dot) is never the
+    "tierwise-" of another policy's live ConfigMap."""
+    return f"tierwise.promoted.{policy_name}"

@@ -7,6 +7,7 @@ boundary) and render results to the desired ConfigMap and status. The kopf handl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from tierwise.pricing import (
     resolve_prices,
     retirement_notice,
 )
-from tierwise.render import CONFIG_KEY, RenderResult, dump_document
+from tierwise.render import CONFIG_KEY, RenderResult, content_hash, dump_document
 
 if TYPE_CHECKING:  # pods.py builds on this module's Condition
     from tierwise.controller.pods import PodCounts
@@ -46,9 +47,11 @@ def policy_conditions(
     spec_error: SpecError | None,
     has_config: bool = False,
     write_error: str | None = None,
+    no_live: str | None = None,
 ) -> list[Condition]:
     """``has_config``: a ConfigMap from an earlier render exists (and is kept);
-    ``write_error``: why the rendered config could not be written to it."""
+    ``write_error``: why the rendered config could not be written to it; ``no_live``: why
+    no config is live although one rendered (a gated policy whose config did not pass)."""
     keeping = "keeping the last rendered config" if has_config else "no router config yet"
     if write_error is not None and spec_error is None and result is not None:
         return [
@@ -71,16 +74,24 @@ def policy_conditions(
             Condition(RESOLVED_REFS, False, reason, message),
             Condition(READY, False, reason, f"{keeping}: {message}"),
         ]
+    resolved = Condition(
+        RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"
+    )
+    if no_live is not None:
+        return [resolved, Condition(READY, False, "NoLiveConfig", no_live)]
     return [
-        Condition(RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"),
+        resolved,
         Condition(
             READY, True, "Rendered", f"router config {result.document['hash']} is in its ConfigMap"
         ),  # type: ignore[index]
     ]
 
 
-def desired_config_map(policy: Observed, document: Mapping[str, Any]) -> dict[str, Any]:
-    """The ConfigMap holding a policy's router config, owned by the policy.
+def desired_config_map(
+    policy: Observed, document: Mapping[str, Any], name: str | None = None
+) -> dict[str, Any]:
+    """The ConfigMap holding a policy's router config, owned by the policy (``name``: the
+    live one by default; the operator's copy of the promoted config is another).
 
     No blockOwnerDeletion: it would need update rights on cascadepolicies/finalizers, and
     the garbage collector deletes the ConfigMap with the policy either way.
@@ -90,7 +101,7 @@ def desired_config_map(policy: Observed, document: Mapping[str, Any]) -> dict[st
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": config_map_name(policy.name),
+            "name": name or config_map_name(policy.name),
             "namespace": policy.namespace,
             "labels": {
                 "app.kubernetes.io/managed-by": "tierwise",
@@ -123,6 +134,28 @@ def config_map_up_to_date(current: Mapping[str, Any] | None, desired: Mapping[st
     )
 
 
+def holds_config(current: Mapping[str, Any] | None, config_hash: str) -> dict[str, Any] | None:
+    """The document in ``current`` (a ConfigMap as ``desired_config_map`` writes it) when it
+    is exactly config ``config_hash``: its content hashes to it, its annotation names it,
+    and its data is what the operator writes, byte for byte. None otherwise (absent,
+    edited, invalid)."""
+    if current is None:
+        return None
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    data = current.get("data") or {}
+    if annotations.get(CONFIG_HASH_ANNOTATION) != config_hash or set(data) != {CONFIG_KEY}:
+        return None
+    try:
+        document = json.loads(data[CONFIG_KEY])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or document.get("hash") != config_hash:
+        return None
+    if content_hash(document) != config_hash or dump_document(document) != data[CONFIG_KEY]:
+        return None
+    return document
+
+
 def policy_status(
     policy: Observed,
     result: RenderResult | None,
@@ -132,6 +165,7 @@ def policy_status(
     previous: Mapping[str, Any] | None = None,
     has_config: bool = False,
     write_error: str | None = None,
+    no_live: str | None = None,
     extra_conditions: Iterable[Condition] = (),
 ) -> dict[str, Any]:
     """The whole desired status; fields it does not know (e.g. eval figures) are kept.
@@ -143,7 +177,10 @@ def policy_status(
     previous = dict(policy.status if previous is None else previous)
     conditions = merge_conditions(
         previous.get("conditions"),
-        [*policy_conditions(result, policy.error, has_config, write_error), *extra_conditions],
+        [
+            *policy_conditions(result, policy.error, has_config, write_error, no_live),
+            *extra_conditions,
+        ],
         policy.generation,
         now,
     )

@@ -9,10 +9,10 @@ is decided at once rather than at the next resync.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes.client import BatchV1Api
@@ -22,9 +22,14 @@ from tierwise import GROUP, VERSION
 from tierwise.api import Resource
 from tierwise.controller import kube, metrics
 from tierwise.controller.conditions import Condition, now_iso
-from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.names import config_map_name, promoted_config_map_name
 from tierwise.controller.objects import Observed, by_name
+from tierwise.controller.reconcile import holds_config
 from tierwise.controller.rollout_state import (
+    DATASET_ANNOTATION,
+    DATASET_MISSING,
+    EVAL_JOB_NOT_CREATED,
+    EVAL_NOT_STARTED,
     EVALUATING,
     PAUSE_ANNOTATION,
     PAUSED_VALUE,
@@ -36,8 +41,10 @@ from tierwise.controller.rollout_state import (
     JobView,
     Situation,
     Step,
+    dataset_digest,
     last_eval_status,
     next_step,
+    not_started,
 )
 from tierwise.evals.gate import PROMOTED
 from tierwise.evals.job import (
@@ -54,11 +61,20 @@ from tierwise.evals.job import (
     service_account,
 )
 from tierwise.evals.plan import plan_for_policy, strongest_tier_config
-from tierwise.render import CONFIG_KEY, RenderResult, SecretKeyEnv, api_key_env
+from tierwise.render import RenderResult, SecretKeyEnv, api_key_env
 
 log = logging.getLogger("tierwise.rollout")
 
 PROMOTED_CONDITION = "Promoted"
+# What status.rollout remembers from one sync to the next, whatever the phase.
+KEPT_RECORDS = (
+    "decidedHash",
+    "decidedDataset",
+    "promotedDataset",
+    "job",
+    "reevaluated",
+    "forcePromoted",
+)
 PROGRESSING_CONDITION = "Progressing"
 
 Emit = Callable[[Mapping[str, Any], str, str, str], None]
@@ -72,18 +88,32 @@ class RolloutStatus:
     fields: dict[str, Any]
     conditions: list[Condition] = field(default_factory=list)
     has_config: bool = False
+    live_hash: str | None = None  # the config the live ConfigMap holds after this sync
+    no_live: str | None = None  # why no promoted config is live (Ready=False, NoLiveConfig)
 
 
 class LiveWriter(Protocol):
-    """The reconciler: it owns writing the live ConfigMap, posting Events, and the eval Jobs'
-    settings (the operator's options, handed over through kopf's memo)."""
+    """The reconciler: it owns writing the live ConfigMap (and the copy of the promoted
+    config), posting Events, and the eval Jobs' settings (the operator's options, handed
+    over through kopf's memo)."""
 
     emit: Emit
     evals: JobSettings
 
     def write_live_config(
-        self, policy: Observed, result: RenderResult, config_map: Mapping[str, Any] | bool | None
+        self,
+        policy: Observed,
+        document: Mapping[str, Any],
+        config_map: Mapping[str, Any] | bool | None,
+        *,
+        restore: bool = False,
     ) -> bool: ...
+
+    def live_holds(
+        self, policy: Observed, config_hash: str, config_map: Mapping[str, Any] | bool | None
+    ) -> bool: ...
+
+    def keep_promoted_copy(self, policy: Observed, document: Mapping[str, Any]) -> None: ...
 
 
 def reconcile(
@@ -103,7 +133,7 @@ def reconcile(
     evaluation = policy.spec.evaluation
     previous = dict(policy.status.get("rollout") or {})
     if evaluation is None:
-        writer.write_live_config(policy, result, config_map)
+        writer.write_live_config(policy, document, config_map)
         message = "no spec.evaluation: every rendered config goes live at once"
         fields = {
             "candidateHash": document["hash"],
@@ -119,6 +149,7 @@ def reconcile(
                 Condition(PROGRESSING_CONDITION, False, "NoEvaluation", message),
             ],
             has_config=True,
+            live_hash=document["hash"],
         )
     namespace, name = policy.namespace, policy.name
     # The observed status may predate our own last write (the watch lags): the rollout's
@@ -130,16 +161,20 @@ def reconcile(
         # This body predates a newer spec (an index or a listing that lags): acting on it
         # would start or delete Jobs for a stale candidate. The newer spec's event follows.
         return _unchanged(current)
-    if config_map is True:
+    full = config_map is True
+    if full:
         live = kube.read_config_map(namespace, config_map_name(name))
     else:
         live = dict(config_map) if isinstance(config_map, Mapping) else None
-    promoted_hash = _live_hash(live)
+    # What was promoted is the status's record, never the live ConfigMap's word: a deleted
+    # or hand-edited live ConfigMap is not "a new policy", nor an approval.
+    recorded: str | None = current.get("promotedHash")
+    datasets = _datasets(namespace, evaluation)
     jobs = _eval_jobs(namespace, name)
     annotations = policy.annotations
     situation = Situation(
         candidate_hash=document["hash"],
-        promoted_hash=promoted_hash,
+        promoted_hash=recorded,
         previous=previous,
         jobs=[_view(job, document["hash"]) for job in jobs],
         on_new_policy=evaluation.on_new_policy,
@@ -147,22 +182,22 @@ def reconcile(
         promote_hash=annotations.get(PROMOTE_ANNOTATION),
         timeout_seconds=evaluation.timeout_seconds,
         reevaluate=annotations.get(REEVALUATE_ANNOTATION),
+        dataset_digest=datasets.digest,
     )
     step = next_step(situation, job_name(name, document["hash"]))
     by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
+    promoted = _PromotedConfig(policy, recorded, document, live if full else None)
     if step.reason == "EvalRunning" and step.job is not None:
         running = next(j for j in jobs if j["metadata"]["name"] == step.job)
-        _adopt(policy, result, by_tier, live, running, writer.evals)
+        _adopt(policy, result, by_tier, promoted.baseline(), running, writer.evals, datasets)
     if step.start_job:
-        made = _manifests(policy, result, by_tier, live, writer.evals)
+        made = _manifests(policy, result, by_tier, promoted.baseline(), writer.evals, datasets)
         problem = _start_job(namespace, made, writer.evals.service_account)
         if problem is not None:
-            step = Step(
-                EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
-            )
-    fields = _fields(step, previous, document["hash"], promoted_hash, current)
+            step = not_started(*problem, previous, datetime.now(UTC))
+    fields = _fields(step, previous, document["hash"], recorded, current)
     if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
@@ -174,13 +209,41 @@ def reconcile(
             record = {**fields, "rollout": {**fields["rollout"], "phase": PROMOTING}}
         kube.patch_status("cascadepolicies", namespace, name, record)
     if step.promote:
-        writer.write_live_config(policy, result, live)
-        fields["promotedHash"] = document["hash"]
+        # The operator's own copy first: the live ConfigMap can always be rebuilt from it.
+        writer.keep_promoted_copy(policy, document)
+        writer.write_live_config(policy, document, live)
+        fields["promotedHash"] = live_hash = document["hash"]
+    else:
+        if recorded == document["hash"]:
+            writer.keep_promoted_copy(policy, document)  # e.g. promoted by an older operator
+        live_hash = _keep_live(writer, promoted, live, config_map)
+    no_live = None
+    if live_hash is None:
+        no_live = _no_live_message(recorded, step, live is not None)
+        # The figures describe a candidate that is not serving: nothing is saved yet.
+        fields.update(estimatedSavings=None, escalationRate=None)
     _write_fields(policy, fields, current)
     if step.event is not None and (step.decided or _changed(previous, step)):
         writer.emit(policy.reference(), *step.event)
-    has_config = live is not None or step.promote
-    return RolloutStatus(fields, _conditions(step, fields), has_config=has_config)
+    return RolloutStatus(
+        fields,
+        _conditions(step, fields),
+        has_config=live_hash is not None,
+        live_hash=live_hash,
+        no_live=no_live,
+    )
+
+
+def _no_live_message(recorded: str | None, step: Step, exists: bool) -> str:
+    waiting = f"the candidate is {step.phase.lower()}: {step.message}"
+    if recorded is None:
+        return f"no config has passed its eval yet; {waiting}"
+    lost = "holds a config that is not the promoted one" if exists else "was deleted"
+    return (
+        f"the live ConfigMap {lost}, and promoted config {recorded} cannot be rebuilt (its "
+        f"copy is gone and the spec no longer renders it); nothing is live until an eval "
+        f"passes; {waiting}"
+    )
 
 
 def _write_fields(
@@ -197,18 +260,23 @@ def _write_fields(
 def adjust_status(status: dict[str, Any], gated: RolloutStatus) -> None:
     """The reconciler's status, corrected for a gated policy: ``configHash`` names what the
     live ConfigMap holds (nothing yet for a new, unpromoted policy), and Ready says so."""
-    status.update({k: v for k, v in gated.fields.items() if k in ROLLOUT_FIELDS})
-    promoted = gated.fields.get("promotedHash")
-    if promoted is None:
+    for key, value in gated.fields.items():
+        if key not in ROLLOUT_FIELDS:
+            continue
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    if gated.live_hash is None:
         status.pop("configHash", None)
     else:
-        status["configHash"] = promoted
+        status["configHash"] = gated.live_hash
     explain_ready(status)
 
 
 def explain_ready(status: dict[str, Any]) -> None:
     """Ready says the config was rendered; while a candidate is not live, say what is."""
-    candidate, live = status.get("candidateHash"), status.get("promotedHash")
+    candidate, live = status.get("candidateHash"), status.get("configHash")
     if candidate is None or candidate == live:
         return
     for condition in status.get("conditions") or []:
@@ -224,7 +292,7 @@ def _rollout(
 ) -> dict[str, Any]:
     changed = previous.get("phase") != phase or not previous.get("lastTransitionTime")
     rollout = {
-        **{k: v for k, v in previous.items() if k in ("decidedHash", "job", "reevaluated")},
+        **{k: v for k, v in previous.items() if k in KEPT_RECORDS},
         "phase": phase,
         "reason": reason,
         "message": message[:2000],
@@ -275,30 +343,28 @@ def _fields(
 
 
 def _conditions(step: Step, fields: Mapping[str, Any]) -> list[Condition]:
-    live = fields.get("promotedHash")
+    live, candidate = fields.get("promotedHash"), fields["candidateHash"]
     if step.phase == PROMOTED:
         promoted = Condition(PROMOTED_CONDITION, True, step.reason, f"config {live} is live")
+    elif live == candidate:
+        promoted = Condition(
+            PROMOTED_CONDITION,
+            False,
+            step.reason,
+            f"live config {live} was evaluated again on a changed dataset "
+            f"({step.phase.lower()}): {step.message}; it stays live until a change passes",
+        )
     else:
         promoted = Condition(
             PROMOTED_CONDITION,
             False,
             step.reason,
-            f"candidate {fields['candidateHash']} is not live ({step.phase.lower()}): {step.message}"
+            f"candidate {candidate} is not live ({step.phase.lower()}): {step.message}"
             + (f"; live config {live}" if live else "; no config is live yet"),
         )
-    progressing = Condition(
-        PROGRESSING_CONDITION,
-        step.phase == EVALUATING,
-        step.reason,
-        step.message,
-    )
+    moving = step.phase == EVALUATING if step.progressing is None else step.progressing
+    progressing = Condition(PROGRESSING_CONDITION, moving, step.reason, step.message)
     return [promoted, progressing]
-
-
-def _live_hash(live: Mapping[str, Any] | None) -> str | None:
-    if live is None:
-        return None
-    return ((live.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
 
 
 def _current_status(namespace: str, name: str) -> tuple[dict[str, Any], int | None]:
@@ -322,7 +388,8 @@ def _unchanged(current: Mapping[str, Any]) -> RolloutStatus:
         for c in current.get("conditions") or []
         if c.get("type") in (PROMOTED_CONDITION, PROGRESSING_CONDITION)
     ]
-    return RolloutStatus(fields, conditions, has_config="promotedHash" in current)
+    live_hash = current.get("configHash")
+    return RolloutStatus(fields, conditions, has_config=live_hash is not None, live_hash=live_hash)
 
 
 # --- Jobs -------------------------------------------------------------------------------------
@@ -340,26 +407,28 @@ def _eval_jobs(namespace: str, policy: str) -> list[dict[str, Any]]:
 
 def _view(job: Mapping[str, Any], candidate: str) -> JobView:
     meta = job["metadata"]
-    config_hash = (meta.get("annotations") or {}).get(CANDIDATE_ANNOTATION, "")
+    annotations = meta.get("annotations") or {}
+    config_hash = annotations.get(CANDIDATE_ANNOTATION, "")
+    digest = annotations.get(DATASET_ANNOTATION, "")
     conditions = {
         c["type"]: c
         for c in (job.get("status") or {}).get("conditions") or []
         if c.get("status") == "True"
     }
     if meta.get("deletionTimestamp"):
-        return JobView(meta["name"], config_hash, "deleting")
+        return JobView(meta["name"], config_hash, "deleting", dataset_digest=digest)
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         state, reason = "succeeded", ""
     elif "Failed" in conditions or "FailureTarget" in conditions:
         failed = conditions.get("Failed") or conditions["FailureTarget"]
         state, reason = "failed", failed.get("reason", "")
     else:
-        return JobView(meta["name"], config_hash, "running")
+        return JobView(meta["name"], config_hash, "running", dataset_digest=digest)
     # Only the candidate's finished Job is read: its pod's termination message.
     message = (
         _termination_message(meta["namespace"], meta["name"]) if config_hash == candidate else ""
     )
-    return JobView(meta["name"], config_hash, state, reason, message)
+    return JobView(meta["name"], config_hash, state, reason, message, digest)
 
 
 def _termination_message(namespace: str, job: str) -> str:
@@ -382,61 +451,184 @@ def _delete_job(namespace: str, name: str) -> None:
     log.info("deleted superseded eval Job %s/%s", namespace, name)
 
 
+# --- What was evaluated: the datasets and the promoted config ---------------------------------
+
+
+@dataclass(frozen=True)
+class _Datasets:
+    refs: list[tuple[str, str]]  # (ConfigMap, key) per evaluated route
+    digest: str | None  # of their content; None while one is missing
+    problem: str | None = None
+
+
+def _datasets(namespace: str, evaluation: Any) -> _Datasets:
+    """The eval's datasets as they are now: their digest is part of what a decision is for.
+    GitOps may apply a dataset after the policy: a missing one is waited for."""
+    refs = [
+        (ref.name, ref.key)
+        for ref in (evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes)
+    ]
+    contents = []
+    for name, key in dict.fromkeys(refs):
+        found = kube.read_config_map(namespace, name)
+        if found is None:
+            problem = f"dataset ConfigMap {name!r} not found in namespace {namespace!r}"
+            return _Datasets(refs, None, f"{problem}; waiting for it")
+        data = found.get("data") or {}
+        if key not in data:
+            return _Datasets(refs, None, f"dataset ConfigMap {name!r} has no key {key!r}")
+        contents.append((name, key, data[key]))
+    return _Datasets(refs, dataset_digest(contents))
+
+
+class _PromotedConfig:
+    """The promoted config's document, looked for only when needed, and always checked
+    against the hash the status recorded (a document's hash is its content's sha256, so
+    nothing but the promoted config can pass): the candidate's own when it is the promoted
+    one, else the live ConfigMap's while intact, else the operator's copy."""
+
+    def __init__(
+        self,
+        policy: Observed,
+        recorded: str | None,
+        candidate: Mapping[str, Any],
+        live: Mapping[str, Any] | None,
+    ) -> None:
+        self.policy, self.recorded, self.candidate = policy, recorded, candidate
+        self.live = live  # the live ConfigMap as read in full (None: not read, or absent)
+        self._document: Mapping[str, Any] | None = None
+        self._looked = False
+
+    def document(self) -> Mapping[str, Any] | None:
+        if not self._looked:
+            self._looked = True
+            self._document = self._find()
+        return self._document
+
+    def _find(self) -> Mapping[str, Any] | None:
+        if self.recorded is None:
+            return None
+        if self.candidate["hash"] == self.recorded:
+            return self.candidate
+        intact = holds_config(self.live, self.recorded)
+        if intact is not None:
+            return intact
+        policy = self.policy
+        copy = kube.read_config_map(policy.namespace, promoted_config_map_name(policy.name))
+        return holds_config(copy, self.recorded)
+
+    def baseline(self) -> Mapping[str, Any] | None:
+        """What the candidate is judged against: the promoted config, or None (each route's
+        strongest tier) for a new policy, and when the live config itself is re-evaluated."""
+        if self.recorded is None or self.recorded == self.candidate["hash"]:
+            return None
+        return self.document()
+
+
+def _keep_live(
+    writer: LiveWriter,
+    promoted: _PromotedConfig,
+    live: Mapping[str, Any] | None,
+    config_map: Mapping[str, Any] | bool | None,
+) -> str | None:
+    """Make the live ConfigMap hold the promoted config again when it was deleted, edited
+    or made invalid (its content is compared, not its annotation). Returns the hash it
+    holds now; None when nothing was promoted or the promoted config cannot be rebuilt."""
+    policy, recorded = promoted.policy, promoted.recorded
+    if recorded is None:
+        return None
+    if config_map is not True and live is not None:
+        if writer.live_holds(policy, recorded, live):
+            return recorded  # as the operator last wrote or read it: unchanged since
+        live = kube.read_config_map(policy.namespace, config_map_name(policy.name))
+        promoted.live = live
+    document = promoted.document()
+    if document is None:
+        log.warning(
+            "CascadePolicy %s/%s: promoted config %s cannot be rebuilt; the live ConfigMap "
+            "is left as it is",
+            *policy.key,
+            recorded,
+        )
+        return None
+    writer.write_live_config(policy, document, live, restore=True)
+    return recorded
+
+
 def _manifests(
     policy: Observed,
     result: RenderResult,
     tiers: Mapping[str, Resource],
-    live: Mapping[str, Any] | None,
+    baseline_document: Mapping[str, Any] | None,
     settings: JobSettings,
-) -> tuple[dict[str, Any], dict[str, Any]] | str:
-    """The candidate's Job and inputs ConfigMap, or why they cannot be made yet."""
+    datasets: _Datasets,
+) -> tuple[dict[str, Any], dict[str, Any]] | tuple[str, str]:
+    """The candidate's Job and inputs ConfigMap, or (reason, message) why they cannot be
+    made yet."""
     document = result.document
-    assert document is not None
-    namespace = policy.namespace
-    assert policy.resource is not None
+    assert document is not None and policy.resource is not None
     planned = plan_for_policy(policy.resource, tiers, lambda ref: dataset_mount(ref.name, ref.key))
     if planned.plan is None:
-        return "cannot start the eval: " + "; ".join(p.message for p in planned.problems)
-    baseline, kind = _baseline(live, document)
+        problems = "; ".join(p.message for p in planned.problems)
+        return EVAL_NOT_STARTED, f"cannot start the eval: {problems}"
+    if datasets.problem is not None or datasets.digest is None:
+        return DATASET_MISSING, datasets.problem or "the eval datasets cannot be read"
+    if baseline_document is None:
+        baseline, kind = strongest_tier_config(document), "strongest"
+    else:
+        baseline, kind = dict(baseline_document), "promoted"
     key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
-    evaluation = policy.spec.evaluation
-    refs = [evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes]
-    datasets = [(ref.name, ref.key) for ref in refs]
-    for name, key in dict.fromkeys(datasets):
-        # GitOps may apply the dataset after the policy: wait for it rather than start a Job
-        # that would sit until its deadline.
-        found = kube.read_config_map(namespace, name)
-        if found is None:
-            return (
-                f"dataset ConfigMap {name!r} not found in namespace {namespace!r}; waiting for it"
-            )
-        if key not in (found.get("data") or {}):
-            return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
-    return job_manifests(
-        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, settings
+    job, inputs = job_manifests(
+        policy.reference(),
+        planned.plan,
+        document,
+        baseline,
+        kind,
+        key_envs,
+        datasets.refs,
+        settings,
     )
+    # The Job says which datasets it evaluates: a decision holds for those only.
+    job["metadata"]["annotations"] = {
+        **job["metadata"]["annotations"],
+        DATASET_ANNOTATION: datasets.digest,
+    }
+    return job, inputs
 
 
 def _start_job(
-    namespace: str, made: tuple[dict[str, Any], dict[str, Any]] | str, service_account: str
-) -> str | None:
-    """Create the candidate's Job and its inputs (``_manifests``); a message when it cannot
-    be started."""
-    if isinstance(made, str):
-        return made
-    job, inputs = made
-    _ensure_service_account(namespace, service_account)
+    namespace: str,
+    made: tuple[dict[str, Any], dict[str, Any]] | tuple[str, str],
+    service_account: str,
+) -> tuple[str, str] | None:
+    """Create the candidate's Job and its inputs (``_manifests``); (reason, message) when it
+    cannot be started."""
+    first, second = made
+    if isinstance(first, str):
+        assert isinstance(second, str)
+        return first, second
+    assert isinstance(second, dict)
+    job, inputs = first, second
+    name = job["metadata"]["name"]
     try:
-        created = _batch().create_namespaced_job(namespace, job)
-        created_job = kube.client().sanitize_for_serialization(created)
+        _ensure_service_account(namespace, service_account)
+        try:
+            created = _batch().create_namespaced_job(namespace, job)
+            created_job = kube.client().sanitize_for_serialization(created)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            created_job = kube.client().sanitize_for_serialization(
+                _batch().read_namespaced_job(name, namespace)
+            )
+        _create_inputs(inputs, created_job)
     except ApiException as exc:
-        if exc.status != 409:
-            raise
-        created_job = kube.client().sanitize_for_serialization(
-            _batch().read_namespaced_job(job["metadata"]["name"], namespace)
+        # Not the live ConfigMap's failure: the policy says the eval could not start, and why.
+        return (
+            EVAL_JOB_NOT_CREATED,
+            f"eval Job {name} could not be created: {kube.api_message(exc)}",
         )
-    _create_inputs(inputs, created_job)
-    log.info("started eval Job %s/%s", namespace, job["metadata"]["name"])
+    log.info("started eval Job %s/%s", namespace, name)
     return None
 
 
@@ -454,31 +646,21 @@ def _adopt(
     policy: Observed,
     result: RenderResult,
     tiers: Mapping[str, Resource],
-    live: Mapping[str, Any] | None,
+    baseline: Mapping[str, Any] | None,
     job: Mapping[str, Any],
     settings: JobSettings,
+    datasets: _Datasets,
 ) -> None:
     """A running Job found (e.g. after a restart): make sure its inputs exist, since an
     operator stopped between creating the Job and its ConfigMap leaves the pod waiting."""
     meta = job["metadata"]
     if kube.read_config_map(meta["namespace"], meta["name"]) is not None:
         return
-    made = _manifests(policy, result, tiers, live, settings)
-    if not isinstance(made, str):
+    made = _manifests(policy, result, tiers, baseline, settings, datasets)
+    if not isinstance(made[0], str):
+        assert isinstance(made[1], dict)
         _create_inputs(made[1], job)
         log.info("created the missing inputs of eval Job %s/%s", meta["namespace"], meta["name"])
-
-
-def _baseline(
-    live: Mapping[str, Any] | None, candidate: Mapping[str, Any]
-) -> tuple[dict[str, Any], str]:
-    data = (live or {}).get("data") or {}
-    if CONFIG_KEY in data:
-        try:
-            return json.loads(data[CONFIG_KEY]), "promoted"
-        except ValueError:
-            log.warning("the live config is not valid JSON; evaluating against the strongest tiers")
-    return strongest_tier_config(candidate), "strongest"
 
 
 def _baseline_keys(

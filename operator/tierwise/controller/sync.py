@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -33,7 +32,11 @@ from kubernetes.client.rest import ApiException
 
 from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.conditions import Condition, now_iso, transitions
-from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.names import (
+    CONFIG_HASH_ANNOTATION,
+    config_map_name,
+    promoted_config_map_name,
+)
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.pods import (
     PODS_CURRENT,
@@ -116,6 +119,8 @@ class Reconciler:
         # policy uid -> the config last known to be in its live ConfigMap (pods are checked
         # against it; a candidate under evaluation is not live)
         self._live: dict[str, LiveConfig] = {}
+        # policy uid -> hash of the promoted config in the operator's copy (gated policies)
+        self._copies: dict[str, str] = {}
         # Parsed specs by uid and generation, for the resync (see objects.observe).
         self.parsed: ParseCache = {}
         self._memory_lock = threading.Lock()
@@ -160,9 +165,7 @@ class Reconciler:
                     has_config = gated.has_config
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
-                    write_error = (
-                        f"writing ConfigMap {config_map_name(policy.name)} failed: {_reason(exc)}"
-                    )
+                    write_error = f"writing ConfigMap {config_map_name(policy.name)} failed: {kube.api_message(exc)}"
                     log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
                     has_config = self._config_exists(policy, True)
             else:
@@ -192,6 +195,7 @@ class Reconciler:
                 previous=self._previous_status(policy),
                 has_config=has_config,
                 write_error=write_error,
+                no_live=gated.no_live if gated is not None and write_error is None else None,
                 extra_conditions=[*(gated.conditions if gated else ()), *pod_conditions],
             )
             if gated is not None:
@@ -226,61 +230,83 @@ class Reconciler:
         self._rendered[policy.uid] = (key, result)
         return result
 
+    def live_holds(
+        self, policy: Observed, config_hash: str, config_map: Mapping[str, Any] | bool | None
+    ) -> bool:
+        """Whether the live ConfigMap holds ``config_hash`` as the operator last wrote or read
+        it in full, known without an API call: True for ``config_map`` True trusts memory, a
+        listing must show the resourceVersion last written or read (any edit changes it)."""
+        if config_map is True:
+            return self._config_hashes.get(policy.uid, "unknown") == config_hash
+        if not config_map:
+            return False
+        listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
+        return (
+            listed_version == self._config_versions.get(policy.uid)
+            and self._config_hashes.get(policy.uid) == config_hash
+        )
+
     def write_live_config(
         self,
         policy: Observed,
-        result: RenderResult,
+        document: Mapping[str, Any],
         config_map: Mapping[str, Any] | bool | None = True,
-        desired: dict[str, Any] | None = None,
+        *,
+        restore: bool = False,
     ) -> bool:
-        """Put the rendered document into the policy's live ConfigMap (what running routers
-        load), unless it is already there. Returns whether it wrote."""
-        document = result.document
-        assert document is not None
+        """Put ``document`` into the policy's live ConfigMap (what running routers load),
+        unless it is already there, comparing content and not only the hash annotation.
+        ``restore``: the document is the config already promoted, so any write repairs a
+        deleted or edited ConfigMap. Returns whether it wrote."""
         name = config_map_name(policy.name)
+        if self.live_holds(policy, document["hash"], config_map):
+            return False
         if config_map is True:
             known = self._config_hashes.get(policy.uid, "unknown")
-            if known == document["hash"]:
-                return False
             # Known not to exist: create it (a 409 below re-reads if someone was faster).
             current = None if known is None else kube.read_config_map(policy.namespace, name)
         elif not config_map:
             current = None
         else:
-            listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
-            if (
-                listed_version == self._config_versions.get(policy.uid)
-                and self._config_hashes.get(policy.uid) == document["hash"]
-            ):
-                return False  # as the operator last wrote or read it
             current = kube.read_config_map(policy.namespace, name)
         # Built only now: serializing the document is the costly part of an unchanged sync.
-        desired = desired or desired_config_map(policy, document)
-        meta = desired["metadata"]
-        if config_map_up_to_date(current, desired):
-            self._remember_config(policy, document["hash"], current)
-            return False
-        try:
-            version = kube.create_or_replace_config_map(current, desired)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            # Someone wrote it since it was read or listed (a handler, another replica):
-            # read it again and write only if it still differs.
-            current = kube.read_config_map(meta["namespace"], meta["name"])
-            if config_map_up_to_date(current, desired):
-                self._remember_config(policy, document["hash"], current)
-                return False
-            version = kube.create_or_replace_config_map(current, desired)
+        desired = desired_config_map(policy, document)
+        believed = self._config_hashes.get(policy.uid) == document["hash"]
+        replaced, version, wrote = put_config_map(current, desired)
         self._remember_config(policy, document["hash"], version=version)
+        if not wrote:
+            return False
         metrics.CONFIG_WRITES.inc()
-        self.emit(
-            policy.reference(),
-            "Normal",
-            "ConfigRendered",
-            f"router config {document['hash']} written to ConfigMap {desired['metadata']['name']}",
-        )
+        repaired = _repair(replaced, document["hash"], restore or believed)
+        if repaired is not None:
+            self.emit(
+                policy.reference(),
+                "Warning",
+                "LiveConfigRestored",
+                f"ConfigMap {name} {repaired}; restored config {document['hash']}",
+            )
+        else:
+            self.emit(
+                policy.reference(),
+                "Normal",
+                "ConfigRendered",
+                f"router config {document['hash']} written to ConfigMap {name}",
+            )
         return True
+
+    def keep_promoted_copy(self, policy: Observed, document: Mapping[str, Any]) -> None:
+        """Keep the operator's copy of a gated policy's promoted config, from which its live
+        ConfigMap is restored (deleted or edited) while another candidate is not promoted:
+        the spec no longer renders the promoted config then."""
+        if self._copies.get(policy.uid) == document["hash"]:
+            return
+        name = promoted_config_map_name(policy.name)
+        current = kube.read_config_map(policy.namespace, name)
+        desired = desired_config_map(policy, document, name)
+        desired["metadata"]["labels"]["app.kubernetes.io/component"] = "promoted-config"
+        put_config_map(current, desired)
+        with self._memory_lock:
+            self._copies[policy.uid] = document["hash"]
 
     def _remember_config(
         self,
@@ -333,7 +359,7 @@ class Reconciler:
         if gated is None or write_error is not None or result is None:
             return known  # nothing was written: the live ConfigMap holds what it held
         document = result.document
-        live_hash = gated.fields.get("promotedHash")
+        live_hash = gated.live_hash
         if document is not None and live_hash == document["hash"]:
             known = LiveConfig(
                 document["hash"],
@@ -413,6 +439,7 @@ class Reconciler:
             self._rendered.pop(obj.uid, None)
             self._pods_counted.pop(obj.uid, None)
             self._live.pop(obj.uid, None)
+            self._copies.pop(obj.uid, None)
             self.parsed.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
@@ -477,13 +504,46 @@ def inputs_key(
     )
 
 
-def _reason(exc: ApiException) -> str:
-    """The API server's own message, else the HTTP status."""
+def put_config_map(
+    current: Mapping[str, Any] | None, desired: dict[str, Any]
+) -> tuple[Mapping[str, Any] | None, str | None, bool]:
+    """Create or replace ``desired`` unless ``current`` (as read) already is it, data and
+    all. Returns (the ConfigMap as it was before, the resourceVersion now, whether it wrote)."""
+    meta = desired["metadata"]
+    if config_map_up_to_date(current, desired):
+        return current, _version(current), False
     try:
-        message = json.loads(exc.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or f"HTTP {exc.status} {exc.reason}")
+        return current, kube.create_or_replace_config_map(current, desired), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    # Someone wrote it since it was read or listed (a handler, another replica): read it
+    # again and write only if it still differs.
+    current = kube.read_config_map(meta["namespace"], meta["name"])
+    if config_map_up_to_date(current, desired):
+        return current, _version(current), False
+    return current, kube.create_or_replace_config_map(current, desired), True
+
+
+def _version(config_map: Mapping[str, Any] | None) -> str | None:
+    version = ((config_map or {}).get("metadata") or {}).get("resourceVersion")
+    return str(version) if version else None
+
+
+def _repair(replaced: Mapping[str, Any] | None, config_hash: str, expected: bool) -> str | None:
+    """What happened to a live ConfigMap the operator had to rewrite with ``config_hash``,
+    when that was a repair: it claimed that config with other data (edited, made invalid),
+    or it was gone or held another config while that config was meant to be there
+    (``expected``). None for a new config."""
+    if replaced is None:
+        return "was deleted" if expected else None
+    annotations = (replaced.get("metadata") or {}).get("annotations") or {}
+    claimed = annotations.get(CONFIG_HASH_ANNOTATION)
+    if claimed == config_hash:
+        return "was edited outside the operator: its data was not that config"
+    if expected:
+        return f"was edited outside the operator: it held {claimed or 'an unlabelled config'}"
+    return None
 
 
 def _own(status: Mapping[str, Any]) -> dict[str, Any]:
