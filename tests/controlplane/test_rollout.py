@@ -471,12 +471,17 @@ def test_an_eval_waits_for_its_dataset_config_map(
     set_threshold(kubectl, namespace, 0)
     body = eventually(
         lambda: (
-            (p := policy(kubectl, namespace))["status"]["rollout"]["reason"] == "EvalNotStarted"
+            (p := policy(kubectl, namespace))["status"]["rollout"]["reason"] == "DatasetMissing"
             and p
         ),
         "the eval to wait for its dataset",
     )
     assert "triage-eval-dataset" in body["status"]["rollout"]["message"]
+    # Waiting (within its grace period) is progress, not a failure.
+    eventually(
+        lambda: condition(policy(kubectl, namespace), "Progressing")["status"] == "True",
+        "Progressing=True while the eval waits",
+    )
     assert eval_jobs(kubectl, namespace) == []
     restored = {k: dataset[k] for k in ("apiVersion", "kind", "data")}
     restored["metadata"] = {"name": "triage-eval-dataset"}
@@ -504,3 +509,267 @@ def test_a_new_policy_is_gated_against_its_strongest_tiers(
         ]
         == "strongest"
     )
+
+
+# --- Issue 17: nothing reaches the live config around the gate ---------------------------
+
+COPY = f"tierwise.promoted.{POLICY}"  # the operator's copy of the promoted config
+
+
+def reject_a_change(kubectl: Kubectl, namespace: str, first: dict[str, Any]) -> str:
+    """Threshold 0 (Haiku trusted whatever its confidence): rejected. Its candidate hash."""
+    set_threshold(kubectl, namespace, 0)
+    status = decided(kubectl, namespace, first["hash"])["status"]
+    assert status["rollout"]["phase"] == "Rejected", status["rollout"]
+    return status["candidateHash"]
+
+
+def restored_events(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
+    return [e for e in events(kubectl, namespace) if e["reason"] == "LiveConfigRestored"]
+
+
+def test_point_10_a_deleted_live_config_map_comes_back_with_the_promoted_config(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)  # onNewPolicy: Promote
+    rejected = reject_a_change(kubectl, namespace, first)
+    kubectl("delete", "configmap", LIVE, namespace=namespace)
+    restored = eventually(lambda: live_config(kubectl, namespace), "the restored live config")
+    assert restored["hash"] == first["hash"] != rejected
+    time.sleep(5)  # more resyncs: it stays the promoted config
+    assert live_config(kubectl, namespace)["hash"] == first["hash"]
+    status = policy(kubectl, namespace)["status"]
+    assert status["promotedHash"] == status["configHash"] == first["hash"]
+    assert status["rollout"]["phase"] == "Rejected"
+    (event,) = restored_events(kubectl, namespace)
+    assert "was deleted" in event["message"] and first["hash"] in event["message"]
+    # The operator's copy gone as well: nothing is live until an eval passes, and never
+    # the rejected candidate.
+    kubectl("delete", "configmap", COPY, LIVE, namespace=namespace)
+    body = eventually(
+        lambda: (
+            condition(p := policy(kubectl, namespace), "Ready")["reason"] == "NoLiveConfig" and p
+        ),
+        "Ready=False NoLiveConfig",
+    )
+    assert "cannot be rebuilt" in condition(body, "Ready")["message"]
+    assert "configHash" not in body["status"] and live_config(kubectl, namespace) is None
+    set_threshold(kubectl, namespace, 0.85)  # a good change: evaluated, then live
+    status = decided(kubectl, namespace, rejected)["status"]
+    assert status["rollout"]["phase"] == "Promoted", status["rollout"]
+    assert live_config(kubectl, namespace)["hash"] == status["candidateHash"] != rejected
+
+
+def test_point_11_a_hand_edited_live_config_is_restored_and_an_event_says_so(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    original = live(kubectl, namespace)["data"][CONFIG_KEY]
+    edited = json.loads(original)
+    edited["routes"][0]["steps"] = edited["routes"][0]["steps"][:1]  # annotation kept
+    patch = {"data": {CONFIG_KEY: json.dumps(edited)}}
+    kubectl("patch", "configmap", LIVE, "--type=merge", "-p", json.dumps(patch),
+            namespace=namespace)  # fmt: skip
+    eventually(
+        lambda: live(kubectl, namespace)["data"][CONFIG_KEY] == original, "the repaired config"
+    )
+    (event,) = restored_events(kubectl, namespace)
+    assert event["type"] == "Warning" and "edited" in event["message"]
+    # A rejected candidate waits: an invalid live config comes back as the promoted config
+    # (from the operator's copy; the spec renders the rejected one now).
+    reject_a_change(kubectl, namespace, first)
+    patch = {"data": {CONFIG_KEY: "{not json"}}
+    kubectl("patch", "configmap", LIVE, "--type=merge", "-p", json.dumps(patch),
+            namespace=namespace)  # fmt: skip
+    eventually(
+        lambda: live(kubectl, namespace)["data"][CONFIG_KEY] == original, "the restored config"
+    )
+    assert len(restored_events(kubectl, namespace)) == 2
+    assert policy(kubectl, namespace)["status"]["configHash"] == first["hash"]
+
+
+def test_point_12_the_promote_annotation_acts_once_per_value(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    forced = reject_a_change(kubectl, namespace, first)
+    value = forced[7:19]
+    kubectl("annotate", "cascadepolicy", POLICY, f"tierwise.dev/promote={value}",
+            namespace=namespace)  # fmt: skip
+    eventually(lambda: live_config(kubectl, namespace)["hash"] == forced, "the forced promotion")
+    assert policy(kubectl, namespace)["status"]["rollout"]["forcePromoted"] == value
+    set_threshold(kubectl, namespace, 0.8)  # back to the first config: evaluated, promoted
+    status = decided(kubectl, namespace, forced)["status"]
+    assert status["rollout"]["phase"] == "Promoted" and status["candidateHash"] == first["hash"]
+    # Git returns to the forced config with the annotation still set: it is evaluated.
+    set_threshold(kubectl, namespace, 0)
+    status = decided(kubectl, namespace, first["hash"])["status"]
+    assert status["candidateHash"] == forced
+    assert status["rollout"]["phase"] == "Rejected", status["rollout"]
+    assert live_config(kubectl, namespace)["hash"] == first["hash"]
+    forcings = [e for e in events(kubectl, namespace) if e["reason"] == "BreakGlassPromotion"]
+    assert len(forcings) == 1
+
+
+def dataset(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    return kubectl.get_json("configmap", "triage-eval-dataset", namespace=namespace)
+
+
+def put_dataset(kubectl: Kubectl, namespace: str, text: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "triage-eval-dataset"},
+        "data": {"dataset.jsonl": text},
+    }
+    kubectl.apply(json.dumps(body), namespace=namespace)
+
+
+def test_point_13_fixing_a_broken_dataset_re_runs_an_inconclusive_decision(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    good = dataset(kubectl, namespace)["data"]["dataset.jsonl"]
+    put_dataset(kubectl, namespace, '{"input": "a", "label": "bug"}\n{"input": "b", "label": \n')
+    set_threshold(kubectl, namespace, 0.75)
+    status = decided(kubectl, namespace, first["hash"])["status"]
+    assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
+    candidate = status["candidateHash"]
+    put_dataset(kubectl, namespace, good)  # fixed; no annotation
+    body = eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("phase") == "Promoted" and p
+        ),
+        "the new eval's decision",
+        timeout=120,
+    )
+    assert body["status"]["rollout"]["reason"] == "EvalPassed"
+    assert body["status"]["rollout"]["decidedDataset"] != status["rollout"]["decidedDataset"]
+    assert live_config(kubectl, namespace)["hash"] == candidate
+    assert any(e["reason"] == "DatasetChanged" for e in events(kubectl, namespace))
+
+
+def test_point_13_a_changed_dataset_re_evaluates_the_promoted_config(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    version = live(kubectl, namespace)["metadata"]["resourceVersion"]
+    before = eventually(
+        lambda: policy(kubectl, namespace)["status"]["rollout"].get("promotedDataset"),
+        "the datasets the first config was promoted on",
+    )
+    lines = dataset(kubectl, namespace)["data"]["dataset.jsonl"].splitlines(keepends=True)
+    put_dataset(kubectl, namespace, "".join(reversed(lines)))  # other bytes, same items
+    (job,) = eventually(lambda: eval_jobs(kubectl, namespace), "an eval of the live config")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["tierwise.dev/candidate-hash"] == first["hash"]
+    assert annotations["tierwise.dev/dataset-digest"] != before
+    body = eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("decidedDataset")
+            == annotations["tierwise.dev/dataset-digest"]
+            and p["status"]["rollout"]["phase"] != "Promoting"
+            and p
+        ),
+        "the live config's new decision",
+        timeout=120,
+    )
+    rollout = body["status"]["rollout"]
+    assert rollout["phase"] == "Promoted" and rollout["reason"] == "EvalPassed", rollout
+    assert rollout["promotedDataset"] == annotations["tierwise.dev/dataset-digest"] != before
+    assert body["status"]["lastEval"]["hash"] == first["hash"]
+    assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
+
+
+def test_point_14_a_rejected_first_config_is_not_ready_and_saves_nothing(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    kubectl(
+        "create", "secret", "generic", "anthropic-api-key",
+        "--from-literal=api-key=test-key", namespace=namespace,
+    )  # fmt: skip
+    for doc in example_objects(emulator.base_url):
+        if doc["kind"] == "CascadePolicy":
+            doc["spec"]["evaluation"]["onNewPolicy"] = "Evaluate"
+            doc["spec"]["routes"][0]["steps"][0]["escalateWhen"][2]["threshold"] = 0
+        kubectl.apply(json.dumps(doc), namespace=namespace)
+    body = decided(kubectl, namespace, previous_hash="")
+    status = body["status"]
+    assert status["rollout"]["phase"] == "Rejected", status["rollout"]
+    ready = condition(body, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NoLiveConfig"), ready
+    assert "no config has passed its eval yet" in ready["message"]
+    assert "estimatedSavings" not in status and "escalationRate" not in status
+    assert "configHash" not in status and "promotedHash" not in status
+    assert status["lastEval"]["decision"] == "Rejected"  # the eval's own figures stay
+    assert live_config(kubectl, namespace) is None
+
+
+def test_point_14_an_eval_job_that_cannot_be_created_is_its_own_reason(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-jobs"},
+        "spec": {"hard": {"count/jobs.batch": "0"}},
+    }
+    kubectl.apply(json.dumps(quota), namespace=namespace)
+    eventually(
+        lambda: (
+            "quota" in kubectl(
+                "create", "job", "probe", "--image=tierwise:dev", "--dry-run=server",
+                namespace=namespace, check=False,
+            ).stderr
+        ),
+        "the quota to refuse Jobs",
+    )  # fmt: skip
+    set_threshold(kubectl, namespace, 0.75)
+    body = eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("reason")
+            == "EvalJobNotCreated"
+            and p
+        ),
+        "the eval Job's failure",
+    )
+    message = body["status"]["rollout"]["message"]
+    assert "could not be created" in message and "quota" in message, message
+    ready = condition(body, "Ready")
+    assert ready["reason"] != "ConfigMapWriteFailed" and ready["status"] == "True", ready
+    assert condition(body, "Progressing")["status"] == "False"
+    assert live_config(kubectl, namespace)["hash"] == first["hash"]
+
+
+def test_point_14_an_eval_in_which_every_call_failed_says_why(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    refused = {"error": 401, "error_type": "authentication_error", "message": "invalid x-api-key"}
+    emulator.script("*", [refused] * 2000)
+    set_threshold(kubectl, namespace, 0.75)
+    status = decided(kubectl, namespace, first["hash"])["status"]
+    assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
+    message = status["rollout"]["message"]
+    assert message.startswith("authentication failed for tier "), message
+    assert "200/200 calls 401" in message
+
+
+def test_point_14_a_route_on_a_retired_model_makes_the_policy_condition_false(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    deploy(kubectl, namespace, emulator)
+    patch = {"spec": {"model": "claude-sonnet-4"}}  # retired 2026-06-15
+    kubectl("patch", "modeltier", "sonnet", "--type=merge", "-p", json.dumps(patch),
+            namespace=namespace)  # fmt: skip
+    body = eventually(
+        lambda: (
+            condition(p := policy(kubectl, namespace), "ModelSupported")["status"] == "False" and p
+        ),
+        "the policy's ModelSupported=False",
+    )
+    supported = condition(body, "ModelSupported")
+    assert supported["reason"] == "Retired"
+    assert "route triage" in supported["message"] and "(tier sonnet)" in supported["message"]
+    assert "claude-sonnet-4" in supported["message"]

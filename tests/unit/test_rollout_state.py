@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tierwise.controller.rollout_state import (
+    DATASET_GRACE_SECONDS,
     JobView,
     Situation,
+    dataset_digest,
     last_eval_status,
     matches_hash,
     next_step,
+    not_started,
 )
 
 OLD = "sha256:" + "a" * 64
@@ -176,3 +180,121 @@ def test_a_new_eval_of_a_decided_candidate_can_be_requested_once():
     assert waiting.reason == "EvalRestarting" and not waiting.start_job
     fresh = next_step(situation(previous={"reevaluated": "bbbbbbbb"}), JOB)
     assert fresh.start_job
+
+
+# --- Issue 17: nothing reaches the live config around the gate ---------------------------
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+def test_point_10_a_lost_live_config_is_no_new_policy():
+    # The status recorded OLD as promoted: whatever the live ConfigMap says (gone, edited),
+    # a rejected candidate is not "a new policy's first config".
+    previous = {"phase": "Rejected", "reason": "EvalFailedGate", "decidedHash": NEW, "job": JOB}
+    step = next_step(situation(previous=previous, on_new_policy="Promote"), JOB)
+    assert step.phase == "Rejected" and not step.promote and not step.decided
+
+
+def test_point_12_the_promote_annotation_acts_once_per_value():
+    first = next_step(situation(promote_hash="bbbbbbbb"), JOB)
+    assert first.promote and first.reason == "BreakGlass"
+    assert first.extra["forcePromoted"] == "bbbbbbbb"
+    # Months later git returns to the same config: the stale annotation does nothing.
+    stale = next_step(situation(promote_hash="bbbbbbbb", previous=dict(first.extra)), JOB)
+    assert not stale.promote and stale.start_job and stale.reason == "EvalStarted"
+    # A new value is a new request.
+    again = next_step(situation(promote_hash=NEW, previous=dict(first.extra)), JOB)
+    assert again.promote and again.extra["forcePromoted"] == NEW
+
+
+def test_point_13_a_decision_records_the_datasets_it_was_made_on():
+    job = JobView(JOB, NEW, "succeeded", message=summary("Inconclusive"), dataset_digest=D1)
+    step = next_step(situation(jobs=[job], dataset_digest=D1), JOB)
+    assert step.decided and step.extra == {"decidedDataset": D1}
+    passed = JobView(JOB, NEW, "succeeded", message=summary("Promoted"), dataset_digest=D1)
+    promoted = next_step(situation(jobs=[passed], dataset_digest=D1), JOB)
+    assert promoted.extra == {"decidedDataset": D1, "promotedDataset": D1}
+
+
+@pytest.mark.parametrize("phase", ["Inconclusive", "Rejected"])
+def test_point_13_a_fixed_dataset_re_runs_a_decision_without_an_annotation(phase):
+    previous = {"phase": phase, "reason": "EvalFailed", "decidedHash": NEW, "job": JOB,
+                "decidedDataset": D1}  # fmt: skip
+    old = JobView(JOB, NEW, "failed", "BackoffLimitExceeded", dataset_digest=D1)
+    # Same dataset: the decision stands.
+    same = next_step(situation(previous=previous, jobs=[old], dataset_digest=D1), JOB)
+    assert same.phase == phase and not same.start_job and not same.delete_jobs
+    # The dataset changed: the old Job (same name) goes first, then a new eval starts.
+    changed = next_step(situation(previous=previous, jobs=[old], dataset_digest=D2), JOB)
+    assert (changed.phase, changed.reason) == ("Evaluating", "DatasetChanged")
+    assert changed.delete_jobs == (JOB,) and not changed.start_job
+    assert changed.event is not None and "dataset changed" in changed.event[2]
+    deleting = JobView(JOB, NEW, "deleting", dataset_digest=D1)
+    waiting = next_step(situation(previous=previous, jobs=[deleting], dataset_digest=D2), JOB)
+    assert waiting.reason == "DatasetChanged" and not waiting.delete_jobs and waiting.event is None
+    fresh = next_step(situation(previous=previous, dataset_digest=D2), JOB)
+    assert fresh.start_job and "dataset changed" in fresh.message
+    # The new Job's result is decided, and recorded for the new dataset.
+    new = JobView(JOB, NEW, "succeeded", message=summary("Promoted"), dataset_digest=D2)
+    decided = next_step(situation(previous=previous, jobs=[new], dataset_digest=D2), JOB)
+    assert decided.decided and decided.promote and decided.extra["decidedDataset"] == D2
+    # A dataset that is missing now tells nothing: the decision stands.
+    unknown = next_step(situation(previous=previous, jobs=[old], dataset_digest=None), JOB)
+    assert unknown.phase == phase and not unknown.start_job
+
+
+def test_point_13_a_changed_dataset_re_evaluates_the_promoted_config():
+    previous = {"phase": "Promoted", "reason": "EvalPassed", "decidedHash": NEW,
+                "decidedDataset": D1, "promotedDataset": D1}  # fmt: skip
+    live = situation(promoted_hash=NEW, previous=previous, dataset_digest=D1)
+    assert next_step(live, JOB).reason == "EvalPassed"
+    changed = next_step(situation(promoted_hash=NEW, previous=previous, dataset_digest=D2), JOB)
+    assert changed.start_job and not changed.promote
+    assert "changed since live config" in changed.message
+    # Rejected on the new dataset: the decision stands (the config stays live, it is all
+    # there is), and the same dataset does not start another eval.
+    failed = JobView(JOB, NEW, "succeeded", message=summary("Rejected"), dataset_digest=D2)
+    rejected = next_step(
+        situation(promoted_hash=NEW, previous=previous, jobs=[failed], dataset_digest=D2), JOB
+    )
+    assert rejected.phase == "Rejected" and rejected.decided and not rejected.promote
+    after = {**previous, "phase": "Rejected", **rejected.extra}
+    again = situation(promoted_hash=NEW, previous=after, jobs=[failed], dataset_digest=D2)
+    assert next_step(again, JOB).phase == "Rejected" and not next_step(again, JOB).decided
+    # Older records without a digest are not re-opened by the first sync that knows one.
+    bare = situation(promoted_hash=NEW, previous={"phase": "Promoted"}, dataset_digest=D2)
+    assert next_step(bare, JOB).reason == "UpToDate"
+
+
+def test_point_14_a_missing_dataset_is_waited_for_then_degrades():
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    first = not_started("DatasetMissing", "dataset ConfigMap 'd' not found", {}, now)
+    assert first.phase == "Evaluating" and first.progressing is True
+    previous = {"reason": "DatasetMissing", **first.extra}
+    later = now + timedelta(seconds=DATASET_GRACE_SECONDS + 1)
+    stuck = not_started("DatasetMissing", "dataset ConfigMap 'd' not found", previous, later)
+    assert stuck.progressing is False and "5 minutes" in stuck.message
+    assert stuck.extra["waitingSince"] == first.extra["waitingSince"]
+    # A Job the API server refused is no dataset wait: not progressing at once.
+    refused = not_started("EvalJobNotCreated", "eval Job x could not be created", {}, now)
+    assert refused.progressing is False and refused.reason == "EvalJobNotCreated"
+
+
+def test_dataset_digest_is_the_content():
+    one = dataset_digest([("d", "k", "a\n"), ("e", "k", "b\n")])
+    assert one == dataset_digest([("e", "k", "b\n"), ("d", "k", "a\n")])
+    assert one != dataset_digest([("d", "k", "a\n"), ("e", "k", "c\n")])
+
+
+def test_point_14_an_eval_in_which_every_call_failed_says_why():
+    failures = [{"tier": "haiku", "error": "authentication_error (401): invalid x-api-key",
+                 "count": 240}]  # fmt: skip
+    message = summary("Inconclusive", items=240, graded=0, errors=240, failures=failures)
+    step = next_step(situation(jobs=[JobView(JOB, NEW, "succeeded", message=message)]), JOB)
+    assert step.phase == "Inconclusive"
+    assert step.message.startswith("authentication failed for tier haiku: 240/240 calls 401")
+    outage = [{"tier": "sonnet", "error": "api_error (500): boom", "count": 10}]
+    failed = summary("Inconclusive", items=10, graded=0, errors=10, failures=outage)
+    step = next_step(situation(jobs=[JobView(JOB, NEW, "succeeded", message=failed)]), JOB)
+    assert "calls to tier sonnet failed: 10/10 calls api_error (500): boom" in step.message

@@ -87,6 +87,36 @@ def policy_conditions(
     ]
 
 
+def models_condition(document: Mapping[str, Any], catalog: PriceCatalog, today: date) -> Condition:
+    """``ModelSupported`` of a policy: False when a route (or the fallback) sends requests to
+    a tier whose model retired, or retires within 30 days. The tier says so as well, but it
+    is the policy's routes that fail."""
+    users: dict[str, list[str]] = {}  # tier -> who sends to it
+    for route in document.get("routes") or []:
+        for step in route.get("steps") or []:
+            users.setdefault(step["tier"], []).append(f"route {route['name']}")
+    fallback = (document.get("fallback") or {}).get("tier")
+    if fallback:
+        users.setdefault(fallback, []).append("the fallback")
+    notices = []
+    for tier, who in users.items():
+        model = ((document.get("tiers") or {}).get(tier) or {}).get("model")
+        notice = retirement_notice(model, today, catalog) if model else None
+        if notice is not None:
+            notices.append(
+                (notice, f"{', '.join(dict.fromkeys(who))} (tier {tier}): {notice.message}")
+            )
+    if not notices:
+        return Condition(
+            MODEL_SUPPORTED,
+            True,
+            "AllModelsSupported",
+            "no route uses a model that retired or retires within 30 days",
+        )
+    notices.sort(key=lambda n: not n[0].retired)  # retired first
+    return Condition(MODEL_SUPPORTED, False, notices[0][0].reason, "; ".join(m for _, m in notices))
+
+
 def desired_config_map(
     policy: Observed, document: Mapping[str, Any], name: str | None = None
 ) -> dict[str, Any]:

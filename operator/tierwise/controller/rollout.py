@@ -46,7 +46,7 @@ from tierwise.controller.rollout_state import (
     next_step,
     not_started,
 )
-from tierwise.evals.gate import PROMOTED
+from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
 from tierwise.evals.job import (
     CANDIDATE_ANNOTATION,
     COMPONENT,
@@ -197,7 +197,17 @@ def reconcile(
         problem = _start_job(namespace, made, writer.evals.service_account)
         if problem is not None:
             step = not_started(*problem, previous, datetime.now(UTC))
+    live_hash: str | None = document["hash"]
+    if not step.promote:
+        if recorded == document["hash"]:
+            writer.keep_promoted_copy(policy, document)  # e.g. promoted by an older operator
+        live_hash = _keep_live(writer, promoted, live, config_map)
     fields = _fields(step, previous, document["hash"], recorded, current)
+    no_live = None
+    if live_hash is None:
+        no_live = _no_live_message(recorded, step, live is not None)
+        # The figures describe a candidate that is not serving: nothing is saved yet.
+        fields.update(estimatedSavings=None, escalationRate=None)
     if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
@@ -208,20 +218,12 @@ def reconcile(
         if step.promote:
             record = {**fields, "rollout": {**fields["rollout"], "phase": PROMOTING}}
         kube.patch_status("cascadepolicies", namespace, name, record)
+        current = {**current, **record}
     if step.promote:
         # The operator's own copy first: the live ConfigMap can always be rebuilt from it.
         writer.keep_promoted_copy(policy, document)
         writer.write_live_config(policy, document, live)
-        fields["promotedHash"] = live_hash = document["hash"]
-    else:
-        if recorded == document["hash"]:
-            writer.keep_promoted_copy(policy, document)  # e.g. promoted by an older operator
-        live_hash = _keep_live(writer, promoted, live, config_map)
-    no_live = None
-    if live_hash is None:
-        no_live = _no_live_message(recorded, step, live is not None)
-        # The figures describe a candidate that is not serving: nothing is saved yet.
-        fields.update(estimatedSavings=None, escalationRate=None)
+        fields["promotedHash"] = document["hash"]
     _write_fields(policy, fields, current)
     if step.event is not None and (step.decided or _changed(previous, step)):
         writer.emit(policy.reference(), *step.event)
@@ -346,6 +348,10 @@ def _conditions(step: Step, fields: Mapping[str, Any]) -> list[Condition]:
     live, candidate = fields.get("promotedHash"), fields["candidateHash"]
     if step.phase == PROMOTED:
         promoted = Condition(PROMOTED_CONDITION, True, step.reason, f"config {live} is live")
+    elif live == candidate and step.phase not in (REJECTED, INCONCLUSIVE):
+        promoted = Condition(
+            PROMOTED_CONDITION, True, step.reason, f"config {live} is live; {step.message}"
+        )
     elif live == candidate:
         promoted = Condition(
             PROMOTED_CONDITION,
@@ -544,13 +550,7 @@ def _keep_live(
         promoted.live = live
     document = promoted.document()
     if document is None:
-        log.warning(
-            "CascadePolicy %s/%s: promoted config %s cannot be rebuilt; the live ConfigMap "
-            "is left as it is",
-            *policy.key,
-            recorded,
-        )
-        return None
+        return None  # the status says so (Ready=False, NoLiveConfig)
     writer.write_live_config(policy, document, live, restore=True)
     return recorded
 

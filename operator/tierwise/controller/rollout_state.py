@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -340,6 +341,9 @@ def _decide(job: JobView, others: tuple[str, ...], timeout: int) -> Step:
         outcome = INCONCLUSIVE
     reasons = summary.get("reasons") or ([summary["error"]] if summary.get("error") else [])
     text = "; ".join(str(r) for r in reasons) or outcome
+    cause = failure_cause(summary)
+    if cause is not None and outcome != PROMOTED:
+        text = f"{cause}; {text}"
     reason = {PROMOTED: "EvalPassed", REJECTED: "EvalFailedGate", INCONCLUSIVE: "EvalInconclusive"}[
         outcome
     ]
@@ -370,6 +374,32 @@ def _decision(
         job=job.name,
         extra=_dataset_record(job.dataset_digest, promoted=outcome == PROMOTED),
     )
+
+
+# Upstream statuses that say who is at fault, as the operator's message names them.
+_FAILED_BECAUSE = {401: "authentication failed", 403: "permission denied", 429: "rate limited"}
+
+
+def failure_cause(summary: Mapping[str, Any]) -> str | None:
+    """Why nothing could be graded, when the calls themselves failed: the most common error
+    of each route whose every item failed, by tier (``evals.report.failures``)."""
+    causes = []
+    for figures in (summary.get("routes") or {}).values():
+        items = int(figures.get("items") or 0)
+        failures = figures.get("failures") or []
+        if not items or figures.get("graded") or not failures:
+            continue
+        top = failures[0]
+        error, tier, count = str(top.get("error") or ""), top.get("tier") or "?", top["count"]
+        found = re.search(r"\((\d{3})\)", error)
+        status = int(found.group(1)) if found else None
+        if status in _FAILED_BECAUSE:
+            causes.append(
+                f"{_FAILED_BECAUSE[status]} for tier {tier}: {count}/{items} calls {status}"
+            )
+        else:
+            causes.append(f"calls to tier {tier} failed: {count}/{items} calls {error}")
+    return "; ".join(causes) or None
 
 
 def parse_summary(message: str) -> dict[str, Any] | None:

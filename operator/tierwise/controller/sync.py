@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -55,6 +56,7 @@ from tierwise.controller.reconcile import (
     config_map_up_to_date,
     desired_config_map,
     label_selector_string,
+    models_condition,
     policy_status,
     tier_status,
 )
@@ -196,7 +198,11 @@ class Reconciler:
                 has_config=has_config,
                 write_error=write_error,
                 no_live=gated.no_live if gated is not None and write_error is None else None,
-                extra_conditions=[*(gated.conditions if gated else ()), *pod_conditions],
+                extra_conditions=[
+                    *(gated.conditions if gated else ()),
+                    *pod_conditions,
+                    *self._models_condition(result),
+                ],
             )
             if gated is not None:
                 rollout.adjust_status(status, gated)
@@ -370,6 +376,13 @@ class Reconciler:
                 self._live[policy.uid] = known
             return known
         return known if known is not None and known.hash == live_hash else None
+
+    def _models_condition(self, result: RenderResult | None) -> list[Condition]:
+        """Whether the rendered config's routes use models that retired (checked each sync:
+        a retirement date passes without any object changing)."""
+        if result is None or result.document is None:
+            return []
+        return [models_condition(result.document, price_catalog.current(), date.today())]
 
     def _kept_pod_condition(self, policy: Observed) -> list[Condition]:
         kept = previous_condition(self._previous_status(policy).get("conditions"))

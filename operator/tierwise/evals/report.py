@@ -7,6 +7,7 @@ most 4 KiB of it, so it holds the decision and per-route figures only, trimmed t
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -55,6 +56,7 @@ def route_figures(route: RouteReport, batch: bool = False) -> dict[str, Any]:
         "items": measured.items,
         "graded": measured.graded,
         "errors": measured.errors,
+        "failures": failures(cand),
         "quality": _interval_list(measured.quality),
         "baselineQuality": _interval_list(base.measured().quality) if base else None,
         "qualityDrop": _interval_list(drop),
@@ -67,6 +69,16 @@ def route_figures(route: RouteReport, batch: bool = False) -> dict[str, Any]:
         "p95Seconds": None if batch else _round(cand.latency(0.95)),
         "batch": batch,
     }
+
+
+def failures(run: ConfigRun, limit: int = 3) -> list[dict[str, Any]]:
+    """The most common errors of a run, by the tier that answered with them: the operator
+    says why an eval in which calls failed could not decide."""
+    counts = Counter((r.outcome.tier, r.outcome.error) for r in run.results if r.outcome.error)
+    return [
+        {"tier": tier, "error": error[:200], "count": count}
+        for (tier, error), count in counts.most_common(limit)
+    ]
 
 
 def _str(value: Decimal | None) -> str | None:
