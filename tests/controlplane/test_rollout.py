@@ -89,7 +89,13 @@ def example_objects(emulator_url: str) -> list[dict[str, Any]]:
     return objects
 
 
-def deploy(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, **evaluation: Any) -> dict:
+def apply_example(
+    kubectl: Kubectl,
+    namespace: str,
+    emulator: EmulatorThread,
+    threshold: float | None = None,
+    **evaluation: Any,
+) -> None:
     kubectl(
         "create", "secret", "generic", "anthropic-api-key",
         "--from-literal=api-key=test-key", namespace=namespace,
@@ -97,7 +103,13 @@ def deploy(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, **evaluat
     for doc in example_objects(emulator.base_url):
         if doc["kind"] == "CascadePolicy":
             doc["spec"]["evaluation"].update(evaluation)
+            if threshold is not None:
+                doc["spec"]["routes"][0]["steps"][0]["escalateWhen"][2]["threshold"] = threshold
         kubectl.apply(json.dumps(doc), namespace=namespace)
+
+
+def deploy(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, **evaluation: Any) -> dict:
+    apply_example(kubectl, namespace, emulator, **evaluation)
     return eventually(
         lambda: live_config(kubectl, namespace), "the first promoted config", timeout=120
     )
@@ -157,6 +169,18 @@ def decided(kubectl: Kubectl, namespace: str, previous_hash: str, timeout: float
         status = policy(kubectl, namespace).get("status")
         jobs = [(j["metadata"]["name"], j.get("status")) for j in eval_jobs(kubectl, namespace)]
         raise AssertionError(f"{exc}\nstatus: {status}\njobs: {jobs}") from None
+
+
+def promoted_again(kubectl: Kubectl, namespace: str) -> dict:
+    """The policy once a new eval of a decided candidate promoted it (Promoted, not the
+    Promoting that records the decision before the live ConfigMap write)."""
+    return eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("phase") == "Promoted" and p
+        ),
+        "the new eval's decision",
+        timeout=120,
+    )
 
 
 def events(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
@@ -315,14 +339,7 @@ def test_an_upstream_answering_only_5xx_is_inconclusive(
         "annotate", "cascadepolicy", POLICY, f"tierwise.dev/reevaluate={candidate[7:19]}",
         namespace=namespace,
     )  # fmt: skip
-    # Promoted, not the Promoting that records the decision before the live ConfigMap write.
-    body = eventually(
-        lambda: (
-            (p := policy(kubectl, namespace))["status"]["rollout"].get("phase") == "Promoted" and p
-        ),
-        "the new eval's decision",
-        timeout=120,
-    )
+    body = promoted_again(kubectl, namespace)
     assert body["status"]["rollout"]["reason"] == "EvalPassed"
     assert body["status"]["promotedHash"] == candidate
     assert live_config(kubectl, namespace)["hash"] == candidate
@@ -636,13 +653,7 @@ def test_point_13_fixing_a_broken_dataset_re_runs_an_inconclusive_decision(
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
     candidate = status["candidateHash"]
     put_dataset(kubectl, namespace, good)  # fixed; no annotation
-    body = eventually(
-        lambda: (
-            (p := policy(kubectl, namespace))["status"]["rollout"].get("phase") == "Promoted" and p
-        ),
-        "the new eval's decision",
-        timeout=120,
-    )
+    body = promoted_again(kubectl, namespace)
     assert body["status"]["rollout"]["reason"] == "EvalPassed"
     assert body["status"]["rollout"]["decidedDataset"] != status["rollout"]["decidedDataset"]
     assert live_config(kubectl, namespace)["hash"] == candidate
@@ -684,15 +695,8 @@ def test_point_13_a_changed_dataset_re_evaluates_the_promoted_config(
 def test_point_14_a_rejected_first_config_is_not_ready_and_saves_nothing(
     operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
 ):
-    kubectl(
-        "create", "secret", "generic", "anthropic-api-key",
-        "--from-literal=api-key=test-key", namespace=namespace,
-    )  # fmt: skip
-    for doc in example_objects(emulator.base_url):
-        if doc["kind"] == "CascadePolicy":
-            doc["spec"]["evaluation"]["onNewPolicy"] = "Evaluate"
-            doc["spec"]["routes"][0]["steps"][0]["escalateWhen"][2]["threshold"] = 0
-        kubectl.apply(json.dumps(doc), namespace=namespace)
+    # Haiku trusted whatever its confidence: rejected against the strongest tiers.
+    apply_example(kubectl, namespace, emulator, threshold=0, onNewPolicy="Evaluate")
     body = decided(kubectl, namespace, previous_hash="")
     status = body["status"]
     assert status["rollout"]["phase"] == "Rejected", status["rollout"]
@@ -716,15 +720,15 @@ def test_point_14_an_eval_job_that_cannot_be_created_is_its_own_reason(
         "spec": {"hard": {"count/jobs.batch": "0"}},
     }
     kubectl.apply(json.dumps(quota), namespace=namespace)
-    eventually(
-        lambda: (
-            "quota" in kubectl(
-                "create", "job", "probe", "--image=tierwise:dev", "--dry-run=server",
-                namespace=namespace, check=False,
-            ).stderr
-        ),
-        "the quota to refuse Jobs",
-    )  # fmt: skip
+
+    def refused() -> bool:
+        probe = kubectl("create", "job", "probe", "--image=tierwise:dev", namespace=namespace,
+                        check=False)  # fmt: skip
+        if probe.returncode == 0:  # the quota is not in force yet
+            kubectl("delete", "job", "probe", "--wait", namespace=namespace)
+        return "quota" in probe.stderr
+
+    eventually(refused, "the quota to refuse Jobs")
     set_threshold(kubectl, namespace, 0.75)
     body = eventually(
         lambda: (
