@@ -713,37 +713,67 @@ def test_point_14_an_eval_job_that_cannot_be_created_is_its_own_reason(
     operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
 ):
     first = deploy(kubectl, namespace, emulator)
-    quota = {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {"name": "no-jobs"},
-        "spec": {"hard": {"count/jobs.batch": "0"}},
+    # An admission policy refuses Jobs in this namespace (as a cluster's policy might).
+    name = f"no-jobs-{namespace}"
+    policy_doc = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                     "resources": ["jobs"]}
+                ]
+            },
+            "validations": [{"expression": "false", "message": "no Jobs in this namespace"}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
     }
-    kubectl.apply(json.dumps(quota), namespace=namespace)
+    kubectl.apply(json.dumps(policy_doc))
+    kubectl.apply(json.dumps(binding))
+    try:
 
-    def refused() -> bool:
-        probe = kubectl("create", "job", "probe", "--image=tierwise:dev", namespace=namespace,
-                        check=False)  # fmt: skip
-        if probe.returncode == 0:  # the quota is not in force yet
-            kubectl("delete", "job", "probe", "--wait", namespace=namespace)
-        return "quota" in probe.stderr
+        def refused() -> bool:
+            probe = kubectl("create", "job", "probe", "--image=tierwise:dev",
+                            namespace=namespace, check=False)  # fmt: skip
+            if probe.returncode == 0:  # the admission policy is not in force yet
+                kubectl("delete", "job", "probe", "--wait", namespace=namespace)
+            return "no Jobs in this namespace" in probe.stderr
 
-    eventually(refused, "the quota to refuse Jobs")
-    set_threshold(kubectl, namespace, 0.75)
-    body = eventually(
-        lambda: (
-            (p := policy(kubectl, namespace))["status"]["rollout"].get("reason")
-            == "EvalJobNotCreated"
-            and p
-        ),
-        "the eval Job's failure",
-    )
-    message = body["status"]["rollout"]["message"]
-    assert "could not be created" in message and "quota" in message, message
-    ready = condition(body, "Ready")
-    assert ready["reason"] != "ConfigMapWriteFailed" and ready["status"] == "True", ready
-    assert condition(body, "Progressing")["status"] == "False"
-    assert live_config(kubectl, namespace)["hash"] == first["hash"]
+        eventually(refused, "the admission policy to refuse Jobs")
+        set_threshold(kubectl, namespace, 0.75)
+        body = eventually(
+            lambda: (
+                condition(p := policy(kubectl, namespace), "Progressing")["reason"]
+                == "EvalJobNotCreated"
+                and p
+            ),
+            "the eval Job's failure",
+        )
+        message = body["status"]["rollout"]["message"]
+        assert "could not be created" in message and "no Jobs in this namespace" in message
+        ready = condition(body, "Ready")
+        assert ready["reason"] != "ConfigMapWriteFailed" and ready["status"] == "True", ready
+        assert condition(body, "Progressing")["status"] == "False"
+        assert live_config(kubectl, namespace)["hash"] == first["hash"]
+    finally:
+        kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name,
+                check=False)  # fmt: skip
+    # Jobs allowed again: the next sync starts the eval.
+    eventually(lambda: eval_jobs(kubectl, namespace), "the eval Job once allowed")
 
 
 def test_point_14_an_eval_in_which_every_call_failed_says_why(
