@@ -12,6 +12,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from operator_process import OPERATOR_USER, OperatorProcess, bind_operator_ident
 
 from harness.kubectl import Kubectl
 from harness.podrunner import LOCAL_RUN_LABEL, PodRunner
+from tierwise.controller.rollout_state import dataset_digest
 from tierwise.emulator import Dataset, EmulatorConfig, EmulatorThread
 from tierwise.render import CONFIG_KEY
 
@@ -614,7 +616,6 @@ def test_point_12_the_promote_annotation_acts_once_per_value(
     kubectl("annotate", "cascadepolicy", POLICY, f"tierwise.dev/promote={value}",
             namespace=namespace)  # fmt: skip
     eventually(lambda: live_config(kubectl, namespace)["hash"] == forced, "the forced promotion")
-    assert policy(kubectl, namespace)["status"]["rollout"]["forcePromoted"] == value
     set_threshold(kubectl, namespace, 0.8)  # back to the first config: evaluated, promoted
     status = decided(kubectl, namespace, forced)["status"]
     assert status["rollout"]["phase"] == "Promoted" and status["candidateHash"] == first["hash"]
@@ -626,6 +627,7 @@ def test_point_12_the_promote_annotation_acts_once_per_value(
     assert live_config(kubectl, namespace)["hash"] == first["hash"]
     forcings = [e for e in events(kubectl, namespace) if e["reason"] == "BreakGlassPromotion"]
     assert len(forcings) == 1
+    assert status["rollout"]["forcePromoted"] == value  # the value acted on, recorded
 
 
 def dataset(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
@@ -665,20 +667,20 @@ def test_point_13_a_changed_dataset_re_evaluates_the_promoted_config(
 ):
     first = deploy(kubectl, namespace, emulator)
     version = live(kubectl, namespace)["metadata"]["resourceVersion"]
-    before = eventually(
-        lambda: policy(kubectl, namespace)["status"]["rollout"].get("promotedDataset"),
-        "the datasets the first config was promoted on",
+    text = dataset(kubectl, namespace)["data"]["dataset.jsonl"]
+    changed = "".join(reversed(text.splitlines(keepends=True)))  # other bytes, same items
+    before, after = (
+        dataset_digest([("triage-eval-dataset", "dataset.jsonl", sha256(t.encode()).hexdigest())])
+        for t in (text, changed)
     )
-    lines = dataset(kubectl, namespace)["data"]["dataset.jsonl"].splitlines(keepends=True)
-    put_dataset(kubectl, namespace, "".join(reversed(lines)))  # other bytes, same items
+    put_dataset(kubectl, namespace, changed)
     (job,) = eventually(lambda: eval_jobs(kubectl, namespace), "an eval of the live config")
     annotations = job["metadata"]["annotations"]
     assert annotations["tierwise.dev/candidate-hash"] == first["hash"]
-    assert annotations["tierwise.dev/dataset-digest"] != before
+    assert annotations["tierwise.dev/dataset-digest"] == after != before
     body = eventually(
         lambda: (
-            (p := policy(kubectl, namespace))["status"]["rollout"].get("decidedDataset")
-            == annotations["tierwise.dev/dataset-digest"]
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("decidedDataset") == after
             and p["status"]["rollout"]["phase"] != "Promoting"
             and p
         ),
@@ -687,7 +689,7 @@ def test_point_13_a_changed_dataset_re_evaluates_the_promoted_config(
     )
     rollout = body["status"]["rollout"]
     assert rollout["phase"] == "Promoted" and rollout["reason"] == "EvalPassed", rollout
-    assert rollout["promotedDataset"] == annotations["tierwise.dev/dataset-digest"] != before
+    assert rollout["promotedDataset"] == after
     assert body["status"]["lastEval"]["hash"] == first["hash"]
     assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
 

@@ -69,6 +69,20 @@ def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
 # Ask for metadata only (PartialObjectMetadataList): names, labels, annotations and
 # resourceVersions, without the data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+ONE_METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
+def read_config_map_metadata(namespace: str, name: str) -> dict[str, Any] | None:
+    """One ConfigMap's metadata (resourceVersion, labels...) without its data."""
+    try:
+        response = core().read_namespaced_config_map(
+            name, namespace, _headers={"Accept": ONE_METADATA_ONLY}, _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(json.loads(response.data))
 
 
 def list_config_map_metadata(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:

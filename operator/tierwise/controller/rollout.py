@@ -9,7 +9,9 @@ is decided at once rather than at the next resync.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +101,7 @@ class LiveWriter(Protocol):
 
     emit: Emit
     evals: JobSettings
+    datasets: DatasetDigests
 
     def write_live_config(
         self,
@@ -169,7 +172,7 @@ def reconcile(
     # What was promoted is the status's record, never the live ConfigMap's word: a deleted
     # or hand-edited live ConfigMap is not "a new policy", nor an approval.
     recorded: str | None = current.get("promotedHash")
-    datasets = _datasets(namespace, evaluation)
+    datasets = _datasets(namespace, evaluation, writer.datasets)
     jobs = _eval_jobs(namespace, name)
     annotations = policy.annotations
     situation = Situation(
@@ -467,7 +470,39 @@ class _Datasets:
     problem: str | None = None
 
 
-def _datasets(namespace: str, evaluation: Any) -> _Datasets:
+class DatasetDigests:
+    """The content digests of dataset ConfigMaps, by resourceVersion: a sync asks the API
+    server for a dataset's metadata only, and reads its data (megabytes, perhaps) again only
+    when it changed. Kept by the reconciler, shared by its threads."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, namespace: str, name: str) -> dict[str, str] | None:
+        """sha256 of each key's text; None when the ConfigMap does not exist."""
+        meta = kube.read_config_map_metadata(namespace, name)
+        if meta is None:
+            return None
+        version = str((meta.get("metadata") or {}).get("resourceVersion") or "")
+        with self._lock:
+            known = self._known.get((namespace, name))
+        if known is not None and version and known[0] == version:
+            return known[1]
+        found = kube.read_config_map(namespace, name)
+        if found is None:
+            return None
+        version = str((found.get("metadata") or {}).get("resourceVersion") or "")
+        digests = {
+            key: hashlib.sha256(text.encode()).hexdigest()
+            for key, text in (found.get("data") or {}).items()
+        }
+        with self._lock:
+            self._known[(namespace, name)] = (version, digests)
+        return digests
+
+
+def _datasets(namespace: str, evaluation: Any, digests: DatasetDigests) -> _Datasets:
     """The eval's datasets as they are now: their digest is part of what a decision is for.
     GitOps may apply a dataset after the policy: a missing one is waited for."""
     refs = [
@@ -476,14 +511,13 @@ def _datasets(namespace: str, evaluation: Any) -> _Datasets:
     ]
     contents = []
     for name, key in dict.fromkeys(refs):
-        found = kube.read_config_map(namespace, name)
+        found = digests.of(namespace, name)
         if found is None:
             problem = f"dataset ConfigMap {name!r} not found in namespace {namespace!r}"
             return _Datasets(refs, None, f"{problem}; waiting for it")
-        data = found.get("data") or {}
-        if key not in data:
+        if key not in found:
             return _Datasets(refs, None, f"dataset ConfigMap {name!r} has no key {key!r}")
-        contents.append((name, key, data[key]))
+        contents.append((name, key, found[key]))
     return _Datasets(refs, dataset_digest(contents))
 
 

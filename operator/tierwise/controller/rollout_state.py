@@ -270,7 +270,7 @@ def _dataset_record(digest: str | None, promoted: bool = False, **extra: str) ->
 
 
 def dataset_digest(contents: Iterable[tuple[str, str, str]]) -> str:
-    """The digest of the eval's datasets: (ConfigMap, key, text) each."""
+    """The digest of the eval's datasets: (ConfigMap, key, sha256 of the text) each."""
     body = json.dumps(sorted(contents), ensure_ascii=False, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 

@@ -101,6 +101,7 @@ class Reconciler:
     ) -> None:
         self.emit = emit
         self.evals = evals or JobSettings()  # how eval Jobs are made (the operator's options)
+        self.datasets = rollout.DatasetDigests()  # the eval datasets' digests, by version
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # policy uid -> hash in its ConfigMap (None: known not to exist), and the
         # resourceVersion of the ConfigMap as last written or read in full
