@@ -284,16 +284,17 @@ def not_started(reason: str, problem: str, previous: Mapping[str, Any], now: dat
         since = _parse_time(previous["waitingSince"]) or now
     waited = (now - since).total_seconds()
     progressing = reason == DATASET_MISSING and waited < DATASET_GRACE_SECONDS
+    started = since.strftime("%Y-%m-%dT%H:%M:%SZ")
     message = problem
     if reason == DATASET_MISSING and not progressing:
-        message = f"{problem} (for {int(waited // 60)} minutes)"
+        message = f"{problem} (since {started}, over {DATASET_GRACE_SECONDS // 60} minutes)"
     return Step(
         EVALUATING,
         reason,
         message,
         event=("Warning", reason, problem),
         progressing=progressing,
-        extra={"waitingSince": since.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        extra={"waitingSince": started},
     )
 
 
