@@ -168,7 +168,10 @@ class Reconciler:
                     has_config = gated.has_config
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
-                    write_error = f"writing ConfigMap {config_map_name(policy.name)} failed: {kube.api_message(exc)}"
+                    reason = kube.api_message(exc)
+                    write_error = (
+                        f"writing ConfigMap {config_map_name(policy.name)} failed: {reason}"
+                    )
                     log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
                     has_config = self._config_exists(policy, True)
             else:
