@@ -539,6 +539,12 @@ class _PromotedConfig:
         self._document: Mapping[str, Any] | None = None
         self._looked = False
 
+    def use_live(self, live: Mapping[str, Any] | None) -> None:
+        """The live ConfigMap as read in full now: looked at again if nothing was found."""
+        self.live = live
+        if self._document is None:
+            self._looked = False
+
     def document(self) -> Mapping[str, Any] | None:
         if not self._looked:
             self._looked = True
@@ -581,7 +587,7 @@ def _keep_live(
         if writer.live_holds(policy, recorded, live):
             return recorded  # as the operator last wrote or read it: unchanged since
         live = kube.read_config_map(policy.namespace, config_map_name(policy.name))
-        promoted.live = live
+        promoted.use_live(live)
     document = promoted.document()
     if document is None:
         return None  # the status says so (Ready=False, NoLiveConfig)
