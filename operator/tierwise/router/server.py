@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
+from tierwise.router.batch_cascade import BatchStore
 from tierwise.router.batches import BatchProxy
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
@@ -79,7 +79,7 @@ class Router:
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = ResponseCacheCheck(self.metrics)
         self.budgets = InputBudgetCheck(self.metrics)
-        self.batch_state = BatchStateStore(batch_state_dir)
+        self.batch_state = BatchStore(batch_state_dir)
         self._relay: Relay | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -117,7 +117,7 @@ class Router:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post(COUNT_TOKENS_PATH, self._count_tokens)
-        BatchProxy(self.pipeline, BatchCascades(self.pipeline, self.batch_state)).add_routes(app)
+        BatchProxy(self.pipeline, self.batch_state).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
