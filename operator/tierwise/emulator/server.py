@@ -32,6 +32,9 @@ from tierwise.emulator.validation import validate_count, validate_create
 from tierwise.emulator.wire import StreamPiece, json_bytes, new_id, stream_pieces
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # the API's request size limit
+# A Message Batch may be larger: 256 MB ("Batch limitations", platform.claude.com/docs/en/
+# build-with-claude/batch-processing, read 2026-12-06).
+MAX_BATCH_BODY_BYTES = 256 * 1000 * 1000
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream; charset=utf-8"
 
@@ -163,7 +166,7 @@ class Emulator:
     def _build_app(self) -> web.Application:
         from tierwise.emulator.admin import add_admin_routes
 
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BATCH_BODY_BYTES)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_post("/v1/messages/batches", self._batch_create)
@@ -485,12 +488,16 @@ class Emulator:
     async def _authenticated_body(
         self, request: web.Request, record: RecordedRequest | None
     ) -> Any:
+        limit = MAX_BATCH_BODY_BYTES if request.path == "/v1/messages/batches" else MAX_BODY_BYTES
+        too_large = ApiError(413, f"Request exceeds the maximum allowed number of bytes ({limit}).")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
-            raise ApiError(
-                413, f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES})."
-            ) from exc
+            raise too_large from exc
+        if len(raw) > limit:
+            raise too_large
         try:
             body = json.loads(raw) if raw else None
         except ValueError as exc:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -616,13 +617,10 @@ class BatchCascadeRun:
         route = self._route(state)
         assert route is not None
         index = current["step"]
-        by_id: dict[str, Any] = {}
-        for line in body.splitlines():
-            if line.strip():
-                entry = loads(line)
-                by_id[str(entry.get("custom_id"))] = entry.get("result") or {}
-        expected = self._items(current)
-        if set(by_id) != set(expected):
+        expected = set(self._items(current))
+        lines = [line for line in body.splitlines() if line.strip()]
+        found = {str(loads(line).get("custom_id")) for line in lines}
+        if found - expected:
             log.warning("upstream batch %s holds other items; not adopted", current["batch"])
             return None
         last = index == len(route.steps) - 1
@@ -631,9 +629,11 @@ class BatchCascadeRun:
         escalated: list[str] = []
         seconds = _seconds_since(current["sentAt"])
         carry = state["carry"]
+        missing = errored("api_error", "the upstream batch returned no result for this item")
         with open(self.entry.step_path(index), "wb") as out:
-            for cid in expected:
-                result = by_id[cid]
+            # One line at a time: a step's results are never all decoded at once.
+            results = ((str(e.get("custom_id")), e.get("result") or {}) for e in map(loads, lines))
+            for cid, result in itertools.chain(results, ((c, missing) for c in expected - found)):
                 item = carry.pop(cid, None) or {"cost": "0", "escalations": 0, "steps": []}
                 if result.get("type") == "succeeded":
                     message = result.get("message") or {}
