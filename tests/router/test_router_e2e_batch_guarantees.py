@@ -41,7 +41,6 @@ from router_builder import (
 from router_helpers import free_port, metric, metrics, raw_request, sdk, user, wait_for
 
 from tierwise.router import RouterThread
-from tierwise.router.batch_cascade import RETENTION, BatchStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -350,6 +349,8 @@ def test_memory_is_bounded_finished_batches_leave_memory_and_listing_reads_its_p
 
 
 def test_memory_is_bounded_batches_are_deleted_after_the_retention(tmp_path: Path) -> None:
+    from tierwise.router.batch_cascade import RETENTION, BatchStore
+
     store = BatchStore(tmp_path)
     fresh, old = store.incoming(), store.incoming()
     kept = store.add("caller", "msgbatch_kept", fresh)
