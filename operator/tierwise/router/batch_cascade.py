@@ -183,10 +183,9 @@ class BatchStore:
         home = self._owner(owner)
         if not home.is_dir():
             return None
-        suffix = "-" + batch_id
         with os.scandir(home) as names:
             for name in names:
-                if name.name.endswith(suffix) and name.is_dir():
+                if name.name.partition("-")[2] == batch_id and name.is_dir():
                     return _entry(Path(name.path))
         return None
 
