@@ -553,3 +553,34 @@ def test_one_batch_cascade_for_the_eval_and_the_router(
     assert sorted(r.escalations for r in results) == [0, 0, 1, 1]
     assert sum((r.cost for r in results), Decimal(0)) == router_cost
     assert sizes(emu) == [4, 2]
+
+
+GOOD = json.dumps({"model": "tierwise/nightly", "max_tokens": 5, "messages": user("x")}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[]", "requests"),
+        (b'{"requests": []}', "non-empty"),
+        (b'{"requests": [{"custom_id": "a", "params": {}}] ', "max_tokens"),
+        (b'{"requests": [{"custom_id": "a"}]}', "requests.0.params"),
+        (b'{"requests": [{"custom_id": "' + b"x" * 65 + b'", "params": {}}]}', "custom_id"),
+        (b'{"requests": [1]}', "requests.0"),
+        (b'{"requests": [], "other": 1}', "other"),
+        (b'{"requests": [{"custom_id": "a", "params": {"max_tokens": NaN}}]}', "requests.0"),
+        (b'{"requests": [{"custom_id": "a", "params": ' + GOOD + b"}]} x", "JSON"),
+        (b'{"requests": [{"custom_id": "a", "params": ' + GOOD + b"}", "JSON"),
+    ],
+)
+def test_api_contract_a_bad_batch_body_is_a_400_naming_what_is_wrong(
+    emu: Any, make_router: Any, tmp_path: Path, body: bytes, says: str
+) -> None:
+    state = tmp_path / "batches"
+    router = make_router(doc(emu.base_url), batch_state_dir=state)
+    status, _, raw = raw_request(router.base_url, "/v1/messages/batches", data=body)
+    assert status == 400, raw
+    error = json.loads(raw)["error"]
+    assert error["type"] == "invalid_request_error" and says in error["message"], error
+    assert emu.recorded_requests() == []
+    assert not [p for p in state.rglob("*") if p.is_file()]  # nothing kept

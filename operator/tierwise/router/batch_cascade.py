@@ -318,6 +318,7 @@ def _items(path: Path, chunk: int = 1 << 20) -> Iterator[tuple[int, str]]:
         seen_requests = False
         while True:
             if skip() == "}":
+                position += 1
                 break
             key, _ = value()
             expect(":")
@@ -340,6 +341,8 @@ def _items(path: Path, chunk: int = 1 << 20) -> Iterator[tuple[int, str]]:
                         raise invalid_request("The request body is not valid JSON")
             if skip() == ",":
                 position += 1
+        if skip() != "":
+            raise invalid_request("The request body is not valid JSON (data after the object)")
         if not seen_requests:
             raise invalid_request("requests: Field required")
 
