@@ -127,7 +127,10 @@ class BatchCascadeEngine:
 def _finals(entry: Entry) -> dict[str, dict[str, Any]]:
     """Every final line the cascade wrote so far (steps' files, or the merged results)."""
     finals: dict[str, dict[str, Any]] = {}
-    for path in sorted(entry.path.glob("step-*.jsonl")):
+    paths = sorted(entry.path.glob("step-*.jsonl"))
+    if entry.results_path.exists():
+        paths.append(entry.results_path)
+    for path in paths:
         for line in read_requests(path):
             finals[line["custom_id"]] = line
     return finals

@@ -711,6 +711,9 @@ class BatchCascadeRun:
         merge_results(self.entry, len(state["steps"]))
         state["endedAt"] = now_iso()
         state["carry"] = {}
+        save_state(self.entry, state)
+        for index in range(len(state["steps"])):  # merged: the per-step copies can go
+            self.entry.step_path(index).unlink(missing_ok=True)
 
     def _count(self, state: Mapping[str, Any], counted: Counted) -> None:
         policy, route_name = self.runtime.policy, state["route"]
