@@ -584,3 +584,34 @@ def test_api_contract_a_bad_batch_body_is_a_400_naming_what_is_wrong(
     assert error["type"] == "invalid_request_error" and says in error["message"], error
     assert emu.recorded_requests() == []
     assert not [p for p in state.rglob("*") if p.is_file()]  # nothing kept
+
+
+def test_memory_is_bounded_on_disk_too_the_batch_storage_has_a_budget(
+    emu: Any, make_router: Any, tmp_path: Path
+) -> None:
+    """The state directory is a size-limited volume (its overflow evicts the pod): ended
+    batches make room early, then new batches are refused, saying why."""
+    router = make_router(
+        doc(emu.base_url), batch_state_dir=tmp_path / "b", batch_state_max_bytes=200_000
+    )
+    client = sdk(router)
+    emu.script("*", [{"text": SURE}] * 40)
+
+    def body(kb: int) -> bytes:
+        items = requests()
+        items[0]["params"]["metadata"] = {"user_id": "u" * 10}
+        items[0]["params"]["messages"] = user("w " * (kb * 500))
+        return json.dumps({"requests": items}).encode()
+
+    status, _, raw = raw_request(router.base_url, "/v1/messages/batches", data=body(200))
+    assert status == 413 and b"--batch-state-max-bytes" in raw
+    first = json.loads(raw_request(router.base_url, "/v1/messages/batches", data=body(60))[2])
+    until_ended(client, first["id"])
+    for _ in range(2):  # each needs twice its size while it is checked: the first goes
+        status, _, raw = raw_request(router.base_url, "/v1/messages/batches", data=body(60))
+        assert status == 200, raw
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.batches.retrieve(first["id"])
+    # The batches left are in progress (never polled): nothing may be deleted for a new one.
+    status, _, raw = raw_request(router.base_url, "/v1/messages/batches", data=body(60))
+    assert status == 429 and b"in progress" in raw

@@ -66,6 +66,9 @@ PREFIX = "msgbatch_tw"
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1000 * 1000
 RETENTION = timedelta(days=29)
+# Disk the store may use: under the injected sidecar's 2 GiB emptyDir (whose overflow would
+# evict the pod), with room for one maximal batch (received, then checked: twice its size).
+DEFAULT_MAX_STORE_BYTES = 1536 * 1024 * 1024
 EXPIRY = timedelta(hours=24)
 MAX_CUSTOM_ID_LENGTH = 64
 FINAL_TYPES = ("succeeded", "errored", "canceled", "expired")
@@ -148,7 +151,12 @@ class BatchStore:
     directory the store lives in a temporary one removed with the process.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None,
+        max_bytes: int = DEFAULT_MAX_STORE_BYTES,
+    ) -> None:
+        self.max_bytes = max_bytes
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
         if directory is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="tierwise-batches-")
@@ -217,6 +225,37 @@ class BatchStore:
     def claimed(self, upstream_id: str) -> bool:
         return (self.root / "_claimed" / upstream_id).exists()
 
+    def usage(self) -> int:
+        """Bytes the store holds on disk."""
+        total = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.stat(os.path.join(folder, name)).st_size
+        return total
+
+    def make_room(self, wanted: int) -> int:
+        """Free space for ``wanted`` more bytes by deleting the oldest *ended* cascades
+        (before their retention); returns the bytes still free (negative: not enough)."""
+        self.sweep()
+        free = self.max_bytes - self.usage()
+        if free >= wanted:
+            return free
+        ended = []
+        for home in self.root.glob("o-*"):
+            for path in home.iterdir():
+                entry = _entry(path)
+                if not entry.passthrough and _ended(entry):
+                    ended.append(entry)
+        for entry in sorted(ended, key=lambda e: e.created_ms):
+            size = sum(p.stat().st_size for p in entry.path.iterdir() if p.is_file())
+            log.warning("batch storage full: deleting ended batch %s early", entry.id)
+            self.remove(entry)
+            free += size
+            if free >= wanted:
+                break
+        return free
+
     def sweep(self, *, force: bool = False) -> int:
         """Delete batches past the retention and abandoned uploads; returns how many."""
         now = time.time()
@@ -240,6 +279,13 @@ class BatchStore:
 def _entry(path: Path) -> Entry:
     created, _, batch_id = path.name.partition("-")
     return Entry(path, batch_id, int(created) if created.isdigit() else 0)
+
+
+def _ended(entry: Entry) -> bool:
+    try:
+        return loads(entry.state_path.read_bytes()).get("endedAt") is not None
+    except (OSError, ValueError):
+        return False
 
 
 def _claims(entry: Entry) -> list[str]:

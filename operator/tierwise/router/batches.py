@@ -167,6 +167,8 @@ class BatchProxy:
         request = call.request
         if request.content_length is not None and request.content_length > MAX_BATCH_BYTES:
             raise too_large(MAX_BATCH_BYTES)
+        # A body takes twice its size while it is checked (the body, then the requests).
+        free = await asyncio.to_thread(self.store.make_room, 2 * (request.content_length or 0))
         body = directory / "body.json"
         received = 0
         with open(body, "wb") as out:
@@ -174,6 +176,8 @@ class BatchProxy:
                 received += len(chunk)
                 if received > MAX_BATCH_BYTES:
                     raise too_large(MAX_BATCH_BYTES)
+                if 2 * received > free:
+                    raise self._storage_full(received)
                 out.write(chunk)
         config = call.runtime.config
         header = request.headers.get(ROUTE_HEADER)
@@ -195,6 +199,20 @@ class BatchProxy:
         finally:
             body.unlink(missing_ok=True)
         return config.routes_by_name[name]
+
+    def _storage_full(self, size: int) -> RouterError:
+        limit = self.store.max_bytes
+        if 2 * size > limit:
+            return RouterError(
+                413,
+                f"a batch body of {size} bytes needs twice that of the router's batch storage, "
+                f"which holds {limit} bytes (--batch-state-max-bytes)",
+            )
+        return RouterError(
+            429,
+            f"the router's batch storage ({limit} bytes, --batch-state-max-bytes) is held by "
+            "batches still in progress: try again when some have ended, or delete ended ones",
+        )
 
     async def _create_cascade(
         self, call: Call, ex: Exchange, owner: str, directory: Path

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tierwise.router.batch_cascade import BatchStore
+from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES, BatchStore
 from tierwise.router.batches import BatchProxy
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
@@ -67,6 +67,7 @@ class Router:
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         metrics: RouterMetrics | None = None,
         batch_state_dir: str | os.PathLike[str] | None = None,
+        batch_state_max_bytes: int = DEFAULT_MAX_STORE_BYTES,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -79,7 +80,7 @@ class Router:
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = ResponseCacheCheck(self.metrics)
         self.budgets = InputBudgetCheck(self.metrics)
-        self.batch_state = BatchStore(batch_state_dir)
+        self.batch_state = BatchStore(batch_state_dir, batch_state_max_bytes)
         self._relay: Relay | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
