@@ -157,15 +157,28 @@ class BatchStore:
         max_bytes: int = DEFAULT_MAX_STORE_BYTES,
     ) -> None:
         self.max_bytes = max_bytes
+        self._directory = Path(directory) if directory is not None else None
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
-        if directory is None:
-            self._temporary = tempfile.TemporaryDirectory(prefix="tierwise-batches-")
-            directory = self._temporary.name
-        self.root = Path(directory)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "_incoming").mkdir(exist_ok=True)
-        (self.root / "_claimed").mkdir(exist_ok=True)
+        self._root: Path | None = None
         self._swept = 0.0
+        if self._directory is not None:
+            _ = self.root  # a configured directory must be usable from the start
+
+    @property
+    def root(self) -> Path:
+        """The directory, made on first use (a temporary one only when a batch needs it, so
+        a router without batches runs on a read-only filesystem)."""
+        if self._root is None:
+            if self._directory is None:
+                self._temporary = tempfile.TemporaryDirectory(prefix="tierwise-batches-")
+                root = Path(self._temporary.name)
+            else:
+                root = self._directory
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "_incoming").mkdir(exist_ok=True)
+            (root / "_claimed").mkdir(exist_ok=True)
+            self._root = root
+        return self._root
 
     def _owner(self, owner: str) -> Path:
         if not owner.isalnum():
