@@ -615,3 +615,29 @@ def test_memory_is_bounded_on_disk_too_the_batch_storage_has_a_budget(
     # The batches left are in progress (never polled): nothing may be deleted for a new one.
     status, _, raw = raw_request(router.base_url, "/v1/messages/batches", data=body(60))
     assert status == 429 and b"in progress" in raw
+
+
+def test_each_item_counted_once_under_concurrent_polls(emu: Any, make_router: Any) -> None:
+    router = make_router(doc(emu.base_url))
+    script(emu)
+    batch = sdk(router).messages.batches.create(requests=requests())  # type: ignore[arg-type]
+    emu.fail_batches("create", create_delay=0.3)  # polls pile up on the next step's create
+
+    def poll() -> None:
+        client = sdk(router)
+        for _ in range(10):
+            client.messages.batches.retrieve(batch.id)
+
+    threads = [threading.Thread(target=poll) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    emu.fail_batches("create", create_delay=0)
+    client = sdk(router)
+    until_ended(client, batch.id)
+    total = exactly_once(client, batch.id)
+    samples = metrics(router.metrics_url)
+    assert metric(samples, ESCALATIONS, route="nightly") == 2
+    assert metric(samples, COST, route="nightly") == pytest.approx(float(total))
+    assert sizes(emu) == [4, 2]
