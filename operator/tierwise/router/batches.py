@@ -38,7 +38,6 @@ from tierwise.router.batch_cascade import (
     new_cascade_id,
     new_state,
     now_iso,
-    read_requests,
     save_state,
     store_requests,
     write_step_payload,
@@ -146,7 +145,7 @@ class BatchProxy:
         owner = caller_identity(call.request.headers)
         directory = self.store.incoming()
         try:
-            route = await self._receive(call, directory)
+            route, count = await self._receive(call, directory)
             ex = call.begin(route, {}, batch=True)
             if route.input_budget is not None:
                 raise invalid_request(
@@ -155,15 +154,15 @@ class BatchProxy:
                     "/v1/messages, or batch them on a route without an input budget"
                 )
             if len(route.steps) > 1:
-                return await self._create_cascade(call, ex, owner, directory)
+                return await self._create_cascade(call, ex, owner, directory, count)
             return await self._create_passthrough(call, ex, owner, directory)
         finally:
             if directory.exists():
                 shutil.rmtree(directory, ignore_errors=True)
 
-    async def _receive(self, call: Call, directory: Path) -> Route:
+    async def _receive(self, call: Call, directory: Path) -> tuple[Route, int]:
         """The body to disk (within the API's limit), then its items checked into
-        ``requests.jsonl``; returns the batch's route."""
+        ``requests.jsonl``; returns the batch's route and how many requests it holds."""
         request = call.request
         if request.content_length is not None and request.content_length > MAX_BATCH_BYTES:
             raise too_large(MAX_BATCH_BYTES)
@@ -193,12 +192,12 @@ class BatchProxy:
                 raise not_found(exc.message) from exc
 
         try:
-            name, _count = await asyncio.to_thread(store_requests, body, directory, check)
+            name, count = await asyncio.to_thread(store_requests, body, directory, check)
         except (UnicodeDecodeError, RecursionError):
             raise invalid_request("The request body is not valid JSON") from None
         finally:
             body.unlink(missing_ok=True)
-        return config.routes_by_name[name]
+        return config.routes_by_name[name], count
 
     def _storage_full(self, size: int) -> RouterError:
         limit = self.store.max_bytes
@@ -215,10 +214,9 @@ class BatchProxy:
         )
 
     async def _create_cascade(
-        self, call: Call, ex: Exchange, owner: str, directory: Path
+        self, call: Call, ex: Exchange, owner: str, directory: Path, count: int
     ) -> web.StreamResponse:
         batch_id = new_cascade_id()
-        count = sum(1 for _ in read_requests(directory / "requests.jsonl"))
         headers = forwarded_headers(call.request.headers)
         entry = self.store.add(owner, batch_id, directory)
         save_state(entry, new_state(batch_id, ex.route.name, count, headers))
