@@ -1,6 +1,6 @@
 """Issue 17 point 9, end to end: `tierwise eval --emulator` on a task that is not the example's.
 
-examples/ticket-priority has its own dataset (``messages`` items), its own answer shape (the
+tests/data/ticket-priority has its own dataset (``messages`` items), its own answer shape (the
 priority at ``ticket.priority``, the model's certainty in ``certainty``) and its own policy
 and namespace. The emulator follows the route's grader and escalation field, so the verdict
 measures the cascade, not a schema mismatch.
@@ -17,7 +17,7 @@ from tierwise.cli import main
 
 pytestmark = pytest.mark.timeout(120)
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ticket-priority"
+EXAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "ticket-priority"
 
 
 def test_point9_own_task_gets_a_sensible_verdict_with_the_emulator(capsys) -> None:
