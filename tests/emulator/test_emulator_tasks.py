@@ -196,3 +196,31 @@ def test_point9_cascade_does_not_beat_the_strong_tier_alone() -> None:
     # Confidently wrong: some wrong answers clear any threshold below 0.95.
     confident_wrong = [c for c in cheap if not c.correct and c.confidence >= 0.9]
     assert len(confident_wrong) >= 5
+
+
+def test_point9_behaviour_parameters_are_per_profile_and_checked(tmp_path: Path) -> None:
+    from tierwise.emulator import load_profiles
+
+    path = tmp_path / "profiles.yaml"
+    path.write_text(
+        "models:\n  claude-haiku-5-5:\n    difficulty_correlation: 0\n    confident_wrong_rate: 0\n"
+    )
+    profiles = load_profiles(path)
+    assert profiles[HAIKU].difficulty_correlation == 0.0
+    assert profiles[SONNET].confident_wrong_rate == 0.3  # others keep the defaults
+    path.write_text("models:\n  claude-haiku-5-5:\n    confident_wrong_rate: 1.5\n")
+    with pytest.raises(ValueError, match="confident_wrong_rate must be within"):
+        load_profiles(path)
+
+
+def test_point9_without_confident_mistakes_a_threshold_catches_more() -> None:
+    """The knob does what it says: with rate 0 no wrong answer reaches 0.9 confidence."""
+    items = [DatasetItem(f"item {i}", "a") for i in range(400)]
+    labels = ["a", "b", "c"]
+    for rate, expect_some in ((0.0, False), (0.3, True)):
+        answers = [
+            answer_item(i, labels, model=HAIKU, seed=1, behaviour=Behaviour(0.8, 0.6, rate))
+            for i in items
+        ]
+        confident_wrong = [a for a in answers if not a.correct and a.confidence >= 0.9]
+        assert bool(confident_wrong) is expect_some
