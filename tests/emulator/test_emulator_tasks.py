@@ -224,3 +224,22 @@ def test_point9_without_confident_mistakes_a_threshold_catches_more() -> None:
         ]
         confident_wrong = [a for a in answers if not a.correct and a.confidence >= 0.9]
         assert bool(confident_wrong) is expect_some
+
+
+def test_a_bad_dataset_over_the_admin_api_is_a_400_and_keeps_the_loaded_one() -> None:
+    from emulator_helpers import raw_request
+
+    dataset = Dataset([DatasetItem("my invoice is wrong", "billing")])
+    with EmulatorThread(EmulatorConfig(zero_latency=True, dataset=dataset)) as emu:
+        for items in (["not an object"], [{"input": "x"}], [{"grader": {"type": "nope"}}]):
+            status, _h, raw = raw_request(emu.base_url, "/_emulator/dataset", {"items": items})
+            assert status == 400, raw
+            assert b"items: " in raw
+        assert emu.call(lambda: emu.emulator.dataset) is not None
+        client = anthropic.Anthropic(base_url=emu.base_url, api_key=API_KEY, max_retries=0)
+        text = (
+            client.messages.create(model=HAIKU, max_tokens=50, messages=user("my invoice is wrong"))
+            .content[0]
+            .text
+        )
+        assert set(json.loads(text)) == {"label", "confidence"}  # still recognised

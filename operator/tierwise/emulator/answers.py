@@ -72,6 +72,8 @@ class Dataset:
         declared = list(labels or [])
         task = DEFAULT_TASK
         for number, record in enumerate(records, start=1):
+            if not isinstance(record, Mapping):
+                raise ValueError(f"record {number}: must be a JSON object")
             if set(record) == {"labels"}:
                 declared.extend(str(label) for label in record["labels"])
                 continue
