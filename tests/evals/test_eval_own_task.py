@@ -48,3 +48,16 @@ def test_point9_trusting_haiku_alone_is_not_promoted_on_the_own_task(
     assert main(["eval", "-f", str(copy), "--emulator", "-q"]) != 0
     out = capsys.readouterr().out
     assert "decision: Promoted" not in out and "escalation rate 0.0%" in out
+
+
+def test_point9_calibrate_follows_the_routes_grader_and_confidence_field(capsys) -> None:
+    from tierwise.cli import main as cli
+
+    cli(["calibrate", "-f", str(EXAMPLE), "--emulator", "--target", "0.85", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["route"] == "priority" and result["tuningItems"] + result["heldOutItems"] == 160
+    frontier = result["frontier"]
+    rates = [p["escalationRate"] for p in frontier]
+    assert min(rates) < 0.1 and max(rates) > 0.9  # the certainty field moves the escalations
+    best = max(p["quality"][0] for p in frontier)
+    assert best >= 0.85  # answers carry ticket.priority: graded right, not a schema miss

@@ -158,14 +158,20 @@ class EmulatorTask:
 
 def emulator_tasks(evals: Iterable[LocalEval]) -> list[EmulatorTask]:
     """Every evaluated route's dataset with the route's grader and confidence field."""
-    tasks = []
-    for found in evals:
-        routes = {r["name"]: r for r in found.candidate.get("routes", [])}
-        for route in found.plan.routes:
-            confidence = _confidence_field(routes.get(route.name, {}))
-            grader = route.grader.to_document()
-            tasks.append(EmulatorTask(found.datasets[route.name], grader, confidence))
-    return tasks
+    return [
+        route_task(found.plan, found.candidate, route.name, found.datasets[route.name])
+        for found in evals
+        for route in found.plan.routes
+    ]
+
+
+def route_task(
+    plan: EvalPlan, candidate: Mapping[str, Any], route: str, dataset: Dataset
+) -> EmulatorTask:
+    """``dataset`` as the emulator should answer it on ``route`` of ``candidate``."""
+    grader = next(r.grader for r in plan.routes if r.name == route)
+    routes = {r["name"]: r for r in candidate.get("routes", [])}
+    return EmulatorTask(dataset, grader.to_document(), _confidence_field(routes.get(route, {})))
 
 
 def _confidence_field(route: Mapping[str, Any]) -> str | None:
@@ -313,4 +319,5 @@ __all__ = [
     "maybe_emulator",
     "plan_with_endpoint",
     "point_at",
+    "route_task",
 ]
