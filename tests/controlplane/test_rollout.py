@@ -573,7 +573,7 @@ def test_point_10_a_deleted_live_config_map_comes_back_with_the_promoted_config(
     )
     assert "cannot be rebuilt" in condition(body, "Ready")["message"]
     assert "configHash" not in body["status"] and live_config(kubectl, namespace) is None
-    set_threshold(kubectl, namespace, 0.85)  # a good change: evaluated, then live
+    set_threshold(kubectl, namespace, 0.95)  # a good change: evaluated, then live
     status = decided(kubectl, namespace, rejected)["status"]
     assert status["rollout"]["phase"] == "Promoted", status["rollout"]
     assert live_config(kubectl, namespace)["hash"] == status["candidateHash"] != rejected
@@ -616,7 +616,7 @@ def test_point_12_the_promote_annotation_acts_once_per_value(
     kubectl("annotate", "cascadepolicy", POLICY, f"tierwise.dev/promote={value}",
             namespace=namespace)  # fmt: skip
     eventually(lambda: live_config(kubectl, namespace)["hash"] == forced, "the forced promotion")
-    set_threshold(kubectl, namespace, 0.8)  # back to the first config: evaluated, promoted
+    set_threshold(kubectl, namespace, 0.9)  # back to the first config: evaluated, promoted
     status = decided(kubectl, namespace, forced)["status"]
     assert status["rollout"]["phase"] == "Promoted" and status["candidateHash"] == first["hash"]
     # Git returns to the forced config with the annotation still set: it is evaluated.
@@ -650,7 +650,7 @@ def test_point_13_fixing_a_broken_dataset_re_runs_an_inconclusive_decision(
     first = deploy(kubectl, namespace, emulator)
     good = dataset(kubectl, namespace)["data"]["dataset.jsonl"]
     put_dataset(kubectl, namespace, '{"input": "a", "label": "bug"}\n{"input": "b", "label": \n')
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     status = decided(kubectl, namespace, first["hash"])["status"]
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
     candidate = status["candidateHash"]
@@ -756,7 +756,7 @@ def test_point_14_an_eval_job_that_cannot_be_created_is_its_own_reason(
             return "no Jobs in this namespace" in probe.stderr
 
         eventually(refused, "the admission policy to refuse Jobs")
-        set_threshold(kubectl, namespace, 0.75)
+        set_threshold(kubectl, namespace, 0.85)
         body = eventually(
             lambda: (
                 condition(p := policy(kubectl, namespace), "Progressing")["reason"]
@@ -784,12 +784,13 @@ def test_point_14_an_eval_in_which_every_call_failed_says_why(
     first = deploy(kubectl, namespace, emulator)
     refused = {"error": 401, "error_type": "authentication_error", "message": "invalid x-api-key"}
     emulator.script("*", [refused] * 2000)
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     status = decided(kubectl, namespace, first["hash"])["status"]
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
     message = status["rollout"]["message"]
     assert message.startswith("authentication failed for tier "), message
-    assert "200/200 calls 401" in message
+    items = len((EXAMPLE / "dataset.jsonl").read_text().splitlines())
+    assert f"{items}/{items} calls 401" in message
 
 
 def test_point_14_a_route_on_a_retired_model_makes_the_policy_condition_false(
