@@ -39,7 +39,7 @@ from tierwise.controller.names import (
     config_map_name,
 )
 from tierwise.controller.objects import Observed, tier_spec
-from tierwise.render import CONFIG_KEY, SecretKeyEnv, secret_key_env
+from tierwise.render import CONFIG_KEY, SecretKeyEnv, api_key_env, key_env_conflicts, secret_key_env
 from tierwise.routerconfig import sidecar
 
 __all__ = [
@@ -143,12 +143,16 @@ def plan_for(
     """Keys of the tiers the policy uses (steps and fallback, as the renderer counts them),
     from each tier's apiKeySecretRef: the Secret's name, never its content."""
     used = set(policy.tier_names())
-    keys = []
+    keyed: dict[str, SecretKeyEnv] = {}
     for tier in sorted(tiers, key=lambda t: t.name):
         spec = tier_spec(tier)
         key_env = secret_key_env(tier.name, spec) if spec and tier.name in used else None
         if key_env is not None:
-            keys.append(key_env)
+            keyed[tier.name] = key_env
+    # Tiers whose keys would share a variable get none (the policy's status names them):
+    # one tier's key must never reach another tier's endpoint.
+    clashing = {api_key_env(p.ref) for p in key_env_conflicts(keyed)}
+    keys = [k for k in keyed.values() if k.env not in clashing]
     return InjectionPlan(
         policy=policy.name,
         image=image,

@@ -9,7 +9,7 @@ conditions and the CLI into an error message. See docs/router-config.md for the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -62,6 +62,7 @@ TIER_NOT_FOUND = "TierNotFound"
 CACHE_PROFILE_NOT_FOUND = "CacheProfileNotFound"
 PRICING_UNKNOWN = "PricingUnknown"
 PRICING_AMBIGUOUS = "PricingAmbiguous"
+KEY_ENV_CONFLICT = "KeyEnvConflict"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,27 @@ def secret_key_env(tier_name: str, spec: ModelTierSpec) -> SecretKeyEnv | None:
     tier's Secret); None for a tier without ``apiKeySecretRef``."""
     ref = spec.api_key_secret_ref
     return None if ref is None else SecretKeyEnv(api_key_env(tier_name), ref.name, ref.key)
+
+
+def key_env_conflicts(tier_names: Iterable[str]) -> list[Problem]:
+    """Tiers whose key variables would share one name: each pair is refused, naming both
+    tiers, since one variable can carry only one tier's key (the other tier's endpoint
+    would get it)."""
+    first: dict[str, str] = {}
+    problems = []
+    for name in dict.fromkeys(tier_names):
+        env = api_key_env(name)
+        other = first.setdefault(env, name)
+        if other != name:
+            problems.append(
+                Problem(
+                    KEY_ENV_CONFLICT,
+                    name,
+                    f"ModelTiers {other!r} and {name!r} would both read their API key from"
+                    f" {env}; rename one of them",
+                )
+            )
+    return problems
 
 
 def render_policy(
@@ -161,6 +183,8 @@ def render_policy(
         if key_env is not None:
             key_envs.append(key_env)
 
+    keyed = [n for n in spec.tier_names() if n in rendered_tiers and rendered_tiers[n].api_key_env]
+    problems.extend(key_env_conflicts(keyed))
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
     if cache_problem:
         problems.append(cache_problem)
