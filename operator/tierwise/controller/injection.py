@@ -39,6 +39,7 @@ from tierwise.controller.names import (
     config_map_name,
 )
 from tierwise.controller.objects import Observed, tier_spec
+from tierwise.controller.ownership import CONFIG_MAP_CONFLICT, STALLED
 from tierwise.render import CONFIG_KEY, SecretKeyEnv, api_key_env, key_env_conflicts, secret_key_env
 from tierwise.routerconfig import sidecar
 
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_RESOURCES",
     "InjectionPlan",
     "choose_policy",
+    "config_map_conflict",
     "inject",
     "matching_policies",
     "opted_out",
@@ -132,6 +134,19 @@ def choose_policy(pod: Mapping[str, Any], policies: Iterable[Observed]) -> Obser
     changes the choice for pods an existing one already selects."""
     matching = matching_policies(pod, policies)
     return matching[0] if matching else None
+
+
+def config_map_conflict(policy: Observed) -> str | None:
+    """Why the policy's ConfigMap name is held by an object it does not own (its status says
+    Stalled: ConfigMapConflict), else None: its pods are then not pointed at that object."""
+    for condition in policy.status.get("conditions") or ():
+        if (
+            condition.get("type") == STALLED
+            and condition.get("status") == "True"
+            and condition.get("reason") == CONFIG_MAP_CONFLICT
+        ):
+            return str(condition.get("message") or CONFIG_MAP_CONFLICT)
+    return None
 
 
 def plan_for(

@@ -32,6 +32,7 @@ import kopf
 from tierwise.api import CASCADE_POLICY, MODEL_TIER
 from tierwise.controller.certificates import SelfSignedCertificates, merge_ca_bundle
 from tierwise.controller.injection import (
+    config_map_conflict,
     inject,
     matching_policies,
     plan_for,
@@ -84,6 +85,11 @@ def inject_router(
         warnings.append(
             f"CascadePolicies {names} all select this pod; {policy.name} (the oldest) injects it"
         )
+    taken = config_map_conflict(policy)
+    if taken is not None:
+        # Mounting someone else's ConfigMap as the router's config would run their data.
+        warnings.append(f"CascadePolicy {policy.name} is stalled, no router injected: {taken}")
+        return
     options = getattr(memo, "options", None)
     image = getattr(options, "router_image", DEFAULT_ROUTER_IMAGE)
     plan = plan_for(policy, tiers, image, getattr(options, "router_resources", None))
