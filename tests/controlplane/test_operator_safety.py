@@ -52,6 +52,11 @@ def injecting_operator(
     kubectl("delete", "mutatingwebhookconfiguration", configuration, check=False)
 
 
+@pytest.fixture(scope="module")
+def operator_kubeconfig_for_start(injecting_operator) -> Any:
+    return injecting_operator.kubeconfig
+
+
 @pytest.fixture
 def opted_in(injecting_operator, kubectl: Kubectl, namespace: str) -> str:
     kubectl("label", "namespace", namespace, "tierwise.dev/injection=enabled")
@@ -373,3 +378,56 @@ def test_point5_a_policy_name_over_63_characters_is_refused_by_the_api_server(
     assert "metadata.name" in result.stderr and "63 characters" in result.stderr
     # 63 is fine.
     kubectl("create", "-f", "-", input=json.dumps(policy("p" * 63, ["haiku"])), namespace=namespace)
+
+
+# -- 4. one bad value cannot block every pod -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "named"),
+    [
+        (
+            '--router-resources={"requests": {"memory": "512Mi"}, "limits": {"memory": "256Mi"}}',
+            "requests.memory 512Mi is more than limits.memory 256Mi",
+        ),
+        ('--router-resources={"requests": {"cpu": "half"}}', "requests.cpu: 'half'"),
+        ("--eval-pod-label=bad key=x", "'bad key' is not a label key"),
+        ("--eval-pod-label=mesh=not a value", "mesh='not a value': not a label value"),
+        ("--eval-service-account=Eval_Runner", "--eval-service-account='Eval_Runner'"),
+    ],
+)
+def test_point4_a_value_the_api_server_would_refuse_stops_the_operator_naming_the_flag(
+    injecting_operator, operator_kubeconfig_for_start, tmp_path, flag: str, named: str
+):
+    process = OperatorProcess(
+        operator_kubeconfig_for_start, tmp_path / "operator.log", ["--webhook-port=0", flag]
+    )
+    with pytest.raises(RuntimeError, match="operator exited with [12]") as refused:
+        process.start()
+    process.stop()
+    assert flag.split("=", 1)[0] in str(refused.value)
+    assert named in str(refused.value)
+
+
+def test_point4_the_webhook_injects_pods_the_api_server_accepts_with_chosen_resources(
+    controlplane, kubectl: Kubectl, user_kubeconfig, namespace: str, tmp_path, injecting_operator
+):
+    # The running operator (default resources) steps aside for one with chosen resources.
+    resources = {"requests": {"cpu": "20m", "memory": "100Mi"}, "limits": {"memory": "200M"}}
+    injecting_operator.stop()
+    args = [a for a in injecting_operator.extra_args if not a.startswith("--webhook-port")]
+    process = OperatorProcess(
+        injecting_operator.kubeconfig,
+        tmp_path / "operator.log",
+        [*args, f"--webhook-port={free_port()}", f"--router-resources={json.dumps(resources)}"],
+    )
+    process.start()
+    try:
+        kubectl("label", "namespace", namespace, "tierwise.dev/injection=enabled")
+        apply(kubectl, namespace, tier("haiku"), policy("sized", ["haiku"]))
+        router = sidecar(injected_pod(kubectl, namespace))
+        assert router is not None
+        assert router["resources"] == resources
+    finally:
+        process.stop()
+        injecting_operator.start()

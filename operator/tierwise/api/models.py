@@ -72,6 +72,11 @@ LABEL_VALUE_MESSAGE = (
 )
 
 
+def is_dns_subdomain(name: str) -> bool:
+    """A DNS-1123 subdomain: most Kubernetes object names (ServiceAccounts, ConfigMaps)."""
+    return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
+
+
 def is_label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
