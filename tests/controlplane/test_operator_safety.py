@@ -359,6 +359,110 @@ def test_point2_a_configmap_with_the_eval_jobs_name_is_not_mounted_as_its_inputs
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
+# -- 3. no secret in git or a ConfigMap ------------------------------------------------------
+
+
+def cache_profile(name: str, redis: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "tierwise.dev/v1alpha1",
+        "kind": "CacheProfile",
+        "metadata": {"name": name},
+        "spec": {"responseCache": {"enabled": True, "backend": "redis", "redis": redis}},
+    }
+
+
+def test_point3_a_redis_url_with_a_password_is_refused_pointing_at_the_secret_field(
+    controlplane, kubectl: Kubectl, namespace: str
+):
+    for url in ("redis://:hunter2@redis.cache:6379/0", "rediss://app:hunter2@redis.cache:6380"):
+        result = kubectl(
+            "create",
+            "-f",
+            "-",
+            input=json.dumps(cache_profile("inline", {"url": url})),
+            namespace=namespace,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "redis.url must not hold a password" in result.stderr
+        assert "redis.passwordSecretRef" in result.stderr and "redis.urlSecretRef" in result.stderr
+    # A user name alone is no secret.
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(cache_profile("user", {"url": "redis://app@redis.cache:6379"})),
+        namespace=namespace,
+    )
+
+
+def test_point3_redis_credentials_reach_the_sidecar_from_secrets_not_the_configmap(
+    opted_in: str, kubectl: Kubectl
+):
+    namespace = opted_in
+    redis = {
+        "url": "rediss://redis.cache:6380/0",
+        "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+        "clientCertSecretRef": {"name": "redis-client-tls"},
+    }
+    apply(
+        kubectl,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "redis-auth"},
+            "stringData": {"password": "hunter2"},
+        },
+        tier("haiku"),
+        cache_profile("shared-cache", redis),
+        policy("cached", ["haiku"], cacheProfileRef={"name": "shared-cache"}),
+    )
+    config_map = eventually(
+        lambda: get(kubectl, "configmap", "tierwise-cached", namespace), "the ConfigMap"
+    )
+    document = config_map["data"]["router-config.json"]
+    assert "hunter2" not in document
+    response_cache = json.loads(document)["cache"]["responseCache"]
+    assert response_cache["redisURL"] == "rediss://redis.cache:6380/0"
+    assert response_cache["redisPasswordEnv"] == "TIERWISE_REDIS_PASSWORD"
+    assert response_cache["redisTLSDir"] == "/var/run/tierwise/redis-tls"
+
+    pod = injected_pod(kubectl, namespace)
+    router = sidecar(pod)
+    assert router is not None
+    env = {e["name"]: e.get("valueFrom") for e in router["env"]}
+    assert env["TIERWISE_REDIS_PASSWORD"] == {
+        "secretKeyRef": {"name": "redis-auth", "key": "password"}
+    }
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "tierwise-redis-tls"]
+    assert volume["secret"]["secretName"] == "redis-client-tls"
+    assert {
+        "name": "tierwise-redis-tls",
+        "mountPath": "/var/run/tierwise/redis-tls",
+        "readOnly": True,
+    } in router["volumeMounts"]
+
+    # The whole URL from a Secret: nothing of it in the ConfigMap either.
+    redis = {"urlSecretRef": {"name": "redis-auth", "key": "url"}}
+    apply(kubectl, namespace, cache_profile("shared-cache", redis))
+    response_cache = eventually(
+        lambda: (
+            (
+                rc := json.loads(
+                    get(kubectl, "configmap", "tierwise-cached", namespace)["data"][
+                        "router-config.json"
+                    ]
+                )["cache"]["responseCache"]
+            ).get("redisURLEnv")
+            and rc
+        ),
+        "the URL from its Secret",
+    )
+    assert response_cache["redisURL"] is None
+    assert response_cache["redisURLEnv"] == "TIERWISE_REDIS_URL"
+
+
 # -- 5. names that cannot work are refused up front ------------------------------------------
 
 
@@ -402,7 +506,7 @@ def test_point4_a_value_the_api_server_would_refuse_stops_the_operator_naming_th
     process = OperatorProcess(
         operator_kubeconfig_for_start, tmp_path / "operator.log", ["--webhook-port=0", flag]
     )
-    with pytest.raises(RuntimeError, match="operator exited with [12]") as refused:
+    with pytest.raises(RuntimeError, match=r"operator exited with [12]") as refused:
         process.start()
     process.stop()
     assert flag.split("=", 1)[0] in str(refused.value)

@@ -505,6 +505,7 @@ def call_handler(
         warnings=warnings,
         policies_by_namespace={"ns": policies},
         tiers_by_namespace={"ns": list(tiers)},
+        cache_profiles_by_namespace={},
     )
     ops = patch.as_json_patch()
     return jsonpatch.apply_patch(p, ops) if ops else p, warnings
@@ -660,6 +661,7 @@ def test_the_admission_handler_uses_the_router_image_from_the_options():
         warnings=[],
         policies_by_namespace={"ns": [policy("triage", {})]},
         tiers_by_namespace={"ns": []},
+        cache_profiles_by_namespace={},
         memo=kopf.Memo(options=OperatorOptions(router_image="registry.example/router:2")),
     )
     result = jsonpatch.apply_patch(p, patch.as_json_patch())

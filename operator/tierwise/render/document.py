@@ -35,6 +35,9 @@ from tierwise.pricing import (
 )
 from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
+    REDIS_PASSWORD_ENV,
+    REDIS_TLS_DIR,
+    REDIS_URL_ENV,
     CacheConfig,
     Fallback,
     InputBudget,
@@ -186,6 +189,8 @@ def render_policy(
     keyed = [n for n in spec.tier_names() if n in rendered_tiers and rendered_tiers[n].api_key_env]
     problems.extend(key_env_conflicts(keyed))
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
+    profile = cache_profiles.get(cache.profile) if cache.profile else None
+    key_envs.extend(redis_secrets(profile.spec if profile else None)[0])
     if cache_problem:
         problems.append(cache_problem)
     if problems:
@@ -352,12 +357,35 @@ def _render_response_cache(spec: CacheProfileSpec) -> ResponseCacheConfig:
     cache = spec.response_cache
     if cache is None:
         return ResponseCacheConfig()
+    redis = cache.redis if cache.backend == "redis" else None
     return ResponseCacheConfig(
         enabled=cache.enabled,
         ttl_seconds=cache.ttl_seconds,
         max_entries=cache.max_entries,
         backend=cache.backend,
-        redis_url=cache.redis.url if cache.redis else None,
+        redis_url=redis.url if redis else None,
         allow_non_deterministic=cache.allow_non_deterministic,
         shared_routes=tuple(cache.shared_routes),
+        redis_url_env=REDIS_URL_ENV if redis and redis.url_secret_ref else None,
+        redis_password_env=REDIS_PASSWORD_ENV if redis and redis.password_secret_ref else None,
+        redis_tls_dir=REDIS_TLS_DIR if redis and redis.client_cert_secret_ref else None,
     )
+
+
+def redis_secrets(spec: CacheProfileSpec | None) -> tuple[list[SecretKeyEnv], str | None]:
+    """The sidecar's Redis credentials from a profile: variables from Secret keys (whole
+    URL, password) and the client certificate Secret to mount at REDIS_TLS_DIR, if any."""
+    cache = spec.response_cache if spec else None
+    redis = cache.redis if cache and cache.enabled and cache.backend == "redis" else None
+    if redis is None:
+        return [], None
+    envs = [
+        SecretKeyEnv(env, ref.name, ref.key)
+        for env, ref in (
+            (REDIS_URL_ENV, redis.url_secret_ref),
+            (REDIS_PASSWORD_ENV, redis.password_secret_ref),
+        )
+        if ref is not None
+    ]
+    cert = redis.client_cert_secret_ref
+    return envs, cert.name if cert else None

@@ -63,6 +63,13 @@ def api_key_env(tier_name: str) -> str:
     return f"TIERWISE_TIER_{re.sub(r'[^A-Z0-9.]', '_', tier_name.upper())}_API_KEY"
 
 
+# The sidecar's variables for Redis credentials (one cache profile per policy), and where
+# a Redis client certificate is mounted.
+REDIS_URL_ENV = "TIERWISE_REDIS_URL"
+REDIS_PASSWORD_ENV = "TIERWISE_REDIS_PASSWORD"
+REDIS_TLS_DIR = "/var/run/tierwise/redis-tls"
+
+
 def route_alias(route_name: str) -> str:
     """The model alias that always selects a route."""
     return MODEL_ALIAS_PREFIX + route_name
