@@ -229,3 +229,19 @@ def test_single_replica_has_no_pdb_and_standalone_without_peering() -> None:
     assert not by_kind(docs, "ClusterKopfPeering")
     (deployment,) = by_kind(docs, "Deployment")
     assert "--standalone" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_point8_operator_docs_describe_each_failure_policy_the_chart_offers() -> None:
+    """docs/operator.md names every failurePolicy the chart accepts, says what each does when
+    the operator is down, and names the chart's default as the default."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    offered = schema["properties"]["webhook"]["properties"]["failurePolicy"]["enum"]
+    default = yaml.safe_load((CHART / "values.yaml").read_text())["webhook"]["failurePolicy"]
+    docs = (REPO_ROOT / "docs/operator.md").read_text()
+    section = docs.split("### When the operator is down")[1].split("\n### ")[0]
+    assert sorted(offered) == ["Fail", "Ignore"]
+    for policy in offered:
+        assert f"- `failurePolicy: {policy}`" in section, policy
+    assert f"`webhook.failurePolicy`, default `{default}`" in section
+    assert "refuses **every** pod creation in an" in section  # what Fail does
+    assert "created **without** the sidecar" in section  # what Ignore does
