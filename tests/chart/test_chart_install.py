@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 EXAMPLES = REPO_ROOT / "examples" / "support-triage"
+THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 SIDECAR_RESOURCES = {"requests": {"cpu": "75m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}}
 # Stand-ins for the monitoring and cert-manager APIs, so that the server can check the
 # names, namespaces and metadata of those objects (their real schemas come with the products).
@@ -380,8 +381,8 @@ def test_helm_install_upgrade_uninstall(
 
 
 @pytest.mark.parametrize("release", ["packaged"], indirect=True)
-def test_point9_the_packaged_chart_installs_quietly_with_two_replicas_and_injects(
-    release: dict[str, Any], kubectl: Kubectl
+def test_point9_and_7_the_packaged_chart_installs_quietly_injects_and_uninstalls_clean(
+    release: dict[str, Any], kubectl: Kubectl, helm: Helm
 ) -> None:
     assert release["chart"].endswith(".tgz")
     assert release["install_stderr"] == ""  # helm install of the package says nothing on stderr
@@ -399,3 +400,40 @@ def test_point9_the_packaged_chart_installs_quietly_with_two_replicas_and_inject
     assert pod["metadata"]["annotations"]["tierwise.dev/injected-by"] == "email-triage"
     (router,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "tierwise-router"]
     assert router["resources"] == SIDECAR_RESOURCES
+
+    # -- point 7: uninstall leaves nothing running -----------------------------------------
+    # A gated change starts an eval Job (no node runs its pod here: it stays running).
+    kubectl.apply((EXAMPLES / "dataset-configmap.yaml").read_text(), namespace=app_namespace)
+    kubectl(
+        "patch",
+        "cascadepolicy",
+        "email-triage",
+        "--type=json",
+        "-p",
+        json.dumps(
+            [{"op": "replace", "path": THRESHOLD_PATH, "value": 0.7}],
+        ),
+        namespace=app_namespace,
+    )
+    eval_jobs = "app.kubernetes.io/component=eval"
+    _wait(
+        lambda: kubectl.get_json("jobs", "-l", eval_jobs, namespace=app_namespace)["items"],
+        90,
+        "an eval Job",
+    )
+    kubectl("get", "serviceaccount", "tierwise-eval", namespace=app_namespace)
+    uninstalled = helm("uninstall", "tw", "-n", namespace, "--wait", "--timeout", "120s")
+    assert uninstalled.stderr == ""
+    # The post-delete hook deleted the eval Jobs (their pods with them) and the eval
+    # ServiceAccount; it deleted itself and its RBAC once done.
+    assert kubectl.get_json("jobs", "-l", eval_jobs, namespace=app_namespace)["items"] == []
+    assert kubectl(
+        "get", "serviceaccount", "tierwise-eval", namespace=app_namespace, check=False
+    ).returncode
+    assert kubectl.get_json("jobs", namespace=namespace)["items"] == []
+    assert kubectl("get", "clusterrole", "tw-tierwise-cleanup", check=False).returncode
+    # What stays: the CRDs, the user's objects, the policy's own ConfigMap.
+    kubectl("get", "crd", "cascadepolicies.tierwise.dev")
+    kubectl("get", "cascadepolicy", "email-triage", namespace=app_namespace)
+    kubectl("get", "modeltier", "haiku", namespace=app_namespace)
+    kubectl("get", "configmap", "tierwise-email-triage", namespace=app_namespace)

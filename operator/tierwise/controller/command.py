@@ -117,6 +117,12 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         "env TIERWISE_PRICE_CATALOG)",
     )
     parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="delete the eval Jobs and eval ServiceAccounts Tierwise made (in --namespace, "
+        "else everywhere) and exit: run on uninstall (the chart's pre-delete hook)",
+    )
+    parser.add_argument(
         "--router-image",
         default=f"ghcr.io/tierwise/tierwise:{__version__}",
         help="image of the injected router sidecar",
@@ -375,6 +381,12 @@ def run(args: argparse.Namespace) -> int:
     )
     options = options_from(args)
     kube.connect()
+    if args.cleanup:
+        from tierwise.controller.cleanup import cleanup
+
+        deleted = cleanup(options.namespaces)
+        logging.getLogger("tierwise.cleanup").info("cleanup done: %d objects deleted", deleted)
+        return 0
     price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
     if options.webhook.enabled:
         # Registers the admission handler; kopf refuses to start with one and no server.
