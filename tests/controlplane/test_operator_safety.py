@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_process import OperatorProcess, bind_operator_identity, eventually, free_port
+from operator_process import (
+    OperatorProcess,
+    bind_operator_identity,
+    eventually,
+    free_port,
+    injecting_operator_args,
+)
 
 from harness.kubectl import Kubectl
 from tierwise.evals.job import job_name
@@ -36,13 +42,7 @@ def injecting_operator(
         ["tierwise-operator", "tierwise-operator-webhook-manager"],
     )
     configuration = "tierwise.dev"
-    args = [
-        "--webhook-manage",
-        "--webhook-address=127.0.0.1",
-        "--webhook-host=127.0.0.1",
-        f"--webhook-port={free_port()}",
-        f"--router-image={ROUTER_IMAGE}",
-    ]
+    args = injecting_operator_args(ROUTER_IMAGE)
     process = OperatorProcess(
         kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", args
     )
@@ -118,6 +118,18 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
     return None
 
 
+def policy_condition(
+    kubectl: Kubectl, namespace: str, name: str, kind: str, **expected: str
+) -> dict[str, Any]:
+    """Wait until the policy's condition ``kind`` has the ``expected`` fields; return it."""
+
+    def matches() -> dict[str, Any] | None:
+        found = condition(get(kubectl, "cascadepolicy", name, namespace), kind)
+        return found if found and all(found[k] == v for k, v in expected.items()) else None
+
+    return eventually(matches, f"{kind} {expected} on {name}")
+
+
 def create_pod(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     pod = {
         "apiVersion": "v1",
@@ -170,14 +182,7 @@ def test_point1_a_key_goes_only_to_its_own_tier(opted_in: str, kubectl: Kubectl)
         tier("haiku.v2", endpoint="https://llm.example.com", key_secret="dot-key"),
         policy("keys", ["haiku-v2", "haiku.v2"]),
     )
-    ready = eventually(
-        lambda: (
-            (c := condition(get(kubectl, "cascadepolicy", "keys", namespace), "Ready"))
-            and c["status"] == "True"
-            and c
-        ),
-        "the policy Ready",
-    )
+    ready = policy_condition(kubectl, namespace, "keys", "Ready", status="True")
     assert ready["reason"] == "Rendered"
     config_map = get(kubectl, "configmap", "tierwise-keys", namespace)
     assert config_map is not None
@@ -213,14 +218,7 @@ def test_point2_a_teams_configmap_with_the_policys_name_is_left_alone(
     assert before is not None
     apply(kubectl, namespace, tier("haiku"), policy("team", ["haiku"]))
 
-    stalled = eventually(
-        lambda: (
-            (c := condition(get(kubectl, "cascadepolicy", "team", namespace), "Stalled"))
-            and c["status"] == "True"
-            and c
-        ),
-        "the policy Stalled",
-    )
+    stalled = policy_condition(kubectl, namespace, "team", "Stalled", status="True")
     assert stalled["reason"] == "ConfigMapConflict"
     assert "ConfigMap tierwise-team" in stalled["message"]
     status = get(kubectl, "cascadepolicy", "team", namespace)
@@ -248,13 +246,7 @@ def test_point2_a_teams_configmap_with_the_policys_name_is_left_alone(
 
     # Once the team's ConfigMap is gone, the policy gets its own and the conflict is over.
     kubectl("delete", "configmap", "tierwise-team", namespace=namespace)
-    eventually(
-        lambda: (
-            (c := condition(get(kubectl, "cascadepolicy", "team", namespace), "Ready"))
-            and c["status"] == "True"
-        ),
-        "the policy Ready once the name is free",
-    )
+    policy_condition(kubectl, namespace, "team", "Ready", status="True")
     assert condition(get(kubectl, "cascadepolicy", "team", namespace), "Stalled") is None
     ours = get(kubectl, "configmap", "tierwise-team", namespace)
     assert ours is not None and ours["metadata"]["ownerReferences"][0]["kind"] == "CascadePolicy"
@@ -304,13 +296,8 @@ def test_point2_an_eval_serviceaccount_tierwise_did_not_make_is_not_used(
     before = get(kubectl, "serviceaccount", "tierwise-eval", namespace)
     apply(kubectl, namespace, _dataset(), tier("haiku"), _evaluated_policy("gated"))
 
-    progressing = eventually(
-        lambda: (
-            (c := condition(get(kubectl, "cascadepolicy", "gated", namespace), "Progressing"))
-            and c["reason"] == "EvalNotStarted"
-            and c
-        ),
-        "EvalNotStarted",
+    progressing = policy_condition(
+        kubectl, namespace, "gated", "Progressing", reason="EvalNotStarted"
     )
     assert "ServiceAccount tierwise-eval" in progressing["message"]
     assert kubectl.get_json("jobs", namespace=namespace)["items"] == []
