@@ -58,6 +58,14 @@ class Exchange:
     batch: bool = False
     steps: list[StepRecord] = field(default_factory=list)
     trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
+    # When set (``time.monotonic()``), the end of the first upstream attempt's time: work done
+    # for the request before its first call (counting its tokens) comes out of that attempt.
+    deadline: float | None = None
+
+    def take_deadline(self) -> float | None:
+        """The deadline for the request's first upstream call; later calls get their own."""
+        deadline, self.deadline = self.deadline, None
+        return deadline
 
 
 @dataclass
@@ -112,6 +120,10 @@ class Cascade:
     ) -> bool:
         """Whether ``answer`` (of ``steps[index]``) ends the cascade; counts an escalation."""
         if last_is_final and index == len(steps) - 1:
+            return True
+        if ex.body.get("max_tokens") == 0:
+            # Pre-warming the prompt cache: no answer was asked for, so there is nothing for
+            # a signal to judge; the first step (the one that serves first) is warmed.
             return True
         return self.accepts(ex, steps[index], answer.tier.name, answer.message)
 
@@ -216,6 +228,7 @@ class Cascade:
                 self._payload(ex, step, tier, False),
                 ex.forwarded,
                 config.retry,
+                deadline=ex.take_deadline(),
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
@@ -265,6 +278,7 @@ class Cascade:
                 self._payload(ex, step, tier, True),
                 ex.forwarded,
                 config.retry,
+                deadline=ex.take_deadline(),
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)

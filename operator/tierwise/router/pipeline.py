@@ -33,6 +33,7 @@ from tierwise.router.errors import (
     upstream_error_body,
 )
 from tierwise.router.metrics import RouterMetrics
+from tierwise.router.request import check_model
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.runtime import Runtime
 from tierwise.router.upstream import Reply, Upstream, UpstreamFailure, forwarded_headers
@@ -178,6 +179,7 @@ class Pipeline:
 
     def route(self, call: Call, model: object) -> Route:
         """The route of a request for ``model``, by header, model or default (else 404)."""
+        check_model(model)  # a non-string model is the API's 400, never the default route
         try:
             return select_route(call.runtime.config, model, call.request.headers.get(ROUTE_HEADER))
         except RouteNotFound as exc:

@@ -33,18 +33,31 @@ def check_messages_request(body: Mapping[str, Any]) -> None:
     """What the Messages API requires and the router relies on, with the API's 400 text.
 
     ``max_tokens`` is required, as the official SDKs and the API require it: a route's caps
-    are ceilings on it, never a default. Sampling numbers must be finite (``NaN`` would be
-    forwarded as invalid JSON).
+    are ceilings on it, never a default. ``0`` is valid: the API then reads (and writes) the
+    prompt cache without generating anything, which clients use to pre-warm it. Sampling
+    numbers must be finite (``NaN`` would be forwarded as invalid JSON).
     """
+    check_model(body.get("model"))
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise invalid_request("max_tokens: Field required")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise invalid_request("max_tokens: Input should be a valid integer greater than 0")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise invalid_request("max_tokens: Input should be a valid integer")
+    if max_tokens < 0:
+        raise invalid_request("max_tokens: Input should be greater than or equal to 0")
     for name in ("temperature", "top_p"):
         value = body.get(name)
         if isinstance(value, float) and not math.isfinite(value):
             raise invalid_request(f"{name}: Input should be a finite number")
+
+
+def check_model(model: object) -> None:
+    """The API's 400 for a ``model`` that is present but not a string (``{"model": 5}``).
+
+    A missing model is left to routing (the default route or the route header may serve it).
+    """
+    if model is not None and not isinstance(model, str):
+        raise invalid_request("model: Input should be a valid string")
 
 
 def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
