@@ -34,6 +34,7 @@ class RecordingUpstream:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append((request.method, request.raw_path))
+        await request.read()  # a whole request, as a real upstream reads it before answering
         answer = self.by_path.get(request.path)
         if answer is None:
             answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
@@ -55,7 +56,7 @@ def recording_upstream(*answers: Answer) -> Iterator[RecordingUpstream]:
     runner_box: list[web.AppRunner] = []
 
     async def start() -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", upstream.handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
