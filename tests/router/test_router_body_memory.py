@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +17,7 @@ from typing import Any
 import pytest
 from recording_upstream import Answer, recording_upstream
 from router_builder import config, route, step, tier, tier_env
-from router_helpers import free_port, raw_request
+from router_helpers import RouterProcess, raw_request, router_process, rss_mib
 
 from tierwise.routerconfig.sidecar import MAX_BODY_BYTES, MEMORY_LIMIT
 
@@ -42,13 +36,6 @@ LIMIT_MIB = int(MEMORY_LIMIT.removesuffix("Mi"))
 MARGIN_MIB = 64  # what the rest of the pod's sidecar life (metrics, caches) may need
 
 
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} for {pid}")
-
-
 def maximal_body() -> bytes:
     head = b'{"model": "tierwise/big", "max_tokens": 16, "messages": [{"role": "user", "content": "'
     tail = b'"}]}'
@@ -56,62 +43,15 @@ def maximal_body() -> bytes:
 
 
 @pytest.fixture
-def router_process(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """(API base URL, pid) of a ``tierwise router`` process in front of a 413 upstream."""
+def big_router(tmp_path: Path) -> Iterator[RouterProcess]:
+    """A ``tierwise router`` process in front of an upstream that refuses with 413."""
     with recording_upstream(TOO_LARGE) as upstream:
         tiers = {"haiku": tier("claude-haiku-4-5", upstream.base_url, name="haiku")}
-        doc = config(
-            upstream.base_url,
-            [route("big", [step("haiku")], counterfactual=None)],
-            tiers=tiers,
-            default_route=None,
-        )
-        doc["retry"] = {
-            "maxAttempts": 1,
-            "initialBackoffSeconds": "0.01",
-            "maxBackoffSeconds": "0.05",
-        }
-        from router_builder import with_hash
-
-        path = tmp_path / "router.json"
-        path.write_text(json.dumps(with_hash(doc)))
-        port, metrics_port = free_port(), free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tierwise.cli",
-                "router",
-                "--config",
-                str(path),
-                "--port",
-                str(port),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(metrics_port),
-                "--log-level",
-                "error",
-            ],
-            env={**os.environ, **tier_env()},
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=1)
-                    break
-                except OSError:
-                    assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-                    time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}", proc.pid
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        routes = [route("big", [step("haiku")], counterfactual=None)]
+        retry = {"maxAttempts": 1, "initialBackoffSeconds": "0.01", "maxBackoffSeconds": "0.05"}
+        doc = config(upstream.base_url, routes, tiers=tiers, default_route=None, retry=retry)
+        with router_process(doc, tmp_path, tier_env()) as process:
+            yield process
 
 
 def send(base_url: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -120,9 +60,9 @@ def send(base_url: str, body: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def test_point9_refused_maximal_bodies_do_not_grow_rss_and_concurrent_ones_stay_bounded(
-    router_process: tuple[str, int],
+    big_router: RouterProcess,
 ) -> None:
-    base_url, pid = router_process
+    base_url, pid = big_router.base_url, big_router.pid
     body = maximal_body()
     idle = rss_mib(pid)
     after = []
