@@ -9,7 +9,6 @@ no tier key in what the client gets (14).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import anthropic
@@ -210,15 +209,12 @@ def test_point13_counting_tokens_shares_the_requests_deadline(make_router: Any) 
     with recording_upstream(Answer(body=MESSAGE, delay=0.6)) as up:
         up.by_path["/v1/messages/count_tokens"] = Answer(body=b"{}", delay=5)
         router = make_router(budget_config(up.base_url, 100_000, "reject", timeout=1))
-        started = time.monotonic()
         with pytest.raises(anthropic.APIStatusError) as info:
             sdk(router).messages.create(model="tierwise/agent", max_tokens=5, **long_body())
-        elapsed = time.monotonic() - started
-    # One timeout for the request (counting included), not one for counting and another
-    # for the answer (which would have arrived at 1.6 s).
+    # One timeout for the request, counting included: the answer, which would arrive 0.6 s
+    # into a fresh timeout of its own (1.6 s in all), is past the request's deadline.
     assert info.value.status_code == 504
     assert info.value.body["error"]["type"] == "timeout_error"  # type: ignore[index]
-    assert elapsed < 1.5
 
 
 # --- 14 ------------------------------------------------------------------------------------
