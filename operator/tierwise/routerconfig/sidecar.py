@@ -30,9 +30,9 @@ OFF_LOOP_DECODE_BYTES = 256 * 1024
 BODY_BYTES_IN_FLIGHT = 40 * 1024 * 1024
 BODY_WAIT_SECONDS = 30.0
 
-# Memory: measured peak RSS is ~40 MiB idle plus ~6x the largest body in flight (raw bytes,
-# decoded form, the upstream payload and its send buffer); a body at the structure limit
-# adds ~75 MiB. See docs/benchmarks.md.
+# Memory: measured peak RSS is ~40 MiB idle plus ~4x the body bytes in flight (raw bytes,
+# decoded form, the upstream payload), which BODY_BYTES_IN_FLIGHT bounds: four maximal
+# bodies at once peak at ~204 MiB. See docs/benchmarks.md.
 MEMORY_REQUEST = "96Mi"
 MEMORY_LIMIT = "320Mi"
 
