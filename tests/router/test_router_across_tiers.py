@@ -15,7 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 from recording_upstream import Answer, recording_upstream
-from router_builder import TIER_KEYS, config, route, step, tier
+from router_builder import TIER_KEYS, config, route, step, tier, with_hash
 from router_helpers import metric, metrics, sdk, user
 
 from tierwise.pricing import Usage, catalog_prices, cost_usd, format_usd
@@ -42,6 +42,13 @@ def two_tiers(endpoint: str, cheap: str, strong: str, **options: Any) -> dict[st
     }
     routes = [route("agent", [step("cheap"), step("strong")], counterfactual=None)]
     return config(endpoint, routes, tiers=tiers, default_route=None, **options)
+
+
+def cheap_with_fallback(endpoint: str) -> dict[str, Any]:
+    """One step on Haiku 4.5, falling back (on 529) to Opus 5.5."""
+    doc = two_tiers(endpoint, HAIKU_45, OPUS_55, fallback={"tier": "strong", "on": ["overloaded"]})
+    doc["routes"][0]["steps"] = [step("cheap")]
+    return with_hash(doc)
 
 
 def direct(emu: Any) -> anthropic.Anthropic:
@@ -99,11 +106,7 @@ def test_point15_a_step_onto_an_adaptive_only_model_is_adapted_not_a_400(
 def test_point15_a_fallback_onto_an_adaptive_only_model_is_adapted(
     emu: Any, make_router: Any
 ) -> None:
-    doc = two_tiers(
-        emu.base_url, HAIKU_45, OPUS_55, fallback={"tier": "strong", "on": ["overloaded"]}
-    )
-    doc["routes"][0]["steps"] = [step("cheap")]
-    router = make_router(doc)
+    router = make_router(cheap_with_fallback(emu.base_url))
     emu.script(HAIKU_45, [{"error": 529}] * 3)
     message = sdk(router).messages.create(
         model="tierwise/agent",
@@ -163,11 +166,7 @@ def test_point15_a_refusal_escalates_with_its_category_without_a_signal(
 def test_point15_a_refusal_on_the_last_step_falls_back_to_another_model(
     emu: Any, make_router: Any
 ) -> None:
-    doc = two_tiers(
-        emu.base_url, HAIKU_45, OPUS_55, fallback={"tier": "strong", "on": ["overloaded"]}
-    )
-    doc["routes"][0]["steps"] = [step("cheap")]
-    router = make_router(doc)
+    router = make_router(cheap_with_fallback(emu.base_url))
     emu.script(HAIKU_45, [REFUSAL])
     raw = sdk(router).messages.with_raw_response.create(
         model="tierwise/agent", max_tokens=100, messages=user("x")

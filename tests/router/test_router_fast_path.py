@@ -7,7 +7,9 @@ which event loop and JSON library it runs on.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,14 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def test_point16_the_fast_path_is_installed_with_the_package() -> None:
-    # Default dependencies: a plain `pip install tierwise` (and the image) has both.
+    # Default dependencies (no extra needed): a plain `pip install tierwise` and the image,
+    # which installs the package's dependencies, have both.
+    required = [
+        re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0]
+        for line in importlib.metadata.requires("tierwise") or []
+        if "extra ==" not in line
+    ]
+    assert {"orjson", "uvloop"} <= set(required), required
     assert importlib.util.find_spec("orjson") is not None
     assert importlib.util.find_spec("uvloop") is not None
 

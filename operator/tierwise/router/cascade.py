@@ -20,7 +20,7 @@ from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_step_request, estimate_prompt_tokens
 from tierwise.router.runtime import Runtime
-from tierwise.router.upstream import FALLBACK_NAMES, Stream, Upstream, UpstreamFailure
+from tierwise.router.upstream import FALLBACK_NAMES, Reply, Stream, Upstream, UpstreamFailure
 from tierwise.routerconfig import Route, Step, Tier
 
 MESSAGES_PATH = "/v1/messages"
@@ -173,23 +173,9 @@ class Cascade:
         tier = ex.runtime.config.tiers[fallback.tier]
         if canonical_model(tier.model) == canonical_model(answer.tier.model):
             return answer
-        self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
         started = time.perf_counter()
-        reply = await self._after_fallback(
-            self.upstream.call(
-                ex.runtime.clients[tier.name],
-                MESSAGES_PATH,
-                self._payload(ex, step, tier, False),
-                ex.forwarded,
-                ex.runtime.config.retry,
-                attempts=1,
-            )
-        )
-        message = reply.document
-        usage = Usage.from_anthropic(message.get("usage") or {})
-        seconds = time.perf_counter() - started
-        cost = self.record_step(ex, tier, usage, seconds, True, message=message)
-        return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+        reply = await self._fallback_call(ex, step, tier)
+        return self._answer(ex, tier, reply, started, fallback=True)
 
     def _accepted(
         self, ex: Exchange, steps: Sequence[Step], index: int, answer: Answer, last_is_final: bool
@@ -309,17 +295,27 @@ class Cascade:
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
             fallback = True
-            self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
-            reply = await self._after_fallback(
-                self.upstream.call(
-                    ex.runtime.clients[tier.name],
-                    MESSAGES_PATH,
-                    self._payload(ex, step, tier, False),
-                    ex.forwarded,
-                    config.retry,
-                    attempts=1,
-                )
+            reply = await self._fallback_call(ex, step, tier)
+        return self._answer(ex, tier, reply, started, fallback=fallback)
+
+    async def _fallback_call(self, ex: Exchange, step: Step, tier: Tier) -> Reply:
+        """``step``'s request on the fallback ``tier``: one attempt, counted as a fallback."""
+        self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
+        return await self._after_fallback(
+            self.upstream.call(
+                ex.runtime.clients[tier.name],
+                MESSAGES_PATH,
+                self._payload(ex, step, tier, False),
+                ex.forwarded,
+                ex.runtime.config.retry,
+                attempts=1,
             )
+        )
+
+    def _answer(
+        self, ex: Exchange, tier: Tier, reply: Reply, started: float, *, fallback: bool
+    ) -> Answer:
+        """A buffered reply of ``tier`` as an ``Answer``: priced, counted, recorded."""
         message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
         seconds = time.perf_counter() - started
