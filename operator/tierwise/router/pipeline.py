@@ -193,7 +193,7 @@ class Pipeline:
             )
         request[BODY_HELD] = request.get(BODY_HELD, 0) + held
         raw = await read_body(request.content, self.max_body_bytes)
-        extra = body_charge(raw) - held
+        extra = min(body_charge(raw), self.bodies.limit) - held
         if extra > 0:  # more than its length (many small values), or no length was sent
             if not self.bodies.try_acquire(extra):
                 raise RouterError(
