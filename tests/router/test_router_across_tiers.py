@@ -16,7 +16,7 @@ import anthropic
 import pytest
 from recording_upstream import Answer, recording_upstream
 from router_builder import TIER_KEYS, config, route, step, tier, with_hash
-from router_helpers import metric, metrics, sdk, user
+from router_helpers import metric, metrics, raw_request, sdk, sse_comments, user
 
 from tierwise.pricing import Usage, catalog_prices, cost_usd, format_usd
 
@@ -230,3 +230,78 @@ def test_point15_a_server_side_fallback_is_priced_per_iteration_at_each_models_r
         assert raw.headers["x-tierwise-cost-usd"] == format_usd(
             price(OPUS_55, input_tokens=1000, output_tokens=100)
         )
+
+
+def sse(*events: tuple[str, dict[str, Any]]) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+    )
+
+
+def test_point15_a_live_stream_served_by_a_fallback_model_is_priced_per_iteration(
+    make_router: Any,
+) -> None:
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": OPUS_55,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1000, "output_tokens": 1},
+        },
+    }
+    usage = {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "iterations": [
+            {"model": FABLE, "input_tokens": 1000, "output_tokens": 0},
+            {"model": OPUS_55, "input_tokens": 1000, "output_tokens": 100},
+        ],
+    }
+    body = sse(
+        ("message_start", start),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "ok"},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "usage": usage,
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    with recording_upstream(Answer(body=body, content_type="text/event-stream")) as up:
+        tiers = {"fable": tier(FABLE, up.base_url, name="haiku")}
+        routes = [route("agent", [step("fable")], counterfactual=None)]
+        router = make_router(config(up.base_url, routes, tiers=tiers, default_route=None))
+        status, _headers, raw = raw_request(
+            router.base_url,
+            "/v1/messages",
+            {"model": "tierwise/agent", "max_tokens": 100, "stream": True, "messages": user("x")},
+        )
+    assert status == 200
+    expected = price(FABLE, input_tokens=1000) + price(
+        OPUS_55, input_tokens=1000, output_tokens=100
+    )
+    assert sse_comments(raw) == [f"x-tierwise-cost-usd: {format_usd(expected)}"]
