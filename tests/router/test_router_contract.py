@@ -253,3 +253,36 @@ def test_point14_the_tiers_key_never_reaches_the_client(make_router: Any) -> Non
             {"model": "tierwise/agent", "messages": [user("x")]},
         )
         assert status == 401 and key not in raw.decode() and key not in json.dumps(headers)
+
+
+def test_point14_a_live_streams_error_event_never_carries_the_tiers_key(
+    make_router: Any,
+) -> None:
+    key = TIER_KEYS["sonnet"]
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": SONNET,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 1},
+        },
+    }
+    error = {"type": "error", "error": {"type": "api_error", "message": f"bad key {key}"}}
+    body = (
+        f"event: message_start\ndata: {json.dumps(start)}\n\n"
+        f"event: error\ndata: {json.dumps(error)}\n\n"
+    ).encode()
+    with recording_upstream(Answer(body=body, content_type="text/event-stream")) as up:
+        router = make_router(budget_config(up.base_url, 100_000, "reject"))
+        status, _headers, raw = raw_request(
+            router.base_url,
+            "/v1/messages",
+            {"model": "tierwise/agent", "max_tokens": 5, "stream": True, "messages": [user("x")]},
+        )
+    assert status == 200 and b"event: error" in raw
+    assert key.encode() not in raw and b"[redacted tier key]" in raw

@@ -127,6 +127,7 @@ class Relay:
                 return
             if not chunk:
                 return
+            chunk = stream.scrub(chunk)
             events = parser.feed(chunk)
             if events:
                 tracker.feed(events)

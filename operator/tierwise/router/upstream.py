@@ -390,6 +390,10 @@ class Stream:
         async for chunk in self.response.content.iter_any():
             yield chunk
 
+    def scrub(self, chunk: bytes) -> bytes:
+        """A chunk of the stream without the tier's key (an ``error`` event could echo it)."""
+        return self._client.scrub(chunk)
+
     def close(self, *, abort: bool = False) -> None:
         """Release the slot; ``abort`` drops the connection so upstream stops generating."""
         if self._closed:
