@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 
+from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES
 from tierwise.router.jsonutil import JSON_BACKEND
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
 from tierwise.routerconfig import ConfigError
@@ -87,6 +88,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "steps loses nothing; env TIERWISE_BATCH_STATE_DIR); without it, in memory only",
     )
     parser.add_argument(
+        "--batch-state-max-bytes",
+        type=int,
+        metavar="BYTES",
+        default=DEFAULT_MAX_STORE_BYTES,
+        help="disk the batches may use in --batch-state-dir: beyond it the oldest ended batch "
+        "cascades are deleted early, then new batches are refused with a 429 "
+        "(default: %(default)s, under the injected sidecar's 2 GiB volume)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -106,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             reload_interval=args.reload_interval,
             header_timeout=args.header_timeout,
             batch_state_dir=args.batch_state_dir,
+            batch_state_max_bytes=args.batch_state_max_bytes,
         )
     except ConfigError as exc:
         print(f"tierwise router: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -213,7 +214,7 @@ class Upstream:
         self,
         client: TierClient,
         path: str,
-        payload: bytes | None,
+        payload: bytes | Path | None,
         headers: Mapping[str, str],
         retry: RetryPolicy,
         *,
@@ -286,7 +287,7 @@ class Upstream:
         self,
         client: TierClient,
         path: str,
-        payload: bytes | None,
+        payload: bytes | Path | None,
         headers: Mapping[str, str],
         method: str = "POST",
         expect_json: bool = True,
@@ -296,9 +297,11 @@ class Upstream:
         try:
             async with asyncio.timeout(timeout):
                 await self._acquire(client)
+                # A file payload (a large batch body) is streamed, reopened for each attempt.
+                data = payload.open("rb") if isinstance(payload, Path) else payload
                 try:
                     async with self.session.request(
-                        method, client.url(path), data=payload, headers=client.headers(headers)
+                        method, client.url(path), data=data, headers=client.headers(headers)
                     ) as response:
                         body = await response.read()
                         status = response.status
@@ -307,6 +310,8 @@ class Upstream:
                         content_type = response.content_type
                 finally:
                     client.semaphore.release()
+                    if data is not payload and data is not None:
+                        data.close()  # type: ignore[union-attr]
         except TimeoutError as exc:
             raise _timeout_failure(client, timeout) from exc
         except aiohttp.ClientError as exc:
