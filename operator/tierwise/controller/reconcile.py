@@ -48,17 +48,21 @@ def policy_conditions(
     has_config: bool = False,
     write_error: str | None = None,
     no_live: str | None = None,
+    write_reason: str | None = None,
 ) -> list[Condition]:
     """``has_config``: a ConfigMap from an earlier render exists (and is kept);
-    ``write_error``: why the rendered config could not be written to it; ``no_live``: why
-    no config is live although one rendered (a gated policy whose config did not pass)."""
+    ``write_error``: why the rendered config could not be written to it (``write_reason``,
+    ConfigMapWriteFailed by default); ``no_live``: why no config is live although one
+    rendered (a gated policy whose config did not pass)."""
     keeping = "keeping the last rendered config" if has_config else "no router config yet"
     if write_error is not None and spec_error is None and result is not None:
         return [
             Condition(
                 RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"
             ),
-            Condition(READY, False, "ConfigMapWriteFailed", f"{keeping}: {write_error}"),
+            Condition(
+                READY, False, write_reason or "ConfigMapWriteFailed", f"{keeping}: {write_error}"
+            ),
         ]
     if spec_error is not None:
         message = str(spec_error)
@@ -197,6 +201,7 @@ def policy_status(
     write_error: str | None = None,
     no_live: str | None = None,
     extra_conditions: Iterable[Condition] = (),
+    write_reason: str | None = None,
 ) -> dict[str, Any]:
     """The whole desired status; fields it does not know (e.g. eval figures) are kept.
     ``extra_conditions``: other concerns' conditions (the rollout's Promoted, Progressing).
@@ -208,7 +213,9 @@ def policy_status(
     conditions = merge_conditions(
         previous.get("conditions"),
         [
-            *policy_conditions(result, policy.error, has_config, write_error, no_live),
+            *policy_conditions(
+                result, policy.error, has_config, write_error, no_live, write_reason
+            ),
             *extra_conditions,
         ],
         policy.generation,

@@ -26,6 +26,13 @@ from tierwise.controller import kube, metrics
 from tierwise.controller.conditions import Condition, now_iso
 from tierwise.controller.names import config_map_name, promoted_config_map_name
 from tierwise.controller.objects import Observed, by_name
+from tierwise.controller.ownership import (
+    NotOwned,
+    ensure_owned,
+    ensure_policy_owns,
+    managed_by_tierwise,
+    owned_by_kind,
+)
 from tierwise.controller.reconcile import holds_config
 from tierwise.controller.rollout_state import (
     DATASET_ANNOTATION,
@@ -54,6 +61,7 @@ from tierwise.evals.job import (
     COMPONENT,
     COMPONENT_LABEL,
     CONTAINER,
+    EVAL_SERVICE_ACCOUNT,
     POLICY_LABEL,
     JobSettings,
     dataset_mount,
@@ -169,6 +177,7 @@ def reconcile(
         live = kube.read_config_map(namespace, config_map_name(name))
     else:
         live = dict(config_map) if isinstance(config_map, Mapping) else None
+    ensure_policy_owns(policy, live)  # someone else's config is no baseline, and not ours to write
     # What was promoted is the status's record, never the live ConfigMap's word: a deleted
     # or hand-edited live ConfigMap is not "a new policy", nor an approval.
     recorded: str | None = current.get("promotedHash")
@@ -197,7 +206,7 @@ def reconcile(
         _adopt(policy, result, by_tier, promoted.baseline(), running, writer.evals, datasets)
     if step.start_job:
         made = _manifests(policy, result, by_tier, promoted.baseline(), writer.evals, datasets)
-        problem = _start_job(namespace, made, writer.evals.service_account)
+        problem = _start_job(namespace, made, writer.evals.service_account, policy.uid)
         if problem is not None:
             step = not_started(*problem, previous, datetime.now(UTC))
     live_hash: str | None = document["hash"]
@@ -640,9 +649,11 @@ def _start_job(
     namespace: str,
     made: tuple[dict[str, Any], dict[str, Any]] | tuple[str, str],
     service_account: str,
+    policy_uid: str,
 ) -> tuple[str, str] | None:
     """Create the candidate's Job and its inputs (``_manifests``); (reason, message) when it
-    cannot be started."""
+    cannot be started (also when a Job, ConfigMap or ServiceAccount of that name is not
+    ours)."""
     first, second = made
     if isinstance(first, str):
         assert isinstance(second, str)
@@ -652,6 +663,11 @@ def _start_job(
     name = job["metadata"]["name"]
     try:
         _ensure_service_account(namespace, service_account)
+        # The inputs ConfigMap is made after the Job (it is owned by it): a team's ConfigMap
+        # of that name would be mounted as the eval's inputs, so look before starting.
+        found = kube.read_config_map(namespace, name)
+        if not owned_by_kind(found, "Job", name):
+            raise NotOwned("ConfigMap", namespace, name, f"eval Job {name}")
         try:
             created = _batch().create_namespaced_job(namespace, job)
             created_job = kube.client().sanitize_for_serialization(created)
@@ -661,7 +677,10 @@ def _start_job(
             created_job = kube.client().sanitize_for_serialization(
                 _batch().read_namespaced_job(name, namespace)
             )
+            ensure_owned(created_job, "Job", policy_uid, "this CascadePolicy")
         _create_inputs(inputs, created_job)
+    except NotOwned as exc:
+        return EVAL_JOB_NOT_CREATED, f"cannot start the eval: {exc}"
     except ApiException as exc:
         # Not the live ConfigMap's failure: the policy says the eval could not start, and why.
         return (
@@ -673,13 +692,14 @@ def _start_job(
 
 
 def _create_inputs(inputs: dict[str, Any], job: Mapping[str, Any]) -> None:
+    meta = inputs["metadata"]
     try:
-        kube.core().create_namespaced_config_map(
-            inputs["metadata"]["namespace"], owned_by(inputs, job)
-        )
+        kube.core().create_namespaced_config_map(meta["namespace"], owned_by(inputs, job))
     except ApiException as exc:
         if exc.status != 409:
             raise
+        found = kube.read_config_map(meta["namespace"], meta["name"])
+        ensure_owned(found, "ConfigMap", job["metadata"]["uid"], f"eval Job {meta['name']}")
 
 
 def _adopt(
@@ -717,9 +737,18 @@ def _baseline_keys(
 
 
 def _ensure_service_account(namespace: str, name: str) -> None:
+    """Create the eval ServiceAccount. One of the default name that Tierwise did not make is
+    someone else's (it may be bound to roles): never used. A custom name
+    (``--eval-service-account``) is the installer's choice and used as it is."""
     account = service_account(namespace, name)
     try:
         kube.core().create_namespaced_service_account(namespace, account)
     except ApiException as exc:
         if exc.status != 409:
             raise
+        if name == EVAL_SERVICE_ACCOUNT:
+            found = kube.client().sanitize_for_serialization(
+                kube.core().read_namespaced_service_account(name, namespace)
+            )
+            if not managed_by_tierwise(found):
+                raise NotOwned("ServiceAccount", namespace, name, "Tierwise") from None

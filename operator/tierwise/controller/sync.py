@@ -39,6 +39,13 @@ from tierwise.controller.names import (
     promoted_config_map_name,
 )
 from tierwise.controller.objects import Observed, ParseCache, by_name
+from tierwise.controller.ownership import (
+    CONFIG_MAP_CONFLICT,
+    STALLED,
+    NotOwned,
+    ensure_policy_owns,
+    owned_by,
+)
 from tierwise.controller.pods import (
     PODS_CURRENT,
     LiveConfig,
@@ -157,6 +164,7 @@ class Reconciler:
                 config_map = True
             result = self._render(policy, tiers, profiles)
             has_config, write_error, gated = False, None, None
+            conflict: Condition | None = None
             if result is not None and result.document is not None:
                 try:
                     # Write the live config, or evaluate it first (spec.evaluation).
@@ -174,6 +182,15 @@ class Reconciler:
                     )
                     log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
                     has_config = self._config_exists(policy, True)
+                except NotOwned as exc:
+                    # Someone else's ConfigMap has our name: change nothing, say so, and
+                    # look again next time (it may be renamed or deleted).
+                    write_error, conflict = (
+                        str(exc),
+                        Condition(STALLED, True, CONFIG_MAP_CONFLICT, str(exc)),
+                    )
+                    log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
+                    self.forget_config(policy)
             else:
                 has_config = self._config_exists(policy, config_map)
             live = self._live_config(policy, result, gated, write_error)
@@ -206,7 +223,9 @@ class Reconciler:
                     *(gated.conditions if gated else ()),
                     *pod_conditions,
                     *self._models_condition(result),
+                    *([conflict] if conflict else ()),
                 ],
+                write_reason=CONFIG_MAP_CONFLICT if conflict else None,
             )
             if gated is not None:
                 rollout.adjust_status(status, gated)
@@ -282,7 +301,7 @@ class Reconciler:
         # Built only now: serializing the document is the costly part of an unchanged sync.
         desired = desired_config_map(policy, document)
         believed = self._config_hashes.get(policy.uid) == document["hash"]
-        replaced, version, wrote = put_config_map(current, desired)
+        replaced, version, wrote = put_config_map(current, desired, policy)
         self._remember_config(policy, document["hash"], version=version)
         if not wrote:
             return False
@@ -314,7 +333,7 @@ class Reconciler:
         current = kube.read_config_map(policy.namespace, name)
         desired = desired_config_map(policy, document, name)
         desired["metadata"]["labels"]["app.kubernetes.io/component"] = "promoted-config"
-        put_config_map(current, desired)
+        put_config_map(current, desired, policy)
         with self._memory_lock:
             self._copies[policy.uid] = document["hash"]
 
@@ -331,12 +350,21 @@ class Reconciler:
         if version:
             self._config_versions[policy.uid] = str(version)
 
+    def forget_config(self, policy: Observed) -> None:
+        """Know nothing of the policy's ConfigMap: the next sync reads it again."""
+        with self._memory_lock:
+            self._config_hashes.pop(policy.uid, None)
+            self._config_versions.pop(policy.uid, None)
+            self._config_seen_at.pop(policy.uid, None)
+
     def _config_exists(self, policy: Observed, config_map: Mapping[str, Any] | bool | None) -> bool:
         if config_map is not True:
             return bool(config_map)
         if policy.uid in self._config_hashes:
             return self._config_hashes[policy.uid] is not None
         current = kube.read_config_map(policy.namespace, config_map_name(policy.name))
+        if not owned_by(current, policy.uid):
+            return False  # someone else's: not the policy's config (and not remembered)
         annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
         self._remember_config(
             policy,
@@ -522,11 +550,14 @@ def inputs_key(
 
 
 def put_config_map(
-    current: Mapping[str, Any] | None, desired: dict[str, Any]
+    current: Mapping[str, Any] | None, desired: dict[str, Any], policy: Observed
 ) -> tuple[Mapping[str, Any] | None, str | None, bool]:
-    """Create or replace ``desired`` unless ``current`` (as read) already is it, data and
-    all. Returns (the ConfigMap as it was before, the resourceVersion now, whether it wrote)."""
+    """Create or replace ``desired`` (a ConfigMap of ``policy``) unless ``current`` (as read)
+    already is it, data and all; someone else's ConfigMap of that name is never written
+    (``NotOwned``). Returns (the ConfigMap as it was before, the resourceVersion now, whether
+    it wrote)."""
     meta = desired["metadata"]
+    ensure_policy_owns(policy, current)
     if config_map_up_to_date(current, desired):
         return current, _version(current), False
     try:
@@ -537,6 +568,7 @@ def put_config_map(
     # Someone wrote it since it was read or listed (a handler, another replica): read it
     # again and write only if it still differs.
     current = kube.read_config_map(meta["namespace"], meta["name"])
+    ensure_policy_owns(policy, current)
     if config_map_up_to_date(current, desired):
         return current, _version(current), False
     return current, kube.create_or_replace_config_map(current, desired), True

@@ -11,6 +11,7 @@ import signal
 import sys
 
 from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES
+from tierwise.router.jsonutil import JSON_BACKEND
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
 from tierwise.routerconfig import ConfigError
 from tierwise.routerconfig.sidecar import HEADER_TIMEOUT_SECONDS
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _install_uvloop() -> None:
-    # uvloop's faster event loop when installed; the router is correct without it.
+    # uvloop's faster event loop (a default dependency where it builds); the router is correct
+    # without it, and tests run it both ways.
     try:
         import uvloop
     except ImportError:
@@ -141,11 +143,13 @@ async def _serve(args: argparse.Namespace, router: Router) -> int:
         print(f"tierwise router: cannot listen: {exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     log.info(
-        "router serving policy %s (config %s) on %s, metrics on %s",
+        "router serving policy %s (config %s) on %s, metrics on %s; event loop %s, json %s",
         router.config.policy.label,
         router.config.hash,
         router.base_url,
         router.metrics_url,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+        JSON_BACKEND,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
