@@ -679,8 +679,8 @@ def _start_job(
             )
             ensure_owned(created_job, "Job", policy_uid, "this CascadePolicy")
         _create_inputs(inputs, created_job)
-    except NotOwned as exc:
-        return EVAL_JOB_NOT_CREATED, f"cannot start the eval: {exc}"
+    except NotOwned as exc:  # someone else's object has the name: a person must act
+        return EVAL_NOT_STARTED, f"cannot start the eval: {exc}"
     except ApiException as exc:
         # Not the live ConfigMap's failure: the policy says the eval could not start, and why.
         return (
