@@ -636,6 +636,8 @@ class Evaluation:
     dataset: DatasetRef | None = None
     grader: Grader | None = None
     on_new_policy: Literal["Evaluate", "Promote"] = "Evaluate"
+    # A changed route without a dataset: Inconclusive (named in the decision) or Promote.
+    unevaluated_routes: Literal["Inconclusive", "Promote"] = "Inconclusive"
     concurrency: int = 8
     timeout_seconds: int = 1800
     use_batch_api: bool = field(default=False, metadata={"json": "useBatchAPI"})
