@@ -188,9 +188,10 @@ def test_point7_exit_codes_tell_fail_bad_input_and_inconclusive_apart(tmp_path: 
     assert worst([0, 3, 1]) == 1 and worst([3, 2, 1]) == 2 and worst([0, 3]) == 3
     # 20 distinct items: fewer than minItems (30) -> inconclusive, exit 3.
     few = tmp_path / "few.jsonl"
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
+             "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon"]  # fmt: skip
     lines = [json.dumps({"input": f"Ticket: please help with problem {w}", "label": "bug"})
-             for w in ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi "
-                       "omicron pi rho sigma tau upsilon").split()]  # fmt: skip
+             for w in words]  # fmt: skip
     few.write_text("\n".join(lines) + "\n")
     assert main(["eval", "-f", str(EXAMPLES), "--emulator", "-q", "--dataset", str(few)]) == 3
     assert "decision: Inconclusive" in capsys.readouterr().out

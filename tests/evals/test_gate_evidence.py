@@ -272,7 +272,7 @@ def test_point6_what_can_be_checked_before_calling_a_model_is(grader, says):
     dataset = Dataset("d.jsonl", tuple(items(240, label=None)))
     route = RoutePlan(name="triage", dataset="d.jsonl", grader=grader)
     gate_plan = EvalPlan("default/p", (route,), GateSpec(0.8), {})
-    with pytest.raises(DatasetError, match="nothing can be graded|not a valid") as raised:
+    with pytest.raises(DatasetError, match=r"nothing can be graded|not a valid") as raised:
         check_datasets(gate_plan, {"triage": dataset})
     assert says in str(raised.value)
 
@@ -333,3 +333,39 @@ def test_rejected_routes_still_reject_beside_an_unevaluated_one():
         Decision(INCONCLUSIVE, ("route chat changed and has no dataset",)),
     ]
     assert combine(decisions).outcome == REJECTED
+
+
+# Point 7 -------------------------------------------------------------------------------
+
+
+def test_point7_last_eval_names_the_deciding_route_and_shows_every_route():
+    from tierwise.controller.rollout_state import last_eval_status
+    from tierwise.evals.gate import combine, deciding
+
+    data = items(60)
+    ids = [i.id for i in data]
+    good = route_report(
+        plan(max_quality_drop=0.1),
+        RoutePlan("triage", "d", GRADER),
+        run(data, set(ids)),
+        run(data, set(ids)),
+    )
+    bad = route_report(
+        plan(), RoutePlan("billing", "d", GRADER), run(data, set(ids[:20])), run(data, set(ids))
+    )
+    decisions = {"triage": good.decision, "billing": bad.decision}
+    combined = combine(decisions.values())
+    report = EvalReport(
+        "default/p", "sha256:c", "sha256:b", "promoted", [good, bad], combined, 1.0,
+        changes={"triage": CHANGED_EVALUATED, "billing": CHANGED_EVALUATED, "chat": UNCHANGED},
+        deciding=deciding(decisions, combined),
+    )  # fmt: skip
+    short = summary(report)
+    assert short["decision"] == REJECTED and short["decidingRoutes"] == ["billing"]
+    status = last_eval_status(short, REJECTED, "", "job", "sha256:c", "now")
+    assert status["decidingRoute"] == "billing"
+    assert status["quality"].startswith("0.333 ")  # the deciding route's figures on top
+    by_name = {r["name"]: r for r in status["routes"]}
+    assert by_name["triage"]["decision"] == PROMOTED and by_name["billing"]["decision"] == REJECTED
+    assert by_name["triage"]["quality"].startswith("1.000 ") and by_name["triage"]["graded"] == 60
+    assert by_name["chat"] == {"name": "chat", "change": UNCHANGED}
