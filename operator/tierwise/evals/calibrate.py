@@ -103,7 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     positions = threshold_positions(found.candidate, route.name)
     if not positions:
         raise InputError(f"route {route.name!r} has no jsonFieldBelow signal to calibrate")
-    dataset = found.datasets[route.name]
+    # One copy of each item: a duplicate on both sides of the split would leak the tuning
+    # items into the held-out check.
+    dataset, _ = found.datasets[route.name].distinct()
     tuning, held_out = dataset.split(args.held_out)
     if not tuning.items or not held_out.items:
         raise InputError("the dataset is too small to split into tuning and held-out items")
