@@ -136,5 +136,5 @@ def test_combining_routes():
 
 
 def test_gate_document_round_trip():
-    gate = GateSpec(0.9, 0.02, Decimal("0.004"), 2.5, 40, 0.1)
+    gate = GateSpec(0.9, 0.02, Decimal("0.004"), 2.5, 40, 0.1, "Excluded")
     assert GateSpec.from_document(gate.to_document()) == gate

@@ -369,3 +369,14 @@ def test_point7_last_eval_names_the_deciding_route_and_shows_every_route():
     assert by_name["triage"]["decision"] == PROMOTED and by_name["billing"]["decision"] == REJECTED
     assert by_name["triage"]["quality"].startswith("1.000 ") and by_name["triage"]["graded"] == 60
     assert by_name["chat"] == {"name": "chat", "change": UNCHANGED}
+
+
+def test_point5_candidate_errors_can_be_excluded_by_the_policy():
+    data = items(250)
+    ids = [i.id for i in data]
+    base = run(data, set(ids))
+    cand = run(data, set(ids[:237]), failed=set(ids[240:]))
+    report = route_report(plan(candidate_errors="Excluded"), ROUTE, cand, base)
+    measured = report.measured()
+    assert measured.counted == 240 and measured.correct == 237
+    assert measured.failed == 10  # still against maxErrorRate

@@ -605,6 +605,8 @@ class Gate:
     max_p95_latency_seconds: Decimal | None = None
     min_items: int = 30
     max_error_rate: Decimal = Decimal("0.05")
+    # A candidate item that failed upstream: a wrong answer (default), or left out.
+    candidate_errors: Literal["Wrong", "Excluded"] = "Wrong"
 
     def validate(self, path: str) -> None:
         for name, value in (

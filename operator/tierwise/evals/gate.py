@@ -8,8 +8,8 @@ interval is on the bad side, and is inconclusive when the interval straddles the
 Every figure is over one stated item set: the distinct items (duplicates and near-duplicates
 removed, see ``dataset.Dataset.distinct``) the baseline answered and graded, with the
 candidate's answer graded or failed. A candidate item that failed upstream (5xx, timeout)
-counts as wrong, and its spend counts in its cost; only items the baseline could not answer
-or nobody could grade leave the set.
+counts as wrong, and its spend counts in its cost (unless ``candidateErrors: Excluded``);
+only items the baseline could not answer or nobody could grade leave the set.
 
 | rule | passes | rejects | inconclusive |
 |---|---|---|---|
@@ -49,6 +49,7 @@ class GateSpec:
     max_p95_latency_seconds: float | None = None
     min_items: int = 30
     max_error_rate: float = 0.05
+    candidate_errors: str = "Wrong"  # or "Excluded": a failed candidate item leaves the set
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class GateSpec:
             "maxP95LatencySeconds": self.max_p95_latency_seconds,
             "minItems": self.min_items,
             "maxErrorRate": self.max_error_rate,
+            "candidateErrors": self.candidate_errors,
         }
 
     @classmethod
@@ -73,6 +75,7 @@ class GateSpec:
             max_p95_latency_seconds=None if latency is None else float(latency),
             min_items=int(doc.get("minItems", 30)),
             max_error_rate=float(doc.get("maxErrorRate", 0.05)),
+            candidate_errors=str(doc.get("candidateErrors", "Wrong")),
         )
 
 

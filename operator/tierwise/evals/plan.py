@@ -158,6 +158,7 @@ def plan_for_policy(
             max_p95_latency_seconds=_float(gate.max_p95_latency_seconds),
             min_items=gate.min_items,
             max_error_rate=float(gate.max_error_rate),
+            candidate_errors=gate.candidate_errors,
         ),
         judge_tiers=judge_tiers,
         concurrency=evaluation.concurrency,

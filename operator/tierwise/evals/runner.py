@@ -204,14 +204,18 @@ class EvalReport:
     deciding: tuple[str, ...] = ()  # the routes whose decision is the eval's
 
 
-def counted_ids(candidate: ConfigRun, baseline: ConfigRun | None) -> tuple[str, ...]:
+def counted_ids(
+    candidate: ConfigRun, baseline: ConfigRun | None, errors_wrong: bool = True
+) -> tuple[str, ...]:
     """The item set of a route's figures: items whose candidate answer was graded or failed
-    upstream (counted wrong), and, with a baseline, that the baseline graded."""
+    upstream (counted wrong, unless ``errors_wrong`` is off), and, with a baseline, that the
+    baseline graded."""
     base = {r.item.id: r for r in baseline.results if r.graded} if baseline is not None else None
     return tuple(
         r.item.id
         for r in candidate.results
-        if (r.graded or r.outcome.error is not None) and (base is None or r.item.id in base)
+        if (r.graded or (errors_wrong and r.outcome.error is not None))
+        and (base is None or r.item.id in base)
     )
 
 
@@ -229,7 +233,7 @@ def route_report(
         candidate,
         baseline,
         Decision(INCONCLUSIVE, ()),
-        counted_ids(candidate, baseline),
+        counted_ids(candidate, baseline, plan.gate.candidate_errors == "Wrong"),
         duplicates,
     )
     report.decision = ungradable(route, candidate, baseline) or decide(
