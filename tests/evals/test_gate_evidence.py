@@ -380,3 +380,14 @@ def test_point5_candidate_errors_can_be_excluded_by_the_policy():
     measured = report.measured()
     assert measured.counted == 240 and measured.correct == 237
     assert measured.failed == 10  # still against maxErrorRate
+
+
+def test_point6_an_outage_is_an_error_rate_not_bad_input():
+    data = items(100)
+    ids = [i.id for i in data]
+    # 97 items failed upstream on both; the 3 answers are wrong: an outage, not a bad grader.
+    report = route_report(
+        plan(), ROUTE, run(data, set(), set(ids[3:])), run(data, set(), set(ids[3:]))
+    )
+    assert not report.decision.bad_input and report.decision.outcome == INCONCLUSIVE
+    assert "candidate: 97 of 100 items failed upstream" in report.decision.reasons[0]

@@ -250,8 +250,8 @@ def ungradable(
     config is correct (a grader that marks everything wrong is not measuring)."""
     runs = [candidate] + ([baseline] if baseline is not None else [])
     answered = [r for run in runs for r in run.answered]
-    if not answered:
-        return None  # every call failed: the error rate says so
+    if len(answered) * 2 <= sum(len(run.results) for run in runs):
+        return None  # most calls failed upstream: the error rates say so
     n = len(answered)
     notes = Counter(r.verdict.note for r in answered if r.verdict is not None and not r.graded)
     if all(not r.graded for r in answered):
