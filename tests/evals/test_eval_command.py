@@ -233,3 +233,20 @@ def test_point1_a_changed_route_without_a_dataset_is_named(examples: Path, capsy
     assert report["decision"] == "Promoted" or "chat" not in report["decidingRoutes"]
     if report["decision"] == "Promoted":
         assert any("unevaluatedRoutes: Promote" in r for r in report["reasons"])
+
+
+def test_point7_summary_keeps_the_deciding_route_when_trimmed():
+    from tierwise.evals.report import dump_summary, fit
+
+    routes = {f"route-{i}": {"decision": "Promoted", "pad": "y" * 200} for i in range(32)}
+    doc = {
+        "decision": "Rejected",
+        "decidingRoutes": ["route-0"],
+        "reasons": ["route-0: below minQuality"],
+        "changes": {f"route-{i}": "unchanged" if i else "changed, evaluated" for i in range(32)},
+        "routes": {"route-0": {"decision": "Rejected"}, **{k: v for k, v in routes.items() if k != "route-0"}},
+    }  # fmt: skip
+    trimmed = fit(doc)
+    assert len(dump_summary(trimmed).encode()) <= 4096
+    assert trimmed["routes"]["route-0"] == {"decision": "Rejected"}
+    assert trimmed["changes"]["route-0"] == "changed, evaluated"

@@ -107,7 +107,8 @@ def _deciding_first(report: EvalReport) -> list[RouteReport]:
 
 
 def fit(doc: dict[str, Any], limit: int = TERMINATION_MESSAGE_LIMIT) -> dict[str, Any]:
-    """Drop detail (reasons first, then routes) until the JSON is at most ``limit`` bytes."""
+    """Drop detail (reasons first, then routes, then unchanged routes' entries) until the
+    JSON is at most ``limit`` bytes; the deciding route's figures come first and stay."""
 
     def size() -> int:
         return len(dump_summary(doc).encode())
@@ -124,6 +125,9 @@ def fit(doc: dict[str, Any], limit: int = TERMINATION_MESSAGE_LIMIT) -> dict[str
         routes = dict(doc["routes"])
         routes.popitem()
         doc["routes"] = routes
+        doc["truncated"] = True
+    if size() > limit and doc.get("changes"):  # the changed routes matter, not the others
+        doc["changes"] = {k: v for k, v in doc["changes"].items() if v != "unchanged"}
         doc["truncated"] = True
     return doc
 
