@@ -88,15 +88,9 @@ def duplicate_key(item: Item) -> str:
     """What makes two items the same evidence: the request after normalising case,
     whitespace and numbers/ids, and the reference answer (so "2+2" and "3+5" with different
     expected answers stay two items)."""
-    if item.input is not None:
-        request: Any = item.input
-    else:
-        request = [item.system, list(item.messages or ())]
-    text = (
-        json.dumps(request, sort_keys=True, ensure_ascii=False)
-        if not isinstance(request, str)
-        else request
-    )
+    text = item.question()
+    if item.system is not None:
+        text = f"{json.dumps(item.system, ensure_ascii=False)}\n{text}"
     text = " ".join(_ID_TOKEN.sub("0", text.casefold()).split())
     reference = [item.label, item.expected, list(item.accept or ()), item.pattern]
     return text + "\x00" + json.dumps(reference)
