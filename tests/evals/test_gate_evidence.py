@@ -391,3 +391,13 @@ def test_point6_an_outage_is_an_error_rate_not_bad_input():
     )
     assert not report.decision.bad_input and report.decision.outcome == INCONCLUSIVE
     assert "candidate: 97 of 100 items failed upstream" in report.decision.reasons[0]
+
+
+def test_point6_items_without_a_label_are_counted_and_named():
+    data = items(40) + [Item(id=f"n{k}", line=100 + k, input=f"no label {k}") for k in range(2)]
+    ids = [i.id for i in data]
+    report = route_report(
+        plan(max_quality_drop=None), ROUTE, run(data, set(ids)), run(data, set(ids))
+    )
+    assert report.measured().counted == 40 and report.measured().failed == 2
+    assert "candidate not gradable: 2 x item has no label" in text_report(_eval(report))

@@ -260,6 +260,8 @@ def _route_text(route: RouteReport, batch: bool = False) -> list[str]:
         if run is not None:
             for error, count in run.errors().most_common(3):
                 lines.append(f"  {label} errors: {count} x {error}")
+            for note, count in run.ungradable().most_common(3):
+                lines.append(f"  {label} not gradable: {count} x {note}")
     lines += _confusion(route)
     return lines
 

@@ -116,6 +116,14 @@ class ConfigRun:
     def errors(self) -> Counter[str]:
         return Counter(r.outcome.error for r in self.results if r.outcome.error is not None)
 
+    def ungradable(self) -> Counter[str]:
+        """Why answered items could not be graded (e.g. "item has no label")."""
+        return Counter(
+            r.verdict.note or "not gradable"
+            for r in self.results
+            if r.verdict is not None and r.verdict.correct is None
+        )
+
 
 @dataclass
 class RouteReport:
