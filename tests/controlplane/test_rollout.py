@@ -187,6 +187,12 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert status["promotedHash"] == first["hash"] != status["candidateHash"]
     last = status["lastEval"]
     assert last["decision"] == "Rejected" and last["graded"] == last["items"] > 0
+    # The route that decided, and every route with its change (kept by the CRD's schema).
+    assert last["decidingRoute"] == "triage"
+    routes = {r["name"]: r for r in last["routes"]}
+    assert routes["triage"]["decision"] == "Rejected"
+    assert routes["triage"]["change"] == "changed, evaluated"
+    assert routes["chat"] == {"name": "chat", "change": "unchanged"}
     assert last["quality"].startswith("0.") and "[" in last["quality"]
     assert status["escalationRate"] == last["escalationRate"] == "0.0%"
     assert status["estimatedSavings"] == last["saving"]
