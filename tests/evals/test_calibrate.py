@@ -18,7 +18,7 @@ def test_calibrate_proposes_a_threshold_that_holds_out(capsys):
     assert result["heldOut"]["quality"][1] >= result["target"]
     assert result["choice"]["quality"][1] >= result["target"]  # chosen on the tuning items
     distinct, _ = load_dataset(EXAMPLES / "support-triage/dataset.jsonl").distinct()
-    assert result["tuningItems"] + result["heldOutItems"] == len(distinct.items)
+    assert result["tuningItems"] + result["heldOutItems"] == len(distinct.items) == 400
     (patch,) = result["patch"]
     assert patch == {
         "op": "replace",

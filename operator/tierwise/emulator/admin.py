@@ -139,7 +139,13 @@ class _Admin:
             return _reply({"items": 0, "labels": []})
         # Items come in the body, never as a server-side path: the admin API reads no files.
         if not isinstance(body.get("items"), list):
-            raise invalid('give "items" (a list of {"input", "label"}) or "clear": true')
-        dataset = Dataset.from_records(body["items"], body.get("labels"))
+            raise invalid(
+                'give "items" (dataset records: {"input" or "messages", "label", ...}, '
+                'optionally {"grader": {...}} lines) or "clear": true'
+            )
+        try:
+            dataset = Dataset.from_records(body["items"], body.get("labels"))
+        except ValueError as exc:  # a bad record names itself; the loaded dataset stays
+            raise invalid(f"items: {exc}") from exc
         self.emulator.load_dataset(dataset)
         return _reply({"items": len(dataset), "labels": list(dataset.labels)})

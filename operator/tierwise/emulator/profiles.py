@@ -75,12 +75,19 @@ class ModelProfile:
     # ``effort_accuracy_step`` per effort level away from the default (high).
     thinking_accuracy_gain: float = 0.03
     effort_accuracy_step: float = 0.02
+    # How hard items are shared between models (the copula's rho, docs/emulator.md) and the
+    # share of wrong answers given with a right answer's confidence.
+    difficulty_correlation: float = 0.6
+    confident_wrong_rate: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy <= 1.0:
             raise ValueError(f"{self.name}: accuracy must be within [0, 1], got {self.accuracy}")
         if self.output_tokens_per_second <= 0 or self.prefill_tokens_per_second <= 0:
             raise ValueError(f"{self.name}: token rates must be positive")
+        for name in ("difficulty_correlation", "confident_wrong_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{self.name}: {name} must be within [0, 1]")
         if self.ttft_seconds < 0:
             raise ValueError(f"{self.name}: ttft_seconds must not be negative")
         if self.min_cacheable_tokens < 0 or self.max_output_tokens < 1:

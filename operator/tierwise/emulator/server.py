@@ -144,7 +144,11 @@ class Emulator:
         return self.stats.cancelled_streams
 
     def stats_dict(self) -> dict[str, Any]:
-        return {**self.stats.to_dict(), "cache_entries": len(self.engine.cache)}
+        return {
+            **self.stats.to_dict(),
+            "cache_entries": len(self.engine.cache),
+            "dataset": self.engine.dataset_stats(),
+        }
 
     # ------------------------------------------------------------- lifecycle
 

@@ -202,10 +202,17 @@ async def _sweep(
     thresholds: Sequence[float],
 ) -> tuple[list[Point], dict[str, Point]]:
     """The sweep on ``tuning``, and the chosen threshold measured on each of ``checks``."""
-    from tierwise.evals.local import emulator_env, maybe_emulator, plan_with_endpoint, point_at
+    from tierwise.evals.local import (
+        emulator_env,
+        maybe_emulator,
+        plan_with_endpoint,
+        point_at,
+        route_task,
+    )
     from tierwise.evals.runner import run_eval
 
-    async with maybe_emulator(args.emulator, [tuning, *checks.values()], 0.0, args.seed) as url:
+    tasks = [route_task(plan, candidate, route, d) for d in (tuning, *checks.values())]
+    async with maybe_emulator(args.emulator, tasks, 0.0, args.seed) as url:
         if url is not None:
             candidate = point_at(candidate, url)
             plan = plan_with_endpoint(plan, url)
