@@ -146,7 +146,7 @@ def full_json(report: EvalReport) -> dict[str, Any]:
                 "grader": route.grader.type,
                 **route_figures(route, report.batch),
                 "reasons": list(route.decision.reasons),
-                "counted": list(route.counted),
+                "countedIds": list(route.counted),
                 "duplicateOf": {dup.id: first.id for dup, first in route.duplicates},
                 "confusion": [
                     {"expected": e, "predicted": p, "count": n}
