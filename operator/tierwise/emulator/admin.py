@@ -31,6 +31,7 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("GET", "/script", admin.pending),
         ("POST", "/faults", admin.faults),
         ("GET", "/faults", admin.list_faults),
+        ("POST", "/batch-faults", admin.batch_faults),
         ("POST", "/reset", admin.reset),
         ("GET", "/requests", admin.requests),
         ("GET", "/stats", admin.stats),
@@ -109,6 +110,19 @@ class _Admin:
             retry_after=float(body.get("retry_after", 1.0)),
         )
         return _reply({"faults": self.emulator.engine.faults.rates()})
+
+    async def batch_faults(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        statuses = body.get("statuses", [])
+        if not isinstance(statuses, list):
+            raise invalid('"statuses" must be a list of HTTP error statuses')
+        delay = body.get("create_delay")
+        queued = self.emulator.fail_batches(
+            str(body.get("operation", "create")),
+            [int(s) for s in statuses],
+            float(delay) if delay is not None else None,
+        )
+        return _reply({"queued": queued})
 
     async def list_faults(self, _request: web.Request) -> web.Response:
         return _reply({"faults": self.emulator.engine.faults.rates()})

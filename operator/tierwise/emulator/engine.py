@@ -6,7 +6,6 @@ batch item and an interactive request of the same body produce the same usage.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from tierwise.emulator.config import EmulatorConfig
 from tierwise.emulator.errors import ApiError, invalid
 from tierwise.emulator.faults import FaultPlan, ScriptStep, tool_use_block
 from tierwise.emulator.profiles import ModelProfile, ProfileSet
-from tierwise.emulator.rules import Thinking, effort_of, validate_for_model
+from tierwise.emulator.rules import Thinking, effort_of, thinking_signature, validate_for_model
 from tierwise.emulator.tasks import Behaviour, answer_item, judge_parts, judge_verdict
 from tierwise.emulator.tokens import PromptLayout, layout_prompt, tool_prompt_tokens
 from tierwise.emulator.wire import message_dict, new_id, usage_dict
@@ -222,7 +221,7 @@ class Engine:
         summary = (
             "" if thinking.display == "omitted" else filler(min(used, THINKING_SUMMARY_TOKENS))
         )
-        signature = "EmuSig" + hashlib.blake2b(summary.encode(), digest_size=24).hexdigest()
+        signature = thinking_signature(self.model_key(str(body["model"])), summary)
         return {"type": "thinking", "thinking": summary, "signature": signature}, used
 
     def _text_answer(

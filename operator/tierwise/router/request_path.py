@@ -1,7 +1,9 @@
 """The one path a Messages request takes through the router, whoever sends it.
 
-The HTTP server (``/v1/messages``), the eval's engine (``CascadeEngine``) and the batch
-cascade all run a request the same way, so what an eval measures is what the sidecar serves:
+The HTTP server (``/v1/messages``) and the eval's engine (``CascadeEngine``) run a request
+the same way, so what an eval measures is what the sidecar serves (the batch endpoints check
+each item with the same ``check_messages_request`` and refuse routes with an input budget,
+see ``router.batches``; their cascade is ``router.batch_cascade``, shared with the eval):
 
 1. ``admit``: the request's shape is checked (``check_messages_request``) and the route's
    ``inputBudget`` is applied — the prompt is counted with the first step's model, then sent

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
+from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES, BatchStore
 from tierwise.router.batches import BatchProxy
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
@@ -67,6 +67,7 @@ class Router:
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         metrics: RouterMetrics | None = None,
         batch_state_dir: str | os.PathLike[str] | None = None,
+        batch_state_max_bytes: int = DEFAULT_MAX_STORE_BYTES,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -78,7 +79,7 @@ class Router:
         self.services = Services(current=self.holder.current, metrics=self.metrics)
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = ResponseCacheCheck(self.metrics)
-        self.batch_state = BatchStateStore(batch_state_dir)
+        self.batch_state = BatchStore(batch_state_dir, batch_state_max_bytes)
         self._relay: Relay | None = None
         self._path: RequestPath | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -117,7 +118,7 @@ class Router:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post(COUNT_TOKENS_PATH, self._count_tokens)
-        BatchProxy(self.pipeline, BatchCascades(self.pipeline, self.batch_state)).add_routes(app)
+        BatchProxy(self.pipeline, self.batch_state).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
