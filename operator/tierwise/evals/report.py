@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from tierwise.evals.runner import EvalReport, RouteReport
+from tierwise.evals.runner import ConfigRun, EvalReport, RouteReport
 from tierwise.evals.stats import Interval, paired_difference
 
 SUMMARY_SCHEMA = "tierwise.dev/eval-summary/v1"
