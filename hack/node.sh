@@ -5,6 +5,7 @@
 #   hack/node.sh up        control plane + kube-scheduler + the node; Ready when it returns
 #   eval "$(hack/node.sh env)"   point kubectl/helm at it
 #   hack/node.sh exec CMD  run CMD inside the node's network and mount namespaces
+#   hack/node.sh load      rebuild the project image if needed and import it into the node
 #   hack/node.sh status    what runs
 #   hack/node.sh down      stop everything `up` started and remove what it added to the host
 #
@@ -37,7 +38,7 @@ PRIVATE_PATHS=(/var/lib/kubelet /var/lib/cni /run/containerd /var/lib/containerd
 log() { printf '[node] %s\n' "$*" >&2; }
 harness() { PYTHONPATH="$root/tests" "$python" -m harness --workdir "$cp_dir" "$@"; }
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 # -- host packages ------------------------------------------------------------------------------
 
@@ -270,6 +271,17 @@ stop_pidfile() {
   rm -f "$f"
 }
 
+# socat's children (one per connection) outlive their parent: stop whatever still serves or
+# holds the API socket of this state directory.
+stop_socket_users() {
+  local cmdline pid
+  for cmdline in /proc/[0-9]*/cmdline; do
+    pid="${cmdline#/proc/}" pid="${pid%/cmdline}"
+    tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -qF "UNIX-LISTEN:$state/api.sock," && kill "$pid" 2>/dev/null
+  done
+  return 0
+}
+
 cmd_down() {
   local ok=0 p
   # The node first, while the API server can still see its pods go.
@@ -278,6 +290,7 @@ cmd_down() {
   remove_cgroups || ok=1
   stop_pidfile "$state/kube-scheduler.pid"
   stop_pidfile "$state/api-socket.pid"
+  stop_socket_users
   rm -f "$state/api.sock"
   [[ -f "$cp_dir/state.json" ]] && { harness down 2>/dev/null || ok=1; }
   if [[ -f "$state/created-paths" ]]; then
@@ -316,8 +329,16 @@ cmd_status() {
   echo "processes: $(cgroup_pids | wc -l)"
 }
 
+# Rebuild the project image if the sources changed and import it into the running node.
+cmd_load() {
+  pid_alive "$state/node.pid" || { log "not running"; exit 1; }
+  mapfile -t archives < <("$here/images.sh")
+  import_images "${archives[@]}"
+}
+
 case "${1:-}" in
 up) cmd_up ;;
+load) cmd_load ;;
 down) cmd_down ;;
 env) cmd_env ;;
 exec) shift; cmd_exec "$@" ;;

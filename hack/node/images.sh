@@ -24,6 +24,7 @@ pause_archive() {
   out="$cache/pause-$digest.tar"
   if [[ ! -f "$out" ]]; then
     log "building $PAUSE_IMAGE from $(basename "$src")"
+    find "$cache" -name 'pause-*.tar' -delete
     work="$(mktemp -d)"
     gcc -Os -static -DVERSION=3.10 -o "$work/pause" "$src"
     strip "$work/pause"
@@ -54,4 +55,4 @@ project_archive() {
 }
 
 pause_archive
-#project_archive
+project_archive

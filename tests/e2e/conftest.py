@@ -1,0 +1,216 @@
+"""End-to-end fixtures: a real node (``hack/node.sh``) with the chart installed from the real image.
+
+Everything here goes through the API server (kubectl, helm, logs, exec, port-forward) or
+``hack/node.sh exec`` into the node's namespaces; nothing dials a pod or node IP from the
+host's network, where those addresses do not exist.
+
+- ``node`` -> :class:`Node`: the running node, its kubeconfig and ``exec`` into it
+- ``kubectl`` / ``helm`` -> bound to the node's control plane (admin)
+- ``tierwise`` -> the chart installed (both operator replicas Ready), release facts
+- ``emulator`` -> the model emulator as a Deployment + Service, and its in-cluster URL
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_cluster import (
+    API_KEY,
+    CHART,
+    EMULATOR_IP,
+    EMULATOR_PORT,
+    EXAMPLES,
+    NODE_SH,
+    OPERATOR_NS,
+    RELEASE,
+    ROOT,
+    STATE,
+    Emulator,
+    Release,
+    eventually,
+    new_namespace,
+    pods,
+    ready,
+    restricted_container_security,
+    restricted_pod_security,
+)
+
+from harness.kubectl import Kubectl, find_tool
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is ``e2e``; the host check stops the node, so it runs last."""
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda i: i.get_closest_marker("stops_node") is not None)
+
+
+@dataclass
+class Node:
+    state: Path
+    env: dict[str, str]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "controlplane" / "kubeconfig"
+
+    def sh(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(NODE_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"hack/node.sh {' '.join(args)}: {result.stderr}{result.stdout}")
+        return result
+
+    def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the node's network and mount namespaces."""
+        return self.sh("exec", *argv, check=check, timeout=60)
+
+    def snapshot(self) -> str:
+        return subprocess.run(
+            [str(ROOT / "hack" / "node" / "host-snapshot.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[Node]:
+    """The node, started once for the session and stopped after it (also after a failure)."""
+    env = {**os.environ, "TIERWISE_NODE_DIR": str(STATE)}
+    node = Node(STATE, env)
+    node.sh("down", check=False)  # what a killed earlier run left behind
+    node.host_before = node.snapshot()  # type: ignore[attr-defined]
+    try:
+        node.sh("up")
+        yield node
+    finally:
+        node.sh("down", check=False)
+
+
+@pytest.fixture(scope="session")
+def kubectl(node: Node) -> Kubectl:
+    return Kubectl(node.kubeconfig, find_tool("kubectl"))
+
+
+@pytest.fixture(scope="session")
+def helm(node: Node) -> Callable[..., subprocess.CompletedProcess[str]]:
+    executable = find_tool("helm")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [executable, "--kubeconfig", str(node.kubeconfig), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}{result.stdout}")
+        return result
+
+    return run
+
+
+def project_image() -> tuple[str, str]:
+    """(repository, tag) of the image `make image` built and the node imported."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    image = (cache / "tierwise" / "node" / "images" / "project-image").read_text().strip()
+    repository, _, tag = image.rpartition(":")
+    return repository, tag
+
+
+@pytest.fixture(scope="session")
+def tierwise(node: Node, kubectl: Kubectl, helm: Callable[..., Any]) -> Release:
+    """``helm install`` of the chart with the real image; both operator replicas Ready."""
+    repository, tag = project_image()
+    helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        # The image exists only in the node's runtime: there is no registry to pull from.
+        "--set",
+        "image.pullPolicy=Never",
+        "--wait",
+        "--timeout",
+        "240s",
+    )
+    selector = "app.kubernetes.io/name=tierwise"
+    eventually(
+        lambda: len([p for p in pods(kubectl, OPERATOR_NS, selector) if ready(p)]) == 2,
+        "both operator replicas Ready",
+        timeout=180,
+    )
+    return Release(OPERATOR_NS, f"{repository}:{tag}", selector)
+
+
+@pytest.fixture(scope="session")
+def emulator(tierwise: Release, kubectl: Kubectl) -> Emulator:
+    """`tierwise emulator` as a Deployment behind a Service, answering the triage dataset."""
+    namespace = new_namespace(kubectl, "emulator", {})
+    kubectl.apply(EXAMPLES / "dataset-configmap.yaml", namespace=namespace)
+    labels = {"app": "emulator"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "emulator"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": restricted_pod_security(),
+                    "containers": [
+                        {
+                            "name": "emulator",
+                            "image": tierwise.image,
+                            "imagePullPolicy": "Never",
+                            "command": [
+                                "tierwise",
+                                "emulator",
+                                "--host=0.0.0.0",
+                                f"--port={EMULATOR_PORT}",
+                                "--dataset=/data/dataset.jsonl",
+                                f"--api-key={API_KEY}",
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/_emulator/health", "port": EMULATOR_PORT},
+                                "periodSeconds": 1,
+                            },
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                            "securityContext": restricted_container_security(),
+                        }
+                    ],
+                    "volumes": [{"name": "data", "configMap": {"name": "triage-eval-dataset"}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "emulator"},
+        "spec": {
+            "clusterIP": EMULATOR_IP,
+            "selector": labels,
+            "ports": [{"port": EMULATOR_PORT, "targetPort": EMULATOR_PORT}],
+        },
+    }
+    kubectl.apply(json.dumps(deployment), namespace=namespace)
+    kubectl.apply(json.dumps(service), namespace=namespace)
+    kubectl("rollout", "status", "deployment/emulator", "--timeout=120s", namespace=namespace)
+    return Emulator(namespace, f"http://{EMULATOR_IP}:{EMULATOR_PORT}")

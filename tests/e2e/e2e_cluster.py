@@ -1,0 +1,88 @@
+"""Helpers and constants of the end-to-end suite (imported by its conftest and tests)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.kubectl import Kubectl
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_SH = ROOT / "hack" / "node.sh"
+STATE = Path(os.environ.get("TIERWISE_NODE_DIR", ROOT / ".tmp" / "e2e-node"))
+CHART = ROOT / "charts" / "tierwise"
+EXAMPLES = ROOT / "examples" / "support-triage"
+RELEASE = "tierwise"
+OPERATOR_NS = "tierwise-system"
+# The emulator's Service gets a fixed ClusterIP: pods have no cluster DNS here, and ModelTier
+# endpoints are plain URLs.
+EMULATOR_IP = "10.96.77.77"
+EMULATOR_PORT = 8090
+API_KEY = "sk-ant-e2e-not-a-real-key"
+
+
+def eventually(
+    check: Callable[[], Any], what: str, timeout: float = 90.0, every: float = 0.5
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
+
+
+def pods(kubectl: Kubectl, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return kubectl.get_json("pods", "-l", selector, namespace=namespace)["items"]
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def new_namespace(kubectl: Kubectl, stem: str, labels: dict[str, str]) -> str:
+    name = f"e2e-{stem}-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", name)
+    if labels:
+        kubectl("label", "namespace", name, *[f"{k}={v}" for k, v in labels.items()])
+    eventually(
+        lambda: (
+            kubectl("get", "serviceaccount", "default", namespace=name, check=False).returncode == 0
+        ),
+        "the default ServiceAccount",
+    )
+    return name
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@dataclass(frozen=True)
+class Release:
+    namespace: str
+    image: str
+    selector: str
+
+
+@dataclass(frozen=True)
+class Emulator:
+    namespace: str
+    url: str
