@@ -19,5 +19,6 @@ done
 section nftables; command -v nft >/dev/null && nft list ruleset 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'
 section sysctls
 # Counters and random values change on their own; everything else must not.
-sysctl -a 2>/dev/null | grep -vE '^(fs\.(dentry-state|file-nr|inode-nr|inode-state|quota\.)|kernel\.(random\.|ns_last_pid|pty\.nr|sched_domain)|net\.netfilter\.nf_conntrack_count|vm\.stat_refresh|kernel\.tainted)'
-section mounts; awk '{print $5, $9, $10}' /proc/self/mountinfo | sort
+sysctl -a 2>/dev/null | grep -vE '^(fs\.(aio-nr|dentry-state|file-nr|inode-nr|inode-state|quota\.)|kernel\.(random\.|ns_last_pid|pty\.nr|sched_domain)|net\.netfilter\.nf_conntrack_count|vm\.stat_refresh|kernel\.tainted)'
+# Image builds (buildah, podman) mount and unmount their containers' layers here on their own.
+section mounts; awk '{print $5, $9, $10}' /proc/self/mountinfo | grep -vE '^/(var/lib|run)/containers/' | sort

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,11 @@ from e2e_cluster import (
     EMULATOR_IP,
     EMULATOR_PORT,
     EXAMPLES,
-    NODE_SH,
     OPERATOR_NS,
     RELEASE,
-    ROOT,
     STATE,
     Emulator,
+    Node,
     Release,
     eventually,
     new_namespace,
@@ -50,39 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda i: i.get_closest_marker("stops_node") is not None)
-
-
-@dataclass
-class Node:
-    state: Path
-    env: dict[str, str]
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.state / "controlplane" / "kubeconfig"
-
-    def sh(
-        self, *args: str, check: bool = True, timeout: float = 600
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(NODE_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"hack/node.sh {' '.join(args)}: {result.stderr}{result.stdout}")
-        return result
-
-    def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` inside the node's network and mount namespaces."""
-        return self.sh("exec", *argv, check=check, timeout=60)
-
-    def snapshot(self) -> str:
-        return subprocess.run(
-            [str(ROOT / "hack" / "node" / "host-snapshot.sh")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+    items.sort(key=lambda i: Path(str(i.fspath)).name == "test_host_unchanged.py")
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +57,7 @@ def node() -> Iterator[Node]:
     env = {**os.environ, "TIERWISE_NODE_DIR": str(STATE)}
     node = Node(STATE, env)
     node.sh("down", check=False)  # what a killed earlier run left behind
-    node.host_before = node.snapshot()  # type: ignore[attr-defined]
+    node.host_before = node.snapshot()
     try:
         node.sh("up")
         yield node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -86,3 +87,36 @@ class Release:
 class Emulator:
     namespace: str
     url: str
+
+
+@dataclass
+class Node:
+    state: Path
+    env: dict[str, str]
+    host_before: str = ""
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "controlplane" / "kubeconfig"
+
+    def sh(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(NODE_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"hack/node.sh {' '.join(args)}: {result.stderr}{result.stdout}")
+        return result
+
+    def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the node's network and mount namespaces."""
+        return self.sh("exec", *argv, check=check, timeout=60)
+
+    def snapshot(self) -> str:
+        return subprocess.run(
+            [str(ROOT / "hack" / "node" / "host-snapshot.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout

@@ -1,0 +1,73 @@
+"""The chart installed with ``helm install`` and the real image, on a real kubelet.
+
+What the pod runner cannot show: the probes the kubelet runs pass, the restricted security
+context holds in a real container (non-root UID, read-only root filesystem), and the two
+replicas find each other through kopf peering under their pod names.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from e2e_cluster import Release, pods, ready
+
+from harness.kubectl import Kubectl
+
+pytestmark = pytest.mark.e2e
+
+
+def operator_pods(kubectl: Kubectl, release: Release) -> list[dict]:
+    return pods(kubectl, release.namespace, release.selector)
+
+
+def test_both_operator_replicas_are_ready_through_their_probes(
+    tierwise: Release, kubectl: Kubectl
+) -> None:
+    replicas = operator_pods(kubectl, tierwise)
+    assert len(replicas) == 2 and all(ready(p) for p in replicas)
+    for pod in replicas:
+        container = pod["spec"]["containers"][0]
+        # Ready comes from the kubelet running these probes, not from a stand-in's say-so.
+        assert {"readinessProbe", "livenessProbe"} <= container.keys()
+        status = pod["status"]["containerStatuses"][0]
+        assert status["ready"] and status["restartCount"] == 0, status
+        assert status["imageID"], status  # a real image from the node's runtime
+    # The kubelet's probes keep passing: no restart and still Ready a few periods later.
+    time.sleep(12)
+    again = operator_pods(kubectl, tierwise)
+    assert all(ready(p) for p in again)
+    assert [p["status"]["containerStatuses"][0]["restartCount"] for p in again] == [0, 0]
+
+
+def test_operator_runs_non_root_on_a_read_only_root_filesystem(
+    tierwise: Release, kubectl: Kubectl
+) -> None:
+    pod = operator_pods(kubectl, tierwise)[0]["metadata"]["name"]
+    probe = (
+        "import os, pathlib\n"
+        "print(os.getuid(), os.getgid())\n"
+        "try:\n"
+        "    pathlib.Path('/opt/tierwise/written').write_text('x')\n"
+        "    print('root writable')\n"
+        "except OSError as err:\n"
+        "    print('root', err.strerror)\n"
+        "pathlib.Path('/tmp/written').write_text('x')\n"
+        "print('tmp writable')\n"
+    )
+    out = kubectl("exec", pod, "--", "python3", "-c", probe, namespace=tierwise.namespace).stdout
+    assert out.splitlines() == ["65532 65532", "root Read-only file system", "tmp writable"]
+
+
+def test_replicas_peer_under_their_pod_names_and_one_pauses(
+    tierwise: Release, kubectl: Kubectl
+) -> None:
+    names = sorted(p["metadata"]["name"] for p in operator_pods(kubectl, tierwise))
+    peering = kubectl.get_json("clusterkopfpeering", "tierwise")
+    assert sorted(peering.get("status", {})) == names
+    logs = {name: kubectl("logs", name, namespace=tierwise.namespace).stdout for name in names}
+    paused = [name for name, text in logs.items() if "Pausing operations in favour of" in text]
+    assert len(paused) >= 1, logs
+    # The one that paused did so for the other replica.
+    (other,) = [n for n in names if n != paused[0]]
+    assert f"<Peer {other}:" in logs[paused[0]]
