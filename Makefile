@@ -63,7 +63,7 @@ test-image: setup image
 ## local control plane, the chart installed with the image from `make image`. The node is
 ## stopped and the host checked unchanged at the end.
 e2e: setup controlplane
-	$(BIN)/pytest -q --e2e tests/e2e
+	$(BIN)/pytest -q -s --e2e tests/e2e
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from e2e_cluster import (
     API_KEY,
     CHART,
+    CONFIG_MAP,
     EMULATOR_IP,
     EMULATOR_PORT,
     EXAMPLES,
@@ -32,6 +34,7 @@ from e2e_cluster import (
     Emulator,
     Node,
     Release,
+    Triage,
     eventually,
     new_namespace,
     pods,
@@ -41,6 +44,7 @@ from e2e_cluster import (
 )
 
 from harness.kubectl import Kubectl, find_tool
+from tierwise.routerconfig.defaults import CONFIG_KEY
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -180,3 +184,37 @@ def emulator(tierwise: Release, kubectl: Kubectl) -> Emulator:
     kubectl.apply(json.dumps(service), namespace=namespace)
     kubectl("rollout", "status", "deployment/emulator", "--timeout=120s", namespace=namespace)
     return Emulator(namespace, f"http://{EMULATOR_IP}:{EMULATOR_PORT}")
+
+
+@pytest.fixture(scope="module")
+def triage(tierwise: Release, emulator: Emulator, kubectl: Kubectl) -> Triage:
+    """An opted-in namespace under restricted pod security with the example policy, whose
+    tiers all point at the emulator's Service."""
+    namespace = new_namespace(
+        kubectl,
+        "triage",
+        {
+            "tierwise.dev/injection": "enabled",
+            "pod-security.kubernetes.io/enforce": "restricted",
+        },
+    )
+    kubectl(
+        "create", "secret", "generic", "anthropic-api-key", f"--from-literal=api-key={API_KEY}",
+        namespace=namespace,
+    )  # fmt: skip
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] == "ModelTier":
+                doc["spec"]["endpoint"] = emulator.url
+            if doc:
+                kubectl.apply(json.dumps(doc), namespace=namespace)
+
+    def rendered() -> bool:
+        cm = kubectl("get", "configmap", CONFIG_MAP, "-o", "json", namespace=namespace, check=False)
+        if cm.returncode != 0:
+            return False
+        document = json.loads(json.loads(cm.stdout)["data"][CONFIG_KEY])
+        return all(t["endpoint"] == emulator.url for t in document["tiers"].values())
+
+    eventually(rendered, "the policy's router config, pointing at the emulator", timeout=120)
+    return Triage(namespace, tierwise.image)

@@ -25,6 +25,9 @@ OPERATOR_NS = "tierwise-system"
 EMULATOR_IP = "10.96.77.77"
 EMULATOR_PORT = 8090
 API_KEY = "sk-ant-e2e-not-a-real-key"
+POLICY = "email-triage"
+CONFIG_MAP = f"tierwise-{POLICY}"
+THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 
 
 def eventually(
@@ -120,3 +123,9 @@ class Node:
             text=True,
             check=True,
         ).stdout
+
+
+@dataclass(frozen=True)
+class Triage:
+    namespace: str
+    image: str

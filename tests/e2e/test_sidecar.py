@@ -14,18 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 from e2e_cluster import (
-    API_KEY,
+    CONFIG_MAP,
     EXAMPLES,
-    Emulator,
-    Release,
+    POLICY,
+    THRESHOLD_PATH,
+    Triage,
     eventually,
-    new_namespace,
     ready,
     restricted_container_security,
 )
@@ -33,13 +31,9 @@ from e2e_cluster import (
 from harness.kubectl import Kubectl
 from tierwise.controller.names import METRICS_PORT, SIDECAR_NAME
 from tierwise.routerconfig import sidecar as sidecar_contract
-from tierwise.routerconfig.defaults import CONFIG_KEY
 
 pytestmark = pytest.mark.e2e
 
-POLICY = "email-triage"
-CONFIG_MAP = f"tierwise-{POLICY}"
-THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 ITEMS = 40
 
 # The app: the official SDK, pointed at the sidecar by the injected ANTHROPIC_BASE_URL only.
@@ -68,46 +62,6 @@ print(json.dumps({"base_url": os.environ.get("ANTHROPIC_BASE_URL"), "started": s
 def dataset() -> list[dict[str, str]]:
     lines = (EXAMPLES / "dataset.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
-
-
-@dataclass(frozen=True)
-class Triage:
-    namespace: str
-    image: str
-
-
-@pytest.fixture(scope="module")
-def triage(tierwise: Release, emulator: Emulator, kubectl: Kubectl) -> Triage:
-    """An opted-in namespace under restricted pod security with the example policy, whose
-    tiers all point at the emulator's Service."""
-    namespace = new_namespace(
-        kubectl,
-        "triage",
-        {
-            "tierwise.dev/injection": "enabled",
-            "pod-security.kubernetes.io/enforce": "restricted",
-        },
-    )
-    kubectl(
-        "create", "secret", "generic", "anthropic-api-key", f"--from-literal=api-key={API_KEY}",
-        namespace=namespace,
-    )  # fmt: skip
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == "ModelTier":
-                doc["spec"]["endpoint"] = emulator.url
-            if doc:
-                kubectl.apply(json.dumps(doc), namespace=namespace)
-
-    def rendered() -> bool:
-        cm = kubectl("get", "configmap", CONFIG_MAP, "-o", "json", namespace=namespace, check=False)
-        if cm.returncode != 0:
-            return False
-        document = json.loads(json.loads(cm.stdout)["data"][CONFIG_KEY])
-        return all(t["endpoint"] == emulator.url for t in document["tiers"].values())
-
-    eventually(rendered, "the policy's router config, pointing at the emulator", timeout=120)
-    return Triage(namespace, tierwise.image)
 
 
 def app_pod(name: str, image: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
