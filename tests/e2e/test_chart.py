@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_cluster import Release, pods, ready
+from e2e_cluster import Release, eventually, pods, ready
 
 from harness.kubectl import Kubectl
 
@@ -65,9 +65,15 @@ def test_replicas_peer_under_their_pod_names_and_one_pauses(
     names = sorted(p["metadata"]["name"] for p in operator_pods(kubectl, tierwise))
     peering = kubectl.get_json("clusterkopfpeering", "tierwise")
     assert sorted(peering.get("status", {})) == names
-    logs = {name: kubectl("logs", name, namespace=tierwise.namespace).stdout for name in names}
-    paused = [name for name, text in logs.items() if "Pausing operations in favour of" in text]
-    assert len(paused) >= 1, logs
-    # The one that paused did so for the other replica.
-    (other,) = [n for n in names if n != paused[0]]
-    assert f"<Peer {other}:" in logs[paused[0]]
+
+    def paused() -> tuple[str, str] | None:
+        # kopf logs the pause once it has seen the other replica's keep-alive.
+        for name in names:
+            text = kubectl("logs", name, namespace=tierwise.namespace).stdout
+            if "Pausing operations in favour of" in text:
+                return name, text
+        return None
+
+    name, text = eventually(paused, "one replica pausing in favour of the other", timeout=60)
+    (other,) = [n for n in names if n != name]
+    assert f"<Peer {other}:" in text
