@@ -20,5 +20,7 @@ section nftables; command -v nft >/dev/null && nft list ruleset 2>/dev/null | se
 section sysctls
 # Counters and random values change on their own; everything else must not.
 sysctl -a 2>/dev/null | grep -vE '^(fs\.(aio-nr|dentry-state|file-nr|inode-nr|inode-state|quota\.)|kernel\.(random\.|ns_last_pid|pty\.nr|sched_domain)|net\.netfilter\.nf_conntrack_count|vm\.stat_refresh|kernel\.tainted)'
-# Image builds (buildah, podman) mount and unmount their containers' layers here on their own.
-section mounts; awk '{print $5, $9, $10}' /proc/self/mountinfo | grep -vE '^/(var/lib|run)/containers/' | sort
+# Image builds and runs (buildah, podman) mount and unmount their containers' layers and
+# network namespaces here on their own; the node's mounts live in its own mount namespace.
+section mounts; awk '{print $5, $9, $10}' /proc/self/mountinfo |
+  grep -vE '^/(var/lib/containers|run/containers|run/netns)/' | sort
