@@ -100,8 +100,8 @@ def test_acting_operator_deleted_mid_eval_the_other_replica_decides_once(
     namespace = triage.namespace
     before = kubectl.get_json("cascadepolicy", POLICY, namespace=namespace).get("status", {})
     earlier = {before.get("candidateHash"), (before.get("rollout") or {}).get("decidedHash")}
-    # 0.8 -> 0.75 is the safe cost cut the gate promotes (test_sidecar.py shows it).
-    patch = [{"op": "replace", "path": THRESHOLD_PATH, "value": 0.75}]
+    # 0.9 -> 0.85 is the safe cost cut the gate promotes (test_sidecar.py shows it).
+    patch = [{"op": "replace", "path": THRESHOLD_PATH, "value": 0.85}]
     kubectl(
         "patch", "cascadepolicy", POLICY, "--type=json", "-p", json.dumps(patch),
         namespace=namespace,

@@ -269,7 +269,7 @@ def test_gated_changes_run_eval_pods_and_the_promoted_config_reaches_the_running
     assert config_map_hash(kubectl, namespace) == promoted
     assert router_config_hash(kubectl, namespace, "resident") == promoted
 
-    accepted = change_threshold(kubectl, namespace, 0.75)
+    accepted = change_threshold(kubectl, namespace, 0.85)
     assert accepted["rollout"]["phase"] == "Promoted", accepted
     summary = json.loads(
         eval_pod_message(kubectl, namespace, accepted["lastEval"]["job"])["terminated"]["message"]
