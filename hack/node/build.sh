@@ -34,7 +34,7 @@ is_cached() {
 
 check_pins() {
   grep -qE "^[[:space:]]*k8s\.io/kubernetes ${K8S_VERSION}( |\$)" "$here/module/go.mod" ||
-    { log "module/go.mod does not pin ${K8S_VERSION}; run hack/node/update-module.sh"; exit 1; }
+    { log "module/go.mod does not pin ${K8S_VERSION}; update it as its header says"; exit 1; }
 }
 
 # The same version stamping as the control plane (the kubelet reports it on its Node object).

@@ -1,5 +1,6 @@
-// The node's binaries (kubelet, kube-scheduler), kept apart from hack/controlplane so the
-// cached control plane's key does not change. Regenerate with hack/node/update-module.sh.
+// The node's binaries, kept apart from hack/controlplane so the
+// cached control plane's key does not change: hack/controlplane/kubernetes/go.mod with the
+// node's tools (kubelet, kube-proxy, kube-scheduler), then `go mod tidy`.
 module tierwise.dev/hack/node
 
 go 1.26.0
