@@ -35,6 +35,8 @@ from tierwise.pricing import (
 )
 from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
+    OPENAI,
+    AnswerProbabilitySignal,
     CacheConfig,
     Fallback,
     InputBudget,
@@ -62,6 +64,7 @@ TIER_NOT_FOUND = "TierNotFound"
 CACHE_PROFILE_NOT_FOUND = "CacheProfileNotFound"
 PRICING_UNKNOWN = "PricingUnknown"
 PRICING_AMBIGUOUS = "PricingAmbiguous"
+SIGNAL_UNSUPPORTED = "SignalUnsupported"
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ def render_policy(
         tier_spec: ModelTierSpec = tier.spec
         resolved = resolve_prices(
             tier_spec.model,
-            tier_spec.pricing.as_overrides() if tier_spec.pricing else None,
+            tier_spec.price_overrides(),
             catalog,
         )
         if isinstance(resolved, PricingProblem):
@@ -161,6 +164,7 @@ def render_policy(
         if key_env is not None:
             key_envs.append(key_env)
 
+    problems.extend(_unsupported_signals(spec, rendered_tiers))
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
     if cache_problem:
         problems.append(cache_problem)
@@ -202,7 +206,7 @@ def render_tier(
             TIER_NOT_FOUND, name, f"ModelTier {name!r} not found in namespace {namespace!r}"
         )
     spec: ModelTierSpec = tier.spec
-    overrides = spec.pricing.as_overrides() if spec.pricing else None
+    overrides = spec.price_overrides()
     resolved = resolve_prices(spec.model, overrides, catalog)
     if isinstance(resolved, PricingProblem):
         return Problem(resolved.reason, name, f"ModelTier {name!r}: {resolved.message}")
@@ -280,7 +284,32 @@ def _render_signal(signal: EscalationSignal) -> Signal:
         return JSONFieldBelowSignal(field_path, signal.threshold or Decimal(0))
     if signal.signal == "jsonFieldNotIn":
         return JSONFieldNotInSignal(field_path, tuple(signal.values or ()))
+    if signal.signal == "answerProbabilityBelow":
+        return AnswerProbabilitySignal(
+            signal.threshold or Decimal(0), field_path if signal.field else None
+        )
     return RegexSignal(re.compile(signal.pattern or ""))
+
+
+def _unsupported_signals(spec: CascadePolicySpec, tiers: Mapping[str, Tier]) -> list[Problem]:
+    """Steps that escalate on token probabilities where their tier cannot return them.
+
+    The CRD's CEL cannot see a step's ModelTier, so the renderer refuses such a policy: only
+    OpenAI-compatible servers return log-probabilities; the Messages API does not.
+    """
+    problems = []
+    for route in spec.routes:
+        for index, step in enumerate(route.steps):
+            tier = tiers.get(step.tier)
+            uses = any(s.signal == "answerProbabilityBelow" for s in step.escalate_when or ())
+            if uses and tier is not None and tier.provider != OPENAI:
+                message = (
+                    f"route {route.name!r} step {index} escalates on answerProbabilityBelow, "
+                    f"but ModelTier {step.tier!r} has provider {tier.provider}, which returns "
+                    "no token log-probabilities; use it on a provider openai tier"
+                )
+                problems.append(Problem(SIGNAL_UNSUPPORTED, step.tier, message))
+    return problems
 
 
 def _render_retry(retry: RetrySpec) -> RetryPolicy:

@@ -70,6 +70,7 @@ class Answer:
     usage: Usage
     request_id: str | None
     cost: Decimal
+    logprobs: Any = None  # token log-probabilities, from a tier that returns them
 
 
 class Cascade:
@@ -113,12 +114,19 @@ class Cascade:
         """Whether ``answer`` (of ``steps[index]``) ends the cascade; counts an escalation."""
         if last_is_final and index == len(steps) - 1:
             return True
-        return self.accepts(ex, steps[index], answer.tier.name, answer.message)
+        return self.accepts(ex, steps[index], answer.tier.name, answer.message, answer.logprobs)
 
-    def accepts(self, ex: Exchange, step: Step, tier: str, message: Mapping[str, Any]) -> bool:
+    def accepts(
+        self,
+        ex: Exchange,
+        step: Step,
+        tier: str,
+        message: Mapping[str, Any],
+        logprobs: Any = None,
+    ) -> bool:
         """Whether ``step``'s answer (from ``tier``) ends the cascade by its signals; else the
         escalation is counted on the request, that answer's step record and the metrics."""
-        reason = escalation_reason(step.escalate_when, message)
+        reason = escalation_reason(step.escalate_when, message, logprobs)
         if reason is None:
             return True
         ex.escalations += 1
@@ -216,6 +224,7 @@ class Cascade:
                 self._payload(ex, step, tier, False),
                 ex.forwarded,
                 config.retry,
+                logprobs=step.wants_logprobs,
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
@@ -229,12 +238,13 @@ class Cascade:
                     ex.forwarded,
                     config.retry,
                     attempts=1,
+                    logprobs=step.wants_logprobs,
                 )
             )
         message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
         cost = self.record_step(ex, tier, usage, time.perf_counter() - started, fallback)
-        return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+        return Answer(tier, reply.body, message, usage, reply.request_id, cost, reply.logprobs)
 
     def record_step(
         self, ex: Exchange, tier: Tier, usage: Usage, seconds: float, fallback: bool = False

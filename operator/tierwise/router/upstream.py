@@ -126,19 +126,30 @@ class Reply:
     request_id: str | None
     content_type: str = "application/json"
     document: Any = None  # the decoded body, when the call expected a JSON object
+    logprobs: Any = None  # token log-probabilities of an OpenAI-compatible tier's answer
 
 
 class TierClient:
     """One tier's endpoint, key and concurrency slots."""
 
-    def __init__(self, tier: Tier, api_key: str | None, semaphore: asyncio.Semaphore) -> None:
+    def __init__(
+        self,
+        tier: Tier,
+        api_key: str | None,
+        semaphore: asyncio.Semaphore,
+        adapter: Any = None,
+    ) -> None:
         self.tier = tier
         self.semaphore = semaphore
+        # Translates calls for a tier that does not speak the Messages API (provider openai).
+        self.adapter = adapter
         self.base_headers: dict[str, str] = {
             "content-type": "application/json",
             "accept": "application/json",
         }
-        if api_key:
+        if api_key and adapter is not None:
+            self.base_headers["authorization"] = f"Bearer {api_key}"
+        elif api_key:
             self.base_headers["x-api-key"] = api_key
 
     def url(self, path: str) -> str:
@@ -146,8 +157,9 @@ class TierClient:
 
     def headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
         headers = dict(self.base_headers)
-        headers.update(forwarded)
-        headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+        if self.adapter is None:
+            headers.update(forwarded)
+            headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
         return headers
 
 
@@ -200,12 +212,20 @@ class Upstream:
         attempts: int | None = None,
         method: str = "POST",
         expect_json: bool = True,
+        logprobs: bool = False,
+        raw: bool = False,
     ) -> Reply:
         """A buffered request with retries; raises ``UpstreamFailure`` when it gives up.
 
         With ``expect_json`` a 2xx must carry a JSON object (``Reply.document``); anything
-        else is a server error, retried and eligible for fallback like a 5xx.
+        else is a server error, retried and eligible for fallback like a 5xx. A tier with an
+        adapter gets the call translated (``raw``: the adapter's own, untranslated call);
+        ``logprobs`` asks it for the answer's token log-probabilities.
         """
+        if client.adapter is not None and not raw:
+            return await client.adapter.call(
+                self, client, path, payload, retry, attempts=attempts, logprobs=logprobs
+            )
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:
@@ -225,8 +245,11 @@ class Upstream:
         retry: RetryPolicy,
         *,
         attempts: int | None = None,
+        raw: bool = False,
     ) -> Stream:
         """A streaming request whose response started with 200; retried before that."""
+        if client.adapter is not None and not raw:
+            return await client.adapter.open_stream(self, client, payload, retry, attempts=attempts)
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:
