@@ -84,7 +84,7 @@ def _text_of(block: Any, where: str) -> str:
     if isinstance(block, Mapping) and block.get("type") == "text":
         return str(block.get("text", ""))
     kind = block.get("type") if isinstance(block, Mapping) else type(block).__name__
-    raise TranslationError(f"{where}: a {kind} block cannot be sent to a text-only tier")
+    raise TranslationError(f"{where}: {kind} blocks cannot be sent to a text-only tier")
 
 
 def _chat_messages(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
