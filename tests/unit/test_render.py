@@ -14,6 +14,7 @@ from tierwise.render import (
     CACHE_PROFILE_NOT_FOUND,
     PRICING_UNKNOWN,
     SCHEMA_VERSION,
+    SIGNAL_UNSUPPORTED,
     TIER_NOT_FOUND,
     api_key_env,
     content_hash,
@@ -298,3 +299,42 @@ def test_endpoint_flag_and_env_point_every_tier_at_one_url_and_rehash(monkeypatc
     monkeypatch.setenv("TIERWISE_ENDPOINT", "emulator:8090")
     assert main(["render", "-f", str(EXAMPLES)]) == 1
     assert "--endpoint: endpoint must be an http:// or https:// URL" in capsys.readouterr().err
+
+
+def test_token_probability_signal_on_an_anthropic_tier_is_a_problem_naming_the_step():
+    signal = {"signal": "answerProbabilityBelow", "field": "label", "threshold": 0.6}
+    local = tier(
+        "local",
+        model="smollm2",
+        provider="openai",
+        endpoint="http://llama:8000",
+        pricing={"input": 0, "output": 0},
+    )
+    on_anthropic = policy(
+        routes=[
+            {
+                "name": "triage",
+                "steps": [{"tier": "haiku", "escalateWhen": [signal]}, {"tier": "sonnet"}],
+            }
+        ]  # fmt: skip
+    )
+    [(_, refused)] = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-6"), on_anthropic)
+    assert refused.document is None
+    [problem] = refused.problems
+    assert (problem.reason, problem.ref) == (SIGNAL_UNSUPPORTED, "haiku")
+    assert "route 'triage' step 0 escalates on answerProbabilityBelow" in problem.message
+    on_local = policy(
+        routes=[
+            {
+                "name": "triage",
+                "steps": [{"tier": "local", "escalateWhen": [signal]}, {"tier": "sonnet"}],
+            }
+        ]  # fmt: skip
+    )
+    [(_, result)] = render(local, tier("sonnet", "claude-sonnet-4-6"), on_local)
+    assert result.ok, result.problems
+    rendered_tier = result.document["tiers"]["local"]
+    assert rendered_tier["provider"] == "openai"
+    assert rendered_tier["pricing"]["input"] == rendered_tier["pricing"]["cacheRead"] == "0"
+    # The counterfactual is still the route's strongest tier.
+    assert result.document["routes"][0]["counterfactualTier"] == "sonnet"
