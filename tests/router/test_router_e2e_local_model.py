@@ -130,13 +130,15 @@ def test_streaming_sdk_helpers_rebuild_the_servers_answer(local_url, make_router
     router = make_router(local_config(local_url))
     reference = direct(local_url)
     deltas: list[str] = []
-    with sdk(router, timeout=120) as client:
-        with client.messages.stream(
+    with (
+        sdk(router, timeout=120) as client,
+        client.messages.stream(
             model="tierwise/local", max_tokens=16, temperature=0, messages=user(QUESTION)
-        ) as stream:
-            for text in stream.text_stream:
-                deltas.append(text)
-            final = stream.get_final_message()
+        ) as stream,
+    ):
+        for text in stream.text_stream:
+            deltas.append(text)
+        final = stream.get_final_message()
     expected = reference["choices"][0]["message"]["content"]
     assert len(deltas) > 1  # streamed token by token, not one synthesized block
     assert "".join(deltas) == final.content[0].text == expected
@@ -224,11 +226,8 @@ def test_count_tokens_asks_the_servers_tokenizer(local_url, make_router):
 
 def test_a_prompt_over_the_context_window_is_the_clients_error(local_url, make_router):
     router = make_router(local_config(local_url))
-    with sdk(router, timeout=120) as client:
-        with pytest.raises(anthropic.BadRequestError) as caught:
-            client.messages.create(
-                model="tierwise/local", max_tokens=16, messages=user("word " * 4000)
-            )
+    with sdk(router, timeout=120) as client, pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="tierwise/local", max_tokens=16, messages=user("word " * 4000))
     error = caught.value.body["error"]
     assert error["type"] == "invalid_request_error"
     assert "tier 'local' answered HTTP 400" in error["message"]
@@ -236,23 +235,23 @@ def test_a_prompt_over_the_context_window_is_the_clients_error(local_url, make_r
 
 def test_an_image_is_refused_naming_the_block(local_url, make_router):
     router = make_router(local_config(local_url))
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": "iVBORw0KGgo="}}  # fmt: skip
-    with sdk(router) as client:
-        with pytest.raises(anthropic.BadRequestError) as caught:
-            client.messages.create(
-                model="tierwise/local",
-                max_tokens=16,
-                messages=[{"role": "user", "content": [image]}],
-            )
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
+    with sdk(router) as client, pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="tierwise/local",
+            max_tokens=16,
+            messages=[{"role": "user", "content": [image]}],
+        )
     assert "messages[0].content[0]: image blocks" in caught.value.body["error"]["message"]
 
 
 def test_an_unreachable_server_is_a_502_after_the_routers_retries(make_router):
     router = make_router(local_config(f"http://127.0.0.1:{free_port()}"))
-    with sdk(router) as client:
-        with pytest.raises(anthropic.InternalServerError) as caught:
-            client.messages.create(model="tierwise/local", max_tokens=16, messages=user("x"))
+    with sdk(router) as client, pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="tierwise/local", max_tokens=16, messages=user("x"))
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert "tier 'local' unreachable" in caught.value.body["error"]["message"]
@@ -287,9 +286,8 @@ def silent_server() -> Iterator[str]:
 
 def test_a_server_that_does_not_answer_in_time_is_a_timeout_error(silent_server, make_router):
     router = make_router(local_config(silent_server, timeout=1))
-    with sdk(router) as client:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            client.messages.create(model="tierwise/local", max_tokens=16, messages=user("x"))
+    with sdk(router) as client, pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(model="tierwise/local", max_tokens=16, messages=user("x"))
     assert caught.value.status_code == 504
     assert caught.value.body["error"]["type"] == "timeout_error"
     assert caught.value.response.headers["x-should-retry"] == "false"  # retried once already

@@ -316,7 +316,7 @@ def test_token_probability_signal_on_an_anthropic_tier_is_a_problem_naming_the_s
                 "name": "triage",
                 "steps": [{"tier": "haiku", "escalateWhen": [signal]}, {"tier": "sonnet"}],
             }
-        ]  # fmt: skip
+        ]
     )
     [(_, refused)] = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-6"), on_anthropic)
     assert refused.document is None
@@ -329,7 +329,7 @@ def test_token_probability_signal_on_an_anthropic_tier_is_a_problem_naming_the_s
                 "name": "triage",
                 "steps": [{"tier": "local", "escalateWhen": [signal]}, {"tier": "sonnet"}],
             }
-        ]  # fmt: skip
+        ]
     )
     [(_, result)] = render(local, tier("sonnet", "claude-sonnet-4-6"), on_local)
     assert result.ok, result.problems
