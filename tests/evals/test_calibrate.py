@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tierwise.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "support-triage"
 
 
 def test_calibrate_proposes_a_threshold_that_holds_out(capsys):

@@ -23,7 +23,7 @@ from tierwise.render import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "support-triage"
 
 
 def tier(name, model="claude-haiku-4-5", **spec):
@@ -69,7 +69,7 @@ def test_examples_render_one_document_per_policy(capsys):
 
 
 def test_two_policies_print_two_documents(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     second = (
         (tmp_path / "ex/support-triage/policy.yaml")
         .read_text()
@@ -82,7 +82,7 @@ def test_two_policies_print_two_documents(tmp_path, capsys):
 
 
 def test_missing_tier_exits_1_naming_policy_and_tier(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     tiers = tmp_path / "ex/support-triage/tiers.yaml"
     tiers.write_text(tiers.read_text().split("---")[0])  # keep only haiku
     assert main(["render", "-f", str(tmp_path / "ex")]) == 1
@@ -246,7 +246,7 @@ def test_rendering_is_deterministic_complete_and_order_independent(workspace, ra
 
 
 def test_render_warns_about_a_retiring_model_and_still_renders(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     tiers = tmp_path / "ex/support-triage/tiers.yaml"
     tiers.write_text(tiers.read_text().replace("claude-sonnet-5-5", "claude-opus-4-1"))
     assert main(["render", "-f", str(tmp_path / "ex")]) == 0
@@ -271,7 +271,7 @@ def test_render_with_a_price_catalog_file_and_a_bad_one(tmp_path, capsys):
 
 
 def test_ambiguous_override_is_an_error_naming_the_field(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     tiers = tmp_path / "ex/support-triage/tiers.yaml"
     text = tiers.read_text().replace(
         "  model: claude-opus-5-5\n", "  model: claude-opus-5-5\n  pricing:\n    input: 3\n"
