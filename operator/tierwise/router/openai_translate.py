@@ -68,7 +68,10 @@ def to_chat_request(
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     if logprobs:
+        # top_logprobs too: llama-cpp-python returns none without it (the chosen token's own
+        # log-probability is all the signal reads).
         chat["logprobs"] = True
+        chat["top_logprobs"] = 1
     return chat
 
 
