@@ -21,6 +21,8 @@ from local_model import MODEL_ALIAS, chat, llama_server
 from router_builder import SONNET_MODEL, config, route, step, tier
 from router_helpers import CLIENT_KEY, free_port, sdk, user
 
+from tierwise.router.request import estimate_prompt_tokens
+
 pytestmark = pytest.mark.timeout(300)
 
 # A notional price, so that cost is visible (a server you run yourself may well be 0).
@@ -42,6 +44,7 @@ def local_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def local_tier(endpoint: str, **options: Any) -> dict[str, Any]:
+    options.setdefault("timeout", 120)  # a CPU model on shared cores: seconds per answer
     doc = tier(SONNET_MODEL, endpoint, name="local", pricing=PRICES, **options)
     return {**doc, "provider": "openai", "model": MODEL_ALIAS, "apiKeyEnv": None}
 
@@ -92,7 +95,10 @@ def test_sync_sdk_answer_usage_and_cost_match_the_servers_own_tokens(local_url, 
     reference = direct(local_url)
     with sdk(router, timeout=120) as client:
         raw = client.messages.with_raw_response.create(
-            model="tierwise/local", max_tokens=16, temperature=0, messages=user(QUESTION)
+            model="tierwise/local",
+            max_tokens=16,
+            extra_body={"temperature": 0},
+            messages=user(QUESTION),
         )
     message = raw.parse()
     assert message.content[0].type == "text"
@@ -118,7 +124,10 @@ def test_async_sdk_answer(local_url, make_router):
             base_url=router.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=120
         ) as client:
             return await client.messages.create(
-                model="tierwise/local", max_tokens=16, temperature=0, messages=user(QUESTION)
+                model="tierwise/local",
+                max_tokens=16,
+                extra_body={"temperature": 0},
+                messages=user(QUESTION),
             )
 
     message = asyncio.run(ask())
@@ -133,7 +142,10 @@ def test_streaming_sdk_helpers_rebuild_the_servers_answer(local_url, make_router
     with (
         sdk(router, timeout=120) as client,
         client.messages.stream(
-            model="tierwise/local", max_tokens=16, temperature=0, messages=user(QUESTION)
+            model="tierwise/local",
+            max_tokens=16,
+            extra_body={"temperature": 0},
+            messages=user(QUESTION),
         ) as stream,
     ):
         for text in stream.text_stream:
@@ -142,8 +154,12 @@ def test_streaming_sdk_helpers_rebuild_the_servers_answer(local_url, make_router
     expected = reference["choices"][0]["message"]["content"]
     assert len(deltas) > 1  # streamed token by token, not one synthesized block
     assert "".join(deltas) == final.content[0].text == expected
+    # llama-cpp-python streams no usage (it ignores stream_options): output tokens are the
+    # streamed tokens, exact; input tokens are the router's documented estimate, not the
+    # server's count, and the cost follows them.
     assert final.usage.output_tokens == reference["usage"]["completion_tokens"]
-    assert final.usage.input_tokens == reference["usage"]["prompt_tokens"]
+    estimate = estimate_prompt_tokens({"messages": user(QUESTION)})
+    assert final.usage.input_tokens == estimate != reference["usage"]["prompt_tokens"]
 
 
 def test_a_forced_tool_choice_comes_back_as_a_tool_use_block(local_url, make_router):
@@ -161,7 +177,7 @@ def test_a_forced_tool_choice_comes_back_as_a_tool_use_block(local_url, make_rou
         message = client.messages.create(
             model="tierwise/local",
             max_tokens=48,
-            temperature=0,
+            extra_body={"temperature": 0},
             tools=[weather],
             tool_choice={"type": "tool", "name": "get_weather"},
             messages=user("What is the weather in Paris?"),
@@ -174,7 +190,7 @@ def test_a_forced_tool_choice_comes_back_as_a_tool_use_block(local_url, make_rou
         answer = client.messages.create(
             model="tierwise/local",
             max_tokens=32,
-            temperature=0,
+            extra_body={"temperature": 0},
             tools=[weather],
             messages=[
                 *user("What is the weather in Paris?"),
@@ -207,7 +223,10 @@ def test_escalation_follows_the_models_own_token_probability(
     router = make_router(local_config(local_url, emu.base_url, signals=[signal]))
     with sdk(router, timeout=120) as client:
         raw = client.messages.with_raw_response.create(
-            model="tierwise/local", max_tokens=16, temperature=0, messages=user(QUESTION)
+            model="tierwise/local",
+            max_tokens=16,
+            extra_body={"temperature": 0},
+            messages=user(QUESTION),
         )
     assert raw.headers["x-tierwise-escalations"] == ("1" if escalates else "0")
     assert raw.headers["x-tierwise-tier"] == ("sonnet" if escalates else "local")

@@ -119,7 +119,8 @@ def _assistant_message(blocks: Sequence[Any], where: str) -> dict[str, Any]:
             continue
         else:
             text.append(_text_of(block, f"{where}.content[{i}]"))
-    chat: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    # An empty string, not null, beside tool calls: llama-cpp-python refuses a null content.
+    chat: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
     if calls:
         chat["tool_calls"] = calls
     return chat
