@@ -394,7 +394,7 @@ def main() -> int:
 
         with progress("Eval-gated rollout: a cost cut that hurts quality") as say:
             before = document["hash"]
-            say("patch: trust Haiku's answer whatever its confidence (threshold 0.8 -> 0)")
+            say("patch: trust Haiku's answer whatever its confidence (threshold 0.9 -> 0)")
             decision = change_threshold(kubectl, 0, before)
             kept = read_config_hash(kubectl, config_map)
             say(decision_line(decision) + f"; the sidecar keeps config {kept[:19]}")
@@ -402,8 +402,8 @@ def main() -> int:
                 raise SystemExit("demo failed: the degrading change was not rejected")
 
         with progress("Eval-gated rollout: a safe cost cut") as say:
-            say("patch: escalate below confidence 0.75 instead of 0.8")
-            decision = change_threshold(kubectl, 0.75, before)
+            say("patch: escalate below confidence 0.85 instead of 0.9")
+            decision = change_threshold(kubectl, 0.85, before)
             promoted = decision["candidateHash"]
             if decision["rollout"]["phase"] != "Promoted":
                 raise SystemExit(f"demo failed: the safe change was {decision['rollout']}")

@@ -186,7 +186,7 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
     assert status["promotedHash"] == first["hash"] != status["candidateHash"]
     last = status["lastEval"]
-    assert last["decision"] == "Rejected" and last["graded"] == 200
+    assert last["decision"] == "Rejected" and last["graded"] == 400
     assert last["quality"].startswith("0.") and "[" in last["quality"]
     assert status["escalationRate"] == last["escalationRate"] == "0.0%"
     assert status["estimatedSavings"] == last["saving"]
@@ -237,7 +237,7 @@ def test_a_good_change_is_promoted_and_a_running_router_reloads_it(
         keys = {f"TIERWISE_TIER_{t}_API_KEY": "test-key" for t in ("HAIKU", "SONNET", "OPUS")}
         with RouterThread(mounted, reload_interval=0.2, env=keys) as router:
             assert router.router is not None and router.router.config.hash == first["hash"]
-            set_threshold(kubectl, namespace, 0.75)
+            set_threshold(kubectl, namespace, 0.85)
             body = decided(kubectl, namespace, first["hash"])
             status = body["status"]
             assert status["rollout"]["phase"] == "Promoted", status["rollout"]
@@ -275,7 +275,7 @@ def test_a_failing_eval_job_is_inconclusive(
         "data": {"dataset.jsonl": '{"input": "a", "label": "bug"}\n{"input": "b", "label": \n'},
     }
     kubectl.apply(json.dumps(broken), namespace=namespace)
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     status = decided(kubectl, namespace, first["hash"])["status"]
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
     assert status["rollout"]["reason"] == "EvalFailed"
@@ -289,7 +289,7 @@ def test_an_eval_past_its_deadline_is_inconclusive(
     first = deploy(kubectl, namespace, emulator, timeoutSeconds=30)
     version = live(kubectl, namespace)["metadata"]["resourceVersion"]
     emulator.script("*", [{"first_token_delay": 120}] * 50)  # the upstream hangs
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     status = decided(kubectl, namespace, first["hash"], timeout=120)["status"]
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
     assert "deadline" in status["rollout"]["message"]
@@ -302,7 +302,7 @@ def test_an_upstream_answering_only_5xx_is_inconclusive(
     first = deploy(kubectl, namespace, emulator)
     version = live(kubectl, namespace)["metadata"]["resourceVersion"]
     emulator.set_faults("*", rate_500=1.0, seed=1)
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     status = decided(kubectl, namespace, first["hash"])["status"]
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
     assert "graded items" in status["rollout"]["message"]
@@ -333,9 +333,9 @@ def test_two_quick_changes_evaluate_only_the_newer(
 ):
     first = deploy(kubectl, namespace, emulator)
     emulator.script("*", [{"first_token_delay": 0.05}] * 2000)  # an eval takes a few seconds
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     older = eventually(lambda: eval_jobs(kubectl, namespace), "the first eval Job")[0]
-    set_threshold(kubectl, namespace, 0.7)
+    set_threshold(kubectl, namespace, 0.8)
     body = decided(kubectl, namespace, first["hash"])
     newer = body["status"]["candidateHash"]
     older_hash = older["metadata"]["annotations"]["tierwise.dev/candidate-hash"]
@@ -370,7 +370,7 @@ def test_a_killed_operator_adopts_the_running_eval_and_decides_once(
 ):
     first = deploy(kubectl, namespace, emulator)
     emulator.script("*", [{"first_token_delay": 0.05}] * 2000)
-    set_threshold(kubectl, namespace, 0.75)
+    set_threshold(kubectl, namespace, 0.85)
     (job,) = eventually(lambda: eval_jobs(kubectl, namespace), "the eval Job")
     name = job["metadata"]["name"]
     eventually(

@@ -10,7 +10,7 @@ import pytest
 from emulator_helpers import API_KEY, HAIKU, OPUS, SONNET, user
 
 from tierwise.emulator import Dataset, DatasetItem, EmulatorConfig, EmulatorThread
-from tierwise.emulator.answers import labelled_answer
+from tierwise.emulator.tasks import Behaviour, answer_item
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -67,15 +67,18 @@ def test_item_labels_must_be_declared() -> None:
         Dataset([DatasetItem("x", "z")], labels=["a", "b"])
 
 
+def labelled(item: DatasetItem, model: str, accuracy: float, seed: int, **behaviour: float):
+    return answer_item(
+        item, LABELS, model=model, seed=seed, behaviour=Behaviour(accuracy, **behaviour)
+    )
+
+
 def test_answers_are_deterministic_per_seed_model_and_input() -> None:
     item = DatasetItem("some input", "billing")
-    first = labelled_answer(item, LABELS, model=HAIKU, accuracy=0.8, seed=1)
-    assert labelled_answer(item, LABELS, model=HAIKU, accuracy=0.8, seed=1) == first
+    first = labelled(item, HAIKU, 0.8, 1)
+    assert labelled(item, HAIKU, 0.8, 1) == first
     dataset = synthetic(200)
-    by_seed = [
-        [labelled_answer(i, LABELS, model=HAIKU, accuracy=0.8, seed=s) for i in dataset.items]
-        for s in (1, 2)
-    ]
+    by_seed = [[labelled(i, HAIKU, 0.8, s) for i in dataset.items] for s in (1, 2)]
     assert by_seed[0] != by_seed[1]
 
 
@@ -83,25 +86,19 @@ def test_answers_are_deterministic_per_seed_model_and_input() -> None:
 def test_accuracy_and_calibration_over_500_items(model: str, accuracy: float) -> None:
     dataset = synthetic(500)
     answers = [
-        labelled_answer(item, dataset.labels, model=model, accuracy=accuracy, seed=42)
+        labelled(item, model, accuracy, 42, difficulty_correlation=0.6, confident_wrong_rate=0.3)
         for item in dataset.items
     ]
     correct = [a for a in answers if a.correct]
     wrong = [a for a in answers if not a.correct]
-    assert abs(len(correct) / 500 - accuracy) < 0.05
-    assert all(
-        a.label == item.label for a, item in zip(answers, dataset.items, strict=True) if a.correct
-    )
-    assert all(
-        a.label != item.label
-        for a, item in zip(answers, dataset.items, strict=True)
-        if not a.correct
-    )
+    assert abs(len(correct) / 500 - accuracy) < 0.05  # correlation keeps the marginal accuracy
+    for answer, item in zip(answers, dataset.items, strict=True):
+        assert json.loads(answer.text)["label"] == answer.value
+        assert (answer.value == item.label) is answer.correct
     assert all(0.75 <= a.confidence <= 0.99 for a in correct)
-    assert all(0.35 <= a.confidence <= 0.85 for a in wrong)
-    if len(wrong) >= 10:
+    if len(wrong) >= 40:  # expected share caught: 0.7 * 0.9 + 0.3 * 0.21 = 0.69
         caught = sum(a.confidence < 0.8 for a in wrong) / len(wrong)
-        assert caught > 0.75  # a 0.8 threshold escalates most wrong answers
+        assert 0.45 < caught < 0.9  # a 0.8 threshold escalates many wrong answers, not all
 
 
 def test_sdk_gets_json_labels_with_the_configured_accuracy() -> None:
@@ -114,7 +111,7 @@ def test_sdk_gets_json_labels_with_the_configured_accuracy() -> None:
             prompt = f"Classify this support email into one of {LABELS}.\n\n{item.input}\n\nAnswer in JSON."
             message = client.messages.create(model=HAIKU, max_tokens=50, messages=user(prompt))
             answer = json.loads(message.content[0].text)
-            assert set(answer) == {"label", "confidence"}
+            assert set(answer) == {"label", "confidence"}  # the default task: jsonField label
             assert answer["label"] in LABELS
             hits += answer["label"] == item.label
         assert abs(hits / 300 - 0.82) < 0.07
@@ -150,6 +147,7 @@ def test_dataset_can_be_loaded_over_the_admin_api(
         model=OPUS, max_tokens=50, messages=user("please reset my password")
     )
     assert "You asked" in message.content[0].text
+    assert "no dataset item" not in message.content[0].text  # no dataset loaded any more
 
 
 def test_effort_and_thinking_move_accuracy_monotonically() -> None:

@@ -16,7 +16,7 @@ def test_calibrate_proposes_a_threshold_that_holds_out(capsys):
     assert result["meetsTarget"] is True
     assert result["heldOut"]["quality"][1] >= result["target"]
     assert result["choice"]["quality"][1] >= result["target"]  # chosen on the tuning items
-    assert result["tuningItems"] + result["heldOutItems"] == 200
+    assert result["tuningItems"] + result["heldOutItems"] == 400
     (patch,) = result["patch"]
     assert patch == {
         "op": "replace",

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_example_dataset_loads():
     dataset = load_dataset(ROOT / "examples/support-triage/dataset.jsonl")
-    assert len(dataset.items) == 200
+    assert len(dataset.items) == 400
     assert set(dataset.labels) == {"billing", "bug", "account", "feature-request", "other"}
 
 
@@ -78,7 +78,7 @@ def test_sample_is_deterministic_and_split_is_disjoint():
     assert dataset.sample(500) is dataset
     tune, held = dataset.split(0.5)
     assert {i.id for i in tune.items}.isdisjoint(i.id for i in held.items)
-    assert len(tune.items) + len(held.items) == 200 and 60 < len(held.items) < 140
+    assert len(tune.items) + len(held.items) == 400 and 120 < len(held.items) < 280
 
 
 def test_a_byte_order_mark_is_not_an_error():

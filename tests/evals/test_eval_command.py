@@ -34,7 +34,7 @@ def test_examples_pass_the_gate(capsys):
 
 def test_threshold_dropped_to_zero_fails_with_exit_1(examples: Path, capsys):
     policy = examples / "support-triage/policy.yaml"
-    policy.write_text(policy.read_text().replace("threshold: 0.8", "threshold: 0"))
+    policy.write_text(policy.read_text().replace("threshold: 0.9", "threshold: 0"))
     assert main(["eval", "-f", str(examples), "--emulator", "-q"]) == 1
     out = capsys.readouterr().out
     assert "decision: Rejected" in out and "below minQuality" in out
@@ -43,8 +43,8 @@ def test_threshold_dropped_to_zero_fails_with_exit_1(examples: Path, capsys):
 def test_malformed_dataset_line_exits_2_naming_the_line(examples: Path, capsys):
     config_map = examples / "support-triage/dataset-configmap.yaml"
     lines = config_map.read_text().splitlines()
-    index = next(i for i, line in enumerate(lines) if "Email #007" in line)
-    lines[index] = '    {"input": "Email #007", "label": '
+    index = next(i for i, line in enumerate(lines) if line.startswith('    {"input"')) + 6
+    lines[index] = '    {"input": "I was charged twice", "label": '
     config_map.write_text("\n".join(lines) + "\n")
     assert main(["eval", "-f", str(examples), "--emulator", "-q"]) == 2
     err = capsys.readouterr().err
@@ -64,7 +64,7 @@ def test_dataset_file_option_and_json_output(tmp_path: Path, capsys):
 
 def test_baseline_manifests_are_the_promoted_config(examples: Path, capsys):
     policy = examples / "support-triage/policy.yaml"
-    policy.write_text(policy.read_text().replace("threshold: 0.8", "threshold: 0.9"))
+    policy.write_text(policy.read_text().replace("threshold: 0.9", "threshold: 0.85"))
     code = main(
         ["eval", "-f", str(examples), "--baseline", str(EXAMPLES), "--emulator", "-q", "--json"]
     )
@@ -136,7 +136,7 @@ def test_job_mode_writes_a_small_summary_to_the_termination_log(
     summary = json.loads(log.read_text())
     assert len(log.read_bytes()) < 4096
     assert summary["decision"] == "Promoted" and summary["baseline"] == "strongest"
-    assert summary["routes"]["triage"]["graded"] == 200
+    assert summary["routes"]["triage"]["graded"] == 400
     out = capsys.readouterr().out
     assert "decision: Promoted" in out and "full report: " in out
 

@@ -77,7 +77,7 @@ def test_version_and_every_command_imports(image: str, image_env: dict[str, str]
         image,
         "-c",
         "import tierwise.controller.operator_app, tierwise.controller.webhook, "
-        "tierwise.router.server; import os; print(os.getuid(), os.getgid())",
+        "tierwise.router.server, orjson, uvloop; import os; print(os.getuid(), os.getgid())",
     )
     assert probe.stdout.split() == ["65532", "65532"], probe.stderr
 

@@ -129,7 +129,7 @@ def test_the_install_has_runtime_dependencies_only(plain_install: Path):
     code = (
         "import importlib.util as u, json;"
         "print(json.dumps({m: bool(u.find_spec(m)) for m in "
-        "['cryptography', 'kopf', 'pytest', 'jsonschema', 'hypothesis']}))"
+        "['cryptography', 'kopf', 'orjson', 'uvloop', 'pytest', 'jsonschema', 'hypothesis']}))"
     )
     found = json.loads(
         subprocess.check_output([str(plain_install / "python"), "-c", code], cwd=plain_install)
@@ -137,6 +137,8 @@ def test_the_install_has_runtime_dependencies_only(plain_install: Path):
     assert found == {
         "cryptography": True,
         "kopf": True,
+        "orjson": True,  # the router's fast path is a default dependency
+        "uvloop": True,
         "pytest": False,
         "jsonschema": False,
         "hypothesis": False,

@@ -1,7 +1,8 @@
 """A real HTTP upstream that records every request and answers what a test tells it to.
 
 For what the emulator, being faithful, never does: a gateway answering 200 with an HTML
-page, or an upstream whose every path (admin pages included) must be watched.
+page, an upstream whose every path (admin pages included) must be watched, one that hangs
+on one path (``delay``) or echoes a request's key into its error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class Answer:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (a hung upstream: longer than the timeout)
 
 
 @dataclass
@@ -27,12 +30,21 @@ class RecordingUpstream:
     answers: list[Answer] = field(default_factory=list)  # consumed in order; the last repeats
     seen: list[tuple[str, str]] = field(default_factory=list)  # (method, raw path)
     base_url: str = ""
+    by_path: dict[str, Answer] = field(default_factory=dict)  # fixed answers for some paths
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append((request.method, request.raw_path))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        await request.read()  # a whole request, as a real upstream reads it before answering
+        answer = self.by_path.get(request.path)
+        if answer is None:
+            answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
         return web.Response(
-            status=answer.status, body=answer.body, content_type=answer.content_type
+            status=answer.status,
+            body=answer.body,
+            content_type=answer.content_type,
+            headers=answer.headers,
         )
 
 
@@ -44,7 +56,7 @@ def recording_upstream(*answers: Answer) -> Iterator[RecordingUpstream]:
     runner_box: list[web.AppRunner] = []
 
     async def start() -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", upstream.handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -112,3 +119,74 @@ def user(text: str) -> list[dict[str, Any]]:
 
 def sse_comments(raw: bytes) -> list[str]:
     return [line[2:].decode() for line in raw.split(b"\n") if line.startswith(b": ")]
+
+
+# The router with the optional accelerators hidden: importing them raises ImportError, so it
+# runs on the standard library's json and asyncio's loop, as an install without them would.
+PLAIN_LAUNCHER = (
+    "import sys; sys.modules['uvloop'] = None; sys.modules['orjson'] = None; "
+    "from tierwise.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@dataclass
+class RouterProcess:
+    base_url: str
+    metrics_url: str
+    pid: int
+    log: Path
+
+
+@contextlib.contextmanager
+def router_process(
+    document: dict[str, Any], workdir: Path, env: dict[str, str], *, plain: bool = False
+) -> Iterator[RouterProcess]:
+    """A ``tierwise router`` process (not a thread) serving ``document``; stopped after."""
+    config = workdir / "router-config.json"
+    config.write_text(json.dumps(document))
+    port, metrics_port = free_port(), free_port()
+    launcher = ["-c", PLAIN_LAUNCHER] if plain else ["-m", "tierwise.cli"]
+    log = workdir / "router.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                *launcher,
+                "router",
+                f"--config={config}",
+                f"--port={port}",
+                "--metrics-host=127.0.0.1",
+                f"--metrics-port={metrics_port}",
+                "--log-level=info",
+            ],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    try:
+        ready = wait_for(lambda: proc.poll() is not None or _ok(metrics_url + "/readyz"), 30)
+        assert ready and proc.poll() is None, log.read_text()
+        yield RouterProcess(f"http://127.0.0.1:{port}", metrics_url, proc.pid, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (VmRSS) or at its peak so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")

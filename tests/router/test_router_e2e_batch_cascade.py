@@ -160,7 +160,7 @@ def test_router_restart_between_steps_loses_nothing(emu: Any, tmp_path: Path) ->
         client.messages.batches.retrieve(batch.id)  # haiku's batch ended: sonnet's submitted
     finally:
         first.stop()
-    assert (state / f"{batch.id}.json").exists()
+    assert list(state.glob(f"o-*/*-{batch.id}/state.json"))  # on disk, under its owner
     second = RouterThread(three_steps(emu.base_url), env=tier_env(), batch_state_dir=state).start()
     try:
         client = sdk(second)

@@ -99,7 +99,7 @@ def test_batch_list_and_cancel(emu: Any, make_router: Any) -> None:
 
 def test_batch_with_requests_for_two_routes_is_rejected(emu: Any, make_router: Any) -> None:
     router = make_router(batch_doc(emu.base_url))
-    mixed = requests("tierwise/nightly", 1) + requests("tierwise/triage", 1)
+    mixed = requests("tierwise/nightly", 1) + requests("tierwise/triage", 2)[1:]
     with pytest.raises(anthropic.BadRequestError, match="one route"):
         sdk(router).messages.batches.create(requests=mixed)  # type: ignore[arg-type]
     assert emu.recorded_requests() == []

@@ -100,14 +100,29 @@ def test_escalation_reads_the_answer_not_the_thinking(emu: Any, make_router: Any
     assert raw.headers["x-tierwise-tier"] == "sonnet"  # no escalation on the thinking text
 
 
+def test_a_step_thinking_budget_on_an_adaptive_only_model_is_adapted(
+    emu: Any, make_router: Any
+) -> None:
+    # Sonnet 5.5 refuses a manual budget (a 400 before): the router sends adaptive instead.
+    budget = {**step("sonnet"), "thinking": {"type": "enabled", "budgetTokens": 2048}}
+    router = make_router(current_models(emu, [route("review", [budget], counterfactual="sonnet")]))
+    message = sdk(router).messages.create(
+        model="tierwise/review", max_tokens=8000, messages=user("q")
+    )
+    assert message.type == "message"
+    assert emu.recorded_requests()[-1].body["thinking"] == {"type": "adaptive"}
+
+
 def test_a_step_effort_the_model_refuses_is_the_apis_400(emu: Any, make_router: Any) -> None:
     import anthropic
 
-    bad = {**step("sonnet"), "thinking": {"type": "enabled", "budgetTokens": 2048}}
-    router = make_router(current_models(emu, [route("review", [bad], counterfactual="sonnet")]))
+    bad = {**step("haiku"), "effort": "max"}  # Haiku 4.5 has no effort parameter
+    tiers = {"haiku": tier("claude-haiku-4-5", emu.base_url, name="haiku")}
+    routes = [route("review", [bad], counterfactual=None)]
+    router = make_router(config(emu.base_url, routes, tiers=tiers, default_route=None))
     with pytest.raises(anthropic.BadRequestError) as info:
         sdk(router).messages.create(model="tierwise/review", max_tokens=8000, messages=user("q"))
-    assert "not supported for this model" in str(info.value)
+    assert "effort" in str(info.value)
 
 
 RESPONSE_CACHE = {

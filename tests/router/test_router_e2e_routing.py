@@ -111,7 +111,7 @@ def test_unknown_route_header_is_not_found(emu: Any, make_router: Any) -> None:
         ({"text": "It is probably a bug."}, "invalid_json"),
         ({"text": '{"label": "bug", "confidence": 0.42}'}, "json_field_below"),
         ({"text": '{"label": "refund", "confidence": 0.99}'}, "json_field_not_in"),
-        ({"text": GOOD, "stop_reason": "refusal"}, "stop_reason"),
+        ({"text": GOOD, "stop_reason": "refusal"}, "refusal"),
         (
             {"text": '{"label": "bug", "confidence": 0.9', "stop_reason": "max_tokens"},
             "stop_reason",

@@ -59,7 +59,9 @@ def test_json_parsing_strips_one_fence(text: str, value: Any) -> None:
 
 def test_stop_reason() -> None:
     sig = StopReasonSignal(frozenset({"max_tokens", "refusal"}))
-    assert escalation_reason([sig], msg("x", "refusal")) == "stop_reason"
+    # A refusal is its own reason (a reason to ask another model), not a quality verdict.
+    assert escalation_reason([sig], msg("x", "refusal")) == "refusal"
+    assert escalation_reason([], msg("x", "refusal")) == "refusal"
     assert escalation_reason([sig], msg("x", "end_turn")) is None
 
 

@@ -41,6 +41,10 @@ def test_job_manifest(tmp_path):
     assert container["image"] == "img:1" and container["command"] == ["tierwise", "eval"]
     assert all("secretKeyRef" in e["valueFrom"] for e in container["env"])
     assert len({e["name"] for e in container["env"]}) == len(container["env"])
+    # A writable /tmp on the read-only root filesystem, for the batch cascade's files.
+    (scratch,) = [v for v in pod["volumes"] if v["name"] == "scratch"]
+    assert "emptyDir" in scratch and container["securityContext"]["readOnlyRootFilesystem"]
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
     (projected,) = [v for v in pod["volumes"] if v["name"] == "datasets"]
     assert projected["projected"]["sources"] == [
         {

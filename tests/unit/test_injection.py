@@ -353,7 +353,7 @@ def test_the_policy_config_map_is_mounted_read_only_and_batch_state_writable():
     assert mutated["spec"]["volumes"] == [
         {"name": "data", "emptyDir": {}},
         {"name": CONFIG_VOLUME, "configMap": {"name": "tierwise-triage"}},
-        {"name": "tierwise-batch-state", "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": "tierwise-batch-state", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
     assert config_map_name("triage") == "tierwise-triage"
 
@@ -363,7 +363,7 @@ def test_a_volume_already_named_like_ours_is_replaced():
     mutated = inject(pod(volumes=[stale]), PLAN)
     assert mutated["spec"]["volumes"] == [
         {"name": CONFIG_VOLUME, "configMap": {"name": "tierwise-triage"}},
-        {"name": "tierwise-batch-state", "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": "tierwise-batch-state", "emptyDir": {"sizeLimit": "2Gi"}},
     ]
 
 

@@ -209,7 +209,7 @@ def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(plan.policy)}},
         # Batch cascades keep their state here: it survives a restart of the router
         # container (not the pod's deletion), and the root filesystem stays read-only.
-        {"name": BATCH_STATE_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": BATCH_STATE_VOLUME, "emptyDir": {"sizeLimit": "2Gi"}},
     ]
     annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[INJECTED_BY_ANNOTATION] = plan.policy

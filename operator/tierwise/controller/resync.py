@@ -11,9 +11,6 @@ they put a finalizer on every object; this loop does not.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import gc
 import logging
 import time
 from collections import defaultdict
@@ -27,6 +24,7 @@ from tierwise.controller.objects import Observed, ParseCache, observe
 from tierwise.controller.pods import PodView, view_pods
 from tierwise.controller.reconcile import POLICY_LABEL
 from tierwise.controller.sync import Reconciler, config_maps_by_policy
+from tierwise.memory import release_memory  # a pass frees many objects: give them back
 
 log = logging.getLogger("tierwise.resync")
 
@@ -131,25 +129,3 @@ async def resync_forever(
             log.exception("resync failed; retrying in %ss", period)
         finally:
             release_memory()
-
-
-def _libc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl, macOS): nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def release_memory() -> None:
-    """Give the memory a resync's lists used back to the system.
-
-    A pass builds every object of the scope as dicts and parsed models; CPython frees them,
-    but glibc keeps most of the freed heap, so without this the RSS climbs by tens of MB at
-    1,000 policies until it levels off at the high-water mark.
-    """
-    gc.collect()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)

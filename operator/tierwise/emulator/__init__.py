@@ -10,7 +10,7 @@ model's configured accuracy, and fails on demand. See ``docs/emulator.md``.
         client = anthropic.AsyncAnthropic(base_url=emu.base_url, api_key="test")
 """
 
-from tierwise.emulator.answers import Calibration, Dataset, DatasetItem
+from tierwise.emulator.answers import Dataset
 from tierwise.emulator.cache import CacheUsage, PromptCache
 from tierwise.emulator.config import EmulatorConfig, RateLimits
 from tierwise.emulator.errors import ApiError
@@ -19,11 +19,13 @@ from tierwise.emulator.profiles import DEFAULT_PROFILES, ModelProfile, load_prof
 from tierwise.emulator.recording import RecordedRequest
 from tierwise.emulator.runner import EmulatorThread, running_emulator
 from tierwise.emulator.server import Emulator
+from tierwise.emulator.tasks import Behaviour, Calibration, DatasetItem, Task, answer_item
 from tierwise.emulator.tokens import count_prompt_tokens, layout_prompt, text_tokens
 
 __all__ = [
     "DEFAULT_PROFILES",
     "ApiError",
+    "Behaviour",
     "CacheUsage",
     "Calibration",
     "Dataset",
@@ -36,6 +38,8 @@ __all__ = [
     "RateLimits",
     "RecordedRequest",
     "ScriptStep",
+    "Task",
+    "answer_item",
     "count_prompt_tokens",
     "layout_prompt",
     "load_profiles",

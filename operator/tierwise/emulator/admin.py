@@ -31,6 +31,7 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("GET", "/script", admin.pending),
         ("POST", "/faults", admin.faults),
         ("GET", "/faults", admin.list_faults),
+        ("POST", "/batch-faults", admin.batch_faults),
         ("POST", "/reset", admin.reset),
         ("GET", "/requests", admin.requests),
         ("GET", "/stats", admin.stats),
@@ -110,6 +111,19 @@ class _Admin:
         )
         return _reply({"faults": self.emulator.engine.faults.rates()})
 
+    async def batch_faults(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        statuses = body.get("statuses", [])
+        if not isinstance(statuses, list):
+            raise invalid('"statuses" must be a list of HTTP error statuses')
+        delay = body.get("create_delay")
+        queued = self.emulator.fail_batches(
+            str(body.get("operation", "create")),
+            [int(s) for s in statuses],
+            float(delay) if delay is not None else None,
+        )
+        return _reply({"queued": queued})
+
     async def list_faults(self, _request: web.Request) -> web.Response:
         return _reply({"faults": self.emulator.engine.faults.rates()})
 
@@ -139,7 +153,13 @@ class _Admin:
             return _reply({"items": 0, "labels": []})
         # Items come in the body, never as a server-side path: the admin API reads no files.
         if not isinstance(body.get("items"), list):
-            raise invalid('give "items" (a list of {"input", "label"}) or "clear": true')
-        dataset = Dataset.from_records(body["items"], body.get("labels"))
+            raise invalid(
+                'give "items" (dataset records: {"input" or "messages", "label", ...}, '
+                'optionally {"grader": {...}} lines) or "clear": true'
+            )
+        try:
+            dataset = Dataset.from_records(body["items"], body.get("labels"))
+        except ValueError as exc:  # a bad record names itself; the loaded dataset stays
+            raise invalid(f"items: {exc}") from exc
         self.emulator.load_dataset(dataset)
         return _reply({"items": len(dataset), "labels": list(dataset.labels)})

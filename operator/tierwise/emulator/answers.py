@@ -2,14 +2,16 @@
 
 Two behaviours:
 
-* **Labelled datasets.** When the last user message contains the ``input`` of a dataset
-  item, the model answers the JSON text ``{"label": ..., "confidence": ...}``. It is right
-  with the profile's accuracy; its confidence is drawn higher when right than when wrong,
-  so a confidence threshold catches most wrong answers, as a cascade expects. Every draw
-  comes from a hash of (seed, model, input): the same question gets the same answer.
-* **Everything else** gets a short echo of the question, or filler of a requested length
-  when the message carries a marker: ``[[emulator:tokens=N]]`` (exactly N output tokens),
-  ``[[emulator:long]]`` (``LONG_ANSWER_TOKENS``) or ``[[emulator:refusal]]``.
+* **Datasets.** When the last user message contains a dataset item's text (an ``input``,
+  or the last user message of a ``messages`` item), the model answers it in the shape of the
+  item's task (``tierwise.emulator.tasks``: the route's grader), right with the profile's
+  accuracy and correlated difficulty, some wrong answers confidently wrong. A judge request
+  about an item gets a pass/fail verdict. Every draw comes from a hash of
+  (seed, model, item): the same question gets the same answer.
+* **Everything else** gets a short echo of the question (noting, when a dataset is loaded,
+  that no item was recognised), or filler of a requested length when the message carries a
+  marker: ``[[emulator:tokens=N]]`` (exactly N output tokens), ``[[emulator:long]]``
+  (``LONG_ANSWER_TOKENS``) or ``[[emulator:refusal]]``.
 
 Both respect ``max_tokens`` (truncated, ``stop_reason: "max_tokens"``) and
 ``stop_sequences`` (cut, ``stop_reason: "stop_sequence"``).
@@ -17,7 +19,6 @@ Both respect ``max_tokens`` (truncated, ``stop_reason: "max_tokens"``) and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tierwise.emulator.tasks import DEFAULT_TASK, DatasetItem, Task
 from tierwise.emulator.tokens import CHARS_PER_TOKEN, canonical_json, text_tokens
 
 LONG_ANSWER_TOKENS = 8_192
@@ -35,12 +37,6 @@ _FILLER = "The emulated model keeps writing deterministic filler text for this a
 _MEMO_LIMIT = 4_096
 
 
-@dataclass(frozen=True, slots=True)
-class DatasetItem:
-    input: str
-    label: str
-
-
 class Dataset:
     """Labelled items, found by their input inside a prompt."""
 
@@ -48,7 +44,7 @@ class Dataset:
         self.items: tuple[DatasetItem, ...] = tuple(items)
         if not self.items:
             raise ValueError("a dataset needs at least one item")
-        found = list(dict.fromkeys(item.label for item in self.items))
+        found = list(dict.fromkeys(item.label for item in self.items if item.label is not None))
         self.labels: tuple[str, ...] = tuple(labels) if labels else tuple(found)
         missing = set(found) - set(self.labels)
         if missing:
@@ -65,16 +61,26 @@ class Dataset:
     def from_records(
         cls, records: Iterable[Mapping[str, Any]], labels: Sequence[str] | None = None
     ) -> Dataset:
-        """Items from ``{"input", "label"}`` records; a record with only ``labels`` lists them."""
+        """Items from dataset records (``tierwise eval``'s JSONL format).
+
+        An item has ``input`` (text) or ``messages`` (its last user message is what is looked
+        for in a prompt) and any of ``label``, ``expected``, ``accept``, ``pattern``. A record
+        with only ``labels`` lists the labels; one with only ``grader`` (a grader document,
+        optionally with ``confidenceField``) sets the task of the items after it.
+        """
         items: list[DatasetItem] = []
         declared = list(labels or [])
+        task = DEFAULT_TASK
         for number, record in enumerate(records, start=1):
-            if "input" not in record and "labels" in record:
+            if not isinstance(record, Mapping):
+                raise ValueError(f"record {number}: must be a JSON object")
+            if set(record) == {"labels"}:
                 declared.extend(str(label) for label in record["labels"])
                 continue
-            if not isinstance(record.get("input"), str) or "label" not in record:
-                raise ValueError(f"record {number}: needs a string 'input' and a 'label'")
-            items.append(DatasetItem(record["input"], str(record["label"])))
+            if set(record) == {"grader"} and isinstance(record["grader"], Mapping):
+                task = Task.from_document(record["grader"])
+                continue
+            items.append(_item(record, number, task))
         return cls(items, list(dict.fromkeys(declared)) or None)
 
     @classmethod
@@ -111,50 +117,28 @@ class Dataset:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """Confidence ranges: right answers ~ U(right), wrong ones ~ U(wrong)."""
-
-    right: tuple[float, float] = (0.75, 0.99)
-    wrong: tuple[float, float] = (0.35, 0.85)
-
-
-@dataclass(frozen=True, slots=True)
-class LabelledAnswer:
-    label: str
-    confidence: float
-    correct: bool
-
-    def text(self) -> str:
-        return json.dumps({"label": self.label, "confidence": self.confidence})
-
-
-def labelled_answer(
-    item: DatasetItem,
-    labels: Sequence[str],
-    *,
-    model: str,
-    accuracy: float,
-    seed: int,
-    calibration: Calibration = Calibration(),
-) -> LabelledAnswer:
-    """The model's deterministic answer to one dataset item."""
-    draw_correct, draw_confidence, draw_label = _uniforms(f"{seed}\x1f{model}\x1f{item.input}")
-    others = [label for label in labels if label != item.label]
-    correct = draw_correct < accuracy or not others
-    low, high = calibration.right if correct else calibration.wrong
-    confidence = round(low + (high - low) * draw_confidence, 2)
-    label = item.label if correct else others[int(draw_label * len(others))]
-    return LabelledAnswer(label, confidence, correct)
-
-
-def _uniforms(key: str) -> tuple[float, float, float]:
-    digest = hashlib.blake2b(key.encode(), digest_size=24).digest()
-    scale = float(1 << 64)
-    return (
-        int.from_bytes(digest[0:8], "big") / scale,
-        int.from_bytes(digest[8:16], "big") / scale,
-        int.from_bytes(digest[16:24], "big") / scale,
+def _item(record: Mapping[str, Any], number: int, task: Task) -> DatasetItem:
+    text = record.get("input")
+    if text is None and isinstance(record.get("messages"), list):
+        text = last_user_text(record["messages"])
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"record {number}: needs a string 'input' or 'messages' with user text")
+    references = {k: record.get(k) for k in ("label", "expected", "pattern")}
+    for key, value in references.items():
+        if value is not None and not isinstance(value, str):
+            references[key] = str(value) if key == "label" else None
+    accept = record.get("accept")
+    if not any(references.values()) and accept is None:
+        raise ValueError(
+            f"record {number}: needs a reference: 'label', 'expected', 'accept' or 'pattern'"
+        )
+    return DatasetItem(
+        text,
+        label=references["label"],
+        expected=references["expected"],
+        accept=tuple(str(a) for a in accept) if isinstance(accept, list) else None,
+        pattern=references["pattern"],
+        task=task,
     )
 
 
@@ -190,8 +174,15 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-def natural_text(model: str, question: str) -> tuple[str, str | None]:
-    """The unconstrained answer text and, for a refusal marker, its stop reason."""
+UNRECOGNISED_NOTE = "[emulator: no dataset item in this request]"
+
+
+def natural_text(
+    model: str, question: str, *, unrecognised: bool = False
+) -> tuple[str, str | None]:
+    """The unconstrained answer text and, for a refusal marker, its stop reason.
+
+    ``unrecognised``: a dataset is loaded but no item is in the question; the echo says so."""
     if "[[emulator:" in question:
         match = _MARKER.search(question)
         if match is not None:
@@ -202,7 +193,8 @@ def natural_text(model: str, question: str) -> tuple[str, str | None]:
             return filler(tokens), None
     words = question.split()
     echo = " ".join(words[:ECHO_WORDS]) + (" ..." if len(words) > ECHO_WORDS else "")
-    return f"[{model}] You asked: {echo or '(no text)'}", None
+    note = f"{UNRECOGNISED_NOTE} " if unrecognised else ""
+    return f"{note}[{model}] You asked: {echo or '(no text)'}", None
 
 
 def filler(tokens: int) -> str:

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tierwise.emulator.answers import Calibration, Dataset
+from tierwise.emulator.answers import Dataset
 from tierwise.emulator.profiles import DEFAULT_PROFILES, ModelProfile, load_profiles
+from tierwise.emulator.tasks import Calibration
 
 
 @dataclass(frozen=True)

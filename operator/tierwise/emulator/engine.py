@@ -6,7 +6,6 @@ batch item and an interactive request of the same body produce the same usage.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from tierwise.emulator.answers import (
     Dataset,
     filler,
     finish,
-    labelled_answer,
     last_user_text,
     natural_text,
 )
@@ -26,7 +24,8 @@ from tierwise.emulator.config import EmulatorConfig
 from tierwise.emulator.errors import ApiError, invalid
 from tierwise.emulator.faults import FaultPlan, ScriptStep, tool_use_block
 from tierwise.emulator.profiles import ModelProfile, ProfileSet
-from tierwise.emulator.rules import Thinking, effort_of, validate_for_model
+from tierwise.emulator.rules import Thinking, effort_of, thinking_signature, validate_for_model
+from tierwise.emulator.tasks import Behaviour, answer_item, judge_parts, judge_verdict
 from tierwise.emulator.tokens import PromptLayout, layout_prompt, tool_prompt_tokens
 from tierwise.emulator.wire import message_dict, new_id, usage_dict
 
@@ -74,6 +73,11 @@ class Engine:
         self.faults = FaultPlan()
         self._tool_ids = itertools.count(1)
         self.latency_scale = config.effective_latency_scale
+        # Requests answered while a dataset is loaded: recognised as an item (or a judge
+        # request about one), and not recognised (echoed, so they grade as wrong).
+        self.recognised = 0
+        self.unrecognised = 0
+        self.unanswerable = 0  # recognised, but the item's task could not be followed
 
     def resolve(self, model: str) -> ModelProfile:
         profile = self.profiles.resolve(model)
@@ -217,7 +221,7 @@ class Engine:
         summary = (
             "" if thinking.display == "omitted" else filler(min(used, THINKING_SUMMARY_TOKENS))
         )
-        signature = "EmuSig" + hashlib.blake2b(summary.encode(), digest_size=24).hexdigest()
+        signature = thinking_signature(self.model_key(str(body["model"])), summary)
         return {"type": "thinking", "thinking": summary, "signature": signature}, used
 
     def _text_answer(
@@ -263,19 +267,49 @@ class Engine:
     ) -> tuple[str, str | None]:
         question = last_user_text(body["messages"])
         dataset = self.dataset
-        if dataset is not None:
-            item = dataset.find(question)
+        if dataset is None:
+            return natural_text(profile.name, question)
+        behaviour = self.behaviour(profile, effort_of(body), thinking is not None)
+        judged = judge_parts(question)
+        if judged is not None:
+            item = dataset.find(judged[0])
             if item is not None:
-                labelled = labelled_answer(
-                    item,
-                    dataset.labels,
-                    model=profile.name,
-                    accuracy=effective_accuracy(profile, effort_of(body), thinking is not None),
-                    seed=self.config.seed,
-                    calibration=self.config.calibration,
+                self.recognised += 1
+                verdict = judge_verdict(
+                    item, judged[1], model=profile.name, seed=self.config.seed, behaviour=behaviour
                 )
-                return labelled.text(), None
-        return natural_text(profile.name, question)
+                return verdict, None
+        item = dataset.find(question)
+        if item is None:
+            self.unrecognised += 1
+            return natural_text(profile.name, question, unrecognised=True)
+        self.recognised += 1
+        answer = answer_item(
+            item,
+            item.task.labels or dataset.labels,
+            model=profile.name,
+            seed=self.config.seed,
+            behaviour=behaviour,
+        )
+        if answer.problem is not None:
+            self.unanswerable += 1
+        return answer.text, None
+
+    def behaviour(self, profile: ModelProfile, effort: str, thinking: bool) -> Behaviour:
+        """How ``profile`` answers dataset items at this effort, with or without thinking."""
+        return Behaviour(
+            accuracy=effective_accuracy(profile, effort, thinking),
+            difficulty_correlation=profile.difficulty_correlation,
+            confident_wrong_rate=profile.confident_wrong_rate,
+            calibration=self.config.calibration,
+        )
+
+    def dataset_stats(self) -> dict[str, int]:
+        return {
+            "recognised": self.recognised,
+            "unrecognised": self.unrecognised,
+            "unanswerable": self.unanswerable,
+        }
 
 
 # Effort levels as steps from the default (high): each step moves accuracy by the profile's

@@ -192,16 +192,53 @@ class FaultRates:
         }
 
 
+# The batch endpoints a fault can be injected into (``FaultPlan.fail_batches``).
+BATCH_OPERATIONS = frozenset({"create", "list", "retrieve", "results", "cancel", "delete"})
+
+
 class FaultPlan:
-    """Scripts and fault rates of all models."""
+    """Scripts and fault rates of all models, and faults of the batch endpoints."""
 
     def __init__(self) -> None:
         self._scripts: dict[str, deque[ScriptStep]] = {}
         self._rates: dict[str, FaultRates] = {}
+        self._batch_failures: dict[str, deque[int]] = {}
+        self.batch_create_delay = 0.0
 
     def clear(self) -> None:
         self._scripts = {}
         self._rates = {}
+        self._batch_failures = {}
+        self.batch_create_delay = 0.0
+
+    def fail_batches(
+        self, operation: str, statuses: Iterable[int], create_delay: float | None = None
+    ) -> int:
+        """The next calls of a batch ``operation`` fail with ``statuses`` (one each, in order);
+        ``create_delay``: seconds a create waits *after* the batch exists before answering
+        (a client that gives up meanwhile leaves a batch it never learnt the id of)."""
+        if operation not in BATCH_OPERATIONS:
+            raise ValueError(f"operation must be one of {sorted(BATCH_OPERATIONS)}")
+        queue = self._batch_failures.setdefault(operation, deque())
+        for status in statuses:
+            if not 400 <= int(status) <= 599:
+                raise ValueError(f"a batch fault is an HTTP error status, got {status}")
+            queue.append(int(status))
+        if create_delay is not None:
+            if create_delay < 0:
+                raise ValueError("create_delay must not be negative")
+            self.batch_create_delay = float(create_delay)
+        return len(queue)
+
+    def batch_failure(self, operation: str) -> ApiError | None:
+        queue = self._batch_failures.get(operation)
+        if not queue:
+            return None
+        try:
+            status = queue.popleft()
+        except IndexError:
+            return None
+        return ApiError(status, retry_after=_retry(status))
 
     def script(self, model: str, steps: Iterable[ScriptStep]) -> int:
         """Append steps to a model's queue; returns the queue's new length."""

@@ -51,7 +51,8 @@ class ModelProfile:
     ``fixed`` (non-default temperature, top_p or top_k rejected); ``tool_prompt_tokens`` is
     the hidden tool-use system prompt for ``tool_choice`` auto/none and any/tool;
     ``context_window_stop``: a prompt that fits but leaves less than ``max_tokens`` of room
-    stops with ``model_context_window_exceeded`` instead of a 400.
+    stops with ``model_context_window_exceeded`` instead of a 400. ``thinking_always_on``,
+    ``forced_tool_choice`` and ``bound_thinking``: the adaptive-only models' rules.
     """
 
     name: str
@@ -70,17 +71,31 @@ class ModelProfile:
     tool_prompt_tokens: tuple[int, int] = (346, 313)
     context_window_stop: bool = True
     inference_geo: bool = True
+    # The 5.5 line and Fable 5.1 ("What's new in Claude Opus 5.5" / "... Sonnet 5.5", read
+    # 2026-12-06): thinking cannot be turned off (``thinking: disabled`` is a 400, like a
+    # manual budget), forced tool use is a 400, and a thinking block another model wrote
+    # is refused (blocks are tied to the model that produced them).
+    thinking_always_on: bool = False
+    forced_tool_choice: bool = True
+    bound_thinking: bool = False
     # The emulator's own quality model for the thinking/effort levers (not Anthropic's):
     # labelled answers gain ``thinking_accuracy_gain`` with thinking on, and move by
     # ``effort_accuracy_step`` per effort level away from the default (high).
     thinking_accuracy_gain: float = 0.03
     effort_accuracy_step: float = 0.02
+    # How hard items are shared between models (the copula's rho, docs/emulator.md) and the
+    # share of wrong answers given with a right answer's confidence.
+    difficulty_correlation: float = 0.6
+    confident_wrong_rate: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy <= 1.0:
             raise ValueError(f"{self.name}: accuracy must be within [0, 1], got {self.accuracy}")
         if self.output_tokens_per_second <= 0 or self.prefill_tokens_per_second <= 0:
             raise ValueError(f"{self.name}: token rates must be positive")
+        for name in ("difficulty_correlation", "confident_wrong_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{self.name}: {name} must be within [0, 1]")
         if self.ttft_seconds < 0:
             raise ValueError(f"{self.name}: ttft_seconds must not be negative")
         if self.min_cacheable_tokens < 0 or self.max_output_tokens < 1:
@@ -119,6 +134,9 @@ _CURRENT_RULES: dict[str, Any] = {
     "effort_levels": ("low", "medium", "high", "xhigh", "max"),
     "sampling": "fixed",
     "min_cacheable_tokens": 1024,
+    "thinking_always_on": True,
+    "forced_tool_choice": False,
+    "bound_thinking": True,
 }
 DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
     p.name: p
@@ -146,6 +164,14 @@ DEFAULT_PROFILES: Mapping[str, ModelProfile] = {
             output_tokens_per_second=50.0,
             prefill_tokens_per_second=12_000.0,
             **_CURRENT_RULES,
+        ),
+        ModelProfile(
+            name="claude-fable-5-1",
+            accuracy=0.98,
+            ttft_seconds=1.5,
+            output_tokens_per_second=40.0,
+            prefill_tokens_per_second=10_000.0,
+            **{**_CURRENT_RULES, "min_cacheable_tokens": 512},  # the price catalog's
         ),
         ModelProfile(
             name="claude-haiku-4-5",
@@ -277,7 +303,13 @@ def _coerce_field(name: str, value: Any) -> Any:
         return int(value)
     if name == "sampling":
         return str(value)
-    if name in ("context_window_stop", "inference_geo"):
+    if name in (
+        "context_window_stop",
+        "inference_geo",
+        "thinking_always_on",
+        "forced_tool_choice",
+        "bound_thinking",
+    ):
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false")
         return value

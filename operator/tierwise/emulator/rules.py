@@ -14,6 +14,7 @@ top_p, not both), the Messages API reference and the official SDK's types (the k
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,7 @@ def check_betas(betas: Iterable[str]) -> None:
 def validate_for_model(body: Mapping[str, Any], profile: ModelProfile) -> Thinking | None:
     """Raise a 400 for what ``profile``'s model rejects; returns the thinking settings."""
     thinking = _thinking(body, profile)
+    _adaptive_only(body, profile)
     _effort(body, profile)
     _inference_geo(body, profile)
     _sampling(body, profile, thinking)
@@ -129,6 +131,70 @@ def validate_for_model(body: Mapping[str, Any], profile: ModelProfile) -> Thinki
                 f"(tool_choice.type: {choice.get('type')!r})."
             )
     return thinking
+
+
+ADAPTIVE_ONLY_MESSAGE = (
+    '"thinking.type.{kind}" is not supported for this model. Use "thinking.type.adaptive" '
+    'and "output_config.effort" to control thinking behavior.'
+)
+
+
+def _adaptive_only(body: Mapping[str, Any], profile: ModelProfile) -> None:
+    """The 5.5 line's rules: thinking stays on, no forced tool use, no foreign thinking."""
+    raw = body.get("thinking")
+    if profile.thinking_always_on and isinstance(raw, Mapping):
+        kind = raw.get("type")
+        if kind in ("disabled", "enabled"):
+            raise invalid(ADAPTIVE_ONLY_MESSAGE.format(kind=kind))
+    choice = body.get("tool_choice")
+    if (
+        not profile.forced_tool_choice
+        and isinstance(choice, Mapping)
+        and choice.get("type") in FORCED_TOOL_CHOICES
+    ):
+        raise invalid(
+            f"tool_choice.type: {choice.get('type')!r} is not supported for this model "
+            f"({profile.name}); use 'auto' or 'none'."
+        )
+    if profile.bound_thinking:
+        _thinking_blocks_of_this_model(body.get("messages"), profile.name)
+
+
+def _thinking_blocks_of_this_model(messages: Any, model: str) -> None:
+    """Refuse a thinking block another model wrote (the emulator's signatures name it)."""
+    if not isinstance(messages, list):
+        return
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            if not isinstance(block, Mapping) or block.get("type") != "thinking":
+                continue
+            author = signature_model(block.get("signature"))
+            if author is not None and author != model:
+                raise invalid(
+                    f"messages.{i}.content.{j}: The block is bound to a different model "
+                    f"({author}) and cannot be read by {model}. Remove thinking blocks "
+                    "that another model produced."
+                )
+
+
+SIGNATURE_PREFIX = "EmuSig."
+
+
+def thinking_signature(model: str, summary: str) -> str:
+    """The emulator's signature of a thinking block: it names the model that wrote it."""
+    digest = hashlib.blake2b(f"{model}\n{summary}".encode(), digest_size=24).hexdigest()
+    return f"{SIGNATURE_PREFIX}{model}.{digest}"
+
+
+def signature_model(signature: Any) -> str | None:
+    """The model named by an emulator signature; ``None`` for any other signature."""
+    if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
+        return None
+    model, _, digest = signature[len(SIGNATURE_PREFIX) :].rpartition(".")
+    return model or None if digest else None
 
 
 def _thinking(body: Mapping[str, Any], profile: ModelProfile) -> Thinking | None:

@@ -136,6 +136,11 @@ class EmulatorThread:
     def set_faults(self, model: str, **rates: Any) -> None:
         self.call(self.emulator.set_faults, model, **rates)
 
+    def fail_batches(
+        self, operation: str, statuses: Iterable[int] = (), create_delay: float | None = None
+    ) -> int:
+        return self.call(self.emulator.fail_batches, operation, list(statuses), create_delay)
+
     def reset(self, *, cache: bool = True) -> None:
         self.call(self.emulator.reset, cache=cache)
 

@@ -32,6 +32,9 @@ from tierwise.emulator.validation import validate_count, validate_create
 from tierwise.emulator.wire import StreamPiece, json_bytes, new_id, stream_pieces
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # the API's request size limit
+# A Message Batch may be larger: 256 MB ("Batch limitations", platform.claude.com/docs/en/
+# build-with-claude/batch-processing, read 2026-12-06).
+MAX_BATCH_BODY_BYTES = 256 * 1000 * 1000
 JSON_TYPE = "application/json"
 SSE_TYPE = "text/event-stream; charset=utf-8"
 
@@ -111,6 +114,12 @@ class Emulator:
         rates = FaultRates(rate_429, rate_529, rate_500, retry_after=retry_after, seed=seed)
         self.engine.faults.set_rates(self.engine.model_key(model), rates)
 
+    def fail_batches(
+        self, operation: str, statuses: Iterable[int], create_delay: float | None = None
+    ) -> int:
+        """Fail the next calls of a batch endpoint (see ``FaultPlan.fail_batches``)."""
+        return self.engine.faults.fail_batches(operation, statuses, create_delay)
+
     def reset(self, *, cache: bool = True) -> None:
         """Forget scripts, faults, recorded requests, counters, batches, the clock offset, a
         dataset loaded at run time (back to the configured one) and, unless
@@ -144,7 +153,11 @@ class Emulator:
         return self.stats.cancelled_streams
 
     def stats_dict(self) -> dict[str, Any]:
-        return {**self.stats.to_dict(), "cache_entries": len(self.engine.cache)}
+        return {
+            **self.stats.to_dict(),
+            "cache_entries": len(self.engine.cache),
+            "dataset": self.engine.dataset_stats(),
+        }
 
     # ------------------------------------------------------------- lifecycle
 
@@ -157,7 +170,7 @@ class Emulator:
     def _build_app(self) -> web.Application:
         from tierwise.emulator.admin import add_admin_routes
 
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BATCH_BODY_BYTES)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_post("/v1/messages/batches", self._batch_create)
@@ -351,9 +364,11 @@ class Emulator:
             batch = self.batches.create(body, self._batch_item)
             # Items of one batch run concurrently upstream: none reads what another wrote.
             self.engine.cache.reveal_pending()
+            if self.engine.faults.batch_create_delay:
+                await asyncio.sleep(self.engine.faults.batch_create_delay)
             return batch.to_dict(self.now(), _origin(request))
 
-        return await self._api_call(request, create, read_body=True)
+        return await self._api_call(request, create, read_body=True, operation="create")
 
     async def _batch_list(self, request: web.Request) -> web.Response:
         async def listing(_body: Any) -> Any:
@@ -373,33 +388,36 @@ class Emulator:
                 "last_id": data[-1]["id"] if data else None,
             }
 
-        return await self._api_call(request, listing)
+        return await self._api_call(request, listing, operation="list")
 
     async def _batch_get(self, request: web.Request) -> web.Response:
         async def get(_body: Any) -> Any:
             batch = self.batches.get(request.match_info["batch_id"])
             return batch.to_dict(self.now(), _origin(request))
 
-        return await self._api_call(request, get)
+        return await self._api_call(request, get, operation="retrieve")
 
     async def _batch_cancel(self, request: web.Request) -> web.Response:
         async def cancel(_body: Any) -> Any:
             batch = self.batches.cancel(request.match_info["batch_id"])
             return batch.to_dict(self.now(), _origin(request))
 
-        return await self._api_call(request, cancel)
+        return await self._api_call(request, cancel, operation="cancel")
 
     async def _batch_delete(self, request: web.Request) -> web.Response:
         async def delete(_body: Any) -> Any:
             return self.batches.delete(request.match_info["batch_id"])
 
-        return await self._api_call(request, delete)
+        return await self._api_call(request, delete, operation="delete")
 
     async def _batch_results(self, request: web.Request) -> web.Response:
         request_id = new_id("req")
         record = self._record(request, request_id)
         try:
             self._authenticate(request)
+            fault = self.engine.faults.batch_failure("results")
+            if fault is not None:
+                raise fault
             lines = self.batches.results(request.match_info["batch_id"])
         except ApiError as exc:
             return self._error_response(exc, request_id, record)
@@ -433,14 +451,19 @@ class Emulator:
         action: Callable[[Any], Any],
         *,
         read_body: bool = False,
+        operation: str | None = None,
     ) -> web.Response:
-        """Authenticate, run ``action`` and answer JSON, or an API error."""
+        """Authenticate, run ``action`` and answer JSON, or an API error (or the injected
+        fault of a batch ``operation``)."""
         request_id = new_id("req")
         record = self._record(request, request_id)
         try:
             body = await self._authenticated_body(request, record) if read_body else None
             if not read_body:
                 self._authenticate(request)
+            fault = self.engine.faults.batch_failure(operation) if operation else None
+            if fault is not None:
+                raise fault
             result = await action(body)
         except ApiError as exc:
             return self._error_response(exc, request_id, record)
@@ -469,12 +492,16 @@ class Emulator:
     async def _authenticated_body(
         self, request: web.Request, record: RecordedRequest | None
     ) -> Any:
+        limit = MAX_BATCH_BODY_BYTES if request.path == "/v1/messages/batches" else MAX_BODY_BYTES
+        too_large = ApiError(413, f"Request exceeds the maximum allowed number of bytes ({limit}).")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
-            raise ApiError(
-                413, f"Request exceeds the maximum allowed number of bytes ({MAX_BODY_BYTES})."
-            ) from exc
+            raise too_large from exc
+        if len(raw) > limit:
+            raise too_large
         try:
             body = json.loads(raw) if raw else None
         except ValueError as exc:

@@ -189,10 +189,17 @@ async def _sweep(
     held_out: Any,
     thresholds: Sequence[float],
 ) -> tuple[list[Point], dict[float, Point]]:
-    from tierwise.evals.local import emulator_env, maybe_emulator, plan_with_endpoint, point_at
+    from tierwise.evals.local import (
+        emulator_env,
+        maybe_emulator,
+        plan_with_endpoint,
+        point_at,
+        route_task,
+    )
     from tierwise.evals.runner import run_eval
 
-    async with maybe_emulator(args.emulator, [tuning, held_out], 0.0, args.seed) as url:
+    tasks = [route_task(plan, candidate, route, d) for d in (tuning, held_out)]
+    async with maybe_emulator(args.emulator, tasks, 0.0, args.seed) as url:
         if url is not None:
             candidate = point_at(candidate, url)
             plan = plan_with_endpoint(plan, url)

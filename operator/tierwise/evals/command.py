@@ -158,6 +158,7 @@ async def _local_reports(args: argparse.Namespace, evals: list[Any]) -> list[Any
     from tierwise.evals.local import (
         baseline_document,
         emulator_env,
+        emulator_tasks,
         maybe_emulator,
         plan_with_endpoint,
         point_at,
@@ -165,9 +166,11 @@ async def _local_reports(args: argparse.Namespace, evals: list[Any]) -> list[Any
     from tierwise.evals.plan import strongest_tier_config
     from tierwise.evals.runner import run_eval
 
-    datasets = [d for e in evals for d in e.datasets.values()]
     reports = []
-    async with maybe_emulator(args.emulator, datasets, args.emulator_latency, args.seed) as url:
+    notes: list[str] = []  # what the emulator could not follow, said beside the verdict
+    async with maybe_emulator(
+        args.emulator, emulator_tasks(evals), args.emulator_latency, args.seed, notes=notes
+    ) as url:
         for item in evals:
             plan = item.plan
             if args.concurrency:
@@ -206,6 +209,10 @@ async def _local_reports(args: argparse.Namespace, evals: list[Any]) -> list[Any
                 report.candidate_hash = item.candidate["hash"]
                 report.baseline_hash = original_baseline["hash"]
             reports.append(report)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for report in reports:
+        report.notes.extend(notes)
     return reports
 
 

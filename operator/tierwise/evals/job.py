@@ -32,6 +32,7 @@ TERMINATION_LOG = "/dev/termination-log"
 # Past the eval's own timeout, time to start the pod and report an inconclusive summary.
 DEADLINE_SLACK_SECONDS = 120
 _NAME_LIMIT = 63  # Job names end up in the job-name pod label
+SCRATCH_SIZE = "1Gi"  # a batch eval's items and results (datasets are far smaller)
 
 
 def hash_hex(config_hash: str) -> str:
@@ -88,8 +89,14 @@ def job_manifests(
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "inputs", "configMap": {"name": name}},
+        # The root filesystem is read-only; the batch cascade (useBatchAPI) keeps its
+        # requests and results on disk, as the router does, in a temporary directory here.
+        {"name": "scratch", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
     ]
-    mounts: list[dict[str, Any]] = [{"name": "inputs", "mountPath": INPUTS_DIR, "readOnly": True}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "inputs", "mountPath": INPUTS_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": "/tmp"},
+    ]
     # One projected volume holds every dataset as <configmap>/<key> under DATASETS_DIR.
     sources = [
         {"configMap": {"name": name, "items": [{"key": key, "path": f"{name}/{key}"}]}}

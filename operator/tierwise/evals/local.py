@@ -146,22 +146,83 @@ def _config_map_text(
 # --- the in-process emulator -----------------------------------------------------------------
 
 
-def emulator_dataset(datasets: Iterable[Dataset]) -> Any:
-    """The labelled items the emulator answers (items with an input and a label)."""
+@dataclass(frozen=True)
+class EmulatorTask:
+    """A route's dataset as the emulator answers it: in its grader's shape, with the
+    confidence field its escalation signals read."""
+
+    dataset: Dataset
+    grader: Mapping[str, Any]
+    confidence_field: str | None = "confidence"
+
+
+def emulator_tasks(evals: Iterable[LocalEval]) -> list[EmulatorTask]:
+    """Every evaluated route's dataset with the route's grader and confidence field."""
+    return [
+        route_task(found.plan, found.candidate, route.name, found.datasets[route.name])
+        for found in evals
+        for route in found.plan.routes
+    ]
+
+
+def route_task(
+    plan: EvalPlan, candidate: Mapping[str, Any], route: str, dataset: Dataset
+) -> EmulatorTask:
+    """``dataset`` as the emulator should answer it on ``route`` of ``candidate``."""
+    grader = next(r.grader for r in plan.routes if r.name == route)
+    routes = {r["name"]: r for r in candidate.get("routes", [])}
+    return EmulatorTask(dataset, grader.to_document(), _confidence_field(routes.get(route, {})))
+
+
+def _confidence_field(route: Mapping[str, Any]) -> str | None:
+    """The field a route's ``jsonFieldBelow`` signal reads (``confidence`` if none does)."""
+    for step in route.get("steps", []):
+        for signal in step.get("escalateWhen", []):
+            if signal.get("signal") == "jsonFieldBelow" and signal.get("field"):
+                return str(signal["field"])
+    return "confidence"
+
+
+def emulator_dataset(sources: Iterable[Dataset | EmulatorTask]) -> Any:
+    """The items the emulator recognises: each route's items with its task (a bare dataset
+    is graded by ``jsonField`` on ``label``)."""
     from tierwise.emulator import Dataset as EmulatorDataset
-    from tierwise.emulator import DatasetItem
+    from tierwise.emulator import DatasetItem, Task
 
     items: dict[str, DatasetItem] = {}
     labels: list[str] = []
-    for dataset in datasets:
+    for source in sources:
+        task_of = source if isinstance(source, EmulatorTask) else EmulatorTask(source, {})
+        dataset = task_of.dataset
+        task = Task.from_document(
+            {**task_of.grader, "confidenceField": task_of.confidence_field}, dataset.labels
+        )
         labels += dataset.labels
         for item in dataset.items:
-            if item.input is not None and item.label is not None:
-                items.setdefault(item.input.strip(), DatasetItem(item.input, item.label))
+            key = item.input if item.input is not None else _last_user_text(item.messages)
+            if not key.strip():
+                continue
+            items.setdefault(
+                key.strip(),
+                DatasetItem(
+                    key,
+                    label=item.label,
+                    expected=item.expected,
+                    accept=item.accept,
+                    pattern=item.pattern,
+                    task=task,
+                ),
+            )
     if not items:
         return None
-    used = {i.label for i in items.values()}
+    used = {i.label for i in items.values() if i.label is not None}
     return EmulatorDataset(items.values(), list(dict.fromkeys([*labels, *sorted(used)])))
+
+
+def _last_user_text(messages: Sequence[Mapping[str, Any]] | None) -> str:
+    from tierwise.emulator.answers import last_user_text
+
+    return last_user_text(list(messages or ()))
 
 
 def point_at(document: Mapping[str, Any], base_url: str) -> dict[str, Any]:
@@ -187,9 +248,17 @@ def emulator_env(*documents: Mapping[str, Any] | None) -> dict[str, str]:
 
 @asynccontextmanager
 async def maybe_emulator(
-    enabled: bool, datasets: Iterable[Dataset], latency_scale: float, seed: int
+    enabled: bool,
+    datasets: Iterable[Dataset | EmulatorTask],
+    latency_scale: float,
+    seed: int,
+    *,
+    notes: list[str] | None = None,
 ) -> AsyncIterator[str | None]:
-    """The base URL of an in-process emulator serving ``datasets``, or None."""
+    """The base URL of an in-process emulator serving ``datasets``, or None.
+
+    ``notes`` receives, at the end, what the emulator could not follow: requests it did not
+    recognise as an item of the datasets, and items whose task it could not answer."""
     if not enabled:
         yield None
         return
@@ -204,6 +273,26 @@ async def maybe_emulator(
     async with running_emulator(config) as emu:
         assert emu.base_url is not None
         yield emu.base_url
+        if notes is not None:
+            notes.extend(emulator_notes(emu.engine.dataset_stats()))
+
+
+def emulator_notes(stats: Mapping[str, int]) -> list[str]:
+    """What the emulator says about the requests it answered from the datasets."""
+    notes = []
+    total = sum(stats.values())
+    if stats.get("unrecognised"):
+        notes.append(
+            f"the emulator recognised no dataset item in {stats['unrecognised']}/{total} "
+            "requests and echoed them (they grade as wrong): does the route's template or "
+            "format instruction change the item's text?"
+        )
+    if stats.get("unanswerable"):
+        notes.append(
+            f"the emulator could not follow the grader for {stats['unanswerable']}/{total} "
+            "requests (an item without the reference its grader needs?)"
+        )
+    return notes
 
 
 def plan_with_endpoint(plan: EvalPlan, base_url: str) -> EvalPlan:
@@ -222,13 +311,16 @@ def check_paths(paths: Sequence[str]) -> None:
 __all__ = [
     "CASCADE_POLICY",
     "DatasetError",
+    "EmulatorTask",
     "InputError",
     "LocalEval",
     "baseline_document",
     "check_paths",
     "emulator_env",
+    "emulator_tasks",
     "local_evals",
     "maybe_emulator",
     "plan_with_endpoint",
     "point_at",
+    "route_task",
 ]

@@ -1,9 +1,11 @@
 """What one eval item's request gave, as the report and the gate need it.
 
-Requests run through the router's own ``tierwise.router.engine.CascadeEngine`` (steps, caps,
-format instruction, cache breakpoints, escalation signals, retries, fallback, pricing), so
-what the eval measures is what the sidecar would do with that config; ``Outcome`` is its
-``RunResult`` with the error turned into one line of text (the report counts errors by it).
+Requests run through the router's own ``tierwise.router.engine.CascadeEngine``, which takes
+the router's one request path (``tierwise.router.request_path``: input budget, steps, caps,
+format instruction, effort/thinking, cache breakpoints, escalation signals, retries, fallback,
+hedging, pricing), so what the eval measures is what the sidecar would do with that config;
+``Outcome`` is its ``RunResult`` with the error turned into one line of text (the report
+counts errors by it) and the HTTP status the router's client would get.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Outcome:
     escalations: int
     seconds: float
     error: str | None = None
+    status: int = 200  # the router's HTTP status for this request (0: no answer at all)
 
     @classmethod
     def of(cls, result: RunResult) -> Outcome:
@@ -37,12 +40,13 @@ class Outcome:
             result.escalations,
             result.seconds,
             error=None if result.ok else error_text(result.status, result.error or b""),
+            status=result.status,
         )
 
     @classmethod
     def failed(cls, error: str) -> Outcome:
         """An item with no answer at all (the eval's timeout, an internal error)."""
-        return cls(None, "", Decimal(0), 0, 0.0, error)
+        return cls(None, "", Decimal(0), 0, 0.0, error, status=0)
 
 
 def error_text(status: int, body: bytes) -> str:

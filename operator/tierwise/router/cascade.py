@@ -14,16 +14,62 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tierwise.pricing import Usage, cost_usd
-from tierwise.router.escalation import escalation_reason
+from tierwise.pricing import Prices, Usage, canonical_model, catalog_prices, cost_usd
+from tierwise.router.escalation import escalation_reason, refusal_reason
 from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_step_request, estimate_prompt_tokens
 from tierwise.router.runtime import Runtime
-from tierwise.router.upstream import FALLBACK_NAMES, Stream, Upstream, UpstreamFailure
+from tierwise.router.upstream import FALLBACK_NAMES, Reply, Stream, Upstream, UpstreamFailure
 from tierwise.routerconfig import Route, Step, Tier
 
 MESSAGES_PATH = "/v1/messages"
+
+
+def answer_cost(
+    usage: Usage, tier: Tier, message: Mapping[str, Any] | None, *, batch: bool = False
+) -> Decimal:
+    """What one upstream answer cost, at the rates of the model(s) that actually served it.
+
+    A server-side fallback can hand a request to another model inside one call: the answer
+    then names the serving ``model`` and reports each attempt in ``usage.iterations``
+    (each with its own tokens and, when it differs, its ``model``). Every iteration is
+    priced at its model's rates (the tier's own prices for the tier's model, the price
+    catalog's for another; an unknown model at the tier's prices); without iterations, an
+    answer served by another model than the tier's is priced at that model's rates.
+    """
+    doc = message.get("usage") if isinstance(message, Mapping) else None
+    served = message.get("model") if isinstance(message, Mapping) else None
+    served = served if isinstance(served, str) else tier.model
+    iterations = doc.get("iterations") if isinstance(doc, Mapping) else None
+    if isinstance(iterations, list) and iterations:
+        total = Decimal(0)
+        for item in iterations:
+            if isinstance(item, Mapping):
+                model = item.get("model") if isinstance(item.get("model"), str) else served
+                total += cost_usd(
+                    Usage.from_anthropic(item), model_prices(model, tier), batch=batch
+                )
+        return total
+    return cost_usd(usage, model_prices(served, tier), batch=batch)
+
+
+def model_prices(model: str, tier: Tier) -> Prices:
+    """``model``'s prices: the tier's for its own model (the operator may have set them),
+    else the price catalog's, else (unknown to the catalog) the tier's."""
+    if canonical_model(model) == canonical_model(tier.model):
+        return tier.prices
+    prices = catalog_prices(model)
+    return prices if isinstance(prices, Prices) else tier.prices
+
+
+def mixed_models(ex: Exchange) -> bool:
+    """Whether the request's route (its steps and the fallback) uses more than one model."""
+    config = ex.runtime.config
+    names = [step.tier for step in ex.route.steps]
+    if config.fallback is not None:
+        names.append(config.fallback.tier)
+    return len({config.tiers[name].model for name in names}) > 1
 
 
 @dataclass
@@ -58,6 +104,14 @@ class Exchange:
     batch: bool = False
     steps: list[StepRecord] = field(default_factory=list)
     trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
+    # When set (``time.monotonic()``), the end of the first upstream attempt's time: work done
+    # for the request before its first call (counting its tokens) comes out of that attempt.
+    deadline: float | None = None
+
+    def take_deadline(self) -> float | None:
+        """The deadline for the request's first upstream call; later calls get their own."""
+        deadline, self.deadline = self.deadline, None
+        return deadline
 
 
 @dataclass
@@ -104,15 +158,35 @@ class Cascade:
                 continue
             answer = await self.call_step(ex, step)
             if self._accepted(ex, steps, index, answer, last_is_final):
+                if refusal_reason(answer.message) is not None:
+                    answer = await self._after_refusal(ex, step, answer)
                 return answer
             index += 1
         return None
+
+    async def _after_refusal(self, ex: Exchange, step: Step, answer: Answer) -> Answer:
+        """The last step refused: ask the fallback tier once, when there is one with another
+        model (a refusal is a reason to ask another model, like an outage); its answer,
+        refusal or not, is final. Without one, the refusal goes to the client."""
+        fallback = ex.runtime.config.fallback
+        if fallback is None:
+            return answer
+        tier = ex.runtime.config.tiers[fallback.tier]
+        if canonical_model(tier.model) == canonical_model(answer.tier.model):
+            return answer
+        started = time.perf_counter()
+        reply = await self._fallback_call(ex, step, tier)
+        return self._answer(ex, tier, reply, started, fallback=True)
 
     def _accepted(
         self, ex: Exchange, steps: Sequence[Step], index: int, answer: Answer, last_is_final: bool
     ) -> bool:
         """Whether ``answer`` (of ``steps[index]``) ends the cascade; counts an escalation."""
         if last_is_final and index == len(steps) - 1:
+            return True
+        if ex.body.get("max_tokens") == 0:
+            # Pre-warming the prompt cache: no answer was asked for, so there is nothing for
+            # a signal to judge; the first step (the one that serves first) is warmed.
             return True
         return self.accepts(ex, steps[index], answer.tier.name, answer.message, answer.logprobs)
 
@@ -224,33 +298,52 @@ class Cascade:
                 self._payload(ex, step, tier, False),
                 ex.forwarded,
                 config.retry,
+                deadline=ex.take_deadline(),
                 logprobs=step.wants_logprobs,
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
             fallback = True
-            self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
-            reply = await self._after_fallback(
-                self.upstream.call(
-                    ex.runtime.clients[tier.name],
-                    MESSAGES_PATH,
-                    self._payload(ex, step, tier, False),
-                    ex.forwarded,
-                    config.retry,
-                    attempts=1,
-                    logprobs=step.wants_logprobs,
-                )
+            reply = await self._fallback_call(ex, step, tier)
+        return self._answer(ex, tier, reply, started, fallback=fallback)
+
+    async def _fallback_call(self, ex: Exchange, step: Step, tier: Tier) -> Reply:
+        """``step``'s request on the fallback ``tier``: one attempt, counted as a fallback."""
+        self.metrics.fallbacks.labels(ex.runtime.policy, ex.route.name, tier.name).inc()
+        return await self._after_fallback(
+            self.upstream.call(
+                ex.runtime.clients[tier.name],
+                MESSAGES_PATH,
+                self._payload(ex, step, tier, False),
+                ex.forwarded,
+                ex.runtime.config.retry,
+                attempts=1,
+                logprobs=step.wants_logprobs,
             )
+        )
+
+    def _answer(
+        self, ex: Exchange, tier: Tier, reply: Reply, started: float, *, fallback: bool
+    ) -> Answer:
+        """A buffered reply of ``tier`` as an ``Answer``: priced, counted, recorded."""
         message = reply.document
         usage = Usage.from_anthropic(message.get("usage") or {})
-        cost = self.record_step(ex, tier, usage, time.perf_counter() - started, fallback)
+        seconds = time.perf_counter() - started
+        cost = self.record_step(ex, tier, usage, seconds, fallback, message=message)
         return Answer(tier, reply.body, message, usage, reply.request_id, cost, reply.logprobs)
 
     def record_step(
-        self, ex: Exchange, tier: Tier, usage: Usage, seconds: float, fallback: bool = False
+        self,
+        ex: Exchange,
+        tier: Tier,
+        usage: Usage,
+        seconds: float,
+        fallback: bool = False,
+        *,
+        message: Mapping[str, Any] | None = None,
     ) -> Decimal:
         """One upstream answer of the request: priced, counted, and kept in ``ex.steps``."""
-        cost = self.account(ex, tier, usage)
+        cost = self.account(ex, tier, usage, message=message)
         ex.steps.append(StepRecord(tier.name, usage, cost, seconds, fallback))
         return cost
 
@@ -275,6 +368,7 @@ class Cascade:
                 self._payload(ex, step, tier, True),
                 ex.forwarded,
                 config.retry,
+                deadline=ex.take_deadline(),
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
@@ -291,9 +385,17 @@ class Cascade:
             )
         return stream, tier
 
-    def account(self, ex: Exchange, tier: Tier, usage: Usage) -> Decimal:
-        """Add one upstream call's cost to the request and the metrics."""
-        cost = cost_usd(usage, tier.prices, batch=ex.batch)
+    def account(
+        self,
+        ex: Exchange,
+        tier: Tier,
+        usage: Usage,
+        *,
+        message: Mapping[str, Any] | None = None,
+    ) -> Decimal:
+        """Add one upstream call's cost to the request and the metrics (priced per model
+        that served it, see ``answer_cost``, when the answer ``message`` is known)."""
+        cost = answer_cost(usage, tier, message, batch=ex.batch)
         ex.cost += cost
         ex.tier = tier.name
         self.metrics.record_usage(ex.runtime.policy, ex.route.name, tier.name, usage, cost)
@@ -317,7 +419,13 @@ class Cascade:
     def _payload(self, ex: Exchange, step: Step, tier: Tier, stream: bool) -> bytes:
         config = ex.runtime.config
         body = build_step_request(
-            ex.body, ex.route, step, tier, config.cache.prompt_caching, stream=stream
+            ex.body,
+            ex.route,
+            step,
+            tier,
+            config.cache.prompt_caching,
+            stream=stream,
+            mixed_models=mixed_models(ex),
         )
         return dumps(body)
 

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES
+from tierwise.router.jsonutil import JSON_BACKEND
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
 from tierwise.routerconfig import ConfigError
 from tierwise.routerconfig.sidecar import HEADER_TIMEOUT_SECONDS
@@ -86,6 +88,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "steps loses nothing; env TIERWISE_BATCH_STATE_DIR); without it, in memory only",
     )
     parser.add_argument(
+        "--batch-state-max-bytes",
+        type=int,
+        metavar="BYTES",
+        default=DEFAULT_MAX_STORE_BYTES,
+        help="disk the batches may use in --batch-state-dir: beyond it the oldest ended batch "
+        "cascades are deleted early, then new batches are refused with a 429 "
+        "(default: %(default)s, under the injected sidecar's 2 GiB volume)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -105,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             reload_interval=args.reload_interval,
             header_timeout=args.header_timeout,
             batch_state_dir=args.batch_state_dir,
+            batch_state_max_bytes=args.batch_state_max_bytes,
         )
     except ConfigError as exc:
         print(f"tierwise router: {exc}", file=sys.stderr)
@@ -114,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _install_uvloop() -> None:
-    # uvloop's faster event loop when installed; the router is correct without it.
+    # uvloop's faster event loop (a default dependency where it builds); the router is correct
+    # without it, and tests run it both ways.
     try:
         import uvloop
     except ImportError:
@@ -130,11 +143,13 @@ async def _serve(args: argparse.Namespace, router: Router) -> int:
         print(f"tierwise router: cannot listen: {exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     log.info(
-        "router serving policy %s (config %s) on %s, metrics on %s",
+        "router serving policy %s (config %s) on %s, metrics on %s; event loop %s, json %s",
         router.config.policy.label,
         router.config.hash,
         router.base_url,
         router.metrics_url,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+        JSON_BACKEND,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

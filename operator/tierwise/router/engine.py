@@ -1,8 +1,10 @@
 """Run requests through a config's cascades without serving HTTP (evals, calibration, tools).
 
-The same ``Cascade`` the router serves with: routing, caps, format instructions, cache
-breakpoints, retries, fallback, escalation signals and exact cost. No response cache and no
-streaming: every step is buffered, so each answer can be checked.
+The same request path the router serves with (``router.request_path``): the request check,
+the route's input budget (count, trim or refuse), routing, caps, format instructions,
+effort/thinking, cache breakpoints, retries, fallback, hedging, escalation signals and exact
+cost. No response cache and no streaming: every step is buffered, so each answer can be
+checked.
 
     from tierwise.routerconfig import load
     from tierwise.router.engine import CascadeEngine
@@ -27,7 +29,7 @@ import aiohttp
 from tierwise.router.cascade import Cascade, Exchange, StepRecord
 from tierwise.router.errors import RouterError, not_found
 from tierwise.router.metrics import RouterMetrics
-from tierwise.router.request import check_messages_request
+from tierwise.router.request_path import RequestPath
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.runtime import build_runtime
 from tierwise.router.upstream import Upstream, UpstreamFailure, forwarded_headers
@@ -47,6 +49,7 @@ class RunResult:
     escalations: int = 0
     steps: list[StepRecord] = field(default_factory=list)  # per upstream answer, in order
     seconds: float = 0.0
+    trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,7 @@ class RunResult:
             escalations=ex.escalations,
             steps=ex.steps,
             seconds=time.perf_counter() - ex.started,
+            trimmed_tokens=ex.trimmed_tokens,
         )
 
 
@@ -96,7 +100,7 @@ class CascadeEngine:
         self.batch_prices = batch_prices  # price tokens at the tiers' batch prices
         self.runtime = build_runtime(config, os.environ if env is None else env)
         self._session: aiohttp.ClientSession | None = None
-        self._cascade: Cascade | None = None
+        self._path: RequestPath | None = None
 
     async def __aenter__(self) -> CascadeEngine:
         # No connection cap of its own: the caller bounds how many requests are in flight
@@ -105,7 +109,7 @@ class CascadeEngine:
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
         upstream = Upstream(self._session, self._on_failure, self._on_retry)
-        self._cascade = Cascade(upstream, self.metrics)
+        self._path = RequestPath(Cascade(upstream, self.metrics), self.metrics)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -120,7 +124,7 @@ class CascadeEngine:
         headers: Mapping[str, str] | None = None,
     ) -> RunResult:
         """``body`` (a Messages API request) through ``route`` (else chosen by its model)."""
-        assert self._cascade is not None, "use CascadeEngine as an async context manager"
+        assert self._path is not None, "use CascadeEngine as an async context manager"
         started = time.perf_counter()
         headers = headers or {}
         try:
@@ -137,9 +141,7 @@ class CascadeEngine:
             batch=self.batch_prices,
         )
         try:
-            check_messages_request(body)
-            answer = await self._cascade.run(ex)
-            self._cascade.account_counterfactual(ex, answer.usage, answer.tier.name, answer.cost)
+            answer = await self._path.run(ex)
             status, message, error = 200, answer.message, None
         except RouterError as exc:
             status, message, error = exc.status, None, exc.body()

@@ -6,6 +6,8 @@ body with the status the API would use, so SDKs raise their usual exception clas
 
 from __future__ import annotations
 
+import traceback
+
 from tierwise.router.jsonutil import dumps, loads
 
 # Error type per HTTP status, as the Messages API uses them.
@@ -68,3 +70,20 @@ def upstream_error_body(status: int, body: bytes) -> bytes:
     except ValueError:
         pass
     return error_body(ERROR_TYPES.get(status, "api_error"), f"upstream answered HTTP {status}")
+
+
+def forget_frames(exc: BaseException) -> None:
+    """Clear the locals of the finished frames in ``exc``'s tracebacks (its causes included).
+
+    A handled exception's traceback keeps every frame it passed through alive, with its
+    locals, and a frame that holds the exception itself (``except ... as e``, a parameter)
+    makes a cycle that only the garbage collector breaks, at a time of its choosing. For a
+    request, those locals are its body and upstream payload: up to the body limit each.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__

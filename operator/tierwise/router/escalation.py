@@ -66,10 +66,35 @@ def parse_answer_json(text: str) -> Any:
         return NOT_JSON
 
 
+_CATEGORY = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def refusal_reason(message: Mapping[str, Any]) -> str | None:
+    """``refusal`` or ``refusal:<category>`` when the answer is a refusal, else ``None``.
+
+    A refusal (``stop_reason: refusal``, with ``stop_details.category`` naming the policy
+    area when there is one) says nothing about the quality a cheaper tier can reach: it
+    is a reason to ask another model, so it escalates (or, on the last step, falls back)
+    whatever the step's signals are. The category goes into the metric's ``reason`` label
+    only when it has the API's shape (bounded label values).
+    """
+    if message.get("stop_reason") != "refusal":
+        return None
+    details = message.get("stop_details")
+    category = details.get("category") if isinstance(details, Mapping) else None
+    if isinstance(category, str) and _CATEGORY.fullmatch(category):
+        return f"refusal:{category}"
+    return "refusal"
+
+
 def escalation_reason(
     signals: Sequence[Signal], message: Mapping[str, Any], logprobs: Sequence[Any] | None = None
 ) -> str | None:
-    """The metric ``reason`` of the first signal that fires, or ``None`` to accept."""
+    """The metric ``reason`` of a refusal or of the first signal that fires; ``None`` to
+    accept. ``logprobs``: the answer's token log-probabilities, when its tier returned them."""
+    refusal = refusal_reason(message)
+    if refusal is not None:
+        return refusal
     if not signals:
         return None
     answer = _Answer(message, logprobs)

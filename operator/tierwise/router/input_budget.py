@@ -6,7 +6,8 @@ count) and calls them. What trimming never does:
 
 - touch ``tools`` or ``system`` (the stable prefix that prompt-cache breakpoints sit on), or
   the client's ``cache_control`` marks on the blocks it keeps;
-- drop the latest turn (the last message);
+- drop or edit the latest turn (the last message: the question being asked now, or the tool
+  result the model is waiting for);
 - separate a ``tool_use`` from its ``tool_result``: turns are dropped from the front up to
   the next user message that carries no ``tool_result``, so a kept result always has its
   call and a kept call always has its result;
@@ -49,7 +50,23 @@ class Trimmed:
 
 def estimated_count(body: Mapping[str, Any]) -> int:
     """The local estimate with its margin: what a budget is checked against without upstream."""
-    return math.ceil(estimate_prompt_tokens(body) * (1 + ESTIMATE_MARGIN))
+    return with_margin(estimate_prompt_tokens(body))
+
+
+def with_margin(estimate: int) -> int:
+    """An estimated count inflated by ``ESTIMATE_MARGIN``: what is compared with a budget."""
+    return math.ceil(estimate * (1 + ESTIMATE_MARGIN))
+
+
+def allowed_tokens(limit: int, estimated: bool) -> int:
+    """The most tokens a prompt may have under ``limit``: the limit itself for a counted
+    prompt; for an estimated one, the largest estimate whose margin stays within it."""
+    if not estimated:
+        return limit
+    allowed = math.floor(limit / (1 + ESTIMATE_MARGIN))
+    while allowed > 0 and with_margin(allowed) > limit:  # float rounding at the edge
+        allowed -= 1
+    return allowed
 
 
 def trim(body: Mapping[str, Any], strategy: str, over_tokens: int, scale: float) -> Trimmed:
@@ -109,13 +126,31 @@ def truncate_tool_results(body: Mapping[str, Any], target: int) -> Trimmed:
     """Cut the text of ``tool_result`` blocks, oldest first, until ``target`` tokens are gone.
 
     Each keeps its first ``MIN_TOOL_RESULT_CHARS`` characters and a note of how much was cut;
-    its ``tool_use_id``, ``is_error`` and ``cache_control`` stay.
+    its ``tool_use_id``, ``is_error`` and ``cache_control`` stay. The latest turn is never
+    edited: it is what the model must answer now.
+
+    Characters are cut in one pass, then the estimate is checked; a block's JSON escapes
+    (quotes, newlines) make its tokens more than its characters / 4, so when the first cut
+    falls short the shortfall is cut too (from the original body, so no result carries
+    two notes), a few times at most.
     """
     messages = body.get("messages")
-    if not isinstance(messages, list):
+    if not isinstance(messages, list) or len(messages) < 2:
         raise BudgetExceeded(0, 0)
     before = estimate_prompt_tokens(body)
-    remaining = target * CHARS_PER_TOKEN
+    want = target * CHARS_PER_TOKEN
+    for _ in range(4):
+        out = {**body, "messages": [*_cut_results(messages[:-1], want), messages[-1]]}
+        removed = before - estimate_prompt_tokens(out)
+        if removed >= target:
+            return Trimmed(out, removed)
+        want += (target - removed) * CHARS_PER_TOKEN
+    raise BudgetExceeded(0, 0)
+
+
+def _cut_results(messages: list[Any], want: int) -> list[Any]:
+    """``messages`` with up to ``want`` characters cut from their tool results, oldest first."""
+    remaining = want
     out_messages = []
     for message in messages:
         content = message.get("content") if isinstance(message, Mapping) else None
@@ -129,11 +164,7 @@ def truncate_tool_results(body: Mapping[str, Any], target: int) -> Trimmed:
                 remaining -= cut
             blocks.append(block)
         out_messages.append({**message, "content": blocks})
-    out = {**body, "messages": out_messages}
-    removed = before - estimate_prompt_tokens(out)
-    if removed < target:
-        raise BudgetExceeded(0, 0)
-    return Trimmed(out, removed)
+    return out_messages
 
 
 def _truncate_block(block: Mapping[str, Any], want: int) -> tuple[dict[str, Any], int]:

@@ -16,7 +16,9 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     _orjson = None
 
-__all__ = ["JSONDecodeError", "dumps", "loads", "sha256_hex"]
+__all__ = ["JSON_BACKEND", "JSONDecodeError", "dumps", "loads", "sha256_hex"]
+
+JSON_BACKEND = "json" if _orjson is None else "orjson"  # which one this process uses
 
 JSONDecodeError = ValueError  # both json.JSONDecodeError and orjson.JSONDecodeError subclass it
 

@@ -63,12 +63,13 @@ class OpenAIAdapter:
         *,
         attempts: int | None,
         logprobs: bool,
+        deadline: float | None = None,
     ) -> Reply:
         body = _request(payload)
         if path == MESSAGES_PATH:
             chat = _chat(client, body, stream=False, logprobs=logprobs)
             reply = await _raw(upstream.call(client, CHAT_PATH, dumps(chat), {}, retry,
-                                             attempts=attempts, raw=True), client)  # fmt: skip
+                                             attempts=attempts, deadline=deadline, raw=True), client)  # fmt: skip
             try:
                 answer = from_chat_response(
                     reply.document,
@@ -97,12 +98,13 @@ class OpenAIAdapter:
         retry: RetryPolicy,
         *,
         attempts: int | None,
+        deadline: float | None = None,
     ) -> Stream:
         body = _request(payload)
         chat = _chat(client, body, stream=True, logprobs=False)
         stream = await _raw(
             upstream.open_stream(client, CHAT_PATH, dumps(chat), {}, retry,
-                                 attempts=attempts, raw=True), client,
+                                 attempts=attempts, deadline=deadline, raw=True), client,
         )  # fmt: skip
         translator = StreamTranslator(
             model=client.tier.model,
@@ -171,6 +173,9 @@ class TranslatedStream(Stream):
         while chunk := await self.readany():
             yield chunk
 
+    def scrub(self, chunk: bytes) -> bytes:
+        return self._raw.scrub(chunk)
+
     def close(self, *, abort: bool = False) -> None:
         self._raw.close(abort=abort)
 
@@ -207,7 +212,7 @@ def _translated_failure(client: TierClient, failure: UpstreamFailure) -> Upstrea
     if error_type is None:
         error_type = "invalid_request_error" if failure.kind == CLIENT_ERROR else "api_error"
     message = f"tier {client.tier.name!r} answered HTTP {failure.status}: {detail}"
-    failure.body = error_body(error_type, message[:2000])
+    failure.body = client.scrub(error_body(error_type, message[:2000]))
     return failure
 
 

@@ -22,21 +22,30 @@ from typing import Any
 
 from aiohttp import web
 
+from tierwise.memory import release_memory
 from tierwise.pricing import format_usd
-from tierwise.router.body import decode_json_object_async
+from tierwise.router.body import (
+    BodyBudget,
+    body_charge,
+    decode_json_object_async,
+    read_body,
+)
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import (
     RouterError,
+    forget_frames,
     invalid_request,
     not_found,
     too_large,
     upstream_error_body,
 )
 from tierwise.router.metrics import RouterMetrics
+from tierwise.router.request import check_model
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.runtime import Runtime
 from tierwise.router.upstream import Reply, Upstream, UpstreamFailure, forwarded_headers
 from tierwise.routerconfig import ROUTE_HEADER, Route, Tier
+from tierwise.routerconfig.sidecar import BODY_BYTES_IN_FLIGHT, BODY_WAIT_SECONDS
 
 log = logging.getLogger("tierwise.router")
 
@@ -86,10 +95,24 @@ class Call:
 Action = Callable[[Call], Awaitable[web.StreamResponse]]
 
 
+# Where a request records the body bytes it holds of the router's ``BodyBudget``.
+BODY_HELD = web.RequestKey("tierwise.body_held", int)
+# After a body this large, freed memory is returned to the system (glibc would keep it).
+RELEASE_AFTER_BYTES = 4 * 1024 * 1024
+
+
 class Pipeline:
-    def __init__(self, services: Services, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        services: Services,
+        max_body_bytes: int,
+        body_bytes_in_flight: int | None = None,
+        body_wait_seconds: float = BODY_WAIT_SECONDS,
+    ) -> None:
         self.services = services
         self.max_body_bytes = max_body_bytes
+        self.bodies = BodyBudget(max(body_bytes_in_flight or BODY_BYTES_IN_FLIGHT, max_body_bytes))
+        self.body_wait_seconds = body_wait_seconds
 
     @property
     def metrics(self) -> RouterMetrics:
@@ -112,10 +135,22 @@ class Pipeline:
             raise
         except Exception as exc:
             outcome, response = self.failure_response(exc, call.exchange)
+            # The traceback's frames hold the request's body and upstream payload, in a
+            # cycle with the exception: free them now, not at some later garbage collection.
+            forget_frames(exc)
             return response
         finally:
+            self._release_body(request)
             self.metrics.in_flight.dec()
             self._record(call, outcome)
+
+    def _release_body(self, request: web.Request) -> None:
+        """Give the request's body bytes back to the budget; after a large body, when no
+        other body is in flight, give the freed memory back to the system too."""
+        held = request.get(BODY_HELD, 0)
+        self.bodies.release(held)
+        if held >= RELEASE_AFTER_BYTES and self.bodies.free == self.bodies.limit:
+            release_memory()
 
     def failure_response(self, exc: Exception, ex: Exchange | None) -> tuple[str, web.Response]:
         """The one classification of failures: (outcome label, response)."""
@@ -142,14 +177,35 @@ class Pipeline:
         )
 
     async def read_json(self, request: web.Request) -> dict[str, Any]:
-        """The body as a JSON object (see ``tierwise.router.body``), within the size limit."""
+        """The body as a JSON object (see ``tierwise.router.body``), within the size limit
+        and the router's budget of body bytes in flight (waiting for it, else a 429)."""
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise too_large(self.max_body_bytes)
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise too_large(self.max_body_bytes) from exc
+        wanted = self.max_body_bytes if length is None else length
+        held = await self.bodies.acquire(wanted, self.body_wait_seconds)
+        if held is None:
+            raise RouterError(
+                429,
+                f"the router is holding its limit of {self.bodies.limit // 2**20} MiB of "
+                f"request bodies and this {wanted} byte body waited "
+                f"{self.body_wait_seconds:g}s for room; retry shortly",
+            )
+        request[BODY_HELD] = request.get(BODY_HELD, 0) + held
+        raw = await read_body(request.content, self.max_body_bytes)
+        extra = min(body_charge(raw), self.bodies.limit) - held
+        if extra > 0:  # more than its length (many small values), or no length was sent
+            if not self.bodies.try_acquire(extra):
+                raise RouterError(
+                    429,
+                    f"this request body decodes to more than the router has room for now "
+                    f"(it holds at most {self.bodies.limit // 2**20} MiB of request bodies); "
+                    "retry shortly",
+                )
+            request[BODY_HELD] += extra
+        elif extra < 0 and length is None:  # reserved at the limit, read less: give it back
+            self.bodies.release(-extra)
+            request[BODY_HELD] += extra
         return await decode_json_object_async(raw)
 
     async def call_tier(
@@ -178,6 +234,7 @@ class Pipeline:
 
     def route(self, call: Call, model: object) -> Route:
         """The route of a request for ``model``, by header, model or default (else 404)."""
+        check_model(model)  # a non-string model is the API's 400, never the default route
         try:
             return select_route(call.runtime.config, model, call.request.headers.get(ROUTE_HEADER))
         except RouteNotFound as exc:

@@ -127,6 +127,7 @@ class Relay:
                 return
             if not chunk:
                 return
+            chunk = stream.scrub(chunk)
             events = parser.feed(chunk)
             if events:
                 tracker.feed(events)
@@ -143,4 +144,6 @@ class Relay:
     def _account(self, ex: Exchange, tier: Tier, tracker: StreamTracker) -> None:
         """Cost of a live stream, from the usage its events reported (if it started)."""
         if tracker.started:
-            self.cascade.account(ex, tier, Usage.from_anthropic(tracker.usage))
+            # Priced per serving model and iteration, as a buffered answer is.
+            served = {"model": tracker.model or tier.model, "usage": tracker.usage}
+            self.cascade.account(ex, tier, Usage.from_anthropic(tracker.usage), message=served)

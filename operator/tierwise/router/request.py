@@ -24,6 +24,20 @@ from tierwise.routerconfig import (
 )
 
 CHARS_PER_TOKEN = 4  # cheap prompt-length estimate; only gates breakpoints
+# Per-model request rules that a cascade step or a fallback can run into (docs/router.md,
+# "Across tiers: per-model rules"). Sources, read 2026-12-06: "What's new in Claude Opus 5.5"
+# and "What's new in Claude Sonnet 5.5" (platform.claude.com/docs/en/models/...): on these
+# models thinking cannot be turned off or given a manual budget, forced tool use
+# (tool_choice any/tool) is a 400, and thinking blocks are tied to the model (and the
+# conversation) that produced them; the Opus 5.5 page says the first three also hold on
+# Claude Fable 5.1. Matched by prefix so dated snapshot ids follow their model.
+ADAPTIVE_ONLY_MODELS = (
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-fable-5-1",
+)
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 MESSAGE_OVERHEAD_TOKENS = 3
 IMAGE_TOKENS = 1_500
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
@@ -33,18 +47,31 @@ def check_messages_request(body: Mapping[str, Any]) -> None:
     """What the Messages API requires and the router relies on, with the API's 400 text.
 
     ``max_tokens`` is required, as the official SDKs and the API require it: a route's caps
-    are ceilings on it, never a default. Sampling numbers must be finite (``NaN`` would be
-    forwarded as invalid JSON).
+    are ceilings on it, never a default. ``0`` is valid: the API then reads (and writes) the
+    prompt cache without generating anything, which clients use to pre-warm it. Sampling
+    numbers must be finite (``NaN`` would be forwarded as invalid JSON).
     """
+    check_model(body.get("model"))
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise invalid_request("max_tokens: Field required")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise invalid_request("max_tokens: Input should be a valid integer greater than 0")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise invalid_request("max_tokens: Input should be a valid integer")
+    if max_tokens < 0:
+        raise invalid_request("max_tokens: Input should be greater than or equal to 0")
     for name in ("temperature", "top_p"):
         value = body.get(name)
         if isinstance(value, float) and not math.isfinite(value):
             raise invalid_request(f"{name}: Input should be a finite number")
+
+
+def check_model(model: object) -> None:
+    """The API's 400 for a ``model`` that is present but not a string (``{"model": 5}``).
+
+    A missing model is left to routing (the default route or the route header may serve it).
+    """
+    if model is not None and not isinstance(model, str):
+        raise invalid_request("model: Input should be a valid string")
 
 
 def effective_max_tokens(client: Any, step: Step, tier: Tier) -> int | None:
@@ -111,12 +138,15 @@ def build_step_request(
     prompt_caching: PromptCaching,
     *,
     stream: bool,
+    mixed_models: bool = False,
 ) -> dict[str, Any]:
     """The body sent to ``tier`` for ``step``: model, caps, effort and thinking, instruction,
-    breakpoints.
+    breakpoints, then the tier model's own rules (``adapt_to_model``).
 
     A step's ``effort`` and ``thinking`` replace the client's (they are the operator's cost
-    lever); the step's caps then apply to the request as it will be sent.
+    lever); the step's caps then apply to the request as it will be sent. ``mixed_models``:
+    the route's steps and fallback use more than one model, so the conversation's thinking
+    blocks may come from another model than this tier's.
     """
     out = dict(body)
     out["model"] = tier.model
@@ -134,9 +164,86 @@ def build_step_request(
         out.pop("stream", None)
     if route.format_instruction:
         out["system"] = append_system_text(body.get("system"), route.format_instruction)
+    out = adapt_to_model(out, tier.model, mixed_models=mixed_models)
     if prompt_caching.enabled and prompt_caching.breakpoints:
         out = insert_breakpoints(out, prompt_caching, tier.min_cacheable_tokens)
     return out
+
+
+def adaptive_only(model: str) -> bool:
+    """Whether ``model`` refuses turning thinking off, manual budgets and forced tool use,
+    and binds thinking blocks to itself (``ADAPTIVE_ONLY_MODELS``)."""
+    return model.startswith(ADAPTIVE_ONLY_MODELS)
+
+
+def adapt_to_model(body: dict[str, Any], model: str, *, mixed_models: bool) -> dict[str, Any]:
+    """``body`` adapted to what ``model`` accepts, instead of forwarding it into a 400.
+
+    On an adaptive-only model: ``thinking: disabled`` is dropped (the model's default,
+    adaptive thinking, applies; ``output_config.effort`` is the lever for less of it);
+    ``thinking: enabled`` with a budget becomes ``adaptive`` (its ``display`` kept); a
+    forced ``tool_choice`` (``any`` or a named tool) becomes ``auto`` (its
+    ``disable_parallel_tool_use`` kept); and, when ``mixed_models``, thinking blocks of
+    earlier assistant turns are removed, since another model may have written them and
+    this one would refuse them (see ``strip_thinking_blocks``).
+    """
+    if not adaptive_only(model):
+        return body
+    out = body
+    thinking = body.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") in ("disabled", "enabled"):
+        out = dict(out)
+        if thinking.get("type") == "disabled":
+            out.pop("thinking")
+        else:
+            adaptive: dict[str, Any] = {"type": "adaptive"}
+            if "display" in thinking:
+                adaptive["display"] = thinking["display"]
+            out["thinking"] = adaptive
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") in ("any", "tool"):
+        out = dict(out) if out is body else out
+        auto: dict[str, Any] = {"type": "auto"}
+        if "disable_parallel_tool_use" in choice:
+            auto["disable_parallel_tool_use"] = choice["disable_parallel_tool_use"]
+        out["tool_choice"] = auto
+    if mixed_models:
+        out = strip_thinking_blocks(out)
+    return out
+
+
+def strip_thinking_blocks(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without ``thinking``/``redacted_thinking`` blocks in its assistant turns.
+
+    The router cannot tell which tier wrote an earlier turn (the client holds the
+    conversation, and signatures are opaque), so on a route that mixes models every such
+    block is removed before a request goes to a model that binds them: the conversation is
+    never refused for them, at the price of that model not seeing earlier reasoning (which
+    it could not have read when another model wrote it). An assistant turn left with no
+    content keeps a short text block, so the turns still alternate.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(_has_thinking(m) for m in messages):
+        return body
+    out_messages: list[Any] = []
+    for message in messages:
+        if not _has_thinking(message):
+            out_messages.append(message)
+            continue
+        kept = [b for b in message["content"] if not _is_thinking(b)]
+        out_messages.append({**message, "content": kept or [{"type": "text", "text": "..."}]})
+    return {**body, "messages": out_messages}
+
+
+def _is_thinking(block: Any) -> bool:
+    return isinstance(block, Mapping) and block.get("type") in THINKING_BLOCKS
+
+
+def _has_thinking(message: Any) -> bool:
+    if not isinstance(message, Mapping) or message.get("role") != "assistant":
+        return False
+    content = message.get("content")
+    return isinstance(content, list) and any(_is_thinking(b) for b in content)
 
 
 def apply_step_reasoning(body: Mapping[str, Any], step: Step) -> Mapping[str, Any]:

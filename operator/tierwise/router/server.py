@@ -19,11 +19,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tierwise.router.batch_cascade import BatchCascades, BatchStateStore
+from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES, BatchStore
 from tierwise.router.batches import BatchProxy
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
-from tierwise.router.input_budget_check import InputBudgetCheck
 from tierwise.router.jsonutil import dumps
 from tierwise.router.metrics import RouterMetrics
 from tierwise.router.pipeline import (
@@ -35,7 +34,8 @@ from tierwise.router.pipeline import (
 )
 from tierwise.router.relay import Relay
 from tierwise.router.reload import ConfigHolder, ConfigSource
-from tierwise.router.request import build_count_tokens_request, check_messages_request
+from tierwise.router.request import build_count_tokens_request
+from tierwise.router.request_path import RequestPath
 from tierwise.router.response_cache_check import ResponseCacheCheck
 from tierwise.router.upstream import COUNT_TOKENS_PATH, Upstream
 from tierwise.routerconfig import RouterConfig
@@ -67,6 +67,7 @@ class Router:
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         metrics: RouterMetrics | None = None,
         batch_state_dir: str | os.PathLike[str] | None = None,
+        batch_state_max_bytes: int = DEFAULT_MAX_STORE_BYTES,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -78,9 +79,9 @@ class Router:
         self.services = Services(current=self.holder.current, metrics=self.metrics)
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = ResponseCacheCheck(self.metrics)
-        self.budgets = InputBudgetCheck(self.metrics)
-        self.batch_state = BatchStateStore(batch_state_dir)
+        self.batch_state = BatchStore(batch_state_dir, batch_state_max_bytes)
         self._relay: Relay | None = None
+        self._path: RequestPath | None = None
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.app = self._build_app()
@@ -117,7 +118,7 @@ class Router:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post(COUNT_TOKENS_PATH, self._count_tokens)
-        BatchProxy(self.pipeline, BatchCascades(self.pipeline, self.batch_state)).add_routes(app)
+        BatchProxy(self.pipeline, self.batch_state).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
@@ -146,6 +147,7 @@ class Router:
         cascade = Cascade(upstream, self.metrics)
         self.services.upstream = upstream
         self.services.cascade = cascade
+        self._path = RequestPath(cascade, self.metrics)
         self._relay = Relay(self.metrics, cascade, self._on_upstream_failure)
         if self.holder.path is not None and self.reload_interval > 0:
             self._watcher = asyncio.get_running_loop().create_task(
@@ -247,8 +249,8 @@ class Router:
         return await self.pipeline.handle(request, "count_tokens", self._serve_count_tokens)
 
     async def _serve_messages(self, call: Call) -> web.StreamResponse:
-        cascade = self.services.cascade
-        assert cascade is not None and self._relay is not None, "the router app is not started"
+        cascade, path = self.services.cascade, self._path
+        assert cascade and path and self._relay, "the router app is not started"
         body = await self.pipeline.read_json(call.request)
         route = self.pipeline.route(call, body.get("model"))
         ex = call.begin(route, body, stream=body.get("stream") is True)
@@ -258,10 +260,7 @@ class Router:
                 "(POST /v1/messages/batches, client.messages.batches.create), one request per "
                 "item with this model; synchronous calls are not served on it"
             )
-        check_messages_request(body)
-        if route.input_budget is not None:
-            assert self.services.upstream is not None
-            ex.body = await self.budgets.fit(ex, self.services.upstream, route.input_budget)
+        await path.admit(ex)  # the one request path (router.request_path), also the eval's
         hit = await self.cache.lookup(ex, call.request)
         if hit is not None:
             tier, raw = hit
@@ -271,8 +270,7 @@ class Router:
             return json_response(raw, ex, None)
         if ex.stream:
             return await self._serve_stream(call.request, ex, cascade)
-        answer = await cascade.run(ex)
-        cascade.account_counterfactual(ex, answer.usage, answer.tier.name, answer.cost)
+        answer = await path.answer(ex)
         await self.cache.store(ex, answer.tier.name, answer.body)
         return json_response(answer.body, ex, answer.request_id)
 

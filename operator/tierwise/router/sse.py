@@ -75,6 +75,7 @@ class StreamTracker:
         self.keep_message = keep_message
         self.message: dict[str, Any] | None = None
         self.usage: dict[str, Any] = {}
+        self.model: str | None = None  # the serving model (a server-side fallback's, say)
         self.stop_reason: str | None = None
         self.error: dict[str, Any] | None = None
         self.started = False
@@ -109,6 +110,8 @@ class StreamTracker:
             message = payload.get("message")
             if isinstance(message, Mapping):
                 self.usage = dict(message.get("usage") or {})
+                model = message.get("model")
+                self.model = model if isinstance(model, str) else None
                 if self.keep_message:
                     self.message = {**message, "content": list(message.get("content") or [])}
         elif name == b"message_delta":

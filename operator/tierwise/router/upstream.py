@@ -6,7 +6,9 @@ for a concurrency slot included, so nothing waits forever); 429, 529, other 5xx,
 timeouts, connection errors and a 2xx whose body is not the JSON object the endpoint
 promises are retried with jittered exponential backoff, a ``retry-after`` header
 overriding the backoff. A 429 without ``retry-after`` (a spend limit) and other 4xx
-answers are final and passed through to the client unchanged. A failure records whether
+answers are final and passed through to the client, with the tier's API key scrubbed
+from their body and headers (an upstream or proxy that echoes a request's key must not
+hand it to a client or a log). A failure records whether
 the router already retried, so the client's SDK can be told not to retry on top
 (``x-should-retry: false``).
 """
@@ -20,6 +22,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -129,6 +132,9 @@ class Reply:
     logprobs: Any = None  # token log-probabilities of an OpenAI-compatible tier's answer
 
 
+REDACTED = "[redacted tier key]"
+
+
 class TierClient:
     """One tier's endpoint, key and concurrency slots."""
 
@@ -147,10 +153,25 @@ class TierClient:
             "content-type": "application/json",
             "accept": "application/json",
         }
+        self._key = api_key.encode() if api_key else None
         if api_key and adapter is not None:
             self.base_headers["authorization"] = f"Bearer {api_key}"
         elif api_key:
             self.base_headers["x-api-key"] = api_key
+
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` without this tier's API key (replaced by a marker)."""
+        if self._key is None or self._key not in data:
+            return data
+        return data.replace(self._key, REDACTED.encode())
+
+    def scrub_header(self, value: str | None) -> str | None:
+        """An upstream header value without this tier's API key."""
+        if value is None or self._key is None:
+            return value
+        return self.scrub(value.encode("utf-8", "surrogateescape")).decode(
+            "utf-8", "surrogateescape"
+        )
 
     def url(self, path: str) -> str:
         return self.tier.endpoint + path
@@ -205,32 +226,37 @@ class Upstream:
         self,
         client: TierClient,
         path: str,
-        payload: bytes | None,
+        payload: bytes | Path | None,
         headers: Mapping[str, str],
         retry: RetryPolicy,
         *,
         attempts: int | None = None,
         method: str = "POST",
         expect_json: bool = True,
+        deadline: float | None = None,
         logprobs: bool = False,
         raw: bool = False,
     ) -> Reply:
         """A buffered request with retries; raises ``UpstreamFailure`` when it gives up.
 
         With ``expect_json`` a 2xx must carry a JSON object (``Reply.document``); anything
-        else is a server error, retried and eligible for fallback like a 5xx. A tier with an
+        else is a server error, retried and eligible for fallback like a 5xx. ``deadline``
+        (``time.monotonic()``) ends the first attempt earlier than the tier's timeout when
+        the request already spent part of it (see ``Exchange.deadline``). A tier with an
         adapter gets the call translated (``raw``: the adapter's own, untranslated call);
         ``logprobs`` asks it for the answer's token log-probabilities.
         """
         if client.adapter is not None and not raw:
             return await client.adapter.call(
-                self, client, path, payload, retry, attempts=attempts, logprobs=logprobs
-            )
+                self, client, path, payload, retry,
+                attempts=attempts, logprobs=logprobs, deadline=deadline,
+            )  # fmt: skip
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:
+                timeout = attempt_timeout(client, deadline if attempt == 0 else None)
                 return await self._buffered_attempt(
-                    client, path, payload, headers, method, expect_json
+                    client, path, payload, headers, method, expect_json, timeout
                 )
             except UpstreamFailure as failure:
                 await self._after_failure(client, failure, attempt, max_attempts, retry)
@@ -245,15 +271,19 @@ class Upstream:
         retry: RetryPolicy,
         *,
         attempts: int | None = None,
+        deadline: float | None = None,
         raw: bool = False,
     ) -> Stream:
         """A streaming request whose response started with 200; retried before that."""
         if client.adapter is not None and not raw:
-            return await client.adapter.open_stream(self, client, payload, retry, attempts=attempts)
+            return await client.adapter.open_stream(
+                self, client, payload, retry, attempts=attempts, deadline=deadline
+            )
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:
-                return await self._stream_attempt(client, path, payload, headers)
+                timeout = attempt_timeout(client, deadline if attempt == 0 else None)
+                return await self._stream_attempt(client, path, payload, headers, timeout)
             except UpstreamFailure as failure:
                 await self._after_failure(client, failure, attempt, max_attempts, retry)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -283,26 +313,31 @@ class Upstream:
         self,
         client: TierClient,
         path: str,
-        payload: bytes | None,
+        payload: bytes | Path | None,
         headers: Mapping[str, str],
         method: str = "POST",
         expect_json: bool = True,
+        timeout: float | None = None,
     ) -> Reply:
-        timeout = client.tier.limits.timeout_seconds
+        timeout = client.tier.limits.timeout_seconds if timeout is None else timeout
         try:
             async with asyncio.timeout(timeout):
                 await self._acquire(client)
+                # A file payload (a large batch body) is streamed, reopened for each attempt.
+                data = payload.open("rb") if isinstance(payload, Path) else payload
                 try:
                     async with self.session.request(
-                        method, client.url(path), data=payload, headers=client.headers(headers)
+                        method, client.url(path), data=data, headers=client.headers(headers)
                     ) as response:
                         body = await response.read()
                         status = response.status
-                        request_id = response.headers.get("request-id")
+                        request_id = client.scrub_header(response.headers.get("request-id"))
                         retry_after = response.headers.get("retry-after")
                         content_type = response.content_type
                 finally:
                     client.semaphore.release()
+                    if data is not payload and data is not None:
+                        data.close()  # type: ignore[union-attr]
         except TimeoutError as exc:
             raise _timeout_failure(client, timeout) from exc
         except aiohttp.ClientError as exc:
@@ -312,20 +347,29 @@ class Upstream:
             if not expect_json:
                 return Reply(status, body, request_id, content_type)
             return Reply(status, body, request_id, content_type, _json_object(client, body))
-        raise UpstreamFailure(kind, status, body, parse_retry_after(retry_after), request_id)
+        failure_body = client.scrub(body)
+        raise UpstreamFailure(
+            kind, status, failure_body, parse_retry_after(retry_after), request_id
+        )
 
     async def _stream_attempt(
-        self, client: TierClient, path: str, payload: bytes, headers: Mapping[str, str]
+        self,
+        client: TierClient,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        timeout: float | None = None,
     ) -> Stream:
         tier_timeout = client.tier.limits.timeout_seconds
         # Between chunks a stream may be quiet, but never longer than the tier timeout.
         read_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=tier_timeout, sock_read=tier_timeout
         )
+        open_timeout = tier_timeout if timeout is None else timeout
         acquired = False
         response: aiohttp.ClientResponse | None = None
         try:
-            async with asyncio.timeout(tier_timeout):
+            async with asyncio.timeout(open_timeout):
                 await self._acquire(client)
                 acquired = True
                 response = await self.session.post(
@@ -336,12 +380,12 @@ class Upstream:
                 )
                 kind = classify_status(response.status)
                 if kind is None:
-                    stream = Stream(response, client.semaphore)
+                    stream = Stream(response, client.semaphore, client)
                     acquired = False  # the stream releases the slot when it closes
                     return stream
                 body = await response.read()
         except TimeoutError as exc:
-            raise _timeout_failure(client, tier_timeout) from exc
+            raise _timeout_failure(client, open_timeout) from exc
         except aiohttp.ClientError as exc:
             raise _connection_failure(client, exc) from exc
         finally:
@@ -352,27 +396,34 @@ class Upstream:
         raise UpstreamFailure(
             kind,
             response.status,
-            body,
+            client.scrub(body),
             parse_retry_after(response.headers.get("retry-after")),
-            response.headers.get("request-id"),
+            client.scrub_header(response.headers.get("request-id")),
         )
 
 
 class Stream:
     """An open upstream SSE response holding a concurrency slot until ``close``."""
 
-    def __init__(self, response: aiohttp.ClientResponse, semaphore: asyncio.Semaphore) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, semaphore: asyncio.Semaphore, client: TierClient
+    ) -> None:
         self.response = response
         self._semaphore = semaphore
+        self._client = client
         self._closed = False
 
     @property
     def request_id(self) -> str | None:
-        return self.response.headers.get("request-id")
+        return self._client.scrub_header(self.response.headers.get("request-id"))
 
     async def chunks(self) -> Any:
         async for chunk in self.response.content.iter_any():
             yield chunk
+
+    def scrub(self, chunk: bytes) -> bytes:
+        """A chunk of the stream without the tier's key (an ``error`` event could echo it)."""
+        return self._client.scrub(chunk)
 
     def close(self, *, abort: bool = False) -> None:
         """Release the slot; ``abort`` drops the connection so upstream stops generating."""
@@ -384,6 +435,15 @@ class Stream:
         else:
             self.response.release()
         self._semaphore.release()
+
+
+def attempt_timeout(client: TierClient, deadline: float | None) -> float:
+    """An attempt's timeout: the tier's, or less when ``deadline`` comes first (at least a
+    moment, so the attempt fails as a timeout instead of not being made)."""
+    timeout = client.tier.limits.timeout_seconds
+    if deadline is None:
+        return timeout
+    return max(0.001, min(timeout, deadline - time.monotonic()))
 
 
 def _json_object(client: TierClient, body: bytes) -> dict[str, Any]:

@@ -22,9 +22,17 @@ MAX_JSON_STRUCTURE = 1_000_000
 # Bodies larger than this are decoded in a worker thread, not on the event loop.
 OFF_LOOP_DECODE_BYTES = 256 * 1024
 
-# Memory: measured peak RSS is ~40 MiB idle plus ~6x the largest body in flight (raw bytes,
-# decoded form, the upstream payload and its send buffer); a body at the structure limit
-# adds ~75 MiB. See docs/benchmarks.md.
+# Bodies in flight: the router holds at most this many bytes of request bodies at once
+# (Content-Length, from before the body is read until the answer is sent); others wait up to
+# BODY_WAIT_SECONDS for room, then get a 429. Sized so the peak stays under MEMORY_LIMIT
+# with margin whatever the concurrency (docs/benchmarks.md, "Peak RSS under concurrent
+# maximal bodies"); always at least one body of MAX_BODY_BYTES.
+BODY_BYTES_IN_FLIGHT = 40 * 1024 * 1024
+BODY_WAIT_SECONDS = 30.0
+
+# Memory: measured peak RSS is ~40 MiB idle plus ~4x the body bytes in flight (raw bytes,
+# decoded form, the upstream payload), which BODY_BYTES_IN_FLIGHT bounds: four maximal
+# bodies at once peak at ~204 MiB. See docs/benchmarks.md.
 MEMORY_REQUEST = "96Mi"
 MEMORY_LIMIT = "320Mi"
 
