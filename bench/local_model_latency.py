@@ -71,7 +71,7 @@ def main() -> None:
     gguf = subprocess.run(
         [str(ROOT / "hack/install-llama.sh")], capture_output=True, text=True, check=True
     ).stdout.strip()
-    build = next((ROOT.home() / ".cache/tierwise/llama").glob("*/wheels/build-seconds"), None)
+    build = next((ROOT.home() / ".cache/tierwise/llama").glob("*/wheels-*/build-seconds"), None)
     llama_port, router_port, metrics_port = free_port(), free_port(), free_port()
     llama = subprocess.Popen(
         [

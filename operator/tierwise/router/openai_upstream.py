@@ -65,6 +65,10 @@ class OpenAIAdapter:
         logprobs: bool,
         deadline: float | None = None,
     ) -> Reply:
+        if path not in (MESSAGES_PATH, COUNT_TOKENS_PATH):
+            # Checked first: a batch's payload may be a spooled file, never read here.
+            message = f"tier {client.tier.name!r} is an OpenAI-compatible server: it has no {path}"
+            raise _refused(message)
         body = _request(payload)
         if path == MESSAGES_PATH:
             chat = _chat(client, body, stream=False, logprobs=logprobs)
@@ -82,13 +86,9 @@ class OpenAIAdapter:
                 200, dumps(answer.message), reply.request_id,
                 document=answer.message, logprobs=answer.logprobs,
             )  # fmt: skip
-        if path == COUNT_TOKENS_PATH:
-            count = await self._count_tokens(upstream, client, body, retry)
-            document = {"input_tokens": count}
-            return Reply(200, dumps(document), None, document=document)
-        raise _refused(
-            f"tier {client.tier.name!r} is an OpenAI-compatible server: it has no {path}"
-        )
+        count = await self._count_tokens(upstream, client, body, retry)
+        document = {"input_tokens": count}
+        return Reply(200, dumps(document), None, document=document)
 
     async def open_stream(
         self,
@@ -151,6 +151,10 @@ class TranslatedStream(Stream):
         self.response = self  # type: ignore[assignment]
         self.content = self
         self.headers = raw.response.headers
+
+    @property
+    def request_id(self) -> str | None:
+        return self._raw.request_id
 
     async def readany(self) -> bytes:
         """The next translated events; ``b""`` once the stream (and its closing events) ended."""
