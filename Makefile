@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-image image tools llama lint format fuzz bench bench-peers demo controlplane clean
+.PHONY: setup test test-unit test-image image tools llama lint format fuzz bench bench-peers demo controlplane chart-files clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,10 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Copy crds/ and config/rbac into the chart after editing them (a test keeps them equal).
+chart-files:
+	hack/chart-files.sh
 
 format: setup
 	$(BIN)/ruff format .

@@ -7,6 +7,7 @@ import base64
 import json
 import socket
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]
 EXAMPLES = REPO_ROOT / "examples" / "support-triage"
+THRESHOLD_PATH = "/spec/routes/0/steps/0/escalateWhen/2/threshold"
 SIDECAR_RESOURCES = {"requests": {"cpu": "75m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}}
 # Stand-ins for the monitoring and cert-manager APIs, so that the server can check the
 # names, namespaces and metadata of those objects (their real schemas come with the products).
@@ -162,7 +164,10 @@ def release(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, Any]]:
-    tls_mode = request.param
+    tls_mode, chart = request.param, str(CHART)
+    if tls_mode == "packaged":
+        # The chart as users get it: `helm package`, then the .tgz is installed.
+        tls_mode, chart = "selfSigned", _package(helm, tmp_path)
     # Pods share the host's network here: two operators can run side by side only when they
     # bind their pod IPs, which needs the --metrics-address/--health-address options.
     side_by_side = _operator_supports_address_options()
@@ -193,10 +198,10 @@ def release(
         values["webhook"]["tls"]["secret"] = {"name": "webhook-tls", "caBundle": bundle}
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    helm(
+    installed = helm(
         "install",
         "tw",
-        str(CHART),
+        chart,
         "-n",
         namespace,
         "-f",
@@ -211,6 +216,8 @@ def release(
             "app_namespace": app_namespace,
             "replicas": replicas,
             "values_file": values_file,
+            "chart": chart,
+            "install_stderr": installed.stderr,
         }
     finally:
         # What happened, for a failing test's report: objects, events, operator logs.
@@ -224,6 +231,19 @@ def release(
                     f"--- {log_file.relative_to(pod_runner.workdir)}\n{log_file.read_text()[-4000:]}"
                 )
         helm("uninstall", "tw", "-n", namespace, "--wait", "--timeout", "120s", check=False)
+
+
+def _package(helm: Helm, directory: Path) -> str:
+    """`helm package` of the chart; quiet (no symlinks to report), one .tgz holding the CRDs."""
+    packaged = helm("package", str(CHART), "--destination", str(directory))
+    assert packaged.stderr == ""
+    [archive] = directory.glob("tierwise-*.tgz")
+    with tarfile.open(archive) as tgz:
+        members = tgz.getmembers()
+    names = {m.name for m in members}
+    assert {f"tierwise/crds/{p.name}" for p in (CHART / "crds").glob("*.yaml")} <= names
+    assert not [m.name for m in members if m.issym()]
+    return str(archive)
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -358,3 +378,62 @@ def test_helm_install_upgrade_uninstall(
         60,
         "the operator pods to go",
     )
+
+
+@pytest.mark.parametrize("release", ["packaged"], indirect=True)
+def test_point9_and_7_the_packaged_chart_installs_quietly_injects_and_uninstalls_clean(
+    release: dict[str, Any], kubectl: Kubectl, helm: Helm
+) -> None:
+    assert release["chart"].endswith(".tgz")
+    assert release["install_stderr"] == ""  # helm install of the package says nothing on stderr
+    assert release["replicas"] == 2
+    namespace, app_namespace = release["namespace"], release["app_namespace"]
+    deployment = kubectl.get_json("deployment", "tw-tierwise", namespace=namespace)
+    assert deployment["status"]["availableReplicas"] == 2
+    for manifest in ("tiers.yaml", "cache-profile.yaml", "policy.yaml"):
+        kubectl.apply((EXAMPLES / manifest).read_text(), namespace=app_namespace)
+    _wait(
+        lambda: _ready(kubectl, app_namespace, "cascadepolicy", "email-triage"), 90, "policy Ready"
+    )
+    kubectl("label", "namespace", app_namespace, "tierwise.dev/injection=enabled")
+    pod = _injected_pod(kubectl, app_namespace)
+    assert pod["metadata"]["annotations"]["tierwise.dev/injected-by"] == "email-triage"
+    (router,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "tierwise-router"]
+    assert router["resources"] == SIDECAR_RESOURCES
+
+    # -- point 7: uninstall leaves nothing running -----------------------------------------
+    # A gated change starts an eval Job (no node runs its pod here: it stays running).
+    kubectl.apply((EXAMPLES / "dataset-configmap.yaml").read_text(), namespace=app_namespace)
+    kubectl(
+        "patch",
+        "cascadepolicy",
+        "email-triage",
+        "--type=json",
+        "-p",
+        json.dumps(
+            [{"op": "replace", "path": THRESHOLD_PATH, "value": 0.7}],
+        ),
+        namespace=app_namespace,
+    )
+    eval_jobs = "app.kubernetes.io/component=eval"
+    _wait(
+        lambda: kubectl.get_json("jobs", "-l", eval_jobs, namespace=app_namespace)["items"],
+        90,
+        "an eval Job",
+    )
+    kubectl("get", "serviceaccount", "tierwise-eval", namespace=app_namespace)
+    uninstalled = helm("uninstall", "tw", "-n", namespace, "--wait", "--timeout", "120s")
+    assert uninstalled.stderr == ""
+    # The post-delete hook deleted the eval Jobs (their pods with them) and the eval
+    # ServiceAccount; it deleted itself and its RBAC once done.
+    assert kubectl.get_json("jobs", "-l", eval_jobs, namespace=app_namespace)["items"] == []
+    assert kubectl(
+        "get", "serviceaccount", "tierwise-eval", namespace=app_namespace, check=False
+    ).returncode
+    assert kubectl.get_json("jobs", namespace=namespace)["items"] == []
+    assert kubectl("get", "clusterrole", "tw-tierwise-cleanup", check=False).returncode
+    # What stays: the CRDs, the user's objects, the policy's own ConfigMap.
+    kubectl("get", "crd", "cascadepolicies.tierwise.dev")
+    kubectl("get", "cascadepolicy", "email-triage", namespace=app_namespace)
+    kubectl("get", "modeltier", "haiku", namespace=app_namespace)
+    kubectl("get", "configmap", "tierwise-email-triage", namespace=app_namespace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -46,16 +47,29 @@ def test_golden_template(name: str) -> None:
     )
 
 
-def test_chart_crds_are_the_top_level_crds() -> None:
-    top = {p.name: p.read_bytes() for p in (REPO_ROOT / "crds").glob("*.yaml")}
-    peering = REPO_ROOT / "config/peering/crds.yaml"
-    chart = {p.name: p for p in (CHART / "crds").glob("*.yaml")}
-    # Links, not copies: there is one source. Every top-level CRD is in the chart.
-    assert all(p.is_symlink() for p in chart.values())
-    resolved = {p.resolve() for p in chart.values()}
-    assert resolved == {(REPO_ROOT / "crds" / n).resolve() for n in top} | {peering.resolve()}
-    for name, content in top.items():
-        assert chart[name].read_bytes() == content
+def test_point9_chart_files_are_real_files_equal_to_their_sources() -> None:
+    """The chart holds copies, not links (helm logs a line per link and a package needs the
+    content): every top-level CRD, the peering CRD and the operator's ClusterRole, byte for
+    byte as their sources (`make chart-files` copies them)."""
+    sources = {
+        **{f"crds/{p.name}": p for p in (REPO_ROOT / "crds").glob("*.yaml")},
+        "crds/kopf.dev_peerings.yaml": REPO_ROOT / "config/peering/crds.yaml",
+        "files/operator-clusterrole.yaml": REPO_ROOT / "config/rbac/operator-clusterrole.yaml",
+    }
+    chart = {str(p.relative_to(CHART)): p for p in (CHART / "crds").glob("*.yaml")}
+    assert set(chart) == {k for k in sources if k.startswith("crds/")}
+    links = [str(p) for p in CHART.rglob("*") if p.is_symlink()]
+    assert links == [], "symlinks in the chart; run `make chart-files`"
+    for name, source in sources.items():
+        assert (CHART / name).read_bytes() == source.read_bytes(), (
+            f"{name} differs from {source.relative_to(REPO_ROOT)}; run `make chart-files`"
+        )
+
+
+def test_point9_helm_template_writes_nothing_on_stderr() -> None:
+    result = helm("template", "tw", str(CHART), "--namespace", "tierwise-system")
+    assert result.stderr == ""
+    assert "kind: Deployment" in result.stdout
 
 
 def test_cluster_role_rules_come_from_config_rbac() -> None:
@@ -103,6 +117,40 @@ def test_bad_values_fail_with_a_clear_message(args: list[str], message: str) -> 
     result = template(*args, check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"sidecar": {"resources": {"requests": {"cpu": "abc"}}}},
+            "/sidecar/resources/requests/cpu",
+        ),
+        ({"sidecar": {"resources": {"limits": {"memory": "1 Gi"}}}}, "/sidecar/resources/limits"),
+        ({"sidecar": {"resources": {"limits": {"bad name": "1"}}}}, "/sidecar/resources/limits"),
+        ({"evals": {"podLabels": {"bad key": "x"}}}, "/evals/podLabels"),
+        ({"evals": {"podLabels": {"mesh": "not a value"}}}, "/evals/podLabels/mesh"),
+        ({"evals": {"image": "repo/image: tag"}}, "/evals/image"),
+        ({"sidecar": {"image": {"tag": "v1 "}}}, "/sidecar/image/tag"),
+    ],
+)
+def test_point4_values_that_reach_created_objects_are_checked_by_the_schema(
+    values: dict, message: str, tmp_path
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = template("-f", str(path), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_point4_valid_sidecar_resources_reach_the_operator_flag() -> None:
+    resources = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+    out = template("--set-json", f"sidecar.resources={json.dumps(resources)}").stdout
+    [deployment] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"]
+    [args] = [c["args"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+    [flag] = [a for a in args if a.startswith("--router-resources=")]
+    assert json.loads(flag.partition("=")[2]) == resources
 
 
 def test_defaults_are_ha_restricted_and_least_privilege() -> None:
@@ -181,3 +229,19 @@ def test_single_replica_has_no_pdb_and_standalone_without_peering() -> None:
     assert not by_kind(docs, "ClusterKopfPeering")
     (deployment,) = by_kind(docs, "Deployment")
     assert "--standalone" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_point8_operator_docs_describe_each_failure_policy_the_chart_offers() -> None:
+    """docs/operator.md names every failurePolicy the chart accepts, says what each does when
+    the operator is down, and names the chart's default as the default."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    offered = schema["properties"]["webhook"]["properties"]["failurePolicy"]["enum"]
+    default = yaml.safe_load((CHART / "values.yaml").read_text())["webhook"]["failurePolicy"]
+    docs = (REPO_ROOT / "docs/operator.md").read_text()
+    section = docs.split("### When the operator is down")[1].split("\n### ")[0]
+    assert sorted(offered) == ["Fail", "Ignore"]
+    for policy in offered:
+        assert f"- `failurePolicy: {policy}`" in section, policy
+    assert f"`webhook.failurePolicy`, default `{default}`" in section
+    assert "refuses **every** pod creation in an" in section  # what Fail does
+    assert "created **without** the sidecar" in section  # what Ignore does

@@ -181,3 +181,14 @@ def apply_ungated(kubectl: Any, directory: Path, policy: str, namespace: str) ->
         ),
         f"the policy {policy} to be ungated",
     )
+
+
+def injecting_operator_args(router_image: str) -> list[str]:
+    """Arguments of an operator that registers and serves the injection webhook locally."""
+    return [
+        "--webhook-manage",
+        "--webhook-address=127.0.0.1",
+        "--webhook-host=127.0.0.1",
+        f"--webhook-port={free_port()}",
+        f"--router-image={router_image}",
+    ]

@@ -87,7 +87,7 @@ def test_a_policy_that_cannot_be_written_holds_up_no_other(
     quiet_operator, kubectl: Kubectl, namespace: str
 ):
     kubectl.apply(EXAMPLE / "tiers.yaml", namespace=namespace)
-    # Someone else's immutable ConfigMap sits where policy "blocked" would write its config.
+    # Someone else's ConfigMap sits where policy "blocked" would write its config.
     squatter = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -100,13 +100,14 @@ def test_a_policy_that_cannot_be_written_holds_up_no_other(
     kubectl.apply(policy_manifest("healthy", ["haiku", "sonnet"]), namespace=namespace)
     eventually(lambda: ready(kubectl, namespace, "healthy"), "the healthy policy Ready")
 
-    def write_failed():
+    def write_refused():
         got = condition(kubectl.get_json("cascadepolicy", "blocked", namespace=namespace), "Ready")
-        return got if got and got["reason"] == "ConfigMapWriteFailed" else None
+        return got if got and got["reason"] == "ConfigMapConflict" else None
 
-    reported = eventually(write_failed, "the blocked policy's condition")
+    # Not the operator's ConfigMap: never written (see test_operator_safety), and said so.
+    reported = eventually(write_refused, "the blocked policy's condition")
     assert reported["status"] == "False" and "tierwise-blocked" in reported["message"]
-    assert "immutable" in reported["message"]  # the API server's own reason
+    assert "not owned by" in reported["message"]
 
     # usedBy is right from the policies' own events, without a resync.
     eventually(

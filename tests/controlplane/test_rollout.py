@@ -187,6 +187,12 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert status["promotedHash"] == first["hash"] != status["candidateHash"]
     last = status["lastEval"]
     assert last["decision"] == "Rejected" and last["graded"] == 400
+    # The route that decided, and every route with its change (kept by the CRD's schema).
+    assert last["decidingRoute"] == "triage"
+    routes = {r["name"]: r for r in last["routes"]}
+    assert routes["triage"]["decision"] == "Rejected"
+    assert routes["triage"]["change"] == "changed, evaluated"
+    assert routes["chat"] == {"name": "chat", "change": "unchanged"}
     assert last["quality"].startswith("0.") and "[" in last["quality"]
     assert status["escalationRate"] == last["escalationRate"] == "0.0%"
     assert status["estimatedSavings"] == last["saving"]
@@ -305,7 +311,7 @@ def test_an_upstream_answering_only_5xx_is_inconclusive(
     set_threshold(kubectl, namespace, 0.85)
     status = decided(kubectl, namespace, first["hash"])["status"]
     assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
-    assert "graded items" in status["rollout"]["message"]
+    assert "failed upstream" in status["rollout"]["message"]
     assert status["lastEval"]["graded"] == 0
     assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
     # The outage is over: ask for a new eval of the same candidate.

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_process import OperatorProcess, bind_operator_identity, eventually, free_port
+from operator_process import (
+    OperatorProcess,
+    bind_operator_identity,
+    eventually,
+    injecting_operator_args,
+)
 
 from harness.kubectl import Kubectl
 from harness.pki import CertificateAuthority
@@ -47,13 +52,7 @@ def injecting_operator(
         "tierwise-operator-injection-tests",
         ["tierwise-operator", "tierwise-operator-webhook-manager"],
     )
-    args = [
-        "--webhook-manage",
-        "--webhook-address=127.0.0.1",
-        "--webhook-host=127.0.0.1",
-        f"--webhook-port={free_port()}",
-        f"--router-image={ROUTER_IMAGE}",
-    ]
+    args = injecting_operator_args(ROUTER_IMAGE)
     process = OperatorProcess(
         kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", args
     )

@@ -263,3 +263,39 @@ def test_redis_outage_degrades_to_misses(emu: Any, make_router: Any) -> None:
         assert raw.parse().content[0].text == GOOD
     samples = metrics(router.metrics_url)
     assert metric(samples, "tierwise_router_response_cache_total", result="error") >= 2
+
+
+@pytest.mark.redis
+def test_point3_the_redis_password_comes_from_the_sidecars_variable(
+    emu: Any, make_router: Any, redis_url: str
+) -> None:
+    """A password-protected Redis user: the config names only the variable, the router
+    authenticates with its value (a wrong one is refused by Redis: answered upstream, counted as a cache error)."""
+    import redis
+    from router_builder import tier_env, with_hash
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        "tierwise-app", enabled=True, passwords=["+s3cret"], keys=["*"], commands=["+@all"]
+    )
+    url = redis_url.replace("redis://", "redis://tierwise-app@")
+    doc = cached_doc(
+        emu.base_url, backend="redis", redisURL=url, redisPasswordEnv="TIERWISE_REDIS_PASSWORD"
+    )
+    doc["policy"]["name"] = "password"
+    doc = with_hash(doc)
+    assert "s3cret" not in str(doc)
+    router = make_router(doc, env={**tier_env(), "TIERWISE_REDIS_PASSWORD": "s3cret"})
+    emu.script(HAIKU_MODEL, [{"text": GOOD}] * 3)
+    assert ask(router, "q").headers["x-tierwise-cache"] == "miss"
+    assert ask(router, "q").headers["x-tierwise-cache"] == "hit"
+    assert any(c.get("user") == "tierwise-app" for c in admin.client_list())
+    assert admin.keys("tierwise:response-cache:support/password:v:*")
+
+    wrong = make_router(doc, env={**tier_env(), "TIERWISE_REDIS_PASSWORD": "wrong"})
+    # Refused by Redis: the request is answered upstream, not from the cache.
+    assert ask(wrong, "q").headers["x-tierwise-cache"] == "bypass"
+    samples = metrics(wrong.metrics_url)
+    assert metric(samples, "tierwise_router_response_cache_total", result="error") >= 1
+    admin.acl_deluser("tierwise-app")
+    admin.close()

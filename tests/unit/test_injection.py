@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,27 @@ def test_tier_names_become_valid_env_names():
     plan = plan_for(
         policy("p", {}, tiers=("fast-tier.v2",)), [tier("fast-tier.v2", {"name": "s"})], "i"
     )
-    assert plan.keys[0].env == "TIERWISE_TIER_FAST_TIER_V2_API_KEY"
+    # '.' is kept (Kubernetes accepts it in variable names): '-' alone becomes '_'.
+    assert plan.keys[0].env == "TIERWISE_TIER_FAST_TIER.V2_API_KEY"
+    assert re.fullmatch(r"[-._a-zA-Z][-._a-zA-Z0-9]*", plan.keys[0].env)
+
+
+def test_point1_tiers_whose_names_differ_only_in_dot_or_dash_get_their_own_keys():
+    names = ("haiku-v2", "haiku.v2")
+    tiers = [tier(n, {"name": f"secret-{n}"}) for n in names]
+    plan = plan_for(policy("p", {}, tiers=names), tiers, "i")
+    by_secret = {k.secret_name: k.env for k in plan.keys}
+    assert by_secret == {
+        "secret-haiku-v2": "TIERWISE_TIER_HAIKU_V2_API_KEY",
+        "secret-haiku.v2": "TIERWISE_TIER_HAIKU.V2_API_KEY",
+    }
+
+
+def test_point1_a_key_variable_two_tiers_would_share_goes_to_neither():
+    # Not a valid Kubernetes name, but local manifests may hold one: no key is sent then.
+    names = ("haiku-v2", "haiku_v2")
+    tiers = [tier(n, {"name": f"secret-{n}"}) for n in names]
+    assert plan_for(policy("p", {}, tiers=names), tiers, "i").keys == ()
 
 
 # -- the mutation -----------------------------------------------------------------------------
@@ -484,6 +505,7 @@ def call_handler(
         warnings=warnings,
         policies_by_namespace={"ns": policies},
         tiers_by_namespace={"ns": list(tiers)},
+        cache_profiles_by_namespace={},
     )
     ops = patch.as_json_patch()
     return jsonpatch.apply_patch(p, ops) if ops else p, warnings
@@ -639,6 +661,7 @@ def test_the_admission_handler_uses_the_router_image_from_the_options():
         warnings=[],
         policies_by_namespace={"ns": [policy("triage", {})]},
         tiers_by_namespace={"ns": []},
+        cache_profiles_by_namespace={},
         memo=kopf.Memo(options=OperatorOptions(router_image="registry.example/router:2")),
     )
     result = jsonpatch.apply_patch(p, patch.as_json_patch())

@@ -12,6 +12,7 @@ from tierwise.cli import main
 from tierwise.pricing import Prices, Usage, cost_usd
 from tierwise.render import (
     CACHE_PROFILE_NOT_FOUND,
+    KEY_ENV_CONFLICT,
     PRICING_UNKNOWN,
     SCHEMA_VERSION,
     SIGNAL_UNSUPPORTED,
@@ -143,7 +144,29 @@ def test_no_key_ever_reaches_the_document_only_the_env_var_name():
 
 
 def test_api_key_env_names():
-    assert api_key_env("claude-haiku.v2") == "TIERWISE_TIER_CLAUDE_HAIKU_V2_API_KEY"
+    assert api_key_env("claude-haiku-v2") == "TIERWISE_TIER_CLAUDE_HAIKU_V2_API_KEY"
+    assert api_key_env("claude-haiku.v2") == "TIERWISE_TIER_CLAUDE_HAIKU.V2_API_KEY"
+
+
+@given(st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?", fullmatch=True), st.data())
+@settings(max_examples=300, deadline=None)
+def test_point1_key_variables_are_unique_per_valid_tier_name(name, data):
+    other = data.draw(st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?", fullmatch=True))
+    assert (api_key_env(name) == api_key_env(other)) == (name == other)
+
+
+def test_point1_tiers_sharing_a_key_variable_are_refused_naming_both():
+    key = {"name": "k", "key": "api-key"}
+    routes = [{"name": "r", "steps": [{"tier": "haiku_v2"}, {"tier": "haiku-v2"}]}]
+    [(_, result)] = render(
+        tier("haiku_v2", apiKeySecretRef=key),
+        tier("haiku-v2", apiKeySecretRef=key),
+        policy(routes=routes),
+    )
+    assert result.document is None
+    [problem] = result.problems
+    assert problem.reason == KEY_ENV_CONFLICT
+    assert "'haiku_v2'" in problem.message and "'haiku-v2'" in problem.message
 
 
 def test_hash_changes_with_what_moves_cost_and_only_with_it():

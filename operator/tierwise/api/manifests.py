@@ -22,6 +22,8 @@ SPEC_TYPES: dict[str, type] = {
     CASCADE_POLICY: CascadePolicySpec,
 }
 DEFAULT_NAMESPACE = "default"
+# A policy's name is the tierwise.dev/policy label value of its ConfigMap and eval Jobs.
+MAX_POLICY_NAME = 63
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -53,6 +55,13 @@ def parse_resource(
         raise SpecError("apiVersion", f"must be {API_VERSION}, got {obj.get('apiVersion')!r}")
     if not name:
         raise SpecError("metadata.name", "required field is missing")
+    if kind == CASCADE_POLICY and len(str(name)) > MAX_POLICY_NAME:
+        # As the CRD's rule on metadata.name: the name is a label value of what it makes.
+        raise SpecError(
+            "metadata.name",
+            f"a CascadePolicy name must be at most {MAX_POLICY_NAME} characters: it becomes"
+            f" the tierwise.dev/policy label value of its ConfigMap and eval Jobs",
+        )
     label = f"{kind} {name}"
     try:
         spec = parse(SPEC_TYPES[kind], obj.get("spec") or {}, "spec")

@@ -79,6 +79,11 @@ LABEL_VALUE_MESSAGE = (
 )
 
 
+def is_dns_subdomain(name: str) -> bool:
+    """A DNS-1123 subdomain: most Kubernetes object names (ServiceAccounts, ConfigMaps)."""
+    return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
+
+
 def is_label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
@@ -287,9 +292,33 @@ class PromptCaching:
         )
 
 
+# A Redis URL with a password in it ("redis://:secret@host", "rediss://user:secret@host").
+_URL_WITH_PASSWORD = re.compile(r"^rediss?://[^/@]*:[^/@]*@")
+
+
+@dataclass(frozen=True)
+class RedisSecretKeyRef:
+    """One key of a Secret in the profile's namespace, passed to the sidecar through
+    secretKeyRef (the operator never reads it)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class RedisClientCertRef:
+    """A kubernetes.io/tls Secret (tls.crt, tls.key, and ca.crt for a private CA), mounted
+    into the sidecar (the operator never reads it)."""
+
+    name: str
+
+
 @dataclass(frozen=True)
 class RedisSpec:
     url: str | None = None
+    url_secret_ref: RedisSecretKeyRef | None = None
+    password_secret_ref: RedisSecretKeyRef | None = None
+    client_cert_secret_ref: RedisClientCertRef | None = None
 
     def validate(self, path: str) -> None:
         if self.url is not None:
@@ -298,6 +327,28 @@ class RedisSpec:
                 f"{path}.url",
                 "redis.url must start with redis:// or rediss://",
             )
+            _check(
+                not _URL_WITH_PASSWORD.match(self.url),
+                f"{path}.url",
+                REDIS_URL_PASSWORD_MESSAGE,
+            )
+            _check(
+                self.client_cert_secret_ref is None or self.url.startswith("rediss://"),
+                f"{path}.clientCertSecretRef",
+                "redis.clientCertSecretRef needs a rediss:// (TLS) URL",
+            )
+        _check(
+            self.url is None or self.url_secret_ref is None,
+            path,
+            "give redis.url or redis.urlSecretRef, not both",
+        )
+
+
+REDIS_URL_PASSWORD_MESSAGE = (
+    "redis.url must not hold a password (it would be in git and in the router's ConfigMap):"
+    " put the password in a Secret and name it in redis.passwordSecretRef, or the whole URL"
+    " in redis.urlSecretRef"
+)
 
 
 @dataclass(frozen=True)
@@ -322,9 +373,13 @@ class ResponseCache:
             "responseCache.maxEntries must be at least 1",
         )
         _check(
-            self.backend != "redis" or (self.redis is not None and self.redis.url is not None),
+            self.backend != "redis"
+            or (
+                self.redis is not None
+                and (self.redis.url is not None or self.redis.url_secret_ref is not None)
+            ),
             path,
-            "responseCache with backend redis needs redis.url",
+            "responseCache with backend redis needs redis.url or redis.urlSecretRef",
         )
 
 
@@ -646,6 +701,8 @@ class Gate:
     max_p95_latency_seconds: Decimal | None = None
     min_items: int = 30
     max_error_rate: Decimal = Decimal("0.05")
+    # A candidate item that failed upstream: a wrong answer (default), or left out.
+    candidate_errors: Literal["Wrong", "Excluded"] = "Wrong"
 
     def validate(self, path: str) -> None:
         for name, value in (
@@ -677,6 +734,8 @@ class Evaluation:
     dataset: DatasetRef | None = None
     grader: Grader | None = None
     on_new_policy: Literal["Evaluate", "Promote"] = "Evaluate"
+    # A changed route without a dataset: Inconclusive (named in the decision) or Promote.
+    unevaluated_routes: Literal["Inconclusive", "Promote"] = "Inconclusive"
     concurrency: int = 8
     timeout_seconds: int = 1800
     use_batch_api: bool = field(default=False, metadata={"json": "useBatchAPI"})

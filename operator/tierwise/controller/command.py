@@ -19,7 +19,14 @@ import random
 import kopf
 
 from tierwise import __version__
-from tierwise.controller.settings import OperatorOptions, WebhookOptions
+from tierwise.api.models import is_dns_subdomain
+from tierwise.controller.settings import (
+    OperatorOptions,
+    WebhookOptions,
+    is_image,
+    label_problems,
+    resources_problems,
+)
 from tierwise.evals.job import EVAL_SERVICE_ACCOUNT, JobSettings
 
 ENV_PREFIX = "TIERWISE_"
@@ -108,6 +115,12 @@ def configure(parser: argparse.ArgumentParser, environ: dict[str, str] | None = 
         help="optional ConfigMap whose catalog.yaml overrides the built-in price catalog "
         "(namespace defaults to the operator's own, from POD_NAMESPACE, else 'default'; "
         "env TIERWISE_PRICE_CATALOG)",
+    )
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="delete the eval Jobs and eval ServiceAccounts Tierwise made (in --namespace, "
+        "else everywhere) and exit: run on uninstall (the chart's pre-delete hook)",
     )
     parser.add_argument(
         "--router-image",
@@ -248,6 +261,8 @@ def _from_env(action: argparse.Action, name: str, raw: str) -> object:
     if action.type is not None:
         try:
             return action.type(raw)  # type: ignore[misc, operator]
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"tierwise operator: {name}: {exc}") from None
         except ValueError:
             raise SystemExit(f"tierwise operator: {name}={raw!r} is not a valid value") from None
     return raw
@@ -266,7 +281,12 @@ def _resources(text: str) -> dict[str, dict[str, str]]:
             isinstance(k, str) and isinstance(v, str | int) for k, v in quantities.items()
         ):
             raise argparse.ArgumentTypeError(f'"{part}" must map resource names to quantities')
-    return {part: {k: str(v) for k, v in q.items()} for part, q in value.items()}
+    resources = {part: {k: str(v) for k, v in q.items()} for part, q in value.items()}
+    # Every injected pod would be refused by the API server: refuse to start instead.
+    problems = resources_problems(resources)
+    if problems:
+        raise argparse.ArgumentTypeError("; ".join(problems))
+    return resources
 
 
 def options_from(args: argparse.Namespace) -> OperatorOptions:
@@ -274,6 +294,7 @@ def options_from(args: argparse.Namespace) -> OperatorOptions:
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
     if args.peering_lifetime_seconds < 2:
         raise SystemExit("tierwise operator: --peering-lifetime-seconds must be at least 2")
+    _check_created_objects(args)
     if args.webhook_cert_validity_days <= 0:
         raise SystemExit("tierwise operator: --webhook-cert-validity-days must be positive")
     if args.webhook_cert_dir and args.webhook_cert_sans:
@@ -321,7 +342,30 @@ def _labels(pairs: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise SystemExit(f"tierwise operator: --eval-pod-label needs KEY=VALUE, got {pair!r}")
         labels[key] = value
+    # The API server would refuse every eval Job carrying them.
+    problems = label_problems(labels)
+    if problems:
+        raise SystemExit(f"tierwise operator: --eval-pod-label: {'; '.join(problems)}")
     return labels
+
+
+def _check_created_objects(args: argparse.Namespace) -> None:
+    """Refuse to start with a value that would make the API server refuse what the operator
+    creates (sidecars, eval Jobs), naming the flag rather than failing there."""
+    for flag, image in (("--router-image", args.router_image), ("--eval-image", args.eval_image)):
+        if not is_image(image):
+            raise SystemExit(f"tierwise operator: {flag}={image!r} is not an image reference")
+    if not is_dns_subdomain(args.eval_service_account):
+        raise SystemExit(
+            f"tierwise operator: --eval-service-account={args.eval_service_account!r} is not a"
+            " ServiceAccount name (lower-case letters, digits, '-' and '.')"
+        )
+    for flag, seconds in (
+        ("--eval-ttl-seconds", args.eval_ttl_seconds),
+        ("--eval-deadline-slack-seconds", args.eval_deadline_slack_seconds),
+    ):
+        if seconds < 0:
+            raise SystemExit(f"tierwise operator: {flag} must not be negative, got {seconds}")
 
 
 def _url_host(address: str) -> str:
@@ -337,6 +381,12 @@ def run(args: argparse.Namespace) -> int:
     )
     options = options_from(args)
     kube.connect()
+    if args.cleanup:
+        from tierwise.controller.cleanup import cleanup
+
+        deleted = cleanup(options.namespaces)
+        logging.getLogger("tierwise.cleanup").info("cleanup done: %d objects deleted", deleted)
+        return 0
     price_catalog.configure(args.price_catalog, os.environ.get("POD_NAMESPACE") or "default")
     if options.webhook.enabled:
         # Registers the admission handler; kopf refuses to start with one and no server.

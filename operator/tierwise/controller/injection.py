@@ -32,21 +32,31 @@ from tierwise.controller.names import (
     INJECTION_LABEL,
     METRICS_PORT,
     METRICS_PORT_NAME,
+    REDIS_TLS_VOLUME,
     ROUTER_PORT,
     SIDECAR_NAME,
     WEBHOOK_NAME,
     WEBHOOK_PATH,
     config_map_name,
 )
-from tierwise.controller.objects import Observed, tier_spec
-from tierwise.render import CONFIG_KEY, SecretKeyEnv, secret_key_env
-from tierwise.routerconfig import sidecar
+from tierwise.controller.objects import Observed, cache_profile_spec, tier_spec
+from tierwise.controller.ownership import CONFIG_MAP_CONFLICT, STALLED
+from tierwise.render import (
+    CONFIG_KEY,
+    SecretKeyEnv,
+    api_key_env,
+    key_env_conflicts,
+    redis_secrets,
+    secret_key_env,
+)
+from tierwise.routerconfig import REDIS_TLS_DIR, sidecar
 
 __all__ = [
     "BASE_URL_ENV",
     "DEFAULT_RESOURCES",
     "InjectionPlan",
     "choose_policy",
+    "config_map_conflict",
     "inject",
     "matching_policies",
     "opted_out",
@@ -76,6 +86,8 @@ class InjectionPlan:
     keys: tuple[SecretKeyEnv, ...] = ()
     config_hash: str | None = None
     resources: Mapping[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES))
+    # A Redis client certificate Secret, mounted at REDIS_TLS_DIR.
+    redis_tls_secret: str | None = None
 
 
 # -- selection ----------------------------------------------------------------------------
@@ -134,25 +146,49 @@ def choose_policy(pod: Mapping[str, Any], policies: Iterable[Observed]) -> Obser
     return matching[0] if matching else None
 
 
+def config_map_conflict(policy: Observed) -> str | None:
+    """Why the policy's ConfigMap name is held by an object it does not own (its status says
+    Stalled: ConfigMapConflict), else None: its pods are then not pointed at that object."""
+    for condition in policy.status.get("conditions") or ():
+        if (
+            condition.get("type") == STALLED
+            and condition.get("status") == "True"
+            and condition.get("reason") == CONFIG_MAP_CONFLICT
+        ):
+            return str(condition.get("message") or CONFIG_MAP_CONFLICT)
+    return None
+
+
 def plan_for(
     policy: Observed,
     tiers: Iterable[Observed],
     image: str,
     resources: Mapping[str, Any] | None = None,
+    *,
+    profiles: Iterable[Observed] = (),
 ) -> InjectionPlan:
     """Keys of the tiers the policy uses (steps and fallback, as the renderer counts them),
-    from each tier's apiKeySecretRef: the Secret's name, never its content."""
+    from each tier's apiKeySecretRef, and the Redis credentials of its cache profile: the
+    Secrets' names, never their content."""
     used = set(policy.tier_names())
-    keys = []
+    keyed: dict[str, SecretKeyEnv] = {}
     for tier in sorted(tiers, key=lambda t: t.name):
         spec = tier_spec(tier)
         key_env = secret_key_env(tier.name, spec) if spec and tier.name in used else None
         if key_env is not None:
-            keys.append(key_env)
+            keyed[tier.name] = key_env
+    # Tiers whose keys would share a variable get none (the policy's status names them):
+    # one tier's key must never reach another tier's endpoint.
+    clashing = {api_key_env(p.ref) for p in key_env_conflicts(keyed)}
+    keys = [k for k in keyed.values() if k.env not in clashing]
+    wanted = policy.cache_profile_name()
+    profile = next((p for p in profiles if p.name == wanted), None) if wanted else None
+    redis_envs, redis_tls = redis_secrets(cache_profile_spec(profile) if profile else None)
     return InjectionPlan(
         policy=policy.name,
         image=image,
-        keys=tuple(keys),
+        keys=(*keys, *redis_envs),
+        redis_tls_secret=redis_tls,
         config_hash=policy.config_hash,
         resources=copy.deepcopy(dict(resources or DEFAULT_RESOURCES)),
     )
@@ -202,7 +238,7 @@ def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
     # the router serves the app's (and its init containers') first call.
     spec["initContainers"] = [router_container(plan), *(spec.get("initContainers") or [])]
     # The name is ours: a volume already called so would not hold the policy's config.
-    ours = (CONFIG_VOLUME, BATCH_STATE_VOLUME)
+    ours = (CONFIG_VOLUME, BATCH_STATE_VOLUME, REDIS_TLS_VOLUME)
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in ours]
     spec["volumes"] = [
         *volumes,
@@ -210,6 +246,11 @@ def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
         # Batch cascades keep their state here: it survives a restart of the router
         # container (not the pod's deletion), and the root filesystem stays read-only.
         {"name": BATCH_STATE_VOLUME, "emptyDir": {"sizeLimit": "2Gi"}},
+        *(
+            [{"name": REDIS_TLS_VOLUME, "secret": {"secretName": plan.redis_tls_secret}}]
+            if plan.redis_tls_secret
+            else []
+        ),
     ]
     annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[INJECTED_BY_ANNOTATION] = plan.policy
@@ -276,6 +317,11 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": BATCH_STATE_VOLUME, "mountPath": BATCH_STATE_DIR},
+            *(
+                [{"name": REDIS_TLS_VOLUME, "mountPath": REDIS_TLS_DIR, "readOnly": True}]
+                if plan.redis_tls_secret
+                else []
+            ),
         ],
         # The kubelet starts the app containers once the startup probe passes, i.e. once the
         # router has a valid config; a minute of grace covers a ConfigMap that is mounted late.

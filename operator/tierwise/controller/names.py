@@ -19,6 +19,7 @@ CONFIG_VOLUME = "tierwise-router-config"
 CONFIG_DIR = "/etc/tierwise"
 BATCH_STATE_VOLUME = "tierwise-batch-state"
 BATCH_STATE_DIR = "/var/lib/tierwise/batches"
+REDIS_TLS_VOLUME = "tierwise-redis-tls"
 ROUTER_PORT = 8787
 METRICS_PORT = 9787
 # Port names are IANA service names: at most 15 characters.

@@ -46,16 +46,20 @@ def policy_conditions(
     spec_error: SpecError | None,
     has_config: bool = False,
     write_error: str | None = None,
+    write_reason: str | None = None,
 ) -> list[Condition]:
     """``has_config``: a ConfigMap from an earlier render exists (and is kept);
-    ``write_error``: why the rendered config could not be written to it."""
+    ``write_error``: why the rendered config could not be written to it (``write_reason``,
+    ConfigMapWriteFailed by default)."""
     keeping = "keeping the last rendered config" if has_config else "no router config yet"
     if write_error is not None and spec_error is None and result is not None:
         return [
             Condition(
                 RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"
             ),
-            Condition(READY, False, "ConfigMapWriteFailed", f"{keeping}: {write_error}"),
+            Condition(
+                READY, False, write_reason or "ConfigMapWriteFailed", f"{keeping}: {write_error}"
+            ),
         ]
     if spec_error is not None:
         message = str(spec_error)
@@ -133,6 +137,7 @@ def policy_status(
     has_config: bool = False,
     write_error: str | None = None,
     extra_conditions: Iterable[Condition] = (),
+    write_reason: str | None = None,
 ) -> dict[str, Any]:
     """The whole desired status; fields it does not know (e.g. eval figures) are kept.
     ``extra_conditions``: other concerns' conditions (the rollout's Promoted, Progressing).
@@ -143,7 +148,10 @@ def policy_status(
     previous = dict(policy.status if previous is None else previous)
     conditions = merge_conditions(
         previous.get("conditions"),
-        [*policy_conditions(result, policy.error, has_config, write_error), *extra_conditions],
+        [
+            *policy_conditions(result, policy.error, has_config, write_error, write_reason),
+            *extra_conditions,
+        ],
         policy.generation,
         now,
     )

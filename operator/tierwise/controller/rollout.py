@@ -24,6 +24,13 @@ from tierwise.controller import kube, metrics
 from tierwise.controller.conditions import Condition, now_iso
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, by_name
+from tierwise.controller.ownership import (
+    NotOwned,
+    ensure_owned,
+    ensure_policy_owns,
+    managed_by_tierwise,
+    owned_by_kind,
+)
 from tierwise.controller.rollout_state import (
     EVALUATING,
     PAUSE_ANNOTATION,
@@ -45,6 +52,7 @@ from tierwise.evals.job import (
     COMPONENT,
     COMPONENT_LABEL,
     CONTAINER,
+    EVAL_SERVICE_ACCOUNT,
     POLICY_LABEL,
     JobSettings,
     dataset_mount,
@@ -134,6 +142,7 @@ def reconcile(
         live = kube.read_config_map(namespace, config_map_name(name))
     else:
         live = dict(config_map) if isinstance(config_map, Mapping) else None
+    ensure_policy_owns(policy, live)  # someone else's config is no baseline, and not ours to write
     promoted_hash = _live_hash(live)
     jobs = _eval_jobs(namespace, name)
     annotations = policy.annotations
@@ -157,7 +166,7 @@ def reconcile(
         _adopt(policy, result, by_tier, live, running, writer.evals)
     if step.start_job:
         made = _manifests(policy, result, by_tier, live, writer.evals)
-        problem = _start_job(namespace, made, writer.evals.service_account)
+        problem = _start_job(namespace, made, writer.evals.service_account, policy.uid)
         if problem is not None:
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
@@ -418,36 +427,50 @@ def _manifests(
 
 
 def _start_job(
-    namespace: str, made: tuple[dict[str, Any], dict[str, Any]] | str, service_account: str
+    namespace: str,
+    made: tuple[dict[str, Any], dict[str, Any]] | str,
+    service_account: str,
+    policy_uid: str,
 ) -> str | None:
     """Create the candidate's Job and its inputs (``_manifests``); a message when it cannot
-    be started."""
+    be started (also when a Job, ConfigMap or ServiceAccount of that name is not ours)."""
     if isinstance(made, str):
         return made
     job, inputs = made
-    _ensure_service_account(namespace, service_account)
+    name = job["metadata"]["name"]
     try:
-        created = _batch().create_namespaced_job(namespace, job)
-        created_job = kube.client().sanitize_for_serialization(created)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        created_job = kube.client().sanitize_for_serialization(
-            _batch().read_namespaced_job(job["metadata"]["name"], namespace)
-        )
-    _create_inputs(inputs, created_job)
-    log.info("started eval Job %s/%s", namespace, job["metadata"]["name"])
+        _ensure_service_account(namespace, service_account)
+        # The inputs ConfigMap is made after the Job (it is owned by it): a team's ConfigMap
+        # of that name would be mounted as the eval's inputs, so look before starting.
+        found = kube.read_config_map(namespace, name)
+        if not owned_by_kind(found, "Job", name):
+            raise NotOwned("ConfigMap", namespace, name, f"eval Job {name}")
+        try:
+            created = _batch().create_namespaced_job(namespace, job)
+            created_job = kube.client().sanitize_for_serialization(created)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            created_job = kube.client().sanitize_for_serialization(
+                _batch().read_namespaced_job(name, namespace)
+            )
+            ensure_owned(created_job, "Job", policy_uid, "this CascadePolicy")
+        _create_inputs(inputs, created_job)
+    except NotOwned as exc:
+        return f"cannot start the eval: {exc}"
+    log.info("started eval Job %s/%s", namespace, name)
     return None
 
 
 def _create_inputs(inputs: dict[str, Any], job: Mapping[str, Any]) -> None:
+    meta = inputs["metadata"]
     try:
-        kube.core().create_namespaced_config_map(
-            inputs["metadata"]["namespace"], owned_by(inputs, job)
-        )
+        kube.core().create_namespaced_config_map(meta["namespace"], owned_by(inputs, job))
     except ApiException as exc:
         if exc.status != 409:
             raise
+        found = kube.read_config_map(meta["namespace"], meta["name"])
+        ensure_owned(found, "ConfigMap", job["metadata"]["uid"], f"eval Job {meta['name']}")
 
 
 def _adopt(
@@ -495,9 +518,18 @@ def _baseline_keys(
 
 
 def _ensure_service_account(namespace: str, name: str) -> None:
+    """Create the eval ServiceAccount. One of the default name that Tierwise did not make is
+    someone else's (it may be bound to roles): never used. A custom name
+    (``--eval-service-account``) is the installer's choice and used as it is."""
     account = service_account(namespace, name)
     try:
         kube.core().create_namespaced_service_account(namespace, account)
     except ApiException as exc:
         if exc.status != 409:
             raise
+        if name == EVAL_SERVICE_ACCOUNT:
+            found = kube.client().sanitize_for_serialization(
+                kube.core().read_namespaced_service_account(name, namespace)
+            )
+            if not managed_by_tierwise(found):
+                raise NotOwned("ServiceAccount", namespace, name, "Tierwise") from None

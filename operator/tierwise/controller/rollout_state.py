@@ -292,7 +292,8 @@ def parse_summary(message: str) -> dict[str, Any] | None:
 def last_eval_status(
     summary: Mapping[str, Any] | None, outcome: str, message: str, job: str, hash_: str, now: str
 ) -> dict[str, Any]:
-    """``status.lastEval``: the figures of the first evaluated route, as readable strings."""
+    """``status.lastEval``: the route that decided (its figures at the top level) and every
+    route's figures, as readable strings."""
     status: dict[str, Any] = {
         "hash": hash_,
         "decision": outcome,
@@ -302,24 +303,47 @@ def last_eval_status(
         "job": job,
         "finishedAt": now,
     }
-    routes = (summary or {}).get("routes") or {}
+    summary = summary or {}
+    routes = summary.get("routes") or {}
+    deciding = [str(r) for r in summary.get("decidingRoutes") or [] if r in routes]
+    if summary.get("badInput"):
+        status["badInput"] = True
     if routes:
-        figures = next(iter(routes.values()))
-        status.update(
-            {
-                "quality": _interval(figures.get("quality")),
-                "baselineQuality": _interval(figures.get("baselineQuality")),
-                "costPerItem": _usd(figures.get("costPerItem")),
-                "baselineCostPerItem": _usd(figures.get("baselineCostPerItem")),
-                "saving": _pct(figures.get("saving")),
-                "escalationRate": _pct(figures.get("escalationRate")),
-                "latencyP50": _ms(figures.get("p50Seconds")),
-                "latencyP95": _ms(figures.get("p95Seconds")),
-                "items": int(figures.get("items") or 0),
-                "graded": int(figures.get("graded") or 0),
-            }
-        )
+        name = (deciding or list(routes))[0]
+        status["decidingRoute"] = ", ".join(summary.get("decidingRoutes") or [name])
+        status.update(_route_status(routes[name]))
+        status["routes"] = [
+            {"name": str(n), **_route_status(f), "decision": str(f.get("decision", ""))}
+            for n, f in routes.items()
+        ]
+        changes = summary.get("changes") or {}
+        status["routes"] += [
+            {"name": str(n), "change": str(c)} for n, c in changes.items() if n not in routes
+        ]
+        for entry in status["routes"]:
+            if entry["name"] in changes:
+                entry["change"] = str(changes[entry["name"]])
     return {k: v for k, v in status.items() if v is not None}
+
+
+def _route_status(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """One route's figures of the eval summary as status strings."""
+    found = {
+        "quality": _interval(figures.get("quality")),
+        "baselineQuality": _interval(figures.get("baselineQuality")),
+        "qualityDrop": _interval(figures.get("qualityDrop")),
+        "costPerItem": _usd(figures.get("costPerItem")),
+        "baselineCostPerItem": _usd(figures.get("baselineCostPerItem")),
+        "saving": _pct(figures.get("saving")),
+        "escalationRate": _pct(figures.get("escalationRate")),
+        "latencyP50": _ms(figures.get("p50Seconds")),
+        "latencyP95": _ms(figures.get("p95Seconds")),
+        "items": int(figures.get("items") or 0),
+        # The item set every figure is over (pairs with a baseline); "graded" in older evals.
+        "graded": int(figures.get("counted", figures.get("graded")) or 0),
+        "duplicates": int(figures.get("duplicates") or 0),
+    }
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _interval(value: Any) -> str | None:

@@ -4,10 +4,13 @@ and handed to every handler through kopf's memo (``memo.options``); no module gl
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from tierwise.api.models import is_label_key, is_label_value
 from tierwise.controller.names import DEFAULT_ROUTER_IMAGE, WEBHOOK_CONFIGURATION
 from tierwise.evals.job import JobSettings
 
@@ -82,3 +85,92 @@ def options_of(memo: Any) -> OperatorOptions:
     """The options in kopf's memo; defaults when the operator runs without the command."""
     options = getattr(memo, "options", None)
     return options if isinstance(options, OperatorOptions) else OperatorOptions()
+
+
+# -- values that reach the objects the operator creates -----------------------------------
+#
+# Checked once, at start-up: a bad one would otherwise make the API server refuse every
+# injected pod or every eval Job, far from where it was set.
+
+# A Kubernetes resource quantity (resource.Quantity), without a sign: resources are never
+# negative.
+QUANTITY = re.compile(
+    r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$"
+)
+_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+# A resource name: cpu, memory, hugepages-2Mi, example.com/gpu (a qualified name).
+RESOURCE_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+def quantity(text: str) -> Decimal:
+    """The value of a Kubernetes quantity ("500m" -> 0.5, "1Gi" -> 1073741824)."""
+    match = QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 128Mi, 1G)")
+    number, suffix = Decimal(match.group(1)), match.group(3) or ""
+    if suffix in _BINARY:
+        return number * 1024 ** _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number.scaleb(_DECIMAL[suffix])
+    return number.scaleb(int(suffix[1:]))
+
+
+def resources_problems(resources: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a container's ``resources`` ({requests, limits}), as the API server
+    would refuse it: unknown parts, bad names or quantities, a request above its limit."""
+    problems = [f"unknown field {part!r}" for part in resources if part not in REQUESTS_LIMITS]
+    values: dict[str, dict[str, Decimal]] = {}
+    for part in REQUESTS_LIMITS:
+        quantities = resources.get(part) or {}
+        if not isinstance(quantities, Mapping):
+            problems.append(f"{part} must map resource names to quantities")
+            continue
+        for name, text in quantities.items():
+            if not RESOURCE_NAME.match(str(name)):
+                problems.append(f"{part}: {name!r} is not a resource name")
+                continue
+            try:
+                values.setdefault(part, {})[name] = quantity(str(text))
+            except ValueError as exc:
+                problems.append(f"{part}.{name}: {exc}")
+    requests, limits = values.get("requests", {}), values.get("limits", {})
+    for name in sorted(set(requests) & set(limits)):
+        if requests[name] > limits[name]:
+            problems.append(
+                f"requests.{name} {resources['requests'][name]} is more than"
+                f" limits.{name} {resources['limits'][name]}"
+            )
+    return problems
+
+
+REQUESTS_LIMITS = ("requests", "limits")
+
+
+def label_problems(labels: Mapping[str, str]) -> list[str]:
+    """Labels that are no Kubernetes labels (the API server would refuse the object)."""
+    problems = []
+    for key, value in labels.items():
+        if not is_label_key(key):
+            problems.append(
+                f"{key!r} is not a label key (an optional DNS prefix and '/', then"
+                " at most 63 letters, digits, '-', '_' or '.')"
+            )
+        if not is_label_value(value):
+            problems.append(
+                f"{key}={value!r}: not a label value (at most 63 letters, digits,"
+                " '-', '_' or '.', starting and ending with a letter or digit)"
+            )
+    return problems
+
+
+def is_image(reference: str) -> bool:
+    """A container image reference as far as the API server cares: no whitespace, not empty."""
+    return (
+        bool(reference)
+        and reference == reference.strip()
+        and not any(c.isspace() for c in reference)
+    )

@@ -35,6 +35,13 @@ from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.conditions import Condition, now_iso, transitions
 from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, ParseCache, by_name
+from tierwise.controller.ownership import (
+    CONFIG_MAP_CONFLICT,
+    STALLED,
+    NotOwned,
+    ensure_policy_owns,
+    owned_by,
+)
 from tierwise.controller.pods import (
     PODS_CURRENT,
     LiveConfig,
@@ -149,6 +156,7 @@ class Reconciler:
                 config_map = True
             result = self._render(policy, tiers, profiles)
             has_config, write_error, gated = False, None, None
+            conflict: Condition | None = None
             if result is not None and result.document is not None:
                 try:
                     # Write the live config, or evaluate it first (spec.evaluation).
@@ -165,6 +173,15 @@ class Reconciler:
                     )
                     log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
                     has_config = self._config_exists(policy, True)
+                except NotOwned as exc:
+                    # Someone else's ConfigMap has our name: change nothing, say so, and
+                    # look again next time (it may be renamed or deleted).
+                    write_error, conflict = (
+                        str(exc),
+                        Condition(STALLED, True, CONFIG_MAP_CONFLICT, str(exc)),
+                    )
+                    log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
+                    self.forget_config(policy)
             else:
                 has_config = self._config_exists(policy, config_map)
             live = self._live_config(policy, result, gated, write_error)
@@ -192,7 +209,12 @@ class Reconciler:
                 previous=self._previous_status(policy),
                 has_config=has_config,
                 write_error=write_error,
-                extra_conditions=[*(gated.conditions if gated else ()), *pod_conditions],
+                extra_conditions=[
+                    *(gated.conditions if gated else ()),
+                    *pod_conditions,
+                    *([conflict] if conflict else ()),
+                ],
+                write_reason=CONFIG_MAP_CONFLICT if conflict else None,
             )
             if gated is not None:
                 rollout.adjust_status(status, gated)
@@ -254,6 +276,7 @@ class Reconciler:
             ):
                 return False  # as the operator last wrote or read it
             current = kube.read_config_map(policy.namespace, name)
+        ensure_policy_owns(policy, current)
         # Built only now: serializing the document is the costly part of an unchanged sync.
         desired = desired or desired_config_map(policy, document)
         meta = desired["metadata"]
@@ -268,6 +291,7 @@ class Reconciler:
             # Someone wrote it since it was read or listed (a handler, another replica):
             # read it again and write only if it still differs.
             current = kube.read_config_map(meta["namespace"], meta["name"])
+            ensure_policy_owns(policy, current)
             if config_map_up_to_date(current, desired):
                 self._remember_config(policy, document["hash"], current)
                 return False
@@ -295,12 +319,21 @@ class Reconciler:
         if version:
             self._config_versions[policy.uid] = str(version)
 
+    def forget_config(self, policy: Observed) -> None:
+        """Know nothing of the policy's ConfigMap: the next sync reads it again."""
+        with self._memory_lock:
+            self._config_hashes.pop(policy.uid, None)
+            self._config_versions.pop(policy.uid, None)
+            self._config_seen_at.pop(policy.uid, None)
+
     def _config_exists(self, policy: Observed, config_map: Mapping[str, Any] | bool | None) -> bool:
         if config_map is not True:
             return bool(config_map)
         if policy.uid in self._config_hashes:
             return self._config_hashes[policy.uid] is not None
         current = kube.read_config_map(policy.namespace, config_map_name(policy.name))
+        if not owned_by(current, policy.uid):
+            return False  # someone else's: not the policy's config (and not remembered)
         annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
         self._remember_config(
             policy,

@@ -29,9 +29,10 @@ from typing import Any
 
 import kopf
 
-from tierwise.api import CASCADE_POLICY, MODEL_TIER
+from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
 from tierwise.controller.certificates import SelfSignedCertificates, merge_ca_bundle
 from tierwise.controller.injection import (
+    config_map_conflict,
     inject,
     matching_policies,
     plan_for,
@@ -66,6 +67,7 @@ def inject_router(
     warnings: list[str],
     policies_by_namespace: kopf.Index,
     tiers_by_namespace: kopf.Index,
+    cache_profiles_by_namespace: kopf.Index,
     memo: Any = None,
     **_: Any,
 ) -> None:
@@ -73,7 +75,9 @@ def inject_router(
     namespace = (pod.get("metadata") or {}).get("namespace")
     if not namespace:
         return
-    policies, tiers = admission_view(namespace, policies_by_namespace, tiers_by_namespace, memo)
+    policies, tiers, profiles = admission_view(
+        namespace, policies_by_namespace, tiers_by_namespace, cache_profiles_by_namespace, memo
+    )
     matching = matching_policies(pod, policies)
     if not matching:
         return
@@ -84,9 +88,16 @@ def inject_router(
         warnings.append(
             f"CascadePolicies {names} all select this pod; {policy.name} (the oldest) injects it"
         )
+    taken = config_map_conflict(policy)
+    if taken is not None:
+        # Mounting someone else's ConfigMap as the router's config would run their data.
+        warnings.append(f"CascadePolicy {policy.name} is stalled, no router injected: {taken}")
+        return
     options = getattr(memo, "options", None)
     image = getattr(options, "router_image", DEFAULT_ROUTER_IMAGE)
-    plan = plan_for(policy, tiers, image, getattr(options, "router_resources", None))
+    plan = plan_for(
+        policy, tiers, image, getattr(options, "router_resources", None), profiles=profiles
+    )
     mutated = inject(pod, plan)
     if mutated is None:
         return
@@ -105,22 +116,27 @@ ACTIVE_CACHE_SECONDS = 2.0
 
 
 def admission_view(
-    namespace: str, policies_index: Any, tiers_index: Any, memo: Any
-) -> tuple[list[Observed], list[Observed]]:
-    """The policies and tiers of ``namespace`` for one admission.
+    namespace: str, policies_index: Any, tiers_index: Any, profiles_index: Any, memo: Any
+) -> tuple[list[Observed], list[Observed], list[Observed]]:
+    """The policies, tiers and cache profiles of ``namespace`` for one admission.
 
     Every replica serves the webhook, but kopf stops the watches of a replica that peering
-    pauses, so a standby's indexes are empty or stale: a standby reads the two kinds from
-    the API instead (two list calls per admission, on the standby only).
+    pauses, so a standby's indexes are empty or stale: a standby reads the three kinds from
+    the API instead (three list calls per admission, on the standby only).
     """
     options = getattr(memo, "options", None)
     if options is None or options.standalone or _active(memo, options):
-        return list(policies_index.get(namespace, [])), list(tiers_index.get(namespace, []))
+        return (
+            list(policies_index.get(namespace, [])),
+            list(tiers_index.get(namespace, [])),
+            list(profiles_index.get(namespace, [])),
+        )
     from tierwise.controller import kube
 
     return (
         [observe(b, CASCADE_POLICY) for b in kube.list_objects("cascadepolicies", namespace)],
         [observe(b, MODEL_TIER) for b in kube.list_objects("modeltiers", namespace)],
+        [observe(b, CACHE_PROFILE) for b in kube.list_objects("cacheprofiles", namespace)],
     )
 
 

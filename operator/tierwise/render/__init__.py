@@ -6,6 +6,7 @@ the names re-exported here from it are for the operator's convenience.
 
 from tierwise.render.document import (
     CACHE_PROFILE_NOT_FOUND,
+    KEY_ENV_CONFLICT,
     PRICING_AMBIGUOUS,
     PRICING_UNKNOWN,
     SIGNAL_UNSUPPORTED,
@@ -13,6 +14,8 @@ from tierwise.render.document import (
     Problem,
     RenderResult,
     SecretKeyEnv,
+    key_env_conflicts,
+    redis_secrets,
     render_policy,
     render_tier,
     secret_key_env,
@@ -32,6 +35,7 @@ from tierwise.routerconfig import (
 __all__ = [
     "CACHE_PROFILE_NOT_FOUND",
     "CONFIG_KEY",
+    "KEY_ENV_CONFLICT",
     "PRICING_AMBIGUOUS",
     "PRICING_UNKNOWN",
     "SCHEMA_VERSION",
@@ -45,6 +49,8 @@ __all__ = [
     "canonical_json",
     "content_hash",
     "dump_document",
+    "key_env_conflicts",
+    "redis_secrets",
     "render_all",
     "render_policy",
     "render_tier",

@@ -9,7 +9,7 @@ conditions and the CLI into an error message. See docs/router-config.md for the 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -36,6 +36,9 @@ from tierwise.pricing import (
 from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
     OPENAI,
+    REDIS_PASSWORD_ENV,
+    REDIS_TLS_DIR,
+    REDIS_URL_ENV,
     AnswerProbabilitySignal,
     CacheConfig,
     Fallback,
@@ -65,6 +68,7 @@ CACHE_PROFILE_NOT_FOUND = "CacheProfileNotFound"
 PRICING_UNKNOWN = "PricingUnknown"
 PRICING_AMBIGUOUS = "PricingAmbiguous"
 SIGNAL_UNSUPPORTED = "SignalUnsupported"
+KEY_ENV_CONFLICT = "KeyEnvConflict"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,27 @@ def secret_key_env(tier_name: str, spec: ModelTierSpec) -> SecretKeyEnv | None:
     tier's Secret); None for a tier without ``apiKeySecretRef``."""
     ref = spec.api_key_secret_ref
     return None if ref is None else SecretKeyEnv(api_key_env(tier_name), ref.name, ref.key)
+
+
+def key_env_conflicts(tier_names: Iterable[str]) -> list[Problem]:
+    """Tiers whose key variables would share one name: each pair is refused, naming both
+    tiers, since one variable can carry only one tier's key (the other tier's endpoint
+    would get it)."""
+    first: dict[str, str] = {}
+    problems = []
+    for name in dict.fromkeys(tier_names):
+        env = api_key_env(name)
+        other = first.setdefault(env, name)
+        if other != name:
+            problems.append(
+                Problem(
+                    KEY_ENV_CONFLICT,
+                    name,
+                    f"ModelTiers {other!r} and {name!r} would both read their API key from"
+                    f" {env}; rename one of them",
+                )
+            )
+    return problems
 
 
 def render_policy(
@@ -164,8 +189,12 @@ def render_policy(
         if key_env is not None:
             key_envs.append(key_env)
 
+    keyed = [n for n in spec.tier_names() if n in rendered_tiers and rendered_tiers[n].api_key_env]
+    problems.extend(key_env_conflicts(keyed))
     problems.extend(_unsupported_signals(spec, rendered_tiers))
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
+    profile = cache_profiles.get(cache.profile) if cache.profile else None
+    key_envs.extend(redis_secrets(profile.spec if profile else None)[0])
     if cache_problem:
         problems.append(cache_problem)
     if problems:
@@ -357,12 +386,35 @@ def _render_response_cache(spec: CacheProfileSpec) -> ResponseCacheConfig:
     cache = spec.response_cache
     if cache is None:
         return ResponseCacheConfig()
+    redis = cache.redis if cache.backend == "redis" else None
     return ResponseCacheConfig(
         enabled=cache.enabled,
         ttl_seconds=cache.ttl_seconds,
         max_entries=cache.max_entries,
         backend=cache.backend,
-        redis_url=cache.redis.url if cache.redis else None,
+        redis_url=redis.url if redis else None,
         allow_non_deterministic=cache.allow_non_deterministic,
         shared_routes=tuple(cache.shared_routes),
+        redis_url_env=REDIS_URL_ENV if redis and redis.url_secret_ref else None,
+        redis_password_env=REDIS_PASSWORD_ENV if redis and redis.password_secret_ref else None,
+        redis_tls_dir=REDIS_TLS_DIR if redis and redis.client_cert_secret_ref else None,
     )
+
+
+def redis_secrets(spec: CacheProfileSpec | None) -> tuple[list[SecretKeyEnv], str | None]:
+    """The sidecar's Redis credentials from a profile: variables from Secret keys (whole
+    URL, password) and the client certificate Secret to mount at REDIS_TLS_DIR, if any."""
+    cache = spec.response_cache if spec else None
+    redis = cache.redis if cache and cache.enabled and cache.backend == "redis" else None
+    if redis is None:
+        return [], None
+    envs = [
+        SecretKeyEnv(env, ref.name, ref.key)
+        for env, ref in (
+            (REDIS_URL_ENV, redis.url_secret_ref),
+            (REDIS_PASSWORD_ENV, redis.password_secret_ref),
+        )
+        if ref is not None
+    ]
+    cert = redis.client_cert_secret_ref
+    return envs, cert.name if cert else None

@@ -41,6 +41,7 @@ class Rejected:
 def missing_key_envs(config: RouterConfig, env: Mapping[str, str]) -> list[str]:
     """Key variables the config names that ``env`` does not set (sorted, unique)."""
     names = {t.api_key_env for t in config.tiers.values() if t.api_key_env}
+    names.update(config.cache.response_cache.env_names())  # Redis URL or password
     return sorted(name for name in names if not env.get(name))
 
 

@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from tierwise.router.jsonutil import sha256_hex
@@ -206,17 +207,33 @@ class RedisResponseCache:
 
     OPERATION_TIMEOUT_SECONDS = 0.5
 
-    def __init__(self, settings: ResponseCacheConfig, namespace: str) -> None:
+    def __init__(
+        self, settings: ResponseCacheConfig, namespace: str, env: Mapping[str, str] | None = None
+    ) -> None:
         import redis.asyncio as redis_asyncio
 
-        if not settings.redis_url:
-            raise ValueError("the redis backend needs redisURL")
+        env = env or {}
+        # The URL and password from the sidecar's variables (Secrets) when the config names
+        # them: they are never in the config document itself.
+        url = settings.redis_url or (env.get(settings.redis_url_env or "") or None)
+        if not url:
+            raise ValueError("the redis backend needs redisURL (or the variable redisURLEnv)")
+        options: dict[str, Any] = {}
+        if settings.redis_password_env and env.get(settings.redis_password_env):
+            options["password"] = env[settings.redis_password_env]
+        if settings.redis_tls_dir:
+            tls = Path(settings.redis_tls_dir)
+            options["ssl_certfile"] = str(tls / "tls.crt")
+            options["ssl_keyfile"] = str(tls / "tls.key")
+            if (tls / "ca.crt").exists():
+                options["ssl_ca_certs"] = str(tls / "ca.crt")
         self.settings = settings
         self._prefix = f"tierwise:response-cache:{namespace}:"
         self._client = redis_asyncio.from_url(
-            settings.redis_url,
+            url,
             socket_timeout=self.OPERATION_TIMEOUT_SECONDS,
             socket_connect_timeout=self.OPERATION_TIMEOUT_SECONDS,
+            **options,
         )
         self._get = self._client.register_script(_GET_SCRIPT)
         self._set = self._client.register_script(_SET_SCRIPT)
@@ -241,6 +258,9 @@ class RedisResponseCache:
         return (
             settings.backend == "redis"
             and settings.redis_url == self.settings.redis_url
+            and settings.redis_url_env == self.settings.redis_url_env
+            and settings.redis_password_env == self.settings.redis_password_env
+            and settings.redis_tls_dir == self.settings.redis_tls_dir
             and settings.max_entries == self.settings.max_entries
         )
 
@@ -248,9 +268,11 @@ class RedisResponseCache:
         self.settings = settings
 
 
-def make_response_cache(settings: ResponseCacheConfig, namespace: str) -> ResponseCache | None:
+def make_response_cache(
+    settings: ResponseCacheConfig, namespace: str, env: Mapping[str, str] | None = None
+) -> ResponseCache | None:
     if not settings.enabled:
         return None
     if settings.backend == "redis":
-        return RedisResponseCache(settings, namespace)
+        return RedisResponseCache(settings, namespace, env)
     return MemoryResponseCache(settings)

@@ -47,7 +47,7 @@ def build_runtime(
     return Runtime(
         config=config,
         clients=clients,
-        response_cache=_response_cache(config, previous),
+        response_cache=_response_cache(config, previous, env),
         policy=config.policy.label,
         semaphores=semaphores,
     )
@@ -59,13 +59,15 @@ def _api_key(tier: Tier, env: Mapping[str, str]) -> str | None:
     return env.get(tier.api_key_env) or None if tier.api_key_env else None
 
 
-def _response_cache(config: RouterConfig, previous: Runtime | None) -> ResponseCache | None:
+def _response_cache(
+    config: RouterConfig, previous: Runtime | None, env: Mapping[str, str]
+) -> ResponseCache | None:
     settings = config.cache.response_cache
     old = previous.response_cache if previous else None
     if old is not None and settings.enabled and old.same_settings(settings):
         old.update_settings(settings)  # e.g. a new TTL applies to new entries
         return old
-    return make_response_cache(settings, config.policy.label)
+    return make_response_cache(settings, config.policy.label, env)
 
 
 async def retire_runtime(old: Runtime, new: Runtime) -> None:

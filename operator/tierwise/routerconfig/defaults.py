@@ -59,8 +59,19 @@ DEFAULT_CACHE_BACKEND = "memory"
 
 
 def api_key_env(tier_name: str) -> str:
-    """TIERWISE_TIER_<NAME>_API_KEY, with NAME upper-cased and non-alphanumerics as _."""
-    return f"TIERWISE_TIER_{re.sub(r'[^A-Z0-9]', '_', tier_name.upper())}_API_KEY"
+    """TIERWISE_TIER_<NAME>_API_KEY: NAME is the tier's name upper-cased with '-' as '_'
+    and '.' kept, so two valid tier names (lower-case letters, digits, '-' and '.') never
+    share a variable (``haiku-v2`` → ``..._HAIKU_V2_...``, ``haiku.v2`` → ``..._HAIKU.V2_...``;
+    Kubernetes accepts '.' in environment variable names). Other characters, which no
+    Kubernetes object name holds, become '_': ``render`` refuses any collision that leaves."""
+    return f"TIERWISE_TIER_{re.sub(r'[^A-Z0-9.]', '_', tier_name.upper())}_API_KEY"
+
+
+# The sidecar's variables for Redis credentials (one cache profile per policy), and where
+# a Redis client certificate is mounted.
+REDIS_URL_ENV = "TIERWISE_REDIS_URL"
+REDIS_PASSWORD_ENV = "TIERWISE_REDIS_PASSWORD"
+REDIS_TLS_DIR = "/var/run/tierwise/redis-tls"
 
 
 def route_alias(route_name: str) -> str:

@@ -583,9 +583,15 @@ class ResponseCacheConfig:
     redis_url: str | None = None
     allow_non_deterministic: bool = False
     shared_routes: tuple[str, ...] = ()  # routes whose entries all callers share
+    # Credentials are never in the document: the variables holding the whole URL or the
+    # password (from Secrets), and the directory of a client certificate (tls.crt, tls.key,
+    # ca.crt). Written only when set, so a config without them keeps its hash.
+    redis_url_env: str | None = None
+    redis_password_env: str | None = None
+    redis_tls_dir: str | None = None
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        document = {
             "enabled": self.enabled,
             "ttlSeconds": self.ttl_seconds,
             "maxEntries": self.max_entries,
@@ -594,6 +600,18 @@ class ResponseCacheConfig:
             "allowNonDeterministic": self.allow_non_deterministic,
             "sharedRoutes": list(self.shared_routes),
         }
+        optional = {
+            "redisURLEnv": self.redis_url_env,
+            "redisPasswordEnv": self.redis_password_env,
+            "redisTLSDir": self.redis_tls_dir,
+        }
+        return {**document, **{k: v for k, v in optional.items() if v is not None}}
+
+    def env_names(self) -> list[str]:
+        """The variables the Redis connection needs (set from Secrets by the injection)."""
+        if not (self.enabled and self.backend == "redis"):
+            return []
+        return [e for e in (self.redis_url_env, self.redis_password_env) if e]
 
     @classmethod
     def read(cls, r: Reader, value: Any, path: str) -> ResponseCacheConfig:
@@ -618,9 +636,15 @@ class ResponseCacheConfig:
                 doc.get("allowNonDeterministic"), f"{path}.allowNonDeterministic", False
             ),
             shared_routes=r.strings(doc.get("sharedRoutes", []), f"{path}.sharedRoutes"),
+            redis_url_env=r.opt_string(doc.get("redisURLEnv"), f"{path}.redisURLEnv"),
+            redis_password_env=r.opt_string(
+                doc.get("redisPasswordEnv"), f"{path}.redisPasswordEnv"
+            ),
+            redis_tls_dir=r.opt_string(doc.get("redisTLSDir"), f"{path}.redisTLSDir"),
         )
-        if config.enabled and config.backend == "redis" and not config.redis_url:
-            r.bad(f"{path}.redisURL", "is required when backend is 'redis'")
+        redis_url = config.redis_url or config.redis_url_env
+        if config.enabled and config.backend == "redis" and not redis_url:
+            r.bad(f"{path}.redisURL", "is required when backend is 'redis' (or redisURLEnv)")
         return config
 
 
