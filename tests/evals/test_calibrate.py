@@ -17,7 +17,7 @@ def test_calibrate_proposes_a_threshold_that_holds_out(capsys):
     assert result["meetsTarget"] is True
     assert result["heldOut"]["quality"][1] >= result["target"]
     assert result["choice"]["quality"][1] >= result["target"]  # chosen on the tuning items
-    distinct, _ = load_dataset(EXAMPLES / "support-triage/dataset.jsonl").distinct()
+    distinct, _ = load_dataset(EXAMPLES / "dataset.jsonl").distinct()
     assert result["tuningItems"] + result["heldOutItems"] == len(distinct.items) == 400
     (patch,) = result["patch"]
     assert patch == {
