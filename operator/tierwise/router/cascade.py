@@ -124,6 +124,7 @@ class Answer:
     usage: Usage
     request_id: str | None
     cost: Decimal
+    logprobs: Any = None  # token log-probabilities, from a tier that returns them
 
 
 class Cascade:
@@ -187,12 +188,19 @@ class Cascade:
             # Pre-warming the prompt cache: no answer was asked for, so there is nothing for
             # a signal to judge; the first step (the one that serves first) is warmed.
             return True
-        return self.accepts(ex, steps[index], answer.tier.name, answer.message)
+        return self.accepts(ex, steps[index], answer.tier.name, answer.message, answer.logprobs)
 
-    def accepts(self, ex: Exchange, step: Step, tier: str, message: Mapping[str, Any]) -> bool:
+    def accepts(
+        self,
+        ex: Exchange,
+        step: Step,
+        tier: str,
+        message: Mapping[str, Any],
+        logprobs: Any = None,
+    ) -> bool:
         """Whether ``step``'s answer (from ``tier``) ends the cascade by its signals; else the
         escalation is counted on the request, that answer's step record and the metrics."""
-        reason = escalation_reason(step.escalate_when, message)
+        reason = escalation_reason(step.escalate_when, message, logprobs)
         if reason is None:
             return True
         ex.escalations += 1
@@ -291,6 +299,7 @@ class Cascade:
                 ex.forwarded,
                 config.retry,
                 deadline=ex.take_deadline(),
+                logprobs=step.wants_logprobs,
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
@@ -309,6 +318,7 @@ class Cascade:
                 ex.forwarded,
                 ex.runtime.config.retry,
                 attempts=1,
+                logprobs=step.wants_logprobs,
             )
         )
 
@@ -320,7 +330,7 @@ class Cascade:
         usage = Usage.from_anthropic(message.get("usage") or {})
         seconds = time.perf_counter() - started
         cost = self.record_step(ex, tier, usage, seconds, fallback, message=message)
-        return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+        return Answer(tier, reply.body, message, usage, reply.request_id, cost, reply.logprobs)
 
     def record_step(
         self,
