@@ -21,7 +21,7 @@ from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_step_request, estimate_prompt_tokens
 from tierwise.router.runtime import Runtime
 from tierwise.router.upstream import FALLBACK_NAMES, Reply, Stream, Upstream, UpstreamFailure
-from tierwise.routerconfig import Route, Step, Tier
+from tierwise.routerconfig import Route, RouterConfig, Step, Tier
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -65,8 +65,14 @@ def model_prices(model: str, tier: Tier) -> Prices:
 
 def mixed_models(ex: Exchange) -> bool:
     """Whether the request's route (its steps and the fallback) uses more than one model."""
-    config = ex.runtime.config
-    names = [step.tier for step in ex.route.steps]
+    return route_mixes_models(ex.runtime.config, ex.route)
+
+
+def route_mixes_models(config: RouterConfig, route: Route) -> bool:
+    """Whether a route's steps and the config's fallback use more than one model: then
+    thinking blocks an earlier tier wrote are stripped before another model sees them
+    (``request.adapt_to_model``), on the synchronous and the batch path alike."""
+    names = [step.tier for step in route.steps]
     if config.fallback is not None:
         names.append(config.fallback.tier)
     return len({config.tiers[name].model for name in names}) > 1
