@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from tierwise.api.budgets import Budget, check_budgets
 from tierwise.api.parsing import SpecError
 from tierwise.routerconfig import (
     CACHE_TTLS,
@@ -794,6 +795,7 @@ class CascadePolicySpec:
     fallback: Fallback | None = None
     retry: Retry | None = None
     evaluation: Evaluation | None = None
+    budgets: tuple[Budget, ...] | None = None
 
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")
@@ -827,6 +829,7 @@ class CascadePolicySpec:
                 path,
                 "evaluation.routes must name routes in spec.routes",
             )
+        check_budgets(self.budgets, names, path)
 
     def tier_names(self) -> list[str]:
         """Every tier the policy uses, in first-use order (steps, then fallback)."""

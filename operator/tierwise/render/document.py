@@ -33,6 +33,7 @@ from tierwise.pricing import (
     resolve_prices,
     retirement_notice,
 )
+from tierwise.render.budgets import render_budgets
 from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
     OPENAI,
@@ -210,6 +211,7 @@ def render_policy(
         else None,
         retry=_render_retry(spec.retry or RetrySpec()),
         cache=cache,
+        budgets=render_budgets(spec.budgets),
     )
     return RenderResult(config.with_hash(), (), tuple(key_envs), tuple(warnings))
 

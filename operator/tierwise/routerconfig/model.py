@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from tierwise.pricing import Prices, format_usd
+from tierwise.routerconfig.budget import Budget, read_budgets
 from tierwise.routerconfig.defaults import (
     BREAKPOINT_KINDS,
     CACHE_BACKENDS,
@@ -709,6 +710,7 @@ class RouterConfig:
     fallback: Fallback | None = None
     retry: RetryPolicy = RetryPolicy()
     cache: CacheConfig = CacheConfig()
+    budgets: tuple[Budget, ...] = ()  # spend budgets (routerconfig.budget)
     schema_version: str = SCHEMA_VERSION
     hash: str = ""  # as the document declares it; ``to_document()`` writes the content's
     computed_hash: str = ""  # the hash of the content actually read
@@ -747,6 +749,8 @@ class RouterConfig:
             "retry": self.retry.to_document(),
             "cache": self.cache.to_document(),
         }
+        if self.budgets:  # only when set: documents of policies without budgets keep their hash
+            doc["budgets"] = [b.to_document() for b in self.budgets]
         if include_hash:
             doc["hash"] = content_hash(doc)
         return doc
@@ -786,6 +790,7 @@ class RouterConfig:
             fallback=Fallback.read(r, doc.get("fallback"), "fallback"),
             retry=RetryPolicy.read(r, doc.get("retry"), "retry"),
             cache=CacheConfig.read(r, doc.get("cache"), "cache"),
+            budgets=read_budgets(r, doc.get("budgets"), "budgets"),
         )
         config.check_references(r)
         return config
@@ -823,3 +828,6 @@ class RouterConfig:
             r.bad("defaultRoute", f"names no route: {self.default_route!r}")
         if self.fallback and self.fallback.tier and self.fallback.tier not in self.tiers:
             r.bad("fallback.tier", f"names no tier: {self.fallback.tier!r}")
+        for i, budget in enumerate(self.budgets):
+            if budget.route is not None and budget.route not in self.routes_by_name:
+                r.bad(f"budgets[{i}].route", f"names no route: {budget.route!r}")
