@@ -36,9 +36,16 @@ class RouterError(Exception):
     """
 
     def __init__(
-        self, status: int, message: str, *, outcome: str = "rejected", error_type: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        outcome: str = "rejected",
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers or {}  # e.g. retry-after
         self.status = status
         self.message = message
         self.outcome = outcome

@@ -272,7 +272,7 @@ def error_response(error: RouterError, ex: Exchange | None = None) -> web.Respon
     return web.Response(
         status=error.status,
         body=error.body(),
-        headers=response_headers(ex),
+        headers={**response_headers(ex), **error.headers},
         content_type=JSON_TYPE,
     )
 

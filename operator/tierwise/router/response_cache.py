@@ -210,31 +210,9 @@ class RedisResponseCache:
     def __init__(
         self, settings: ResponseCacheConfig, namespace: str, env: Mapping[str, str] | None = None
     ) -> None:
-        import redis.asyncio as redis_asyncio
-
-        env = env or {}
-        # The URL and password from the sidecar's variables (Secrets) when the config names
-        # them: they are never in the config document itself.
-        url = settings.redis_url or (env.get(settings.redis_url_env or "") or None)
-        if not url:
-            raise ValueError("the redis backend needs redisURL (or the variable redisURLEnv)")
-        options: dict[str, Any] = {}
-        if settings.redis_password_env and env.get(settings.redis_password_env):
-            options["password"] = env[settings.redis_password_env]
-        if settings.redis_tls_dir:
-            tls = Path(settings.redis_tls_dir)
-            options["ssl_certfile"] = str(tls / "tls.crt")
-            options["ssl_keyfile"] = str(tls / "tls.key")
-            if (tls / "ca.crt").exists():
-                options["ssl_ca_certs"] = str(tls / "ca.crt")
         self.settings = settings
         self._prefix = f"tierwise:response-cache:{namespace}:"
-        self._client = redis_asyncio.from_url(
-            url,
-            socket_timeout=self.OPERATION_TIMEOUT_SECONDS,
-            socket_connect_timeout=self.OPERATION_TIMEOUT_SECONDS,
-            **options,
-        )
+        self._client = redis_client(settings, env or {}, self.OPERATION_TIMEOUT_SECONDS)
         self._get = self._client.register_script(_GET_SCRIPT)
         self._set = self._client.register_script(_SET_SCRIPT)
 
@@ -266,6 +244,38 @@ class RedisResponseCache:
 
     def update_settings(self, settings: ResponseCacheConfig) -> None:
         self.settings = settings
+
+
+def redis_client(
+    settings: ResponseCacheConfig, env: Mapping[str, str], timeout: float, *, retry: bool = True
+) -> Any:
+    """A client of the CacheProfile's Redis: the URL and password from the sidecar's
+    variables (Secrets) when the config names them (they are never in the config document
+    itself), a client certificate from ``redisTLSDir``. Shared by the response cache and the
+    spend budgets (``router.spend_store``); ``retry=False`` fails at once (a budget falls
+    back within its bound rather than retry)."""
+    import redis.asyncio as redis_asyncio
+
+    url = settings.redis_url or (env.get(settings.redis_url_env or "") or None)
+    if not url:
+        raise ValueError("the redis backend needs redisURL (or the variable redisURLEnv)")
+    options: dict[str, Any] = {}
+    if settings.redis_password_env and env.get(settings.redis_password_env):
+        options["password"] = env[settings.redis_password_env]
+    if settings.redis_tls_dir:
+        tls = Path(settings.redis_tls_dir)
+        options["ssl_certfile"] = str(tls / "tls.crt")
+        options["ssl_keyfile"] = str(tls / "tls.key")
+        if (tls / "ca.crt").exists():
+            options["ssl_ca_certs"] = str(tls / "ca.crt")
+    if not retry:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options["retry"] = Retry(NoBackoff(), 0)
+    return redis_asyncio.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, **options
+    )
 
 
 def make_response_cache(

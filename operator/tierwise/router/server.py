@@ -13,7 +13,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,7 @@ from tierwise.router.reload import ConfigHolder, ConfigSource
 from tierwise.router.request import build_count_tokens_request
 from tierwise.router.request_path import RequestPath
 from tierwise.router.response_cache_check import ResponseCacheCheck
+from tierwise.router.spend_budget import SpendBudgets
 from tierwise.router.upstream import COUNT_TOKENS_PATH, Upstream
 from tierwise.routerconfig import RouterConfig
 from tierwise.routerconfig.sidecar import HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES
@@ -68,6 +70,7 @@ class Router:
         metrics: RouterMetrics | None = None,
         batch_state_dir: str | os.PathLike[str] | None = None,
         batch_state_max_bytes: int = DEFAULT_MAX_STORE_BYTES,
+        spend_clock: Callable[[], float] | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -79,6 +82,8 @@ class Router:
         self.services = Services(current=self.holder.current, metrics=self.metrics)
         self.pipeline = Pipeline(self.services, max_body_bytes)
         self.cache = ResponseCacheCheck(self.metrics)
+        # ``spend_clock``: wall time for budget windows (a test crosses a boundary with it).
+        self.spend = SpendBudgets(self.metrics, self.env, clock=spend_clock or time.time)
         self.batch_state = BatchStore(batch_state_dir, batch_state_max_bytes)
         self._relay: Relay | None = None
         self._path: RequestPath | None = None
@@ -161,6 +166,7 @@ class Router:
                 await self._watcher
         for task in list(self._background):
             task.cancel()
+        await self.spend.close()
         cache = self.holder.runtime.response_cache
         if cache is not None:
             with contextlib.suppress(Exception):
@@ -261,6 +267,16 @@ class Router:
                 "item with this model; synchronous calls are not served on it"
             )
         await path.admit(ex)  # the one request path (router.request_path), also the eval's
+        admission = await self.spend.admit(ex, call.request.headers)
+        try:
+            return await self._answer_messages(call, ex, cascade, path)
+        finally:  # what was billed is counted, also for a client that went away mid-stream
+            await self.spend.release(admission, ex)
+
+    async def _answer_messages(
+        self, call: Call, ex: Exchange, cascade: Cascade, path: RequestPath
+    ) -> web.StreamResponse:
+        assert self._relay is not None
         hit = await self.cache.lookup(ex, call.request)
         if hit is not None:
             tier, raw = hit

@@ -1,0 +1,101 @@
+"""Spend budgets in one router process: reservation, settlement, degrade, reject, windows."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import pytest
+from router_helpers import metric, metrics, sdk
+from spend_helpers import budget, budget_config, cost_of
+
+pytestmark = pytest.mark.timeout(90)
+
+ASK = [{"role": "user", "content": "Summarise the ticket: printer on fire"}]
+
+
+def call(client: anthropic.Anthropic, **extra: Any) -> Any:
+    extra.setdefault("messages", ASK)
+    return client.messages.with_raw_response.create(model="tierwise/chat", max_tokens=64, **extra)
+
+
+def spend(router: Any, name: str = "shared") -> Decimal:
+    samples = metrics(router.metrics_url)
+    return Decimal(str(metric(samples, "tierwise_budget_spend_usd", budget=name)))
+
+
+def test_without_redis_each_router_counts_its_own_share_and_says_so(emu, make_router):
+    router = make_router(budget_config(emu.base_url, [budget("100")]))
+    client = sdk(router)
+    costs = [cost_of(call(client)) for _ in range(3)]
+    call(client)  # the next admission reads the settled spend of the three
+    samples = metrics(router.metrics_url)
+    assert metric(samples, "tierwise_budget_shared", budget="shared") == 0
+    assert Decimal(str(metric(samples, "tierwise_budget_spend_usd", budget="shared"))) == sum(costs)
+    assert metric(samples, "tierwise_budget_limit_usd", budget="shared") == 100
+
+
+def test_the_reject_threshold_answers_429_with_retry_after_at_the_window_reset(emu, make_router):
+    doc = budget_config(emu.base_url, [budget("0.0005", {"atPercent": 100, "action": "reject"})])
+    router = make_router(doc)
+    client = sdk(router)
+    spent = Decimal(0)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        for _ in range(50):
+            spent += cost_of(call(client))
+    error = refused.value
+    assert error.body["error"]["type"] == "rate_limit_error"
+    assert "spend budget 'shared'" in error.message and "resets at" in error.message
+    now = time.gmtime()
+    to_midnight = 86400 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+    assert abs(int(error.response.headers["retry-after"]) - to_midnight) <= 2
+    assert error.response.headers["x-should-retry"] == "false"
+    assert spent >= Decimal("0.0005")  # refused only once the limit was reached
+
+
+def test_degrade_serves_only_the_cheap_step_from_its_threshold(emu, make_router):
+    doc = budget_config(
+        emu.base_url,
+        [budget("0.001", {"atPercent": 50, "action": "degrade", "steps": 1, "maxTokens": 16})],
+    )
+    router = make_router(doc)
+    client = sdk(router)
+    seen = []
+    spent = Decimal(0)
+    for _ in range(30):
+        response = call(client)
+        seen.append((spent, response.headers["x-tierwise-tier"]))
+        spent += cost_of(response)
+    below = {tier for before, tier in seen if before < Decimal("0.0005")}
+    above = {tier for before, tier in seen if before >= Decimal("0.0005")}
+    assert below == {"sonnet"}  # escalated, as the route says
+    assert above == {"haiku"}  # degraded: no escalation, from the threshold on
+    assert metric(metrics(router.metrics_url), "tierwise_budget_degraded_total") > 0
+
+
+def test_a_response_cache_hit_counts_zero(emu, make_router):
+    router = make_router(budget_config(emu.base_url, [budget("100")], cache=True))
+    client = sdk(router)
+    first = call(client)
+    second = call(client)
+    assert second.headers["x-tierwise-cache"] == "hit"
+    assert cost_of(second) == 0
+    call(
+        client, messages=[{"role": "user", "content": "another"}]
+    )  # a third admission reads what the first two settled
+    assert spend(router) == cost_of(first)
+
+
+def test_a_window_boundary_starts_a_new_count_and_the_old_window_keeps_its_spend(emu, make_router):
+    clock = {"now": 1796601599.0}  # 2026-12-06T23:59:59Z
+    doc = budget_config(emu.base_url, [budget("0.0005", {"atPercent": 100, "action": "reject"})])
+    router = make_router(doc, spend_clock=lambda: clock["now"])
+    client = sdk(router)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        for _ in range(50):
+            call(client)
+    assert refused.value.response.headers["retry-after"] == "1"
+    clock["now"] += 1  # midnight UTC: a new day
+    assert call(client).headers["x-tierwise-tier"] == "sonnet"
