@@ -50,6 +50,7 @@ from tierwise.router.request import build_step_request, check_messages_request
 from tierwise.router.response_cache import caller_identity
 from tierwise.router.routing import RouteNotFound, select_route
 from tierwise.router.runtime import Runtime
+from tierwise.router.spend_budget import SpendBudgets
 from tierwise.router.upstream import (
     BATCH_ID,
     BATCHES_PATH,
@@ -119,9 +120,12 @@ def page_of(entries: list[Entry], query: Mapping[str, str]) -> tuple[list[Entry]
 class BatchProxy:
     """The batch endpoints of one router, served through the shared request pipeline."""
 
-    def __init__(self, pipeline: Pipeline, store: BatchStore) -> None:
+    def __init__(
+        self, pipeline: Pipeline, store: BatchStore, spend: SpendBudgets | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.store = store
+        self.spend = spend  # spend budgets: refuse at reject, count items when results are read
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
@@ -153,6 +157,10 @@ class BatchProxy:
                     "cannot apply to the items of a batch: send these requests to "
                     "/v1/messages, or batch them on a route without an input budget"
                 )
+            if self.spend is not None:  # a used-up budget refuses the batch (429)
+                admission = await self.spend.admit(ex, call.request.headers)
+                if admission is not None:
+                    await self.spend.settle(admission, Decimal(0))
             if len(route.steps) > 1:
                 return await self._create_cascade(call, ex, owner, directory, count)
             return await self._create_passthrough(call, ex, owner, directory)
@@ -370,6 +378,8 @@ class BatchProxy:
         if ex is not None:
             ex.cost = Decimal(state["costUsd"])
             ex.escalations = state["escalations"]
+            if self.spend is not None:
+                await self.spend.charge(ex, call.request.headers, f"batch:{entry.id}", ex.cost)
         headers = response_headers(ex, None)
         headers["Content-Type"] = "application/binary"
         return web.FileResponse(entry.results_path, headers=headers)
@@ -404,6 +414,8 @@ class BatchProxy:
                 for usage in succeeded_usages(reply.body):
                     cascade.account(ex, tier, usage)
                     cascade.account_counterfactual(ex, usage)
+                if self.spend is not None:
+                    await self.spend.charge(ex, call.request.headers, f"batch:{entry.id}", ex.cost)
         return web.Response(
             body=reply.body,
             content_type=reply.content_type,

@@ -123,7 +123,7 @@ class Router:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post(COUNT_TOKENS_PATH, self._count_tokens)
-        BatchProxy(self.pipeline, self.batch_state).add_routes(app)
+        BatchProxy(self.pipeline, self.batch_state, self.spend).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)

@@ -329,6 +329,29 @@ class SpendBudgets:
             )
         self._levels[key] = len(reached) - 1
 
+    async def charge(
+        self, ex: Exchange, headers: Mapping[str, str], rid: str, cost: Decimal
+    ) -> None:
+        """Count ``cost`` once under ``rid`` without a reservation: a batch's items, at the
+        batch prices they were billed at, when its results are first read (read again, or
+        by another router, they are not counted again)."""
+        config = ex.runtime.config
+        budgets = [b for b in config.budgets if b.scope != "route" or b.route == ex.route.name]
+        if not budgets:
+            return
+        self._sync_remote(config)
+        moment = datetime.fromtimestamp(self.clock(), UTC)
+        admission = Admission(rid, 0)
+        for budget in budgets:
+            scope = await self._scope(ex, budget, headers, moment)
+            base = f"tierwise:budget:{ex.runtime.policy}:{budget.name}:{scope}:"
+            key = f"{base}s:{budget.window.keys(moment)[0]}"
+            store: SpendStore = self.remote if self._remote_up() and self.remote else self.local
+            admission.holds.append(
+                Hold(budget, base, key, budget.window.ttl_seconds(moment), store)
+            )
+        await self.settle(admission, cost)
+
     # ----------------------------------------------------------------- settlement
 
     async def release(self, admission: Admission | None, ex: Exchange) -> None:
