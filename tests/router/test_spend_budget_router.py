@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,8 @@ import anthropic
 import pytest
 from router_helpers import metric, metrics, sdk
 from spend_helpers import budget, budget_config, cost_of
+
+from tierwise.router.report import format_report, parse_samples, summarize
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -99,3 +102,19 @@ def test_a_window_boundary_starts_a_new_count_and_the_old_window_keeps_its_spend
     assert refused.value.response.headers["retry-after"] == "1"
     clock["now"] += 1  # midnight UTC: a new day
     assert call(client).headers["x-tierwise-tier"] == "sonnet"
+
+
+def test_tierwise_report_prints_a_line_per_budget(emu, make_router):
+    doc = budget_config(
+        emu.base_url, [budget("0.01", {"atPercent": 1, "action": "alert"}, name="daily")]
+    )
+    router = make_router(doc)
+    client = sdk(router)
+    cost = cost_of(call(client))
+    call(client)
+    with urllib.request.urlopen(router.metrics_url + "/metrics") as response:
+        report = summarize(parse_samples(response.read().decode()))
+    [line] = [line for line in format_report(report) if line.startswith("budget")]
+    assert line.startswith(f"budget daily        ${cost:.4f} of $0.01")
+    assert "action alert" in line and "local share (this router only)" in line
+    assert "resets " in line

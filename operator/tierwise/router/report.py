@@ -19,10 +19,16 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
 PREFIX = "tierwise_router_"
+BUDGET_PREFIX = "tierwise_budget_"
+BUDGET_GAUGES = frozenset(
+    {"spend_usd", "limit_usd", "reserved_usd", "action", "shared", "window_reset_timestamp_seconds"}
+)
+BUDGET_ACTIONS = ("none", "alert", "degrade", "reject")
 Labels = Mapping[str, str]
 Sample = tuple[str, dict[str, str], float]
 
@@ -41,6 +47,8 @@ class Report:
     p50: float | None = None
     p95: float | None = None
     queue_wait_p95: dict[str, float] = field(default_factory=dict)
+    # Spend budgets by name: the ``tierwise_budget_*`` gauges (spend, limit, reserved, ...).
+    budgets: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
 
     @property
     def upstream_requests(self) -> int:
@@ -63,6 +71,7 @@ class Report:
             "savingUsd": round(self.saving, 6),
             "latencySeconds": {"p50": self.p50, "p95": self.p95},
             "queueWaitP95Seconds": self.queue_wait_p95,
+            "budgets": {name: dict(figures) for name, figures in self.budgets.items()},
         }
 
 
@@ -80,6 +89,9 @@ def summarize(samples: Iterable[Sample], route: str | None = None) -> Report:
     latency: dict[float, float] = defaultdict(float)
     queue: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     for name, labels, value in samples:
+        if name.startswith(BUDGET_PREFIX) and name[len(BUDGET_PREFIX) :] in BUDGET_GAUGES:
+            report.budgets[labels["budget"]][name[len(BUDGET_PREFIX) :]] = value
+            continue
         if not name.startswith(PREFIX):
             continue
         if route is not None and "route" in labels and labels["route"] != route:
@@ -190,7 +202,23 @@ def format_report(report: Report) -> list[str]:
         lines.append(
             f"queue wait          {tier}: p95 {seconds * 1000:.0f} ms for a concurrency slot"
         )
+    lines.extend(budget_line(name, figures) for name, figures in sorted(report.budgets.items()))
     return lines
+
+
+def budget_line(name: str, figures: Mapping[str, float]) -> str:
+    """One spend budget as this router last saw it (docs/budgets.md)."""
+    limit = figures.get("limit_usd", 0.0)
+    spend = figures.get("spend_usd", 0.0)
+    share = f" ({spend / limit:.1%})" if limit else ""
+    action = BUDGET_ACTIONS[int(figures.get("action", 0))]
+    reset = figures.get("window_reset_timestamp_seconds")
+    when = datetime.fromtimestamp(reset, UTC).strftime(" resets %Y-%m-%dT%H:%MZ,") if reset else ""
+    where = "shared (Redis)" if figures.get("shared") == 1 else "local share (this router only)"
+    return (
+        f"budget {name:<12} ${spend:.4f} of ${limit:.2f}{share}, reserved "
+        f"${figures.get('reserved_usd', 0.0):.4f}, action {action},{when} {where}"
+    )
 
 
 # --- the command --------------------------------------------------------------------------

@@ -119,6 +119,7 @@ class SpendBudgets:
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._levels: dict[str, int] = {}
+        self._said_local = False
         self._metrics(metrics)
 
     def _metrics(self, metrics: RouterMetrics) -> None:
@@ -422,6 +423,12 @@ class SpendBudgets:
         settings = config.cache.response_cache
         wanted = _redis_settings(settings, self.env)
         if wanted is None:
+            if not self._said_local:
+                self._said_local = True
+                log.warning(
+                    "spend budgets: no Redis in the cache profile; this router counts only its "
+                    "own requests against each limit (a local share)"
+                )
             if self.remote is not None and not self.journal:
                 self._retire(self.remote)
                 self.remote = None
