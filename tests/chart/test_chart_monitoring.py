@@ -237,6 +237,7 @@ def test_dashboard_covers_what_platform_teams_watch() -> None:
         "error",
         "reloads",
         "eval",
+        "budgets",
     ):
         assert topic in titles, topic
     panel_ids = [p["id"] for p in _dashboard()["panels"]]
@@ -253,6 +254,8 @@ def test_alerts_have_runbooks_and_pass_promtool(tmp_path: Path) -> None:
         "TierwiseConfigReloadFailing",
         "TierwiseSidecarStaleConfig",
         "TierwiseEvalRejected",
+        "TierwiseBudgetDegrading",
+        "TierwiseBudgetRejecting",
     } <= alerts.keys()
     for name, rule in alerts.items():
         assert len(rule["annotations"]["runbook"].splitlines()) >= 2, name

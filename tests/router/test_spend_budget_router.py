@@ -9,7 +9,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from router_helpers import metric, metrics, sdk
+from router_helpers import free_port, metric, metrics, sdk, wait_for
 from spend_helpers import budget, budget_config, cost_of
 
 from tierwise.router.report import format_report, parse_samples, summarize
@@ -118,3 +118,79 @@ def test_tierwise_report_prints_a_line_per_budget(emu, make_router):
     assert line.startswith(f"budget daily        ${cost:.4f} of $0.01")
     assert "action alert" in line and "local share (this router only)" in line
     assert "resets " in line
+
+
+def test_a_per_caller_budget_counts_callers_apart_up_to_its_bound(emu, make_router):
+    per_team = budget(
+        "0.0004",
+        {"atPercent": 100, "action": "reject"},
+        name="per-team",
+        scope="caller",
+        callerBy="header",
+        callerHeader="x-tierwise-team",
+        maxCallers=2,
+    )
+    router = make_router(budget_config(emu.base_url, [per_team]))
+    client = sdk(router)
+
+    def as_team(team: str) -> Any:
+        return call(client, extra_headers={"x-tierwise-team": team})
+
+    with pytest.raises(anthropic.RateLimitError):
+        for _ in range(20):
+            as_team("alpha")
+    assert as_team("beta").headers["x-tierwise-tier"] == "sonnet"  # its own count
+    # Beyond maxCallers, the rest share one count ("other"): gamma uses it up for delta.
+    with pytest.raises(anthropic.RateLimitError):
+        for _ in range(20):
+            as_team("gamma")
+    with pytest.raises(anthropic.RateLimitError):
+        as_team("delta")
+    samples = metrics(router.metrics_url)
+    assert metric(samples, "tierwise_budget_refused_total", reason="limit") == 3
+
+
+def test_redis_unreachable_reject_answers_503_and_count_locally_serves_and_says_so(
+    emu, make_router
+):
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    strict = budget("100", name="strict", on_redis_unavailable="reject")
+    router = make_router(budget_config(emu.base_url, [strict], redis_url=nowhere))
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        call(sdk(router))
+    assert refused.value.status_code == 503
+    assert refused.value.response.headers["retry-after"] == "1"
+    assert "onRedisUnavailable: reject" in refused.value.message
+
+    lenient = budget("100", name="lenient")
+    other = make_router(budget_config(emu.base_url, [lenient], redis_url=nowhere))
+    client = sdk(other)
+    costs = [cost_of(call(client)) for _ in range(3)]
+    call(client)
+    samples = metrics(other.metrics_url)
+    assert metric(samples, "tierwise_budget_shared", budget="lenient") == 0
+    assert metric(samples, "tierwise_budget_redis_errors_total") >= 1
+    assert Decimal(str(metric(samples, "tierwise_budget_spend_usd", budget="lenient"))) == sum(
+        costs
+    )
+    assert metric(samples, "tierwise_budget_pending_settlements") >= 3  # waiting for Redis
+
+
+def test_a_client_that_leaves_mid_stream_still_has_what_was_billed_counted(emu, make_router):
+    router = make_router(budget_config(emu.base_url, [budget("100")]))
+    client = sdk(router)
+    emu.script("claude-sonnet-4-6", [{"output_tokens": 2000, "first_token_delay": 0.2}])
+    with client.messages.with_streaming_response.create(
+        model="tierwise/chat", max_tokens=4000, messages=ASK, stream=True
+    ) as response:
+        next(response.iter_bytes())  # the first bytes, then the client goes away
+    # What the router billed (its cost metric) and what the budget counted agree.
+    # The cut stream settled (its request ended); the next admission reads the figure.
+    wait_for(lambda: metric(metrics(router.metrics_url), "tierwise_router_in_flight_requests") == 0)
+    billed = Decimal(str(metric(metrics(router.metrics_url), "tierwise_router_cost_usd_total")))
+    call(client)
+    samples = metrics(router.metrics_url)
+    assert metric(samples, "tierwise_router_requests_total", outcome="cancelled") == 1
+    counted = Decimal(str(metric(samples, "tierwise_budget_spend_usd", budget="shared")))
+    assert counted > 0
+    assert abs(billed - counted) < Decimal("0.000001")  # floats at the metrics edge
