@@ -114,6 +114,12 @@ def live_config(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
     return json.loads(json.loads(result.stdout)["data"][CONFIG_KEY])
 
 
+def live_identity(kubectl: Kubectl, namespace: str) -> str | None:
+    """The candidate the live ConfigMap holds: its config and key references."""
+    annotations = live(kubectl, namespace)["metadata"].get("annotations") or {}
+    return annotations.get("tierwise.dev/candidate-hash")
+
+
 def policy(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return kubectl.get_json("cascadepolicy", POLICY, namespace=namespace)
 
@@ -184,7 +190,9 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert status["rollout"]["phase"] == "Rejected", status["rollout"]
     assert "below minQuality" in status["rollout"]["message"]
     assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
-    assert status["promotedHash"] == first["hash"] != status["candidateHash"]
+    # configHash: the live config; promotedHash/candidateHash: config and key references.
+    assert status["configHash"] == first["hash"]
+    assert status["promotedHash"] != status["candidateHash"]
     last = status["lastEval"]
     assert last["decision"] == "Rejected" and last["graded"] == 400
     assert last["quality"].startswith("0.") and "[" in last["quality"]
@@ -219,7 +227,8 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     inputs = kubectl.get_json("configmap", job["metadata"]["name"], namespace=namespace)
     assert inputs["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
     assert json.loads(inputs["data"]["baseline.json"])["hash"] == first["hash"]
-    assert json.loads(inputs["data"]["candidate.json"])["hash"] == status["candidateHash"]
+    assert json.loads(inputs["data"]["candidate.json"])["hash"] != first["hash"]
+    assert job["metadata"]["annotations"]["tierwise.dev/candidate-hash"] == status["candidateHash"]
     # The eval ran against the tiers' endpoint with the key from the Secret.
     recorded = emulator.recorded_requests(model="claude-haiku-5-5")
     assert recorded and {r.api_key for r in recorded} == {"test-key"}
@@ -242,20 +251,22 @@ def test_a_good_change_is_promoted_and_a_running_router_reloads_it(
             status = body["status"]
             assert status["rollout"]["phase"] == "Promoted", status["rollout"]
             assert status["rollout"]["reason"] == "EvalPassed"
-            assert status["promotedHash"] == status["candidateHash"] == status["configHash"]
+            assert status["promotedHash"] == status["candidateHash"]
+            assert status["configHash"] != first["hash"]
             data = eventually(
                 lambda: (
-                    (cm := live(kubectl, namespace))["metadata"]["annotations"][
-                        "tierwise.dev/config-hash"
-                    ]
-                    == status["candidateHash"]
+                    (cm := live(kubectl, namespace))["metadata"]["annotations"]
+                    == {
+                        "tierwise.dev/config-hash": status["configHash"],
+                        "tierwise.dev/candidate-hash": status["candidateHash"],
+                    }
                     and cm["data"][CONFIG_KEY]
                 ),
                 "the promoted ConfigMap",
             )
             mounted.write_text(data)  # the kubelet refreshes the mounted file
             eventually(
-                lambda: router.router.config.hash == status["candidateHash"],
+                lambda: router.router.config.hash == status["configHash"],
                 "the router's reload",
             )
     assert condition(body, "Promoted")["status"] == "True"
@@ -325,7 +336,7 @@ def test_an_upstream_answering_only_5xx_is_inconclusive(
     )
     assert body["status"]["rollout"]["reason"] == "EvalPassed"
     assert body["status"]["promotedHash"] == candidate
-    assert live_config(kubectl, namespace)["hash"] == candidate
+    assert live_config(kubectl, namespace)["hash"] == body["status"]["configHash"]
 
 
 def test_two_quick_changes_evaluate_only_the_newer(
@@ -455,7 +466,7 @@ def test_break_glass_promotes_a_hash_and_pauses(
         "annotate", "cascadepolicy", POLICY, f"tierwise.dev/promote={candidate[7:19]}",
         namespace=namespace,
     )  # fmt: skip
-    eventually(lambda: live_config(kubectl, namespace)["hash"] == candidate, "the forced promotion")
+    eventually(lambda: live_identity(kubectl, namespace) == candidate, "the forced promotion")
     status = policy(kubectl, namespace)["status"]
     assert status["rollout"]["reason"] == "BreakGlass" and status["promotedHash"] == candidate
     assert first["hash"] != candidate
@@ -492,7 +503,8 @@ def test_a_new_policy_is_gated_against_its_strongest_tiers(
     # The live ConfigMap is written first, the status that says so right after it.
     status = decided(kubectl, namespace, previous_hash="")["status"]
     assert status["rollout"]["reason"] == "EvalPassed"
-    assert status["promotedHash"] == document["hash"] == status["configHash"]
+    assert status["promotedHash"] == status["candidateHash"]
+    assert status["configHash"] == document["hash"]
     (job,) = eval_jobs(kubectl, namespace)
     inputs = kubectl.get_json("configmap", job["metadata"]["name"], namespace=namespace)
     baseline = json.loads(inputs["data"]["baseline.json"])
@@ -503,4 +515,83 @@ def test_a_new_policy_is_gated_against_its_strongest_tiers(
             job["spec"]["template"]["spec"]["containers"][0]["args"].index("--baseline-kind") + 1
         ]
         == "strongest"
+    )
+
+
+def tier_doc(emulator: EmulatorThread, name: str) -> dict[str, Any]:
+    docs = example_objects(emulator.base_url)
+    return next(d for d in docs if d["kind"] == "ModelTier" and d["metadata"]["name"] == name)
+
+
+def test_point6_a_key_reference_change_is_evaluated_with_the_new_reference_before_it_is_live(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    before = policy(kubectl, namespace)["status"]
+    version = live(kubectl, namespace)["metadata"]["resourceVersion"]
+    # One apply: a change the gate would pass, and the haiku tier's key moved to a Secret
+    # that does not exist yet.
+    haiku = tier_doc(emulator, "haiku")
+    haiku["spec"]["apiKeySecretRef"] = {"name": "anthropic-api-key-2026", "key": "api-key"}
+    cascade = next(d for d in example_objects(emulator.base_url) if d["kind"] == "CascadePolicy")
+    cascade["spec"]["routes"][0]["steps"][0]["escalateWhen"][2]["threshold"] = 0.85
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [haiku, cascade]}),
+                  namespace=namespace)  # fmt: skip
+    body = decided(kubectl, namespace, before["candidateHash"])
+    status = body["status"]
+    assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
+    assert status["rollout"]["reason"] == "KeyReferenceMissing"
+    assert 'secret "anthropic-api-key-2026" not found' in status["rollout"]["message"]
+    assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
+    assert (
+        status["configHash"] == first["hash"] and status["promotedHash"] == before["promotedHash"]
+    )
+    # The eval was built with the candidate's reference, never the previous one; its
+    # waiting Job is gone.
+    inconclusive = [e for e in events(kubectl, namespace) if e["reason"] == "Inconclusive"]
+    assert len(inconclusive) == 1 and "anthropic-api-key-2026" in inconclusive[0]["message"]
+    eventually(lambda: eval_jobs(kubectl, namespace) == [], "the waiting eval Job deleted")
+    # The Secret is made; a new eval of the same candidate reads the key from it.
+    kubectl(
+        "create", "secret", "generic", "anthropic-api-key-2026",
+        "--from-literal=api-key=rotated-key", namespace=namespace,
+    )  # fmt: skip
+    candidate = status["candidateHash"]
+    kubectl(
+        "annotate", "cascadepolicy", POLICY, f"tierwise.dev/reevaluate={candidate[7:19]}",
+        namespace=namespace,
+    )  # fmt: skip
+    body = eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("phase") == "Promoted" and p
+        ),
+        "the new eval's decision",
+        timeout=120,
+    )
+    assert body["status"]["promotedHash"] == candidate == live_identity(kubectl, namespace)
+    (job,) = eval_jobs(kubectl, namespace)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert keys["TIERWISE_TIER_HAIKU_API_KEY"]["name"] == "anthropic-api-key-2026"
+    haiku_keys = {r.api_key for r in emulator.recorded_requests(model="claude-haiku-5-5")}
+    assert "rotated-key" in haiku_keys
+
+
+def test_point6_a_key_reference_change_alone_is_re_checked_before_the_live_config_gets_it(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    before = policy(kubectl, namespace)["status"]
+    version = live(kubectl, namespace)["metadata"]["resourceVersion"]
+    haiku = tier_doc(emulator, "haiku")
+    haiku["spec"]["apiKeySecretRef"] = {"name": "anthropic-api-key", "key": "no-such-key"}
+    kubectl.apply(json.dumps(haiku), namespace=namespace)
+    status = decided(kubectl, namespace, before["candidateHash"])["status"]
+    # The rendered config is the same; the candidate is not: it is checked, and refused.
+    assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
+    message = status["rollout"]["message"]
+    assert "couldn't find key no-such-key in Secret" in message and "anthropic-api-key" in message
+    assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
+    assert (
+        status["configHash"] == first["hash"] and status["promotedHash"] == before["promotedHash"]
     )

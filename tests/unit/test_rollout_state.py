@@ -176,3 +176,64 @@ def test_a_new_eval_of_a_decided_candidate_can_be_requested_once():
     assert waiting.reason == "EvalRestarting" and not waiting.start_job
     fresh = next_step(situation(previous={"reevaluated": "bbbbbbbb"}), JOB)
     assert fresh.start_job
+
+
+# -- point 6: the candidate includes the key references --------------------------------------
+
+OLD_REFS = [("TIERWISE_TIER_HAIKU_API_KEY", "anthropic-api-key", "api-key")]
+NEW_REFS = [("TIERWISE_TIER_HAIKU_API_KEY", "anthropic-api-key-2026", "api-key")]
+
+
+def test_point6_key_references_are_part_of_the_candidates_identity():
+    from tierwise.controller.rollout_state import candidate_identity
+
+    # No key references: the config hash itself (nothing changes for such a policy).
+    assert candidate_identity(OLD, []) == OLD
+    old = candidate_identity(OLD, OLD_REFS)
+    assert old.startswith("sha256:") and old != OLD
+    # Another Secret, another key, or another variable is another candidate...
+    assert candidate_identity(OLD, NEW_REFS) != old
+    assert candidate_identity(OLD, [(*OLD_REFS[0][:2], "other")]) != old
+    # ...and the same references in any order (or repeated) are the same candidate.
+    two = [*OLD_REFS, ("TIERWISE_TIER_OPUS_API_KEY", "opus-key", "k")]
+    assert candidate_identity(OLD, two) == candidate_identity(OLD, [*reversed(two), two[0]])
+    assert candidate_identity(NEW, OLD_REFS) != old
+
+
+def test_point6_a_key_reference_change_alone_is_evaluated_before_it_is_live():
+    from tierwise.controller.rollout_state import candidate_identity
+
+    live = candidate_identity(OLD, OLD_REFS)
+    candidate = candidate_identity(OLD, NEW_REFS)  # same config, another Secret
+    previous = {"phase": "Promoted", "decidedHash": live}
+    step = next_step(
+        situation(candidate_hash=candidate, promoted_hash=live, previous=previous), JOB
+    )
+    assert step.phase == "Evaluating" and step.start_job and not step.promote
+
+
+def test_point6_an_eval_pod_that_cannot_start_is_inconclusive_naming_the_secret():
+    message = 'secret "anthropic-api-key-2026" not found'
+    job = JobView(JOB, NEW, "failed", "CreateContainerConfigError", message)
+    step = next_step(situation(jobs=[job]), JOB)
+    assert (step.phase, step.reason, step.promote, step.decided) == (
+        "Inconclusive", "KeyReferenceMissing", False, True,
+    )  # fmt: skip
+    assert message in step.message and "tierwise.dev/reevaluate" in step.message
+    assert JOB in step.delete_jobs  # its pod would wait for the Secret until the deadline
+    assert step.event is not None and message in step.event[2]
+
+
+def test_point6_an_upgrade_re_evaluates_no_policy_whose_live_config_is_current():
+    from tierwise.controller.rollout import _live_identity
+    from tierwise.controller.rollout_state import candidate_identity
+
+    candidate = candidate_identity(OLD, OLD_REFS)
+    # A live ConfigMap written before key references were part of the candidate.
+    legacy = {"metadata": {"annotations": {"tierwise.dev/config-hash": OLD}}}
+    assert _live_identity(legacy, candidate, OLD) == candidate
+    assert _live_identity(legacy, candidate_identity(NEW, OLD_REFS), NEW) == OLD
+    # Once written with its identity, a key reference change is seen.
+    current = {"metadata": {"annotations": {"tierwise.dev/candidate-hash": candidate}}}
+    assert _live_identity(current, candidate_identity(OLD, NEW_REFS), OLD) == candidate
+    assert _live_identity(None, candidate, OLD) is None

@@ -13,6 +13,9 @@ INJECT_ANNOTATION = "tierwise.dev/inject"
 # Written on injected pods: which policy and config they got.
 INJECTED_BY_ANNOTATION = "tierwise.dev/injected-by"
 CONFIG_HASH_ANNOTATION = "tierwise.dev/config-hash"
+# On the live ConfigMap: the candidate it holds, i.e. its config and the Secret references
+# its sidecars read tier keys from (rollout.identity).
+CANDIDATE_HASH_ANNOTATION = "tierwise.dev/candidate-hash"
 
 SIDECAR_NAME = "tierwise-router"
 CONFIG_VOLUME = "tierwise-router-config"

@@ -15,7 +15,11 @@ from tierwise import __version__
 from tierwise.api import SpecError
 from tierwise.api.models import LabelSelector
 from tierwise.controller.conditions import Condition, merge_conditions
-from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.names import (
+    CANDIDATE_HASH_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+    config_map_name,
+)
 from tierwise.controller.objects import Observed, cache_profile_spec, tier_spec
 from tierwise.pricing import (
     BUILTIN,
@@ -83,8 +87,11 @@ def policy_conditions(
     ]
 
 
-def desired_config_map(policy: Observed, document: Mapping[str, Any]) -> dict[str, Any]:
-    """The ConfigMap holding a policy's router config, owned by the policy.
+def desired_config_map(
+    policy: Observed, document: Mapping[str, Any], identity: str | None = None
+) -> dict[str, Any]:
+    """The ConfigMap holding a policy's router config, owned by the policy; ``identity``:
+    the candidate it holds (config and key references), the config hash by default.
 
     No blockOwnerDeletion: it would need update rights on cascadepolicies/finalizers, and
     the garbage collector deletes the ConfigMap with the policy either way.
@@ -101,7 +108,10 @@ def desired_config_map(policy: Observed, document: Mapping[str, Any]) -> dict[st
                 "app.kubernetes.io/version": __version__,
                 POLICY_LABEL: policy.name,
             },
-            "annotations": {CONFIG_HASH_ANNOTATION: document["hash"]},
+            "annotations": {
+                CONFIG_HASH_ANNOTATION: document["hash"],
+                CANDIDATE_HASH_ANNOTATION: identity or document["hash"],
+            },
             "ownerReferences": [
                 {
                     "apiVersion": owner["apiVersion"],
@@ -120,9 +130,9 @@ def config_map_up_to_date(current: Mapping[str, Any] | None, desired: Mapping[st
     if current is None:
         return False
     annotations = (current.get("metadata") or {}).get("annotations") or {}
+    wanted = desired["metadata"]["annotations"]
     return (
-        annotations.get(CONFIG_HASH_ANNOTATION)
-        == desired["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        all(annotations.get(k) == wanted[k] for k in wanted)
         and (current.get("data") or {}) == desired["data"]
     )
 

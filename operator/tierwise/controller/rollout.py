@@ -22,7 +22,11 @@ from tierwise import GROUP, VERSION
 from tierwise.api import Resource
 from tierwise.controller import kube, metrics
 from tierwise.controller.conditions import Condition, now_iso
-from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.names import (
+    CANDIDATE_HASH_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+    config_map_name,
+)
 from tierwise.controller.objects import Observed, by_name
 from tierwise.controller.ownership import (
     NotOwned,
@@ -32,6 +36,7 @@ from tierwise.controller.ownership import (
     owned_by_kind,
 )
 from tierwise.controller.rollout_state import (
+    CONFIG_ERROR,
     EVALUATING,
     PAUSE_ANNOTATION,
     PAUSED_VALUE,
@@ -43,6 +48,7 @@ from tierwise.controller.rollout_state import (
     JobView,
     Situation,
     Step,
+    candidate_identity,
     last_eval_status,
     next_step,
 )
@@ -80,6 +86,9 @@ class RolloutStatus:
     fields: dict[str, Any]
     conditions: list[Condition] = field(default_factory=list)
     has_config: bool = False
+    # The config hash in the live ConfigMap (status.configHash): the promoted candidate's
+    # config, without its key references.
+    config_hash: str | None = None
 
 
 class LiveWriter(Protocol):
@@ -92,6 +101,14 @@ class LiveWriter(Protocol):
     def write_live_config(
         self, policy: Observed, result: RenderResult, config_map: Mapping[str, Any] | bool | None
     ) -> bool: ...
+
+
+def identity(result: RenderResult) -> str:
+    """The candidate's identity: its config hash and the Secret references it reads keys
+    from (``rollout_state.candidate_identity``)."""
+    assert result.document is not None
+    refs = ((k.env, k.secret_name, k.secret_key) for k in result.key_envs)
+    return candidate_identity(result.document["hash"], refs)
 
 
 def reconcile(
@@ -114,8 +131,8 @@ def reconcile(
         writer.write_live_config(policy, result, config_map)
         message = "no spec.evaluation: every rendered config goes live at once"
         fields = {
-            "candidateHash": document["hash"],
-            "promotedHash": document["hash"],
+            "candidateHash": identity(result),
+            "promotedHash": identity(result),
             "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
         }
         # No separate write: the reconciler's one status patch carries these fields
@@ -127,6 +144,7 @@ def reconcile(
                 Condition(PROGRESSING_CONDITION, False, "NoEvaluation", message),
             ],
             has_config=True,
+            config_hash=document["hash"],
         )
     namespace, name = policy.namespace, policy.name
     # The observed status may predate our own last write (the watch lags): the rollout's
@@ -143,21 +161,22 @@ def reconcile(
     else:
         live = dict(config_map) if isinstance(config_map, Mapping) else None
     ensure_policy_owns(policy, live)  # someone else's config is no baseline, and not ours to write
-    promoted_hash = _live_hash(live)
+    candidate = identity(result)
+    promoted_hash = _live_identity(live, candidate, document["hash"])
     jobs = _eval_jobs(namespace, name)
     annotations = policy.annotations
     situation = Situation(
-        candidate_hash=document["hash"],
+        candidate_hash=candidate,
         promoted_hash=promoted_hash,
         previous=previous,
-        jobs=[_view(job, document["hash"]) for job in jobs],
+        jobs=[_view(job, candidate) for job in jobs],
         on_new_policy=evaluation.on_new_policy,
         paused=annotations.get(PAUSE_ANNOTATION, "").strip().lower() == PAUSED_VALUE,
         promote_hash=annotations.get(PROMOTE_ANNOTATION),
         timeout_seconds=evaluation.timeout_seconds,
         reevaluate=annotations.get(REEVALUATE_ANNOTATION),
     )
-    step = next_step(situation, job_name(name, document["hash"]))
+    step = next_step(situation, job_name(name, candidate))
     by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
@@ -171,7 +190,7 @@ def reconcile(
             step = Step(
                 EVALUATING, "EvalNotStarted", problem, event=("Warning", "EvalNotStarted", problem)
             )
-    fields = _fields(step, previous, document["hash"], promoted_hash, current)
+    fields = _fields(step, previous, candidate, promoted_hash, current)
     if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
@@ -182,14 +201,17 @@ def reconcile(
         if step.promote:
             record = {**fields, "rollout": {**fields["rollout"], "phase": PROMOTING}}
         kube.patch_status("cascadepolicies", namespace, name, record)
-    if step.promote:
+    if step.promote or (promoted_hash == candidate and not _has_identity(live)):
+        # (A live ConfigMap written before key references were part of the candidate gets
+        # the candidate's identity once, so a later change to them is seen.)
         writer.write_live_config(policy, result, live)
-        fields["promotedHash"] = document["hash"]
+        fields["promotedHash"] = candidate
     _write_fields(policy, fields, current)
     if step.event is not None and (step.decided or _changed(previous, step)):
         writer.emit(policy.reference(), *step.event)
     has_config = live is not None or step.promote
-    return RolloutStatus(fields, _conditions(step, fields), has_config=has_config)
+    live_config = document["hash"] if step.promote else _live_hash(live)
+    return RolloutStatus(fields, _conditions(step, fields), has_config, live_config)
 
 
 def _write_fields(
@@ -207,11 +229,10 @@ def adjust_status(status: dict[str, Any], gated: RolloutStatus) -> None:
     """The reconciler's status, corrected for a gated policy: ``configHash`` names what the
     live ConfigMap holds (nothing yet for a new, unpromoted policy), and Ready says so."""
     status.update({k: v for k, v in gated.fields.items() if k in ROLLOUT_FIELDS})
-    promoted = gated.fields.get("promotedHash")
-    if promoted is None:
+    if gated.config_hash is None:
         status.pop("configHash", None)
     else:
-        status["configHash"] = promoted
+        status["configHash"] = gated.config_hash
     explain_ready(status)
 
 
@@ -310,6 +331,23 @@ def _live_hash(live: Mapping[str, Any] | None) -> str | None:
     return ((live.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
 
 
+def _live_identity(live: Mapping[str, Any] | None, candidate: str, config: str) -> str | None:
+    """The identity of the live candidate, from its ConfigMap. One written before key
+    references were part of the identity has only the config hash: its references are taken
+    to be the candidate's when the configs agree (an upgrade re-evaluates nothing), and a
+    config that differs is a new candidate either way."""
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    if CANDIDATE_HASH_ANNOTATION in annotations:
+        return str(annotations[CANDIDATE_HASH_ANNOTATION])
+    live_config = _live_hash(live)
+    return candidate if live_config is not None and live_config == config else live_config
+
+
+def _has_identity(live: Mapping[str, Any] | None) -> bool:
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    return live is None or CANDIDATE_HASH_ANNOTATION in annotations
+
+
 def _current_status(namespace: str, name: str) -> tuple[dict[str, Any], int | None]:
     """The policy's status and generation as the API server has them now."""
     try:
@@ -331,7 +369,12 @@ def _unchanged(current: Mapping[str, Any]) -> RolloutStatus:
         for c in current.get("conditions") or []
         if c.get("type") in (PROMOTED_CONDITION, PROGRESSING_CONDITION)
     ]
-    return RolloutStatus(fields, conditions, has_config="promotedHash" in current)
+    return RolloutStatus(
+        fields,
+        conditions,
+        has_config="promotedHash" in current,
+        config_hash=current.get("configHash"),
+    )
 
 
 # --- Jobs -------------------------------------------------------------------------------------
@@ -362,6 +405,10 @@ def _view(job: Mapping[str, Any], candidate: str) -> JobView:
     elif "Failed" in conditions or "FailureTarget" in conditions:
         failed = conditions.get("Failed") or conditions["FailureTarget"]
         state, reason = "failed", failed.get("reason", "")
+    elif config_hash == candidate and (waiting := _config_error(meta["namespace"], meta["name"])):
+        # Its pod cannot start (a Secret or key it names is missing): decided now, not at
+        # the deadline. Only the candidate's running Job is looked at.
+        return JobView(meta["name"], config_hash, "failed", CONFIG_ERROR, waiting)
     else:
         return JobView(meta["name"], config_hash, "running")
     # Only the candidate's finished Job is read: its pod's termination message.
@@ -379,6 +426,17 @@ def _termination_message(namespace: str, job: str) -> str:
             terminated = (status.get("state") or {}).get("terminated")
             if status.get("name") == CONTAINER and terminated:
                 return str(terminated.get("message") or "")
+    return ""
+
+
+def _config_error(namespace: str, job: str) -> str:
+    """The kubelet's message when the Job's eval container cannot be created for want of a
+    Secret or key (waiting reason CreateContainerConfigError), else ''."""
+    for pod in kube.list_pods(namespace, f"job-name={job}"):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if status.get("name") == CONTAINER and waiting.get("reason") == CONFIG_ERROR:
+                return str(waiting.get("message") or CONFIG_ERROR)
     return ""
 
 
@@ -407,7 +465,9 @@ def _manifests(
     if planned.plan is None:
         return "cannot start the eval: " + "; ".join(p.message for p in planned.problems)
     baseline, kind = _baseline(live, document)
-    key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
+    # One variable per tier: where the baseline and the candidate name the same tier, the
+    # candidate's reference wins (the last one kept), as production will read it from there.
+    key_envs = [*_baseline_keys(baseline, tiers), *planned.key_envs, *result.key_envs]
     evaluation = policy.spec.evaluation
     refs = [evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes]
     datasets = [(ref.name, ref.key) for ref in refs]
@@ -422,7 +482,15 @@ def _manifests(
         if key not in (found.get("data") or {}):
             return f"dataset ConfigMap {name!r} has no key {key!r}; waiting for it"
     return job_manifests(
-        policy.reference(), planned.plan, document, baseline, kind, key_envs, datasets, settings
+        policy.reference(),
+        planned.plan,
+        document,
+        baseline,
+        kind,
+        key_envs,
+        datasets,
+        settings,
+        identity=identity(result),
     )
 
 

@@ -13,8 +13,9 @@ finish) completes it without deciding again.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ PROMOTE_ANNOTATION = "tierwise.dev/promote"  # a candidate hash (or its first 8+
 PAUSE_ANNOTATION = "tierwise.dev/rollout"  # "paused"
 PAUSED_VALUE = "paused"
 REEVALUATE_ANNOTATION = "tierwise.dev/reevaluate"  # a candidate hash: run its eval again
+# The kubelet's waiting reason for a container whose Secret (or key) does not exist.
+CONFIG_ERROR = "CreateContainerConfigError"
 # The status fields the rollout owns; the reconciler writes every other field.
 ROLLOUT_FIELDS = (
     "candidateHash",
@@ -80,6 +83,22 @@ class Step:
     job: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     clear_decision: bool = False  # forget the candidate's decision (a requested re-run)
+
+
+def candidate_identity(config_hash: str, key_refs: Iterable[tuple[str, str, str]]) -> str:
+    """What a candidate is: its rendered config and the Secret references (variable, Secret,
+    key) that its sidecars and its eval read the tier keys from.
+
+    The config document's own hash leaves the references out (a key's location is not router
+    config), so a new ``apiKeySecretRef`` alone would look like the live candidate and reach
+    pods unchecked. Without references the identity is the config hash itself; with them,
+    a digest of both, so a change to either is a new candidate, evaluated before it is live.
+    """
+    refs = sorted(set(key_refs))
+    if not refs:
+        return config_hash
+    text = json.dumps([config_hash, refs], separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def matches_hash(value: str | None, config_hash: str) -> bool:
@@ -225,6 +244,17 @@ def _superseded_event(jobs: Sequence[str]) -> tuple[str, str, str] | None:
 
 def _decide(job: JobView, others: tuple[str, ...], timeout: int) -> Step:
     if job.state == "failed":
+        if job.reason == CONFIG_ERROR:
+            # A Secret or key the candidate names is missing: the pod never starts (the
+            # kubelet would retry until the deadline). Not promoted, and the pending Job goes.
+            why = (
+                f"eval Job {job.name} cannot start: {job.message.strip()[:300]}; the candidate's"
+                f" key references must exist before it can be evaluated (fix them, or set"
+                f" {REEVALUATE_ANNOTATION} once the Secret exists)"
+            )
+            return _decision(
+                INCONCLUSIVE, "KeyReferenceMissing", why, job, (*others, job.name), None
+            )
         if job.reason == "DeadlineExceeded":
             why = f"eval Job {job.name} ran past its deadline (timeoutSeconds {timeout})"
         elif (reported := parse_summary(job.message)) is not None and reported.get("error"):

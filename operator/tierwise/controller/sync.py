@@ -33,7 +33,11 @@ from kubernetes.client.rest import ApiException
 
 from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.conditions import Condition, now_iso, transitions
-from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
+from tierwise.controller.names import (
+    CANDIDATE_HASH_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+    config_map_name,
+)
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.ownership import (
     CONFIG_MAP_CONFLICT,
@@ -260,9 +264,12 @@ class Reconciler:
         document = result.document
         assert document is not None
         name = config_map_name(policy.name)
+        # What is remembered of the ConfigMap is the candidate it holds (config and key
+        # references): a new key reference alone is a write too.
+        identity = rollout.identity(result)
         if config_map is True:
             known = self._config_hashes.get(policy.uid, "unknown")
-            if known == document["hash"]:
+            if known == identity:
                 return False
             # Known not to exist: create it (a 409 below re-reads if someone was faster).
             current = None if known is None else kube.read_config_map(policy.namespace, name)
@@ -272,16 +279,16 @@ class Reconciler:
             listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
             if (
                 listed_version == self._config_versions.get(policy.uid)
-                and self._config_hashes.get(policy.uid) == document["hash"]
+                and self._config_hashes.get(policy.uid) == identity
             ):
                 return False  # as the operator last wrote or read it
             current = kube.read_config_map(policy.namespace, name)
         ensure_policy_owns(policy, current)
         # Built only now: serializing the document is the costly part of an unchanged sync.
-        desired = desired or desired_config_map(policy, document)
+        desired = desired or desired_config_map(policy, document, identity)
         meta = desired["metadata"]
         if config_map_up_to_date(current, desired):
-            self._remember_config(policy, document["hash"], current)
+            self._remember_config(policy, identity, current)
             return False
         try:
             version = kube.create_or_replace_config_map(current, desired)
@@ -293,10 +300,10 @@ class Reconciler:
             current = kube.read_config_map(meta["namespace"], meta["name"])
             ensure_policy_owns(policy, current)
             if config_map_up_to_date(current, desired):
-                self._remember_config(policy, document["hash"], current)
+                self._remember_config(policy, identity, current)
                 return False
             version = kube.create_or_replace_config_map(current, desired)
-        self._remember_config(policy, document["hash"], version=version)
+        self._remember_config(policy, identity, version=version)
         metrics.CONFIG_WRITES.inc()
         self.emit(
             policy.reference(),
@@ -337,7 +344,10 @@ class Reconciler:
         annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
         self._remember_config(
             policy,
-            None if current is None else annotations.get(CONFIG_HASH_ANNOTATION, ""),
+            None
+            if current is None
+            else annotations.get(CANDIDATE_HASH_ANNOTATION)
+            or annotations.get(CONFIG_HASH_ANNOTATION, ""),
             current,
         )
         return current is not None
@@ -366,7 +376,7 @@ class Reconciler:
         if gated is None or write_error is not None or result is None:
             return known  # nothing was written: the live ConfigMap holds what it held
         document = result.document
-        live_hash = gated.fields.get("promotedHash")
+        live_hash = gated.config_hash
         if document is not None and live_hash == document["hash"]:
             known = LiveConfig(
                 document["hash"],

@@ -71,18 +71,24 @@ def job_manifests(
     key_envs: Iterable[SecretKeyEnv],
     dataset_refs: Sequence[tuple[str, str]],
     settings: JobSettings,
+    *,
+    identity: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Job, inputs ConfigMap without its owner reference: the Job's uid comes later)."""
+    """(Job, inputs ConfigMap without its owner reference: the Job's uid comes later).
+
+    ``identity``: the candidate's identity (its config hash and key references; the config
+    hash by default), which names the Job and is what its candidate annotation says."""
     meta = policy["metadata"]
-    name = job_name(meta["name"], candidate["hash"])
+    identity = identity or candidate["hash"]
+    name = job_name(meta["name"], identity)
     labels = {
         "app.kubernetes.io/managed-by": "tierwise",
         "app.kubernetes.io/version": __version__,
         COMPONENT_LABEL: COMPONENT,
         POLICY_LABEL: meta["name"],
-        HASH_LABEL: hash_hex(candidate["hash"])[:16],
+        HASH_LABEL: hash_hex(identity)[:16],
     }
-    annotations = {CANDIDATE_ANNOTATION: candidate["hash"], BASELINE_ANNOTATION: baseline["hash"]}
+    annotations = {CANDIDATE_ANNOTATION: identity, BASELINE_ANNOTATION: baseline["hash"]}
     env = [
         {"name": k.env, "valueFrom": {"secretKeyRef": {"name": k.secret_name, "key": k.secret_key}}}
         for k in {k.env: k for k in key_envs}.values()
