@@ -150,6 +150,9 @@ def decided(kubectl: Kubectl, namespace: str, previous_hash: str, timeout: float
         if (
             candidate
             and candidate != previous_hash
+            # A policy's first config is decided on its own (onNewPolicy: Promote); the
+            # candidate hash covers key references, so it differs from the config hash.
+            and rollout.get("reason") != "FirstConfig"
             and rollout.get("decidedHash") == candidate
             and rollout.get("phase") != "Promoting"  # recorded, the live ConfigMap not yet written
             and progressing.get("reason") == rollout.get("reason")  # the whole status written

@@ -379,10 +379,15 @@ class _PodExecution:
         waiting = ""
         while True:
             try:
-                return self._environment(container, paths)
+                env = self._environment(container, paths)
+                if self.phase == "Pending":
+                    self.phase = "Running"
+                return env
             except ConfigError as err:
                 if str(err) != waiting:
                     waiting = str(err)
+                    if not any(s.running for s in self.states.values()):
+                        self.phase = "Pending"  # no container started yet
                     state.state = {
                         "waiting": {"reason": "CreateContainerConfigError", "message": waiting}
                     }
