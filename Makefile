@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-image image tools lint format fuzz bench bench-peers demo controlplane chart-files clean
+.PHONY: setup test test-unit test-image e2e image tools lint format fuzz bench bench-peers demo controlplane chart-files clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,12 @@ image:
 test-image: setup image
 	$(BIN)/pytest -q --image tests/image
 	hack/image/clean-netavark.sh
+
+## End-to-end on a real node (hack/node.sh): kubelet, containerd and kube-proxy joined to the
+## local control plane, the chart installed with the image from `make image`. The node is
+## stopped and the host checked unchanged at the end.
+e2e: setup controlplane
+	$(BIN)/pytest -q -s --e2e tests/e2e
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

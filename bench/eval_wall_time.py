@@ -73,7 +73,7 @@ def main() -> int:
                 "concurrency": level,
                 "seconds": round(seconds, 2),
                 "decision": report.decision.outcome,
-                "quality": route.candidate.measured().quality.format(),
+                "quality": route.measured().quality.format(),
                 "p50": round(route.candidate.latency(0.5) or 0, 3),
                 "p95": round(route.candidate.latency(0.95) or 0, 3),
             }

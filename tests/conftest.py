@@ -55,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also run the container image tests (tests/image: buildah build, podman run)",
     )
+    parser.addoption(
+        "--e2e",
+        action="store_true",
+        help="run the end-to-end tests on a real node (tests/e2e; make e2e)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -62,15 +67,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Image tests are deselected (not skipped) unless ``--image`` is given: they build the
     container image, which takes minutes on a fresh machine; ``make test-image`` runs them.
+    End-to-end tests (a real node) likewise need ``--e2e``; ``make e2e`` runs them.
     """
     for item in items:
         if CONTROLPLANE_FIXTURE in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.controlplane)
-    if not config.getoption("--image"):
-        deselected = [i for i in items if i.get_closest_marker("image")]
+    for marker, option in (("image", "--image"), ("e2e", "--e2e")):
+        if config.getoption(option):
+            continue
+        deselected = [i for i in items if i.get_closest_marker(marker)]
         if deselected:
             config.hook.pytest_deselected(items=deselected)
-            items[:] = [i for i in items if not i.get_closest_marker("image")]
+            items[:] = [i for i in items if not i.get_closest_marker(marker)]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -235,9 +235,6 @@ def test_the_resync_repairs_a_changed_config_map_posts_an_event_and_agrees_in_st
     policy = eventually(lambda: ready(kubectl, namespace, "email-triage"), "Ready")
     good = policy["status"]["configHash"]
     assert config_hash(kubectl, namespace, "email-triage") == good
-    rendered_before = sum(
-        1 for e in events_of(kubectl, namespace, "email-triage") if e["reason"] == "ConfigRendered"
-    )
     kubectl(
         "patch",
         "configmap",
@@ -261,24 +258,26 @@ def test_the_resync_repairs_a_changed_config_map_posts_an_event_and_agrees_in_st
         "the re-creation",
         timeout=15,
     )
+    # A repair is news of its own (a Warning), not a newly rendered config.
     events = eventually(
         lambda: (
-            [
-                e
-                for e in events_of(kubectl, namespace, "email-triage")
-                if e["reason"] == "ConfigRendered"
-            ]
-            if sum(
-                1
-                for e in events_of(kubectl, namespace, "email-triage")
-                if e["reason"] == "ConfigRendered"
+            found
+            if len(
+                found := [
+                    e
+                    for e in events_of(kubectl, namespace, "email-triage")
+                    if e["reason"] == "LiveConfigRestored"
+                ]
             )
-            >= rendered_before + 2
+            >= 2
             else None
         ),
-        "the resync's ConfigRendered events",
+        "the resync's LiveConfigRestored events",
         timeout=15,
     )
+    assert {e["type"] for e in events} == {"Warning"}
+    messages = " ".join(e["message"] for e in events)
+    assert "was edited outside the operator" in messages and "was deleted" in messages
     assert all(e["source"].get("component") == FIELD_MANAGER for e in events)
     status = kubectl.get_json("cascadepolicy", "email-triage", namespace=namespace)["status"]
     assert status["configHash"] == good == config_hash(kubectl, namespace, "email-triage")

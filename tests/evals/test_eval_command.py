@@ -58,8 +58,9 @@ def test_dataset_file_option_and_json_output(tmp_path: Path, capsys):
     data.write_text("\n".join(lines) + "\n")
     code = main(["eval", "-f", str(EXAMPLES), "--emulator", "-q", "--json", "--dataset", str(data)])
     report = json.loads(capsys.readouterr().out)[0]
-    assert report["routes"][0]["items"] == 60 and len(report["routes"][0]["results"]) == 60
-    assert code == {"Promoted": 0, "Rejected": 1, "Inconclusive": 2}[report["decision"]]
+    route = report["routes"][0]
+    assert route["lines"] == 60 and len(route["results"]) == route["items"]
+    assert code == {"Promoted": 0, "Rejected": 1, "Inconclusive": 3}[report["decision"]]
 
 
 def test_baseline_manifests_are_the_promoted_config(examples: Path, capsys):
@@ -138,7 +139,7 @@ def test_job_mode_writes_a_small_summary_to_the_termination_log(
     summary = json.loads(log.read_text())
     assert len(log.read_bytes()) < 4096
     assert summary["decision"] == "Promoted" and summary["baseline"] == "strongest"
-    assert summary["routes"]["triage"]["graded"] == 400
+    assert summary["routes"]["triage"]["counted"] == 400
     out = capsys.readouterr().out
     assert "decision: Promoted" in out and "full report: " in out
 
@@ -171,3 +172,79 @@ def test_batch_mode_halves_the_cost_at_the_same_quality(examples: Path, capsys):
     assert Decimal(batched["costPerItem"]) * 2 == pytest.approx(
         Decimal(interactive["costPerItem"]), abs=Decimal("0.000002")
     )
+
+
+def test_point7_exit_codes_tell_fail_bad_input_and_inconclusive_apart(tmp_path: Path, capsys):
+    from tierwise.evals.command import EXIT, EXIT_BAD_INPUT, worst
+
+    assert (EXIT["Promoted"], EXIT["Rejected"], EXIT_BAD_INPUT, EXIT["Inconclusive"]) == (
+        0,
+        1,
+        2,
+        3,
+    )
+    assert worst([0, 3, 1]) == 1 and worst([3, 2, 1]) == 2 and worst([0, 3]) == 3
+    # 20 distinct items: fewer than minItems (30) -> inconclusive, exit 3.
+    few = tmp_path / "few.jsonl"
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
+             "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon"]  # fmt: skip
+    lines = [json.dumps({"input": f"Ticket: please help with problem {w}", "label": "bug"})
+             for w in words]  # fmt: skip
+    few.write_text("\n".join(lines) + "\n")
+    assert main(["eval", "-f", str(EXAMPLES), "--emulator", "-q", "--dataset", str(few)]) == 3
+    assert "decision: Inconclusive" in capsys.readouterr().out
+    # Items without a label for a jsonField grader: bad input, found before any model call.
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text(
+        "\n".join(json.dumps({"input": f"Ticket {w}: help"}) for w in "abcdefgh") + "\n"
+    )
+    assert main(["eval", "-f", str(EXAMPLES), "-q", "--dataset", str(unlabelled)]) == 2
+    err = capsys.readouterr().err
+    assert "jsonField grader: 8/8 items have no `label`: nothing can be graded" in err
+
+
+def test_point1_a_changed_route_without_a_dataset_is_named(examples: Path, capsys):
+    policy = examples / "support-triage/policy.yaml"
+    text = policy.read_text()
+    chat = text.index("    - name: chat")
+    switched = text[:chat] + text[chat:].replace("tier: sonnet", "tier: haiku", 1)
+    assert switched != text
+    policy.write_text(switched)
+    code = main(
+        ["eval", "-f", str(examples), "--baseline", str(EXAMPLES), "--emulator", "-q", "--json"]
+    )
+    report = json.loads(capsys.readouterr().out)[0]
+    assert code == 3
+    assert report["decision"] == "Inconclusive"
+    assert "route chat changed and has no dataset" in report["reasons"]
+    assert "chat" in report["decidingRoutes"]
+    assert report["changes"] == {"triage": "unchanged", "chat": "changed, not evaluated"}
+    # Saying so in the policy promotes it on the evaluated routes' evidence, named.
+    policy.write_text(
+        switched.replace(
+            "    onNewPolicy: Promote", "    onNewPolicy: Promote\n    unevaluatedRoutes: Promote"
+        )
+    )
+    main(["eval", "-f", str(examples), "--baseline", str(EXAMPLES), "--emulator", "-q", "--json"])
+    report = json.loads(capsys.readouterr().out)[0]
+    assert "route chat changed and has no dataset" not in report["reasons"]
+    assert report["decision"] == "Promoted" or "chat" not in report["decidingRoutes"]
+    if report["decision"] == "Promoted":
+        assert any("unevaluatedRoutes: Promote" in r for r in report["reasons"])
+
+
+def test_point7_summary_keeps_the_deciding_route_when_trimmed():
+    from tierwise.evals.report import dump_summary, fit
+
+    routes = {f"route-{i}": {"decision": "Promoted", "pad": "y" * 200} for i in range(32)}
+    doc = {
+        "decision": "Rejected",
+        "decidingRoutes": ["route-0"],
+        "reasons": ["route-0: below minQuality"],
+        "changes": {f"route-{i}": "unchanged" if i else "changed, evaluated" for i in range(32)},
+        "routes": {"route-0": {"decision": "Rejected"}, **{k: v for k, v in routes.items() if k != "route-0"}},
+    }  # fmt: skip
+    trimmed = fit(doc)
+    assert len(dump_summary(trimmed).encode()) <= 4096
+    assert trimmed["routes"]["route-0"] == {"decision": "Rejected"}
+    assert trimmed["changes"]["route-0"] == "changed, evaluated"

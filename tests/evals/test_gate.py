@@ -22,7 +22,8 @@ from tierwise.evals.stats import PairedCounts
 def measured(
     correct: int, graded: int = 200, items: int | None = None, cost: str = "0.001", p95: float = 1.0
 ) -> Measured:
-    return Measured(items or graded, graded, correct, Decimal(cost), p95)
+    items = items or graded
+    return Measured(items, graded, correct, Decimal(cost), p95, failed=items - graded)
 
 
 GATE = GateSpec(min_quality=0.85, min_items=30, max_error_rate=0.05)
@@ -42,7 +43,7 @@ GATE = GateSpec(min_quality=0.85, min_items=30, max_error_rate=0.05)
             measured(0, graded=0, items=200),
             None,
             INCONCLUSIVE,
-            "only 0 graded",
+            "maxErrorRate",
         ),
         (
             "too many errors",
@@ -135,5 +136,5 @@ def test_combining_routes():
 
 
 def test_gate_document_round_trip():
-    gate = GateSpec(0.9, 0.02, Decimal("0.004"), 2.5, 40, 0.1)
+    gate = GateSpec(0.9, 0.02, Decimal("0.004"), 2.5, 40, 0.1, "Excluded")
     assert GateSpec.from_document(gate.to_document()) == gate

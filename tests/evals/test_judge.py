@@ -41,10 +41,18 @@ spec:
 """
 
 
+def _name(i: int) -> str:
+    """A distinct word per item (repeated items would be counted once)."""
+    return chr(97 + i % 26) + chr(97 + i // 26) + "report"
+
+
 def write(tmp_path: Path, items: int) -> Path:
     lines = [
         json.dumps(
-            {"input": f"Ticket {i}: the export button does nothing", "expected": "Export broken"}
+            {
+                "input": f"Ticket: the export button of the {_name(i)} page does nothing",
+                "expected": "Export broken",
+            }
         )
         for i in range(items)
     ]
@@ -76,11 +84,12 @@ def test_the_judge_tier_grades_and_its_verdicts_decide(tmp_path: Path):
         )
         judged = emu.recorded_requests(model="claude-opus-4-5")
     route = report.routes[0]
-    measured = route.candidate.measured()
-    assert measured.graded == 30
-    assert route.baseline is not None
+    measured = route.measured()
+    assert measured.counted == 30
+    baseline = route.baseline_set
+    assert baseline is not None
     # Exactly the judge's 40 passes among the 60 verdicts, however they were interleaved.
-    assert measured.correct + route.baseline.measured().correct == 40
+    assert measured.correct + sum(r.correct for r in baseline.results) == 40
     assert len(judged) == 60  # candidate and baseline answers, each judged once
     prompt = judged[0].body["messages"][0]["content"]
     assert "One line, faithful to the ticket." in prompt and "Export broken" in prompt

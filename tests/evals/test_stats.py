@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tierwise.evals.stats import (
     PairedCounts,
+    corrected_phi,
     paired_difference,
     percentile,
     wilson_interval,
@@ -103,7 +106,7 @@ def test_pairing_narrows_the_difference_of_agreeing_configs():
     agreeing = paired_difference(PairedCounts(180, 2, 2, 16))
     assert agreeing is not None
     assert agreeing.estimate == 0
-    assert agreeing.high < 0.025
+    assert agreeing.high < 0.03
     first = wilson_interval(182, 200)
     second = wilson_interval(182, 200)
     assert first is not None and second is not None
@@ -114,12 +117,77 @@ def test_pairing_narrows_the_difference_of_agreeing_configs():
 
 
 def test_paired_difference_hand_computed():
-    # a=40 b=10 c=2 d=8 (n=60): delta = 8/60; computed step by step from Newcombe's formula.
-    interval = paired_difference(PairedCounts(40, 10, 2, 8))
+    # a=40 b=10 c=2 d=8 (n=60): delta = 8/60; ad-bc = 300 > n/2, so
+    # phi* = (300 - 30) / sqrt(50*10*42*18) = 0.43916; bounds from Newcombe's formula.
+    counts = PairedCounts(40, 10, 2, 8)
+    assert corrected_phi(counts) == pytest.approx(0.43916, abs=1e-5)
+    interval = paired_difference(counts)
     assert interval is not None
     assert interval.estimate == pytest.approx(0.13333, abs=1e-5)
-    assert interval.low == pytest.approx(0.0242, abs=5e-4)
-    assert interval.high == pytest.approx(0.2432, abs=5e-4)
+    assert interval.low == pytest.approx(0.0192, abs=5e-4)
+    assert interval.high == pytest.approx(0.2472, abs=5e-4)
+
+
+def test_point3_published_example_fagerland_lydersen_laake_2017():
+    # Fagerland, Lydersen & Laake (2017), "Statistical Analysis of Contingency Tables",
+    # the paired table [[59, 6], [16, 80]] with Newcombe's hybrid score interval:
+    # -0.0621 [-0.1186, -0.0046].
+    interval = paired_difference(PairedCounts(59, 6, 16, 80))
+    assert interval is not None
+    assert round(interval.estimate, 4) == -0.0621
+    assert round(interval.low, 4) == -0.1186
+    assert round(interval.high, 4) == -0.0046
+
+
+@pytest.mark.parametrize(
+    ("table", "phi"),
+    [
+        ((40, 10, 2, 8), 270 / (50 * 10 * 42 * 18) ** 0.5),  # ad-bc = 300 > n/2: minus n/2
+        ((10, 5, 5, 3), 0.0),  # 0 <= ad-bc = 5 <= n/2 = 11.5: zero
+        ((5, 10, 10, 5), -75 / 225),  # ad-bc < 0: uncorrected
+        ((10, 0, 0, 0), 0.0),  # an empty margin
+    ],
+)
+def test_point3_corrected_phi_is_piecewise_as_published(table, phi):
+    assert corrected_phi(PairedCounts(*table)) == pytest.approx(phi, abs=1e-12)
+
+
+def test_point3_no_discordant_pairs_near_half_quality_is_not_a_point():
+    # 25 both right, 25 both wrong: the uncorrected phi is 1 and the interval collapsed to
+    # [0, 0]; with phi* = (625 - 25)/625 it keeps a width.
+    interval = paired_difference(PairedCounts(25, 0, 0, 25))
+    assert interval is not None
+    assert interval.high > 0.02 and interval.low < -0.02
+
+
+def _simulated_misses(cells: tuple[float, float, float, float], n: int, runs: int) -> float:
+    """Share of runs whose upper bound of the drop lies below the true drop."""
+    rng = random.Random(f"coverage:{cells}:{n}")
+    true_drop = cells[1] - cells[2]
+    edges = [cells[0], cells[0] + cells[1], cells[0] + cells[1] + cells[2]]
+    misses = 0
+    for _ in range(runs):
+        counts = [0, 0, 0, 0]
+        for _ in range(n):
+            u = rng.random()
+            counts[sum(u >= e for e in edges)] += 1
+        interval = paired_difference(PairedCounts(*counts))
+        assert interval is not None
+        misses += interval.high < true_drop - 1e-12
+    return misses / runs
+
+
+# (both right, baseline only, candidate only, both wrong): a typical cascade near 85%
+# quality, and configs near 50% quality that rarely disagree (where the uncorrected phi
+# gave zero-width intervals and missed in a sixth to a third of runs).
+SCENARIOS = [(0.85, 0.05, 0.02, 0.08), (0.45, 0.05, 0.02, 0.48), (0.48, 0.02, 0.01, 0.49)]
+
+
+@pytest.mark.parametrize("cells", SCENARIOS)
+@pytest.mark.parametrize("n", [30, 50, 100, 200])
+def test_point3_upper_bound_of_the_drop_covers_the_true_drop(cells, n):
+    # A one-sided 97.5% bound should miss in 2.5% of runs; allow 3.5% (2000 seeded runs).
+    assert _simulated_misses(cells, n, 2000) <= 0.035
 
 
 def test_percentile():

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.binaries import find_repo_root
-from harness.controlplane import ControlPlaneError, LocalControlPlane
+from harness.controlplane import DEFAULT_CONTROLLERS, ControlPlaneError, LocalControlPlane
 from harness.processes import spawn
 
 WORKDIR_ENV = "TIERWISE_CONTROLPLANE_DIR"
@@ -51,7 +51,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if _attach(workdir) is not None:
         print(f"already running (state in {workdir / 'state.json'})", file=sys.stderr)
         return 0
-    plane = LocalControlPlane(workdir).start(detach=True)
+    controllers = (*DEFAULT_CONTROLLERS, *args.extra_controllers)
+    plane = LocalControlPlane(workdir, controllers=controllers).start(detach=True)
     if args.pod_runner:
         _start_pod_runner(plane)
     print(f"control plane up at {plane.server} in {plane.startup_seconds:.1f}s", file=sys.stderr)
@@ -155,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a detached control plane")
     up.add_argument("--pod-runner", action="store_true", help="also run the kubelet stand-in")
+    up.add_argument(
+        "--extra-controller",
+        dest="extra_controllers",
+        action="append",
+        default=[],
+        help="also run this kube-controller-manager controller (repeatable); a real node "
+        "needs node-lifecycle-controller and endpointslice-controller",
+    )
     up.set_defaults(run=cmd_up)
     sub.add_parser("down", help="stop it").set_defaults(run=cmd_down)
     sub.add_parser("env", help="print shell exports (KUBECONFIG, PATH)").set_defaults(run=cmd_env)

@@ -29,6 +29,12 @@ empty); a terminal pod phase in the status is what it counts. Logs are kept on d
 :meth:`PodRunner.logs`); ``kubectl logs`` and ``exec`` need a kubelet and do not work. Probes,
 resources, security contexts and image pulls are ignored.
 
+What it does not model is proved on a real kubelet by the end-to-end suite (``tests/e2e``,
+``make e2e``, a node started by ``hack/node.sh``): probes, the restricted security context and
+read-only root filesystem, images, the ConfigMap volume's ``..data`` swap reaching a running
+process, termination messages written where the kubelet reads them, memory limits, Service
+link environment variables, and pods that dial each other through Services.
+
 For Deployments (operator pods, webhooks) it also plays the pod network, minimally:
 
 - each pod gets a loopback address of its own (``127.X.Y.Z``, in ``status.podIP`` and the

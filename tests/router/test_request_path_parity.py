@@ -64,10 +64,41 @@ def parity_config(base_url: str) -> dict[str, Any]:
     )
 
 
+# A distinct word per item: items differing only in their numbers are one item to the eval
+# (duplicates are replayed once), and parity is checked item by item.
+NAMES = [
+    "amber",
+    "birch",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "heron",
+    "iris",
+    "juniper",
+    "kestrel",
+    "lumen",
+    "maple",
+    "nectar",
+    "onyx",
+    "pine",
+    "quartz",
+    "raven",
+    "sable",
+    "thistle",
+    "umber",
+    "violet",
+    "willow",
+    "yarrow",
+]
+
+
 def triage_records() -> list[dict[str, Any]]:
     records = []
     for i in range(24):
-        text = f"Ticket {i}: the {['invoice', 'login page', 'office'][i % 3]} issue number {i}."
+        topic = ["invoice", "login page", "office"][i % 3]
+        text = f"Ticket {i}: the {topic} issue reported by the {NAMES[i]} team."
         if i % 4 == 0:  # far over the triage budget: the router refuses it
             text += " Details follow. " + " ".join(f"word{i}-{n}" for n in range(500))
         records.append({"id": f"t{i}", "input": text, "label": LABELS[i % 3]})
@@ -85,7 +116,8 @@ def agent_records() -> list[dict[str, Any]]:
                 {"role": "user", "content": f"Earlier question {t}: {filler}"},
                 {"role": "assistant", "content": f"Earlier answer {t}."},
             ]
-        messages.append({"role": "user", "content": f"Conversation {i}: where is my refund?"})
+        question = f"Conversation {i}: where is my refund for the {NAMES[i]} order?"
+        messages.append({"role": "user", "content": question})
         records.append({"id": f"a{i}", "messages": messages, "label": LABELS[i % 3]})
     return records
 

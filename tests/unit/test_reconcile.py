@@ -1,3 +1,6 @@
+import json
+from datetime import date
+
 from tierwise import API_VERSION
 from tierwise.api import parse
 from tierwise.api.models import LabelSelector
@@ -10,10 +13,13 @@ from tierwise.controller.reconcile import (
     cache_profile_status,
     config_map_up_to_date,
     desired_config_map,
+    holds_config,
     label_selector_string,
+    models_condition,
     policy_status,
     tier_status,
 )
+from tierwise.pricing import BUILTIN
 from tierwise.render import CONFIG_KEY, render_policy
 
 
@@ -288,3 +294,32 @@ def test_policy_status_with_pod_check_fits_the_crd():
     assert conditions(status)["PodsCurrent"]["status"] == "True"
     assert undeclared(status, schema) == []
     assert undeclared({"pods": {"surprise": 1}}, schema) == ["status.pods.surprise"]
+
+
+def test_point_11_a_live_config_map_holds_a_config_only_byte_for_byte():
+    document = render(POLICY, [HAIKU, SONNET]).document
+    written = desired_config_map(POLICY, document)
+    assert holds_config(written, document["hash"]) == json.loads(written["data"][CONFIG_KEY])
+    edited = json.loads(written["data"][CONFIG_KEY])
+    edited["routes"][0]["steps"] = edited["routes"][0]["steps"][:1]
+    for data in (
+        {CONFIG_KEY: json.dumps(edited, sort_keys=True, indent=2) + "\n"},  # edited, same claim
+        {CONFIG_KEY: "{not json"},  # invalid
+        {CONFIG_KEY: written["data"][CONFIG_KEY], "extra": "x"},  # another key
+        {CONFIG_KEY: written["data"][CONFIG_KEY].replace("\n", "")},  # reformatted
+    ):
+        assert holds_config({**written, "data": data}, document["hash"]) is None, data
+    assert holds_config(written, "sha256:" + "0" * 64) is None
+    assert holds_config(None, document["hash"]) is None
+
+
+def test_point_14_a_route_on_a_retired_model_makes_the_policy_condition_false():
+    retired = body("ModelTier", "sonnet", {"model": "claude-sonnet-4"})
+    document = render(POLICY, [HAIKU, retired]).document
+    condition = models_condition(document, BUILTIN, date(2026, 12, 6))
+    assert (condition.type, condition.status, condition.reason) == (
+        "ModelSupported", False, "Retired",
+    )  # fmt: skip
+    assert condition.message.startswith("route t (tier sonnet): model 'claude-sonnet-4' retired")
+    fine = models_condition(render(POLICY, [HAIKU, SONNET]).document, BUILTIN, date(2026, 12, 6))
+    assert fine.status and fine.reason == "AllModelsSupported"

@@ -660,6 +660,8 @@ class Gate:
     max_p95_latency_seconds: Decimal | None = None
     min_items: int = 30
     max_error_rate: Decimal = Decimal("0.05")
+    # A candidate item that failed upstream: a wrong answer (default), or left out.
+    candidate_errors: Literal["Wrong", "Excluded"] = "Wrong"
 
     def validate(self, path: str) -> None:
         for name, value in (
@@ -691,6 +693,8 @@ class Evaluation:
     dataset: DatasetRef | None = None
     grader: Grader | None = None
     on_new_policy: Literal["Evaluate", "Promote"] = "Evaluate"
+    # A changed route without a dataset: Inconclusive (named in the decision) or Promote.
+    unevaluated_routes: Literal["Inconclusive", "Promote"] = "Inconclusive"
     concurrency: int = 8
     timeout_seconds: int = 1800
     use_batch_api: bool = field(default=False, metadata={"json": "useBatchAPI"})

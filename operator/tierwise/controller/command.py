@@ -372,6 +372,15 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def peering_identity() -> str | None:
+    """This replica's name among its peers: its pod's name (the chart sets ``POD_NAME``).
+
+    Without it kopf derives one from the user name, which it asks the password database for:
+    the image runs as a UID with no entry there, and kopf would fail to start.
+    """
+    return os.environ.get("POD_NAME") or None
+
+
 def run(args: argparse.Namespace) -> int:
     from tierwise.controller import kube, operator_app, price_catalog  # noqa: F401
 
@@ -403,6 +412,7 @@ def run(args: argparse.Namespace) -> int:
             standalone=options.standalone,
             peering_name=options.peering_name,
             priority=options.priority,
+            identity=peering_identity(),
             liveness_endpoint=health,
             memo=kopf.Memo(options=options),
         )

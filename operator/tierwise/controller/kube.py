@@ -69,6 +69,20 @@ def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
 # Ask for metadata only (PartialObjectMetadataList): names, labels, annotations and
 # resourceVersions, without the data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+ONE_METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
+def read_config_map_metadata(namespace: str, name: str) -> dict[str, Any] | None:
+    """One ConfigMap's metadata (resourceVersion, labels...) without its data."""
+    try:
+        response = core().read_namespaced_config_map(
+            name, namespace, _headers={"Accept": ONE_METADATA_ONLY}, _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(json.loads(response.data))
 
 
 def list_config_map_metadata(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
@@ -103,6 +117,15 @@ def create_or_replace_config_map(current: Mapping[str, Any] | None, desired: dic
             meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER
         )
     return str(written.metadata.resource_version)
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message, else the HTTP status."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"HTTP {exc.status} {exc.reason}")
 
 
 def patch_status(plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> bool:

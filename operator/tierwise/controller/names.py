@@ -13,9 +13,6 @@ INJECT_ANNOTATION = "tierwise.dev/inject"
 # Written on injected pods: which policy and config they got.
 INJECTED_BY_ANNOTATION = "tierwise.dev/injected-by"
 CONFIG_HASH_ANNOTATION = "tierwise.dev/config-hash"
-# On the live ConfigMap: the candidate it holds, i.e. its config and the Secret references
-# its sidecars read tier keys from (rollout.identity).
-CANDIDATE_HASH_ANNOTATION = "tierwise.dev/candidate-hash"
 
 SIDECAR_NAME = "tierwise-router"
 CONFIG_VOLUME = "tierwise-router-config"
@@ -42,3 +39,10 @@ WEBHOOK_PATH = f"/{WEBHOOK_HANDLER_ID}"
 def config_map_name(policy_name: str) -> str:
     """The ConfigMap holding a policy's rendered router config."""
     return f"tierwise-{policy_name}"
+
+
+def promoted_config_map_name(policy_name: str) -> str:
+    """The operator's copy of a gated policy's promoted config, from which a deleted or
+    edited live ConfigMap is restored. Its "tierwise." prefix (a dot) is never the
+    "tierwise-" of another policy's live ConfigMap."""
+    return f"tierwise.promoted.{policy_name}"

@@ -7,6 +7,7 @@ boundary) and render results to the desired ConfigMap and status. The kopf handl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,7 @@ from tierwise import __version__
 from tierwise.api import SpecError
 from tierwise.api.models import LabelSelector
 from tierwise.controller.conditions import Condition, merge_conditions
-from tierwise.controller.names import (
-    CANDIDATE_HASH_ANNOTATION,
-    CONFIG_HASH_ANNOTATION,
-    config_map_name,
-)
+from tierwise.controller.names import CONFIG_HASH_ANNOTATION, config_map_name
 from tierwise.controller.objects import Observed, cache_profile_spec, tier_spec
 from tierwise.pricing import (
     BUILTIN,
@@ -29,7 +26,7 @@ from tierwise.pricing import (
     resolve_prices,
     retirement_notice,
 )
-from tierwise.render import CONFIG_KEY, RenderResult, dump_document
+from tierwise.render import CONFIG_KEY, RenderResult, content_hash, dump_document
 
 if TYPE_CHECKING:  # pods.py builds on this module's Condition
     from tierwise.controller.pods import PodCounts
@@ -50,11 +47,13 @@ def policy_conditions(
     spec_error: SpecError | None,
     has_config: bool = False,
     write_error: str | None = None,
+    no_live: str | None = None,
     write_reason: str | None = None,
 ) -> list[Condition]:
     """``has_config``: a ConfigMap from an earlier render exists (and is kept);
     ``write_error``: why the rendered config could not be written to it (``write_reason``,
-    ConfigMapWriteFailed by default)."""
+    ConfigMapWriteFailed by default); ``no_live``: why no config is live although one
+    rendered (a gated policy whose config did not pass)."""
     keeping = "keeping the last rendered config" if has_config else "no router config yet"
     if write_error is not None and spec_error is None and result is not None:
         return [
@@ -79,19 +78,54 @@ def policy_conditions(
             Condition(RESOLVED_REFS, False, reason, message),
             Condition(READY, False, reason, f"{keeping}: {message}"),
         ]
+    resolved = Condition(
+        RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"
+    )
+    if no_live is not None:
+        return [resolved, Condition(READY, False, "NoLiveConfig", no_live)]
     return [
-        Condition(RESOLVED_REFS, True, "AllResolved", "every tier and the cache profile resolve"),
+        resolved,
         Condition(
             READY, True, "Rendered", f"router config {result.document['hash']} is in its ConfigMap"
         ),  # type: ignore[index]
     ]
 
 
+def models_condition(document: Mapping[str, Any], catalog: PriceCatalog, today: date) -> Condition:
+    """``ModelSupported`` of a policy: False when a route (or the fallback) sends requests to
+    a tier whose model retired, or retires within 30 days. The tier says so as well, but it
+    is the policy's routes that fail."""
+    users: dict[str, list[str]] = {}  # tier -> who sends to it
+    for route in document.get("routes") or []:
+        for step in route.get("steps") or []:
+            users.setdefault(step["tier"], []).append(f"route {route['name']}")
+    fallback = (document.get("fallback") or {}).get("tier")
+    if fallback:
+        users.setdefault(fallback, []).append("the fallback")
+    notices = []
+    for tier, who in users.items():
+        model = ((document.get("tiers") or {}).get(tier) or {}).get("model")
+        notice = retirement_notice(model, today, catalog) if model else None
+        if notice is not None:
+            notices.append(
+                (notice, f"{', '.join(dict.fromkeys(who))} (tier {tier}): {notice.message}")
+            )
+    if not notices:
+        return Condition(
+            MODEL_SUPPORTED,
+            True,
+            "AllModelsSupported",
+            "no route uses a model that retired or retires within 30 days",
+        )
+    notices.sort(key=lambda n: not n[0].retired)  # retired first
+    return Condition(MODEL_SUPPORTED, False, notices[0][0].reason, "; ".join(m for _, m in notices))
+
+
 def desired_config_map(
-    policy: Observed, document: Mapping[str, Any], identity: str | None = None
+    policy: Observed, document: Mapping[str, Any], name: str | None = None
 ) -> dict[str, Any]:
-    """The ConfigMap holding a policy's router config, owned by the policy; ``identity``:
-    the candidate it holds (config and key references), the config hash by default.
+    """The ConfigMap holding a policy's router config, owned by the policy (``name``: the
+    live one by default; the operator's copy of the promoted config is another).
 
     No blockOwnerDeletion: it would need update rights on cascadepolicies/finalizers, and
     the garbage collector deletes the ConfigMap with the policy either way.
@@ -101,17 +135,14 @@ def desired_config_map(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": config_map_name(policy.name),
+            "name": name or config_map_name(policy.name),
             "namespace": policy.namespace,
             "labels": {
                 "app.kubernetes.io/managed-by": "tierwise",
                 "app.kubernetes.io/version": __version__,
                 POLICY_LABEL: policy.name,
             },
-            "annotations": {
-                CONFIG_HASH_ANNOTATION: document["hash"],
-                CANDIDATE_HASH_ANNOTATION: identity or document["hash"],
-            },
+            "annotations": {CONFIG_HASH_ANNOTATION: document["hash"]},
             "ownerReferences": [
                 {
                     "apiVersion": owner["apiVersion"],
@@ -130,11 +161,33 @@ def config_map_up_to_date(current: Mapping[str, Any] | None, desired: Mapping[st
     if current is None:
         return False
     annotations = (current.get("metadata") or {}).get("annotations") or {}
-    wanted = desired["metadata"]["annotations"]
     return (
-        all(annotations.get(k) == wanted[k] for k in wanted)
+        annotations.get(CONFIG_HASH_ANNOTATION)
+        == desired["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
         and (current.get("data") or {}) == desired["data"]
     )
+
+
+def holds_config(current: Mapping[str, Any] | None, config_hash: str) -> dict[str, Any] | None:
+    """The document in ``current`` (a ConfigMap as ``desired_config_map`` writes it) when it
+    is exactly config ``config_hash``: its content hashes to it, its annotation names it,
+    and its data is what the operator writes, byte for byte. None otherwise (absent,
+    edited, invalid)."""
+    if current is None:
+        return None
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    data = current.get("data") or {}
+    if annotations.get(CONFIG_HASH_ANNOTATION) != config_hash or set(data) != {CONFIG_KEY}:
+        return None
+    try:
+        document = json.loads(data[CONFIG_KEY])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or document.get("hash") != config_hash:
+        return None
+    if content_hash(document) != config_hash or dump_document(document) != data[CONFIG_KEY]:
+        return None
+    return document
 
 
 def policy_status(
@@ -146,6 +199,7 @@ def policy_status(
     previous: Mapping[str, Any] | None = None,
     has_config: bool = False,
     write_error: str | None = None,
+    no_live: str | None = None,
     extra_conditions: Iterable[Condition] = (),
     write_reason: str | None = None,
 ) -> dict[str, Any]:
@@ -159,7 +213,9 @@ def policy_status(
     conditions = merge_conditions(
         previous.get("conditions"),
         [
-            *policy_conditions(result, policy.error, has_config, write_error, write_reason),
+            *policy_conditions(
+                result, policy.error, has_config, write_error, no_live, write_reason
+            ),
             *extra_conditions,
         ],
         policy.generation,

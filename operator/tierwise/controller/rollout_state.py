@@ -1,9 +1,13 @@
 """Eval-gated rollout decisions, as pure functions of what the operator observed.
 
 ``next_step`` reads the candidate hash (rendered now), the promoted hash (in the live
-ConfigMap), the previous rollout status, this policy's eval Jobs and the break-glass
-annotations, and says what to do: promote, start a Job, delete superseded Jobs, and the
-status and Event to write. ``controller/rollout.py`` does the I/O.
+ConfigMap), the previous rollout status, this policy's eval Jobs, the digest of the eval
+datasets and the break-glass annotations, and says what to do: promote, start a Job, delete
+superseded Jobs, and the status and Event to write. ``controller/rollout.py`` does the I/O.
+
+What was evaluated is the candidate *and* the datasets it was judged on: a decision records
+the datasets' digest (``decidedDataset``; the live config's is ``promotedDataset``), and a
+changed dataset re-opens it, a rejected or inconclusive candidate and the live config alike.
 
 A decision is made once per candidate: it is recorded as ``status.rollout.decidedHash``
 before the live ConfigMap is written (phase Promoting until that write is done), so a
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
@@ -34,6 +40,15 @@ PAUSED_VALUE = "paused"
 REEVALUATE_ANNOTATION = "tierwise.dev/reevaluate"  # a candidate hash: run its eval again
 # The kubelet's waiting reason for a container whose Secret (or key) does not exist.
 CONFIG_ERROR = "CreateContainerConfigError"
+# On an eval Job: the digest of the datasets it evaluates (``dataset_digest``).
+DATASET_ANNOTATION = "tierwise.dev/dataset-digest"
+# How long an eval may wait for its dataset before the policy stops saying it progresses.
+DATASET_GRACE_SECONDS = 300
+# Why an eval did not start: a dataset is missing (waited for), the eval cannot be planned
+# (the spec must change), or the API server refused the Job.
+DATASET_MISSING = "DatasetMissing"
+EVAL_NOT_STARTED = "EvalNotStarted"
+EVAL_JOB_NOT_CREATED = "EvalJobNotCreated"
 # The status fields the rollout owns; the reconciler writes every other field.
 ROLLOUT_FIELDS = (
     "candidateHash",
@@ -54,6 +69,7 @@ class JobView:
     state: str  # running | succeeded | failed
     reason: str = ""  # the Failed condition's reason (DeadlineExceeded, BackoffLimitExceeded)
     message: str = ""  # the eval container's termination message
+    dataset_digest: str = ""  # the datasets it evaluates ("" when it does not say)
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,10 @@ class Situation:
     promote_hash: str | None = None
     timeout_seconds: int = 1800
     reevaluate: str | None = None
+    dataset_digest: str | None = None  # the eval datasets now; None while one is missing
+    # The candidate's config hash (status.candidateHash), when the identity above also covers
+    # key references: break-glass annotations may name either.
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,22 +103,36 @@ class Step:
     job: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     clear_decision: bool = False  # forget the candidate's decision (a requested re-run)
+    progressing: bool | None = None  # None: while Evaluating
 
 
-def candidate_identity(config_hash: str, key_refs: Iterable[tuple[str, str, str]]) -> str:
-    """What a candidate is: its rendered config and the Secret references (variable, Secret,
-    key) that its sidecars and its eval read the tier keys from.
+def key_refs_digest(key_refs: Iterable[tuple[str, str, str]]) -> str:
+    """A digest of the Secret references (variable, Secret, key) a candidate reads tier keys
+    from; "" when it names none."""
+    refs = sorted(set(key_refs))
+    if not refs:
+        return ""
+    return "sha256:" + hashlib.sha256(json.dumps(refs, separators=(",", ":")).encode()).hexdigest()
+
+
+def candidate_identity(config_hash: str, keys_digest: str) -> str:
+    """What a candidate is: its rendered config and the Secret references its sidecars and
+    its eval read the tier keys from (``key_refs_digest``).
 
     The config document's own hash leaves the references out (a key's location is not router
     config), so a new ``apiKeySecretRef`` alone would look like the live candidate and reach
     pods unchecked. Without references the identity is the config hash itself; with them,
     a digest of both, so a change to either is a new candidate, evaluated before it is live.
     """
-    refs = sorted(set(key_refs))
-    if not refs:
+    if not keys_digest:
         return config_hash
-    text = json.dumps([config_hash, refs], separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(f"{config_hash}\n{keys_digest}".encode()).hexdigest()
+
+
+def _names_candidate(value: str | None, s: Situation) -> bool:
+    return matches_hash(value, s.candidate_hash) or (
+        s.config_hash is not None and matches_hash(value, s.config_hash)
+    )
 
 
 def matches_hash(value: str | None, config_hash: str) -> bool:
@@ -111,24 +145,41 @@ def matches_hash(value: str | None, config_hash: str) -> bool:
     return value == config_hash or (len(bare) >= 8 and digits.startswith(bare))
 
 
+def same_dataset(recorded: str | None, now: str | None) -> bool:
+    """Whether something recorded for the ``recorded`` datasets holds for ``now``'s: an
+    unknown digest on either side (an older record, a dataset missing now) changes nothing."""
+    return not recorded or not now or recorded == now
+
+
 def next_step(s: Situation, job_for_candidate: str) -> Step:
-    candidate = s.candidate_hash
+    candidate, digest, previous = s.candidate_hash, s.dataset_digest, s.previous
     others = tuple(j.name for j in s.jobs if j.candidate_hash != candidate and j.state == "running")
     superseded = _superseded_event(others)
-    if s.promoted_hash == candidate:
-        previous_phase = s.previous.get("phase")
-        decided_here = s.previous.get("decidedHash") == candidate and previous_phase in (
-            PROMOTING,
-            PROMOTED,
-        )
-        return Step(
-            PROMOTED,
-            s.previous.get("reason", "UpToDate") if decided_here else "UpToDate",
-            s.previous.get("message", "") if decided_here else f"config {candidate} is live",
-            delete_jobs=others,
-            event=superseded,
-        )
-    if matches_hash(s.promote_hash, candidate):
+    phase = previous.get("phase")
+    recorded = previous.get("decidedHash") == candidate
+    decided = recorded and same_dataset(previous.get("decidedDataset"), digest)
+    live_failed = decided and phase in (REJECTED, INCONCLUSIVE)  # re-evaluated and failed
+    reopened = ""  # why a decided candidate is evaluated again
+    if s.promoted_hash == candidate and not live_failed:
+        if same_dataset(previous.get("promotedDataset"), digest) or (
+            recorded and phase in (PROMOTING, PROMOTED) and decided
+        ):
+            decided_here = recorded and phase in (PROMOTING, PROMOTED)
+            return Step(
+                PROMOTED,
+                previous.get("reason", "UpToDate") if decided_here else "UpToDate",
+                previous.get("message", "") if decided_here else f"config {candidate} is live",
+                delete_jobs=others,
+                event=superseded,
+            )
+        reopened = f"the eval dataset changed since live config {candidate} was evaluated"
+    forced = (s.promote_hash or "").strip()
+    if (
+        s.promoted_hash != candidate
+        and _names_candidate(forced, s)
+        and previous.get("forcePromoted") != forced
+    ):
+        # Once per value: a stale annotation never promotes a config git returns to later.
         return Step(
             PROMOTED,
             "BreakGlass",
@@ -137,6 +188,7 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
             decided=True,
             delete_jobs=tuple(j.name for j in s.jobs if j.state == "running"),
             event=("Warning", "BreakGlassPromotion", f"config {candidate} promoted by annotation"),
+            extra=_dataset_record(digest, promoted=True, forcePromoted=forced),
         )
     if s.promoted_hash is None and s.on_new_policy == "Promote":
         return Step(
@@ -151,23 +203,20 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
                 "Promoted",
                 f"first config {candidate} promoted (onNewPolicy: Promote)",
             ),
+            extra=_dataset_record(digest, promoted=True),
         )
-    if s.previous.get("decidedHash") == candidate:
-        phase = s.previous.get("phase")
-        if phase in (PROMOTING, PROMOTED):  # decided; the ConfigMap write may not have happened
-            return Step(
-                PROMOTED,
-                s.previous.get("reason", "EvalPassed"),
-                s.previous.get("message", ""),
-                promote=True,
-                delete_jobs=others,
-            )
+    if recorded and phase in (PROMOTING, PROMOTED) and s.promoted_hash != candidate:
+        # Decided; the ConfigMap write may not have happened.
+        return Step(
+            PROMOTED,
+            previous.get("reason", "EvalPassed"),
+            previous.get("message", ""),
+            promote=True,
+            delete_jobs=others,
+        )
+    if decided and phase in (REJECTED, INCONCLUSIVE):
         wanted = s.reevaluate
-        if (
-            phase in (REJECTED, INCONCLUSIVE)
-            and matches_hash(wanted, candidate)
-            and s.previous.get("reevaluated") != wanted
-        ):
+        if _names_candidate(wanted, s) and previous.get("reevaluated") != wanted:
             return Step(
                 EVALUATING,
                 "ReEvaluating",
@@ -181,15 +230,16 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
                     f"a new eval of candidate {candidate} was requested",
                 ),
             )
-        if phase in (REJECTED, INCONCLUSIVE):
-            return Step(
-                phase,
-                s.previous.get("reason", phase),
-                s.previous.get("message", ""),
-                delete_jobs=others,
-                event=superseded,
-                job=s.previous.get("job"),
-            )
+        return Step(
+            phase,
+            previous.get("reason", phase),
+            previous.get("message", ""),
+            delete_jobs=others,
+            event=superseded,
+            job=previous.get("job"),
+        )
+    if recorded and phase in (REJECTED, INCONCLUSIVE):
+        reopened = f"the eval dataset changed since candidate {candidate} was {phase.lower()}"
     if s.paused:
         return Step(
             PAUSED,
@@ -197,39 +247,96 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
             f"rollouts are paused by the {PAUSE_ANNOTATION}: {PAUSED_VALUE} annotation; "
             f"candidate {candidate} waits, the live config stays {s.promoted_hash or 'unset'}",
         )
-    mine = next((j for j in s.jobs if j.candidate_hash == candidate), None)
-    if mine is None:
+    mine = [j for j in s.jobs if j.candidate_hash == candidate]
+    outdated = [j for j in mine if not same_dataset(j.dataset_digest, digest)]
+    if outdated:
+        # Same Job name, other data: the old Job goes first, then a new eval starts.
+        why = reopened or f"the eval dataset changed while candidate {candidate} was evaluated"
+        doomed = tuple(j.name for j in outdated if j.state != "deleting")
+        return Step(
+            EVALUATING,
+            "DatasetChanged",
+            f"{why}: a new eval starts once eval Job {outdated[0].name} is deleted",
+            delete_jobs=doomed + others,
+            event=("Normal", "DatasetChanged", why) if doomed else None,
+            job=outdated[0].name,
+        )
+    job = next(iter(mine), None)
+    if job is None:
+        started = f"eval Job {job_for_candidate} started for candidate {candidate}"
+        if reopened:
+            started = f"{reopened}: {started}"
         return Step(
             EVALUATING,
             "EvalStarted",
-            f"eval Job {job_for_candidate} started for candidate {candidate}",
+            started,
             start_job=True,
             delete_jobs=others,
-            event=superseded
-            or (
-                "Normal",
-                "EvalStarted",
-                f"eval Job {job_for_candidate} started for candidate {candidate}",
-            ),
+            event=superseded or ("Normal", "EvalStarted", started),
             job=job_for_candidate,
         )
-    if mine.state == "deleting":
+    if job.state == "deleting":
         return Step(
             EVALUATING,
             "EvalRestarting",
-            f"waiting for the previous eval Job {mine.name} to be deleted before a new one",
-            job=mine.name,
+            f"waiting for the previous eval Job {job.name} to be deleted before a new one",
+            job=job.name,
         )
-    if mine.state == "running":
+    if job.state == "running":
         return Step(
             EVALUATING,
             "EvalRunning",
-            f"eval Job {mine.name} is running for candidate {candidate}",
+            f"eval Job {job.name} is running for candidate {candidate}",
             delete_jobs=others,
             event=superseded,
-            job=mine.name,
+            job=job.name,
         )
-    return _decide(mine, others, s.timeout_seconds)
+    return _decide(job, others, s.timeout_seconds)
+
+
+def _dataset_record(digest: str | None, promoted: bool = False, **extra: str) -> dict[str, str]:
+    """The datasets a decision was made on (``""``: not known), and for a promotion the
+    datasets the live config answers to."""
+    record = {"decidedDataset": digest or "", **extra}
+    if promoted:
+        record["promotedDataset"] = digest or ""
+    return record
+
+
+def dataset_digest(contents: Iterable[tuple[str, str, str]]) -> str:
+    """The digest of the eval's datasets: (ConfigMap, key, sha256 of the text) each."""
+    body = json.dumps(sorted(contents), ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def not_started(reason: str, problem: str, previous: Mapping[str, Any], now: datetime) -> Step:
+    """The candidate's eval cannot start. A dataset that does not exist (yet: GitOps may apply
+    it after the policy) is waited for, as progress, for ``DATASET_GRACE_SECONDS``; after
+    that, and for every other cause, the policy says it is stuck."""
+    since = now
+    if previous.get("reason") == reason and previous.get("waitingSince"):
+        since = _parse_time(previous["waitingSince"]) or now
+    waited = (now - since).total_seconds()
+    progressing = reason == DATASET_MISSING and waited < DATASET_GRACE_SECONDS
+    started = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = problem
+    if reason == DATASET_MISSING and not progressing:
+        message = f"{problem} (since {started}, over {DATASET_GRACE_SECONDS // 60} minutes)"
+    return Step(
+        EVALUATING,
+        reason,
+        message,
+        event=("Warning", reason, problem),
+        progressing=progressing,
+        extra={"waitingSince": started},
+    )
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        return None
 
 
 def _superseded_event(jobs: Sequence[str]) -> tuple[str, str, str] | None:
@@ -280,6 +387,9 @@ def _decide(job: JobView, others: tuple[str, ...], timeout: int) -> Step:
         outcome = INCONCLUSIVE
     reasons = summary.get("reasons") or ([summary["error"]] if summary.get("error") else [])
     text = "; ".join(str(r) for r in reasons) or outcome
+    cause = failure_cause(summary)
+    if cause is not None and outcome != PROMOTED:
+        text = f"{cause}; {text}"
     reason = {PROMOTED: "EvalPassed", REJECTED: "EvalFailedGate", INCONCLUSIVE: "EvalInconclusive"}[
         outcome
     ]
@@ -308,7 +418,34 @@ def _decision(
         summary=summary,
         event=(event_type, outcome, f"candidate {job.candidate_hash} {verb}: {message}"[:1000]),
         job=job.name,
+        extra=_dataset_record(job.dataset_digest, promoted=outcome == PROMOTED),
     )
+
+
+# Upstream statuses that say who is at fault, as the operator's message names them.
+_FAILED_BECAUSE = {401: "authentication failed", 403: "permission denied", 429: "rate limited"}
+
+
+def failure_cause(summary: Mapping[str, Any]) -> str | None:
+    """Why nothing could be graded, when the calls themselves failed: the most common error
+    of each route whose every item failed, by tier (``evals.report.failures``)."""
+    causes = []
+    for figures in (summary.get("routes") or {}).values():
+        items = int(figures.get("items") or 0)
+        failures = figures.get("failures") or []
+        if not items or figures.get("counted", figures.get("graded")) or not failures:
+            continue
+        top = failures[0]
+        error, tier, count = str(top.get("error") or ""), top.get("tier") or "?", top["count"]
+        found = re.search(r"\((\d{3})\)", error)
+        status = int(found.group(1)) if found else None
+        if status in _FAILED_BECAUSE:
+            causes.append(
+                f"{_FAILED_BECAUSE[status]} for tier {tier}: {count}/{items} calls {status}"
+            )
+        else:
+            causes.append(f"calls to tier {tier} failed: {count}/{items} calls {error}")
+    return "; ".join(causes) or None
 
 
 def parse_summary(message: str) -> dict[str, Any] | None:
@@ -322,7 +459,8 @@ def parse_summary(message: str) -> dict[str, Any] | None:
 def last_eval_status(
     summary: Mapping[str, Any] | None, outcome: str, message: str, job: str, hash_: str, now: str
 ) -> dict[str, Any]:
-    """``status.lastEval``: the figures of the first evaluated route, as readable strings."""
+    """``status.lastEval``: the route that decided (its figures at the top level) and every
+    route's figures, as readable strings."""
     status: dict[str, Any] = {
         "hash": hash_,
         "decision": outcome,
@@ -332,24 +470,47 @@ def last_eval_status(
         "job": job,
         "finishedAt": now,
     }
-    routes = (summary or {}).get("routes") or {}
+    summary = summary or {}
+    routes = summary.get("routes") or {}
+    deciding = [str(r) for r in summary.get("decidingRoutes") or [] if r in routes]
+    if summary.get("badInput"):
+        status["badInput"] = True
     if routes:
-        figures = next(iter(routes.values()))
-        status.update(
-            {
-                "quality": _interval(figures.get("quality")),
-                "baselineQuality": _interval(figures.get("baselineQuality")),
-                "costPerItem": _usd(figures.get("costPerItem")),
-                "baselineCostPerItem": _usd(figures.get("baselineCostPerItem")),
-                "saving": _pct(figures.get("saving")),
-                "escalationRate": _pct(figures.get("escalationRate")),
-                "latencyP50": _ms(figures.get("p50Seconds")),
-                "latencyP95": _ms(figures.get("p95Seconds")),
-                "items": int(figures.get("items") or 0),
-                "graded": int(figures.get("graded") or 0),
-            }
-        )
+        name = (deciding or list(routes))[0]
+        status["decidingRoute"] = ", ".join(summary.get("decidingRoutes") or [name])
+        status.update(_route_status(routes[name]))
+        status["routes"] = [
+            {"name": str(n), **_route_status(f), "decision": str(f.get("decision", ""))}
+            for n, f in routes.items()
+        ]
+        changes = summary.get("changes") or {}
+        status["routes"] += [
+            {"name": str(n), "change": str(c)} for n, c in changes.items() if n not in routes
+        ]
+        for entry in status["routes"]:
+            if entry["name"] in changes:
+                entry["change"] = str(changes[entry["name"]])
     return {k: v for k, v in status.items() if v is not None}
+
+
+def _route_status(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """One route's figures of the eval summary as status strings."""
+    found = {
+        "quality": _interval(figures.get("quality")),
+        "baselineQuality": _interval(figures.get("baselineQuality")),
+        "qualityDrop": _interval(figures.get("qualityDrop")),
+        "costPerItem": _usd(figures.get("costPerItem")),
+        "baselineCostPerItem": _usd(figures.get("baselineCostPerItem")),
+        "saving": _pct(figures.get("saving")),
+        "escalationRate": _pct(figures.get("escalationRate")),
+        "latencyP50": _ms(figures.get("p50Seconds")),
+        "latencyP95": _ms(figures.get("p95Seconds")),
+        "items": int(figures.get("items") or 0),
+        # The item set every figure is over (pairs with a baseline); "graded" in older evals.
+        "graded": int(figures.get("counted", figures.get("graded")) or 0),
+        "duplicates": int(figures.get("duplicates") or 0),
+    }
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _interval(value: Any) -> str | None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -35,9 +35,9 @@ from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.conditions import Condition, now_iso, transitions
 from tierwise.controller.injection import selects
 from tierwise.controller.names import (
-    CANDIDATE_HASH_ANNOTATION,
     CONFIG_HASH_ANNOTATION,
     config_map_name,
+    promoted_config_map_name,
 )
 from tierwise.controller.objects import Observed, ParseCache, by_name
 from tierwise.controller.ownership import (
@@ -65,6 +65,7 @@ from tierwise.controller.reconcile import (
     config_map_up_to_date,
     desired_config_map,
     label_selector_string,
+    models_condition,
     policy_status,
     tier_status,
 )
@@ -109,6 +110,7 @@ class Reconciler:
     ) -> None:
         self.emit = emit
         self.evals = evals or JobSettings()  # how eval Jobs are made (the operator's options)
+        self.datasets = rollout.DatasetDigests()  # the eval datasets' digests, by version
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         # policy uid -> hash in its ConfigMap (None: known not to exist), and the
         # resourceVersion of the ConfigMap as last written or read in full
@@ -129,6 +131,8 @@ class Reconciler:
         # policy uid -> the config last known to be in its live ConfigMap (pods are checked
         # against it; a candidate under evaluation is not live)
         self._live: dict[str, LiveConfig] = {}
+        # policy uid -> hash of the promoted config in the operator's copy (gated policies)
+        self._copies: dict[str, str] = {}
         # Parsed specs by uid and generation, for the resync (see objects.observe).
         self.parsed: ParseCache = {}
         # kopf's live pod index by namespace (indexes.pods_by_namespace), set at start-up:
@@ -177,8 +181,9 @@ class Reconciler:
                     has_config = gated.has_config
                 except ApiException as exc:
                     # Say so on this policy; the others go on (sync_policies isolates them).
+                    reason = kube.api_message(exc)
                     write_error = (
-                        f"writing ConfigMap {config_map_name(policy.name)} failed: {_reason(exc)}"
+                        f"writing ConfigMap {config_map_name(policy.name)} failed: {reason}"
                     )
                     log.warning("CascadePolicy %s/%s: %s", *policy.key, write_error)
                     has_config = self._config_exists(policy, True)
@@ -218,9 +223,11 @@ class Reconciler:
                 previous=self._previous_status(policy),
                 has_config=has_config,
                 write_error=write_error,
+                no_live=gated.no_live if gated is not None and write_error is None else None,
                 extra_conditions=[
                     *(gated.conditions if gated else ()),
                     *pod_conditions,
+                    *self._models_condition(result),
                     *([conflict] if conflict else ()),
                 ],
                 write_reason=CONFIG_MAP_CONFLICT if conflict else None,
@@ -257,66 +264,83 @@ class Reconciler:
         self._rendered[policy.uid] = (key, result)
         return result
 
+    def live_holds(
+        self, policy: Observed, config_hash: str, config_map: Mapping[str, Any] | bool | None
+    ) -> bool:
+        """Whether the live ConfigMap holds ``config_hash`` as the operator last wrote or read
+        it in full, known without an API call: True for ``config_map`` True trusts memory, a
+        listing must show the resourceVersion last written or read (any edit changes it)."""
+        if config_map is True:
+            return self._config_hashes.get(policy.uid, "unknown") == config_hash
+        if not config_map:
+            return False
+        listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
+        return (
+            listed_version == self._config_versions.get(policy.uid)
+            and self._config_hashes.get(policy.uid) == config_hash
+        )
+
     def write_live_config(
         self,
         policy: Observed,
-        result: RenderResult,
+        document: Mapping[str, Any],
         config_map: Mapping[str, Any] | bool | None = True,
-        desired: dict[str, Any] | None = None,
+        *,
+        restore: bool = False,
     ) -> bool:
-        """Put the rendered document into the policy's live ConfigMap (what running routers
-        load), unless it is already there. Returns whether it wrote."""
-        document = result.document
-        assert document is not None
+        """Put ``document`` into the policy's live ConfigMap (what running routers load),
+        unless it is already there, comparing content and not only the hash annotation.
+        ``restore``: the document is the config already promoted, so any write repairs a
+        deleted or edited ConfigMap. Returns whether it wrote."""
         name = config_map_name(policy.name)
-        # What is remembered of the ConfigMap is the candidate it holds (config and key
-        # references): a new key reference alone is a write too.
-        identity = rollout.identity(result)
+        if self.live_holds(policy, document["hash"], config_map):
+            return False
         if config_map is True:
             known = self._config_hashes.get(policy.uid, "unknown")
-            if known == identity:
-                return False
             # Known not to exist: create it (a 409 below re-reads if someone was faster).
             current = None if known is None else kube.read_config_map(policy.namespace, name)
         elif not config_map:
             current = None
         else:
-            listed_version = (config_map.get("metadata") or {}).get("resourceVersion")
-            if (
-                listed_version == self._config_versions.get(policy.uid)
-                and self._config_hashes.get(policy.uid) == identity
-            ):
-                return False  # as the operator last wrote or read it
             current = kube.read_config_map(policy.namespace, name)
-        ensure_policy_owns(policy, current)
         # Built only now: serializing the document is the costly part of an unchanged sync.
-        desired = desired or desired_config_map(policy, document, identity)
-        meta = desired["metadata"]
-        if config_map_up_to_date(current, desired):
-            self._remember_config(policy, identity, current)
+        desired = desired_config_map(policy, document)
+        believed = self._config_hashes.get(policy.uid) == document["hash"]
+        replaced, version, wrote = put_config_map(current, desired, policy)
+        self._remember_config(policy, document["hash"], version=version)
+        if not wrote:
             return False
-        try:
-            version = kube.create_or_replace_config_map(current, desired)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            # Someone wrote it since it was read or listed (a handler, another replica):
-            # read it again and write only if it still differs.
-            current = kube.read_config_map(meta["namespace"], meta["name"])
-            ensure_policy_owns(policy, current)
-            if config_map_up_to_date(current, desired):
-                self._remember_config(policy, identity, current)
-                return False
-            version = kube.create_or_replace_config_map(current, desired)
-        self._remember_config(policy, identity, version=version)
         metrics.CONFIG_WRITES.inc()
-        self.emit(
-            policy.reference(),
-            "Normal",
-            "ConfigRendered",
-            f"router config {document['hash']} written to ConfigMap {desired['metadata']['name']}",
-        )
+        repaired = _repair(replaced, document["hash"], restore or believed)
+        if repaired is not None:
+            self.emit(
+                policy.reference(),
+                "Warning",
+                "LiveConfigRestored",
+                f"ConfigMap {name} {repaired}; restored config {document['hash']}",
+            )
+        else:
+            self.emit(
+                policy.reference(),
+                "Normal",
+                "ConfigRendered",
+                f"router config {document['hash']} written to ConfigMap {name}",
+            )
         return True
+
+    def keep_promoted_copy(self, policy: Observed, document: Mapping[str, Any]) -> None:
+        """Keep the operator's copy of a gated policy's promoted config, from which its live
+        ConfigMap is restored (deleted or edited) while another candidate is not promoted:
+        the spec no longer renders the promoted config then."""
+        if self._copies.get(policy.uid) == document["hash"]:
+            return
+        name = promoted_config_map_name(policy.name)
+        current = kube.read_config_map(policy.namespace, name)
+        desired = desired_config_map(policy, document, name)
+        desired["metadata"]["labels"]["app.kubernetes.io/component"] = "promoted-config"
+        put_config_map(current, desired, policy)
+        with self._memory_lock:
+            self._copies[policy.uid] = document["hash"]
 
     def _remember_config(
         self,
@@ -349,10 +373,7 @@ class Reconciler:
         annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
         self._remember_config(
             policy,
-            None
-            if current is None
-            else annotations.get(CANDIDATE_HASH_ANNOTATION)
-            or annotations.get(CONFIG_HASH_ANNOTATION, ""),
+            None if current is None else annotations.get(CONFIG_HASH_ANNOTATION, ""),
             current,
         )
         return current is not None
@@ -386,7 +407,7 @@ class Reconciler:
         if gated is None or write_error is not None or result is None:
             return known  # nothing was written: the live ConfigMap holds what it held
         document = result.document
-        live_hash = gated.config_hash
+        live_hash = gated.live_hash
         if document is not None and live_hash == document["hash"]:
             known = LiveConfig(
                 document["hash"],
@@ -397,6 +418,13 @@ class Reconciler:
                 self._live[policy.uid] = known
             return known
         return known if known is not None and known.hash == live_hash else None
+
+    def _models_condition(self, result: RenderResult | None) -> list[Condition]:
+        """Whether the rendered config's routes use models that retired (checked each sync:
+        a retirement date passes without any object changing)."""
+        if result is None or result.document is None:
+            return []
+        return [models_condition(result.document, price_catalog.current(), date.today())]
 
     def _kept_pod_condition(self, policy: Observed) -> list[Condition]:
         kept = previous_condition(self._previous_status(policy).get("conditions"))
@@ -466,6 +494,7 @@ class Reconciler:
             self._rendered.pop(obj.uid, None)
             self._pods_counted.pop(obj.uid, None)
             self._live.pop(obj.uid, None)
+            self._copies.pop(obj.uid, None)
             self.parsed.pop(obj.uid, None)
 
     # -- status ---------------------------------------------------------------------------
@@ -530,13 +559,50 @@ def inputs_key(
     )
 
 
-def _reason(exc: ApiException) -> str:
-    """The API server's own message, else the HTTP status."""
+def put_config_map(
+    current: Mapping[str, Any] | None, desired: dict[str, Any], policy: Observed
+) -> tuple[Mapping[str, Any] | None, str | None, bool]:
+    """Create or replace ``desired`` (a ConfigMap of ``policy``) unless ``current`` (as read)
+    already is it, data and all; someone else's ConfigMap of that name is never written
+    (``NotOwned``). Returns (the ConfigMap as it was before, the resourceVersion now, whether
+    it wrote)."""
+    meta = desired["metadata"]
+    ensure_policy_owns(policy, current)
+    if config_map_up_to_date(current, desired):
+        return current, _version(current), False
     try:
-        message = json.loads(exc.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or f"HTTP {exc.status} {exc.reason}")
+        return current, kube.create_or_replace_config_map(current, desired), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    # Someone wrote it since it was read or listed (a handler, another replica): read it
+    # again and write only if it still differs.
+    current = kube.read_config_map(meta["namespace"], meta["name"])
+    ensure_policy_owns(policy, current)
+    if config_map_up_to_date(current, desired):
+        return current, _version(current), False
+    return current, kube.create_or_replace_config_map(current, desired), True
+
+
+def _version(config_map: Mapping[str, Any] | None) -> str | None:
+    version = ((config_map or {}).get("metadata") or {}).get("resourceVersion")
+    return str(version) if version else None
+
+
+def _repair(replaced: Mapping[str, Any] | None, config_hash: str, expected: bool) -> str | None:
+    """What happened to a live ConfigMap the operator had to rewrite with ``config_hash``,
+    when that was a repair: it claimed that config with other data (edited, made invalid),
+    or it was gone or held another config while that config was meant to be there
+    (``expected``). None for a new config."""
+    if replaced is None:
+        return "was deleted" if expected else None
+    annotations = (replaced.get("metadata") or {}).get("annotations") or {}
+    claimed = annotations.get(CONFIG_HASH_ANNOTATION)
+    if claimed == config_hash:
+        return "was edited outside the operator: its data was not that config"
+    if expected:
+        return f"was edited outside the operator: it held {claimed or 'an unlabelled config'}"
+    return None
 
 
 def _own(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Items are split (stably, by id) into a tuning part and a held-out part. Every th
 the sweep runs the route's real cascade on the tuning items; the proposal is the cheapest
 setting whose quality interval's lower bound meets ``--target`` there, and it is then
 confirmed on the held-out items, which played no part in choosing it, so the reported
-figure is not fitted to itself.
+figure is not fitted to itself. It is also measured on a fresh resample (another random
+half of the items, drawn with ``--resample-seed``), to show how much the figure moves with
+the draw. The patch is offered only when the held-out check meets the target.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="lowest acceptable lower bound of the quality interval (default 0.85)")  # fmt: skip
     parser.add_argument("--held-out", type=float, default=0.5, metavar="FRACTION",
                         help="share of items kept out of the sweep to confirm it (default 0.5)")  # fmt: skip
+    parser.add_argument("--resample-seed", default="resample-1", metavar="SEED",
+                        help="seed of the fresh resample the proposal is also measured on")  # fmt: skip
     parser.add_argument("--thresholds", metavar="LIST",
                         help="comma-separated thresholds to try (default 0, 0.05, ..., 1)")  # fmt: skip
     parser.add_argument(
@@ -99,14 +103,26 @@ def _run(args: argparse.Namespace) -> int:
     positions = threshold_positions(found.candidate, route.name)
     if not positions:
         raise InputError(f"route {route.name!r} has no jsonFieldBelow signal to calibrate")
-    dataset = found.datasets[route.name]
+    # One copy of each item: a duplicate on both sides of the split would leak the tuning
+    # items into the held-out check.
+    dataset, _ = found.datasets[route.name].distinct()
     tuning, held_out = dataset.split(args.held_out)
     if not tuning.items or not held_out.items:
         raise InputError("the dataset is too small to split into tuning and held-out items")
     thresholds = _thresholds(args.thresholds)
     plan = replace(found.plan, routes=(route,))
+    _, resample = dataset.split(args.held_out, seed=f"resample:{args.resample_seed}")
     points, confirmed = asyncio.run(
-        _sweep(args, plan, found.candidate, route.name, positions, tuning, held_out, thresholds)
+        _sweep(
+            args,
+            plan,
+            found.candidate,
+            route.name,
+            positions,
+            tuning,
+            {"heldOut": held_out, "resample": resample},
+            thresholds,
+        )
     )
     choice = choose(points, args.target)
     spec_paths = [f"/spec/routes/{r}/steps/{s}/escalateWhen/{k}/threshold" for r, s, k in positions]
@@ -118,22 +134,28 @@ def _run(args: argparse.Namespace) -> int:
         "heldOutItems": len(held_out.items),
         "frontier": [_point_json(p) for p in points],
         "choice": None if choice is None else _point_json(choice),
+        "resampleItems": len(resample.items),
         "heldOut": None,
+        "resample": None,
         "patch": None,
     }
-    held = None
+    held = fresh = None
     if choice is not None:
-        held = confirmed[choice.threshold]
-        result["heldOut"] = _point_json(held)
+        held, fresh = confirmed["heldOut"], confirmed["resample"]
+        result["heldOut"], result["resample"] = _point_json(held), _point_json(fresh)
+    meets = held is not None and held.quality is not None and held.quality.low >= args.target
+    result["meetsTarget"] = meets
+    result["resampleMeetsTarget"] = (
+        fresh is not None and fresh.quality is not None and fresh.quality.low >= args.target
+    )
+    if meets and choice is not None:  # never a patch the held-out items did not confirm
         result["patch"] = [
             {"op": "replace", "path": path, "value": choice.threshold} for path in spec_paths
         ]
-    meets = held is not None and held.quality is not None and held.quality.low >= args.target
-    result["meetsTarget"] = meets
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(_text(result, points, choice, held, found.policy.name, found.policy.namespace))
+        print(_text(result, points, choice, held, fresh, found.policy))
     return 0 if meets else 1
 
 
@@ -176,9 +198,10 @@ async def _sweep(
     route: str,
     positions: Sequence[tuple[int, int, int]],
     tuning: Any,
-    held_out: Any,
+    checks: Mapping[str, Any],
     thresholds: Sequence[float],
-) -> tuple[list[Point], dict[float, Point]]:
+) -> tuple[list[Point], dict[str, Point]]:
+    """The sweep on ``tuning``, and the chosen threshold measured on each of ``checks``."""
     from tierwise.evals.local import (
         emulator_env,
         maybe_emulator,
@@ -188,7 +211,7 @@ async def _sweep(
     )
     from tierwise.evals.runner import run_eval
 
-    tasks = [route_task(plan, candidate, route, d) for d in (tuning, held_out)]
+    tasks = [route_task(plan, candidate, route, d) for d in (tuning, *checks.values())]
     async with maybe_emulator(args.emulator, tasks, 0.0, args.seed) as url:
         if url is not None:
             candidate = point_at(candidate, url)
@@ -198,17 +221,18 @@ async def _sweep(
         async def measure(value: float, dataset: Any) -> Point:
             doc = with_threshold(candidate, positions, value)
             report = await run_eval(plan, doc, None, {route: dataset}, env, baseline_kind="none")
-            run = report.routes[0].candidate
-            measured = run.measured()
+            route_report = report.routes[0]
+            measured, run = route_report.measured(), route_report.candidate_set
             return Point(
-                value, measured.quality, run.cost_per_item, run.escalation_rate, measured.items
+                value, measured.quality, run.cost_per_item, run.escalation_rate, measured.counted
             )
 
         points = [await measure(value, tuning) for value in thresholds]
         choice = choose(points, args.target)
         confirmed = {}
         if choice is not None:
-            confirmed[choice.threshold] = await measure(choice.threshold, held_out)
+            for name, items in checks.items():
+                confirmed[name] = await measure(choice.threshold, items)
     return points, confirmed
 
 
@@ -246,9 +270,9 @@ def pareto(points: Sequence[Point]) -> set[float]:
 
 
 def _text(result: Mapping[str, Any], points: Sequence[Point], choice: Point | None,
-          held: Point | None, policy: str, namespace: str) -> str:  # fmt: skip
+          held: Point | None, fresh: Point | None, policy: Any) -> str:  # fmt: skip
     lines = [
-        f"calibrating route {result['route']} of CascadePolicy {policy}: "
+        f"calibrating route {result['route']} of CascadePolicy {policy.name}: "
         f"{result['tuningItems']} tuning items, {result['heldOutItems']} held out, "
         f"target: quality lower bound >= {result['target']:.3f}",
         "",
@@ -264,21 +288,31 @@ def _text(result: Mapping[str, Any], points: Sequence[Point], choice: Point | No
         )
         lines.append(f"{marks}{p.threshold:>9.2f}  {q:<24}{cost:>11}  {esc:>9}")
     lines += ["", "  * on the cost/quality frontier   < proposed", ""]
-    if choice is None or held is None:
+    if choice is None or held is None or fresh is None:
         lines.append(
             f"no threshold reaches a quality lower bound of {result['target']:.3f} on the tuning items"
         )
         return "\n".join(lines)
-    verdict = "meets" if result["meetsTarget"] else "does NOT meet"
-    lines.append(
-        f"proposed threshold {choice.threshold:.2f}: held-out quality "
-        f"{held.quality.format() if held.quality else '-'} {verdict} the target; "
-        f"cost ${held.cost_per_item:.6f} per item, {held.escalation_rate:.1%} escalated"
-    )
+    lines.append(f"proposed threshold {choice.threshold:.2f}:")
+    for label, point, meets in (
+        (f"held-out ({result['heldOutItems']} items)", held, result["meetsTarget"]),
+        (f"fresh resample ({result['resampleItems']} items)", fresh, result["resampleMeetsTarget"]),
+    ):
+        quality = point.quality.format() if point.quality else "-"
+        cost = "-" if point.cost_per_item is None else f"${point.cost_per_item:.6f}"
+        verdict = "meets" if meets else "does NOT meet"
+        lines.append(f"  {label:<30} quality {quality} {verdict} the target; cost {cost} per item")
+    if not result["meetsTarget"]:
+        lines += [
+            "",
+            "not confirmed: the held-out items do not meet the target, so no patch is proposed "
+            "(more items, or a higher --target on the tuning items, give a safer proposal)",
+        ]
+        return "\n".join(lines)
     patch = json.dumps(result["patch"])
     lines += [
         "",
         "apply with:",
-        f"  kubectl -n {namespace} patch cascadepolicy {policy} --type=json -p '{patch}'",
+        f"  kubectl -n {policy.namespace} patch cascadepolicy {policy.name} --type=json -p '{patch}'",
     ]
     return "\n".join(lines)

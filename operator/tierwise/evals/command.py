@@ -1,7 +1,8 @@
 """`tierwise eval`: gate a change on quality, on a laptop, in CI, or in the eval Job.
 
-Exit status: 0 the gate passes (Promoted), 1 it fails (Rejected), 2 bad input or an
-inconclusive eval. In the Job (``--plan``) the decision goes to the termination message and
+Exit status: 0 the gate passes (Promoted), 1 it fails (Rejected), 2 bad input (nothing could
+be read or graded: the dataset, grader or manifests are wrong, not the config), 3
+inconclusive. Several policies: bad input, then fail, then inconclusive wins. In the Job (``--plan``) the decision goes to the termination message and
 the exit status is 0 whenever a decision was made, so a failed Job always means "the eval
 could not run".
 """
@@ -17,8 +18,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXIT = {"Promoted": 0, "Rejected": 1, "Inconclusive": 2}
+EXIT = {"Promoted": 0, "Rejected": 1, "Inconclusive": 3}
 EXIT_BAD_INPUT = 2
+# Which exit status wins over several policies: the most actionable first.
+_PRECEDENCE = (EXIT_BAD_INPUT, EXIT["Rejected"], EXIT["Inconclusive"], EXIT["Promoted"])
+
+
+def exit_status(decision: Any) -> int:
+    """The exit status of one decision (``gate.Decision``)."""
+    return EXIT_BAD_INPUT if decision.bad_input else EXIT[decision.outcome]
+
+
+def worst(statuses: list[int]) -> int:
+    return min(statuses, key=_PRECEDENCE.index)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "strongest tier), grade the answers, and apply the policy's spec.evaluation gate. "
         "Prints quality with its 95%% interval, cost per item and saving, escalation rate, "
         "latency and a confusion table per route. Exit status: 0 the gate passes, 1 it fails, "
-        "2 bad input or inconclusive."
+        "2 bad input (nothing could be read or graded), 3 inconclusive."
     )
     parser.add_argument(
         "-f",
@@ -109,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     except (InputError, DatasetError, SpecError, ConfigError) as exc:
         if args.plan and args.termination_log:
             _write_termination(
-                args.termination_log, {"decision": "Inconclusive", "error": str(exc)}
+                args.termination_log,
+                {"decision": "Inconclusive", "badInput": True, "error": str(exc)},
             )
         return _bad(str(exc))
 
@@ -149,7 +162,7 @@ def _run_local(args: argparse.Namespace) -> int:
         print(json.dumps([full_json(r) for r in reports], indent=2))
     else:
         print("\n".join(text_report(r) for r in reports), end="")
-    return max(EXIT[r.decision.outcome] for r in reports)
+    return worst([exit_status(r.decision) for r in reports])
 
 
 async def _local_reports(args: argparse.Namespace, evals: list[Any]) -> list[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ from typing import Any
 TEMPLATE_PLACEHOLDER = "{{input}}"
 DEFAULT_MAX_TOKENS = 1024
 SAMPLE_SEED = "tierwise-eval"
+# A token holding a digit (a number, an order id, a uuid, "#007"): normalised away, so
+# "Email #7: I was charged twice" and "email #123: i was  charged twice" are one item.
+_ID_TOKEN = re.compile(r"[#\w-]*\d[\w-]*")
 _ITEM_KEYS = frozenset(
     {"id", "input", "messages", "system", "label", "expected", "accept", "pattern", "maxTokens"}
 )
@@ -80,6 +84,18 @@ class Item:
         return "\n".join(parts)
 
 
+def duplicate_key(item: Item) -> str:
+    """What makes two items the same evidence: the request after normalising case,
+    whitespace and numbers/ids, and the reference answer (so "2+2" and "3+5" with different
+    expected answers stay two items)."""
+    text = item.question()
+    if item.system is not None:
+        text = f"{json.dumps(item.system, ensure_ascii=False)}\n{text}"
+    text = " ".join(_ID_TOKEN.sub("0", text.casefold()).split())
+    reference = [item.label, item.expected, list(item.accept or ()), item.pattern]
+    return text + "\x00" + json.dumps(reference)
+
+
 @dataclass(frozen=True)
 class Dataset:
     source: str
@@ -97,11 +113,30 @@ class Dataset:
         chosen = {item.id for item in ranked[:size]}
         return Dataset(self.source, tuple(i for i in self.items if i.id in chosen), self.labels)
 
-    def split(self, held_out: float) -> tuple[Dataset, Dataset]:
-        """(tuning, held-out) by a hash of each item's id, so the split is stable."""
+    def distinct(self) -> tuple[Dataset, tuple[tuple[Item, Item], ...]]:
+        """(the first item of each group of duplicates, ``(duplicate, first)`` pairs).
+
+        Repeating an item adds no evidence: an interval over 40 items repeated five times is
+        the interval of 40 items, not of 200.
+        """
+        first: dict[str, Item] = {}
+        kept: list[Item] = []
+        repeats: list[tuple[Item, Item]] = []
+        for item in self.items:
+            key = duplicate_key(item)
+            if key in first:
+                repeats.append((item, first[key]))
+            else:
+                first[key] = item
+                kept.append(item)
+        return Dataset(self.source, tuple(kept), self.labels), tuple(repeats)
+
+    def split(self, held_out: float, seed: str = "split") -> tuple[Dataset, Dataset]:
+        """(tuning, held-out) by a hash of each item's id and ``seed``, so the split is
+        stable; another ``seed`` draws a fresh one."""
         tune, hold = [], []
         for item in self.items:
-            digest = hashlib.sha256(f"{SAMPLE_SEED}:split:{item.id}".encode()).digest()
+            digest = hashlib.sha256(f"{SAMPLE_SEED}:{seed}:{item.id}".encode()).digest()
             (hold if digest[0] / 256 < held_out else tune).append(item)
         return (
             Dataset(self.source, tuple(tune), self.labels),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,13 +84,13 @@ def grade_deterministic(spec: GraderSpec, item: Item, message: Mapping[str, Any]
         if item.label is None:
             return Verdict(None, note="item has no label")
         value = json_field(text, spec.field)
-        return Verdict(value == item.label, _show(value), item.label)
+        return Verdict(value == item.label, _show(value), item.label, _absent(spec, value))
     if spec.type == "allowedSet":
         accepted = item.accept if item.accept is not None else spec.values
         if not accepted:
             return Verdict(None, note="no accept list on the item or the grader")
         value = json_field(text, spec.field)
-        return Verdict(value in accepted, _show(value), item.label)
+        return Verdict(value in accepted, _show(value), item.label, _absent(spec, value))
     if spec.type == "regex":
         pattern = item.pattern or spec.pattern
         if pattern is None:
@@ -106,6 +106,52 @@ def grade_deterministic(spec: GraderSpec, item: Item, message: Mapping[str, Any]
             return Verdict(None, note="item has no expected text")
         return Verdict(text.strip() == reference.strip())
     raise ValueError(f"unknown grader type {spec.type!r}")
+
+
+def _absent(spec: GraderSpec, value: Any) -> str:
+    return FIELD_ABSENT.format(field=spec.field) if value is None else ""
+
+
+FIELD_ABSENT = "field `{field}` absent"
+
+_REFERENCE = {
+    "jsonField": ("`label`", lambda item: item.label),
+    "allowedSet": ("`accept` list", lambda item: item.accept),
+    "regex": ("`pattern`", lambda item: item.pattern),
+    "exact": (
+        "`expected` or `label`",
+        lambda item: item.expected if item.expected is not None else item.label,
+    ),
+}
+
+
+def check_gradable(spec: GraderSpec, items: Sequence[Item], source: str) -> str | None:
+    """Why ``spec`` can grade none of ``items``, found before any model is called (or a
+    pattern that cannot compile); None when some can be graded."""
+    if spec.type == "regex":
+        for item in items:
+            for pattern in (spec.pattern, item.pattern):
+                try:
+                    re.compile(pattern or "")
+                except re.error as exc:
+                    where = "grader.pattern" if pattern is spec.pattern else f"line {item.line}"
+                    return f"{source}: {where}: pattern is not a valid regular expression: {exc}"
+    if spec.type not in _REFERENCE:
+        return None
+    if (spec.type == "allowedSet" and spec.values) or (spec.type == "regex" and spec.pattern):
+        return None
+    what, reference = _REFERENCE[spec.type]
+    missing = sum(1 for item in items if reference(item) is None)
+    if missing < len(items):
+        return None
+    fallback = {
+        "allowedSet": " and the grader has no values",
+        "regex": " and the grader no pattern",
+    }
+    return (
+        f"{source}: {spec.type} grader: {missing}/{len(items)} items have no {what}"
+        f"{fallback.get(spec.type, '')}: nothing can be graded"
+    )
 
 
 def json_field(text: str, path: str) -> Any:

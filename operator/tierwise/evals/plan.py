@@ -8,7 +8,7 @@ both then run the same ``runner`` on it. Pure: no Kubernetes, no I/O.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,9 @@ from tierwise.render import Problem, SecretKeyEnv, api_key_env, content_hash, re
 
 PLAN_SCHEMA = "tierwise.dev/eval-plan/v1"
 JUDGE_ROUTE = "judge"
+CHANGED_EVALUATED = "changed, evaluated"
+CHANGED_NOT_EVALUATED = "changed, not evaluated"
+UNCHANGED = "unchanged"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class EvalPlan:
     concurrency: int = 8
     timeout_seconds: int = 1800
     use_batch_api: bool = False
+    unevaluated_routes: str = "Inconclusive"  # or "Promote" (spec.evaluation.unevaluatedRoutes)
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -71,6 +75,7 @@ class EvalPlan:
             "concurrency": self.concurrency,
             "timeoutSeconds": self.timeout_seconds,
             "useBatchAPI": self.use_batch_api,
+            "unevaluatedRoutes": self.unevaluated_routes,
         }
 
     @classmethod
@@ -87,6 +92,7 @@ class EvalPlan:
             concurrency=int(doc.get("concurrency", 8)),
             timeout_seconds=int(doc.get("timeoutSeconds", 1800)),
             use_batch_api=bool(doc.get("useBatchAPI", False)),
+            unevaluated_routes=str(doc.get("unevaluatedRoutes", "Inconclusive")),
         )
 
 
@@ -152,11 +158,13 @@ def plan_for_policy(
             max_p95_latency_seconds=_float(gate.max_p95_latency_seconds),
             min_items=gate.min_items,
             max_error_rate=float(gate.max_error_rate),
+            candidate_errors=gate.candidate_errors,
         ),
         judge_tiers=judge_tiers,
         concurrency=evaluation.concurrency,
         timeout_seconds=evaluation.timeout_seconds,
         use_batch_api=evaluation.use_batch_api,
+        unevaluated_routes=evaluation.unevaluated_routes,
     )
     return PlanResult(plan, (), tuple(key_envs))
 
@@ -188,6 +196,39 @@ def strongest_tier_config(document: Mapping[str, Any]) -> dict[str, Any]:
         ]
     doc["hash"] = content_hash(doc)
     return doc
+
+
+def route_changes(
+    candidate: Mapping[str, Any], baseline: Mapping[str, Any], evaluated: Sequence[str]
+) -> dict[str, str]:
+    """Every route of either config: changed (and evaluated or not) or unchanged.
+
+    A route changed when what serves its requests differs: its own settings, a tier it can
+    reach (steps, counterfactual, the fallback) or the config-wide fallback, retry and cache
+    settings. A route in only one of the configs changed.
+    """
+    cand, base = _route_prints(candidate), _route_prints(baseline)
+    changes = {}
+    for name in [*cand, *(n for n in base if n not in cand)]:
+        if cand.get(name) == base.get(name):
+            changes[name] = UNCHANGED
+        else:
+            changes[name] = CHANGED_EVALUATED if name in evaluated else CHANGED_NOT_EVALUATED
+    return changes
+
+
+def _route_prints(document: Mapping[str, Any]) -> dict[str, str]:
+    """Per route, the content hash of everything that decides how it answers."""
+    tiers = document.get("tiers") or {}
+    shared = {k: document.get(k) for k in ("fallback", "retry", "cache")}
+    fallback = (document.get("fallback") or {}).get("tier")
+    prints = {}
+    for route in document.get("routes") or []:
+        names = {s.get("tier") for s in route.get("steps") or []}
+        names |= {route.get("counterfactualTier"), fallback}
+        reached = {n: tiers.get(n) for n in sorted(n for n in names if n)}
+        prints[route["name"]] = content_hash({"route": route, "tiers": reached, **shared})
+    return prints
 
 
 def judge_config(document: Mapping[str, Any], plan: EvalPlan) -> dict[str, Any] | None:

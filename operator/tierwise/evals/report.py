@@ -7,6 +7,7 @@ most 4 KiB of it, so it holds the decision and per-route figures only, trimmed t
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -43,20 +44,27 @@ def _interval_list(value: Interval | None) -> list[float] | None:
 
 
 def route_figures(route: RouteReport, batch: bool = False) -> dict[str, Any]:
-    """The figures of one route, JSON-ready (shared by the summary and the full JSON)."""
-    cand = route.candidate
-    base = route.baseline
-    measured = cand.measured()
-    drop = None
-    if route.paired is not None:
-        drop = paired_difference(route.paired)
+    """The figures of one route, JSON-ready (shared by the summary and the full JSON).
+
+    Quality, baseline quality, drop, cost, saving, escalation and latency are all over the
+    same item set (``counted``): the distinct items the baseline graded, with the candidate's
+    failures counted wrong and their spend counted."""
+    cand = route.candidate_set
+    base = route.baseline_set
+    measured = route.measured()
+    drop = paired_difference(route.paired) if route.paired is not None else None
     return {
         "decision": route.decision.outcome,
+        "lines": route.lines,
         "items": measured.items,
-        "graded": measured.graded,
-        "errors": measured.errors,
+        "duplicates": len(route.duplicates),
+        "counted": measured.counted,
+        "errors": measured.failed,
+        "baselineErrors": measured.baseline_failed if route.baseline is not None else None,
+        # Over every item the candidate ran (not only the counted set): why calls failed.
+        "failures": failures(route.candidate),
         "quality": _interval_list(measured.quality),
-        "baselineQuality": _interval_list(base.measured().quality) if base else None,
+        "baselineQuality": _interval_list(base.quality) if base else None,
         "qualityDrop": _interval_list(drop),
         "costPerItem": _str(cand.cost_per_item),
         "baselineCostPerItem": _str(base.cost_per_item) if base else None,
@@ -67,6 +75,16 @@ def route_figures(route: RouteReport, batch: bool = False) -> dict[str, Any]:
         "p95Seconds": None if batch else _round(cand.latency(0.95)),
         "batch": batch,
     }
+
+
+def failures(run: ConfigRun, limit: int = 3) -> list[dict[str, Any]]:
+    """The most common errors of a run, by the tier that answered with them: the operator
+    says why an eval in which calls failed could not decide."""
+    counts = Counter((r.outcome.tier, r.outcome.error) for r in run.results if r.outcome.error)
+    return [
+        {"tier": tier, "error": error[:200], "count": count}
+        for (tier, error), count in counts.most_common(limit)
+    ]
 
 
 def _str(value: Decimal | None) -> str | None:
@@ -86,15 +104,24 @@ def summary(report: EvalReport, limit: int = TERMINATION_MESSAGE_LIMIT) -> dict[
         "baselineHash": report.baseline_hash,
         "baseline": report.baseline_kind,
         "decision": report.decision.outcome,
+        "badInput": report.decision.bad_input,
         "reasons": list(report.decision.reasons),
+        "decidingRoutes": list(report.deciding),
+        "changes": dict(report.changes),
         "seconds": round(report.seconds, 2),
-        "routes": {r.name: route_figures(r, report.batch) for r in report.routes},
+        "routes": {r.name: route_figures(r, report.batch) for r in _deciding_first(report)},
     }
     return fit(doc, limit)
 
 
+def _deciding_first(report: EvalReport) -> list[RouteReport]:
+    """Routes with the deciding ones first, so trimming the summary keeps them."""
+    return sorted(report.routes, key=lambda r: r.name not in report.deciding)
+
+
 def fit(doc: dict[str, Any], limit: int = TERMINATION_MESSAGE_LIMIT) -> dict[str, Any]:
-    """Drop detail (reasons first, then routes) until the JSON is at most ``limit`` bytes."""
+    """Drop detail (reasons first, then routes, then unchanged routes' entries) until the
+    JSON is at most ``limit`` bytes; the deciding route's figures come first and stay."""
 
     def size() -> int:
         return len(dump_summary(doc).encode())
@@ -111,6 +138,9 @@ def fit(doc: dict[str, Any], limit: int = TERMINATION_MESSAGE_LIMIT) -> dict[str
         routes = dict(doc["routes"])
         routes.popitem()
         doc["routes"] = routes
+        doc["truncated"] = True
+    if size() > limit and doc.get("changes"):  # the changed routes matter, not the others
+        doc["changes"] = {k: v for k, v in doc["changes"].items() if v != "unchanged"}
         doc["truncated"] = True
     return doc
 
@@ -129,6 +159,8 @@ def full_json(report: EvalReport) -> dict[str, Any]:
                 "grader": route.grader.type,
                 **route_figures(route, report.batch),
                 "reasons": list(route.decision.reasons),
+                "countedIds": list(route.counted),
+                "duplicateOf": {dup.id: first.id for dup, first in route.duplicates},
                 "confusion": [
                     {"expected": e, "predicted": p, "count": n}
                     for (e, p), n in sorted(route.confusion().items())
@@ -152,7 +184,10 @@ def full_json(report: EvalReport) -> dict[str, Any]:
         "baselineHash": report.baseline_hash,
         "baseline": report.baseline_kind,
         "decision": report.decision.outcome,
+        "badInput": report.decision.bad_input,
         "reasons": list(report.decision.reasons),
+        "decidingRoutes": list(report.deciding),
+        "changes": dict(report.changes),
         "seconds": round(report.seconds, 3),
         "judgeCost": _str(report.judge_cost),
         "routes": routes,
@@ -192,7 +227,13 @@ def text_report(report: EvalReport) -> str:
     ]
     for route in report.routes:
         lines += ["", *_route_text(route, report.batch)]
-    lines += ["", f"decision: {report.decision.outcome}"]
+    if report.changes:
+        lines += ["", "routes against the baseline:"]
+        lines += [f"  {name:<20}{change}" for name, change in report.changes.items()]
+    outcome = report.decision.outcome + (" (bad input)" if report.decision.bad_input else "")
+    lines += ["", f"decision: {outcome}"]
+    if report.deciding and report.decision.outcome != "Promoted":
+        lines.append(f"decided by: {', '.join(report.deciding)}")
     lines += [f"  - {reason}" for reason in report.decision.reasons]
     if report.judge_cost:
         lines.append(f"judge cost: {_usd(report.judge_cost)}")
@@ -201,12 +242,16 @@ def text_report(report: EvalReport) -> str:
 
 
 def _route_text(route: RouteReport, batch: bool = False) -> list[str]:
-    cand, base = route.candidate, route.baseline
-    m = cand.measured()
+    cand, base = route.candidate_set, route.baseline_set
+    m = route.measured()
     rows = [
         ("", "candidate", "baseline"),
-        ("quality", _interval(m.quality), _interval(base.measured().quality) if base else "-"),
-        ("graded", f"{m.graded}/{m.items}", _graded(base)),
+        ("quality", _interval(m.quality), _interval(base.quality) if base else "-"),
+        (
+            "failed",
+            f"{m.failed}/{m.items}",
+            f"{m.baseline_failed}/{m.items}" if route.baseline else "-",
+        ),
         ("cost per item", _usd(cand.cost_per_item), _usd(base.cost_per_item) if base else "-"),
         (
             "escalation rate",
@@ -221,21 +266,38 @@ def _route_text(route: RouteReport, batch: bool = False) -> list[str]:
     width = max(len(r[1]) for r in rows) + 3
     via = ", Message Batches at batch prices" if batch else ""
     lines = [f"route {route.name} ({route.grader.type} grader{via}): {route.decision.outcome}"]
+    lines.append(f"  {_item_set(route)}")
     lines += [f"  {a:<16}{b:<{width}}{c}" for a, b, c in rows]
     lines.append(f"  {'saving':<16}{_pct(route.saving)} of the baseline's cost per item")
-    for label, run in (("candidate", cand), ("baseline", base)):
+    for label, run in (("candidate", route.candidate), ("baseline", route.baseline)):
         if run is not None:
             for error, count in run.errors().most_common(3):
                 lines.append(f"  {label} errors: {count} x {error}")
+            for note, count in run.ungradable().most_common(3):
+                lines.append(f"  {label} not gradable: {count} x {note}")
     lines += _confusion(route)
     return lines
 
 
-def _graded(run: ConfigRun | None) -> str:
-    if run is None:
-        return "-"
-    m = run.measured()
-    return f"{m.graded}/{m.items}"
+def _item_set(route: RouteReport) -> str:
+    """The one item set every figure of the route is over, and what left it."""
+    m = route.measured()
+    parts = [f"figures over {m.counted} items"]
+    if route.duplicates:
+        dup, first = route.duplicates[0]
+        parts.append(
+            f"{route.lines} in the dataset, {m.items} distinct: {len(route.duplicates)} "
+            f"duplicates or near-duplicates not counted (e.g. line {dup.line} repeats line "
+            f"{first.line})"
+        )
+    left = m.items - m.counted
+    if left:
+        who = "the baseline did not grade or nobody could grade" if route.baseline else "ungradable"
+        parts.append(f"{left} left out ({who})")
+    failed = sum(1 for r in route.candidate_set.results if r.outcome.error is not None)
+    if failed:
+        parts.append(f"{failed} candidate failures counted wrong")
+    return "; ".join(parts)
 
 
 def _confusion(route: RouteReport) -> list[str]:

@@ -1,9 +1,15 @@
 """Replay a plan's datasets through the candidate and baseline configs, grade, decide.
 
-The candidate and the baseline answer every item concurrently (``plan.concurrency`` items
-in flight per config), through ``CascadeEngine`` (the router's own cascade). Items still
-running at the plan's timeout are recorded as errors, so a slow eval is inconclusive rather
-than decided on the fast items only.
+The candidate and the baseline answer every distinct item concurrently (``plan.concurrency``
+items in flight per config), through ``CascadeEngine`` (the router's own cascade); duplicates
+and near-duplicates are not replayed (they add no evidence) and the report counts them.
+Items still running at the plan's timeout are recorded as errors, so a slow eval is
+inconclusive rather than decided on the fast items only.
+
+What is checkable before a model is called is checked first (a grader with no reference on
+any item is bad input); after the replay, answers nothing could grade are bad input too, not
+a verdict. Routes of the config that changed against the baseline but have no dataset are
+named: Inconclusive unless ``spec.evaluation.unevaluatedRoutes: Promote``.
 """
 
 from __future__ import annotations
@@ -13,17 +19,33 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from tierwise.evals.batch import BatchCascadeEngine
-from tierwise.evals.dataset import Dataset, Item
-from tierwise.evals.gate import Decision, Measured, combine, decide
-from tierwise.evals.graders import GraderSpec, Verdict, grade
+from tierwise.evals.dataset import Dataset, DatasetError, Item
+from tierwise.evals.gate import (
+    INCONCLUSIVE,
+    PROMOTED,
+    Decision,
+    Measured,
+    bad_input,
+    combine,
+    decide,
+    deciding,
+)
+from tierwise.evals.graders import FIELD_ABSENT, GraderSpec, Verdict, check_gradable, grade
 from tierwise.evals.outcome import Outcome
-from tierwise.evals.plan import JUDGE_ROUTE, EvalPlan, RoutePlan, judge_config
-from tierwise.evals.stats import PairedCounts, percentile
+from tierwise.evals.plan import (
+    CHANGED_NOT_EVALUATED,
+    JUDGE_ROUTE,
+    EvalPlan,
+    RoutePlan,
+    judge_config,
+    route_changes,
+)
+from tierwise.evals.stats import Interval, PairedCounts, percentile, wilson_interval
 from tierwise.router.engine import CascadeEngine
 from tierwise.routerconfig import RouterConfig
 from tierwise.routerconfig import load as load_config
@@ -56,15 +78,15 @@ class ConfigRun:
     def answered(self) -> list[ItemResult]:
         return [r for r in self.results if r.outcome.error is None]
 
-    def measured(self) -> Measured:
-        graded = [r for r in self.results if r.graded]
-        return Measured(
-            items=len(self.results),
-            graded=len(graded),
-            correct=sum(r.correct for r in graded),
-            cost_per_item=self.cost_per_item,
-            p95_seconds=self.latency(0.95),
-        )
+    @property
+    def failed(self) -> int:
+        """Items that failed upstream or could not be graded."""
+        return sum(1 for r in self.results if not r.graded)
+
+    def over(self, ids: Sequence[str]) -> ConfigRun:
+        """The results of the items ``ids``, in that order."""
+        by_id = {r.item.id: r for r in self.results}
+        return ConfigRun([by_id[i] for i in ids if i in by_id])
 
     @property
     def total_cost(self) -> Decimal:
@@ -72,46 +94,96 @@ class ConfigRun:
 
     @property
     def cost_per_item(self) -> Decimal | None:
-        answered = self.answered
-        if not answered:
+        """Spend per item, failed items' spend included (an error is not free)."""
+        if not self.results:
             return None
-        return sum((r.outcome.cost for r in answered), Decimal(0)) / len(answered)
+        return self.total_cost / len(self.results)
+
+    @property
+    def quality(self) -> Interval | None:
+        return wilson_interval(sum(r.correct for r in self.results), len(self.results))
 
     @property
     def escalation_rate(self) -> float | None:
-        answered = self.answered
-        if not answered:
+        if not self.results:
             return None
-        return sum(1 for r in answered if r.outcome.escalations > 0) / len(answered)
+        return sum(1 for r in self.results if r.outcome.escalations > 0) / len(self.results)
 
     def latency(self, q: float) -> float | None:
-        return percentile((r.outcome.seconds for r in self.answered), q)
+        """Latency quantile over every item, a failed one at the time it took to fail."""
+        return percentile((r.outcome.seconds for r in self.results), q)
 
     def errors(self) -> Counter[str]:
         return Counter(r.outcome.error for r in self.results if r.outcome.error is not None)
 
+    def ungradable(self) -> Counter[str]:
+        """Why answered items could not be graded (e.g. "item has no label")."""
+        return Counter(
+            r.verdict.note or "not gradable"
+            for r in self.results
+            if r.verdict is not None and r.verdict.correct is None
+        )
+
 
 @dataclass
 class RouteReport:
+    """One route's runs, and the item set every figure and the decision are over:
+    ``counted``, the distinct items the baseline graded whose candidate answer was graded or
+    failed (a failure counts as wrong)."""
+
     name: str
     grader: GraderSpec
     candidate: ConfigRun
     baseline: ConfigRun | None
     decision: Decision
+    counted: tuple[str, ...] = ()
+    duplicates: tuple[tuple[Item, Item], ...] = ()  # (duplicate, the item it repeats)
+
+    @property
+    def lines(self) -> int:
+        """Dataset items before duplicates were removed."""
+        return len(self.candidate.results) + len(self.duplicates)
+
+    @property
+    def candidate_set(self) -> ConfigRun:
+        return self.candidate.over(self.counted)
+
+    @property
+    def baseline_set(self) -> ConfigRun | None:
+        return self.baseline.over(self.counted) if self.baseline is not None else None
 
     @property
     def paired(self) -> PairedCounts | None:
-        return paired_counts(self.candidate, self.baseline)
+        base = self.baseline_set
+        if base is None or not self.counted:
+            return None
+        return PairedCounts.of(
+            (b.correct, c.correct)
+            for b, c in zip(base.results, self.candidate_set.results, strict=True)
+        )
+
+    def measured(self) -> Measured:
+        run = self.candidate_set
+        return Measured(
+            items=len(self.candidate.results),
+            counted=len(run.results),
+            correct=sum(r.correct for r in run.results),
+            cost_per_item=run.cost_per_item,
+            p95_seconds=run.latency(0.95),
+            failed=self.candidate.failed,
+            baseline_failed=self.baseline.failed if self.baseline is not None else 0,
+        )
 
     @property
     def saving(self) -> float | None:
         """Share of the baseline's cost per item the candidate saves (negative: costs more)."""
-        if self.baseline is None:
+        base = self.baseline_set
+        if base is None:
             return None
-        cand, base = self.candidate.cost_per_item, self.baseline.cost_per_item
-        if cand is None or base is None or base == 0:
+        cand, base_cost = self.candidate_set.cost_per_item, base.cost_per_item
+        if cand is None or base_cost is None or base_cost == 0:
             return None
-        return float(1 - cand / base)
+        return float(1 - cand / base_cost)
 
     def confusion(self) -> Counter[tuple[str, str]]:
         """(expected label, predicted) counts of the candidate's graded answers."""
@@ -134,23 +206,102 @@ class EvalReport:
     judge_cost: Decimal = Decimal(0)
     batch: bool = False
     notes: list[str] = field(default_factory=list)
+    # Every route of the candidate and baseline configs: changed, evaluated / changed, not
+    # evaluated / unchanged (empty without a baseline config).
+    changes: dict[str, str] = field(default_factory=dict)
+    deciding: tuple[str, ...] = ()  # the routes whose decision is the eval's
 
 
-def paired_counts(candidate: ConfigRun, baseline: ConfigRun | None) -> PairedCounts | None:
-    """Baseline-vs-candidate verdicts on the items both graded."""
-    if baseline is None:
-        return None
-    base_by_id = {r.item.id: r for r in baseline.results if r.graded}
-    pairs = [
-        (base_by_id[r.item.id].correct, r.correct)
+def counted_ids(
+    candidate: ConfigRun, baseline: ConfigRun | None, errors_wrong: bool = True
+) -> tuple[str, ...]:
+    """The item set of a route's figures: items whose candidate answer was graded or failed
+    upstream (counted wrong, unless ``errors_wrong`` is off), and, with a baseline, that the
+    baseline graded."""
+    base = {r.item.id: r for r in baseline.results if r.graded} if baseline is not None else None
+    return tuple(
+        r.item.id
         for r in candidate.results
-        if r.graded and r.item.id in base_by_id
-    ]
-    return PairedCounts.of(pairs) if pairs else None
+        if (r.graded or (errors_wrong and r.outcome.error is not None))
+        and (base is None or r.item.id in base)
+    )
 
 
-def route_decision(plan: EvalPlan, candidate: ConfigRun, baseline: ConfigRun | None) -> Decision:
-    return decide(plan.gate, candidate.measured(), paired_counts(candidate, baseline))
+def route_report(
+    plan: EvalPlan,
+    route: RoutePlan,
+    candidate: ConfigRun,
+    baseline: ConfigRun | None,
+    duplicates: tuple[tuple[Item, Item], ...] = (),
+) -> RouteReport:
+    """The route's report and decision from its runs (pure)."""
+    report = RouteReport(
+        route.name,
+        route.grader,
+        candidate,
+        baseline,
+        Decision(INCONCLUSIVE, ()),
+        counted_ids(candidate, baseline, plan.gate.candidate_errors == "Wrong"),
+        duplicates,
+    )
+    report.decision = ungradable(route, candidate, baseline) or decide(
+        plan.gate, report.measured(), report.paired
+    )
+    return report
+
+
+def ungradable(
+    route: RoutePlan, candidate: ConfigRun, baseline: ConfigRun | None
+) -> Decision | None:
+    """Bad input when the answers (of both configs) say nothing about quality: no answer
+    could be graded, the graded field is absent from every answer, or no answer of either
+    config is correct (a grader that marks everything wrong is not measuring)."""
+    runs = [candidate] + ([baseline] if baseline is not None else [])
+    answered = [r for run in runs for r in run.answered]
+    if len(answered) * 2 <= sum(len(run.results) for run in runs):
+        return None  # most calls failed upstream: the error rates say so
+    n = len(answered)
+    notes = Counter(r.verdict.note for r in answered if r.verdict is not None and not r.graded)
+    if all(not r.graded for r in answered):
+        note = notes.most_common(1)[0][0] if notes else "not gradable"
+        return bad_input(f"{note} on {n}/{n} answers: nothing could be graded")
+    absent = FIELD_ABSENT.format(field=route.grader.field)
+    if all(r.verdict is not None and r.verdict.note == absent for r in answered):
+        return bad_input(f"{absent} from {n}/{n} answers: nothing could be graded")
+    graded = [r for r in answered if r.graded]
+    if not any(r.correct for r in graded):
+        return bad_input(
+            f"no answer of either config is correct (0/{len(graded)} graded answers): the "
+            f"grader ({route.grader.type} on `{route.grader.field}`) or the items' references "
+            "are wrong"
+        )
+    return None
+
+
+def check_datasets(plan: EvalPlan, datasets: Mapping[str, Dataset]) -> None:
+    """What can be checked before any model is called: each route's grader can grade some
+    of its items. Raises ``DatasetError``."""
+    for route in plan.routes:
+        dataset = datasets[route.name]
+        problem = check_gradable(route.grader, dataset.items, f"route {route.name}")
+        if problem is not None:
+            raise DatasetError(dataset.source, None, problem)
+
+
+def unevaluated_decisions(plan: EvalPlan, changes: Mapping[str, str]) -> dict[str, Decision]:
+    """A decision per changed route without a dataset: never a silent promotion."""
+    decisions = {}
+    for name, change in changes.items():
+        if change != CHANGED_NOT_EVALUATED:
+            continue
+        reason = f"route {name} changed and has no dataset"
+        if plan.unevaluated_routes == "Promote":
+            decisions[name] = Decision(
+                PROMOTED, (f"{reason}: promoted untested (unevaluatedRoutes: Promote)",)
+            )
+        else:
+            decisions[name] = Decision(INCONCLUSIVE, (reason,))
+    return decisions
 
 
 async def run_eval(
@@ -170,6 +321,9 @@ async def run_eval(
     candidate_config = load_config(candidate)
     baseline_config = load_config(baseline) if baseline is not None else None
     judge_doc = judge_config(candidate, plan)
+    check_datasets(plan, datasets)
+    distinct = {name: dataset.distinct() for name, dataset in datasets.items()}
+    datasets = {name: found[0] for name, found in distinct.items()}
     total = sum(len(datasets[r.name].items) for r in plan.routes) * (
         2 if baseline_config is not None else 1
     )
@@ -203,20 +357,19 @@ async def run_eval(
                 if base_engine is not None
                 else _none(),
             )
-            reports.append(
-                RouteReport(
-                    route.name,
-                    route.grader,
-                    cand_run,
-                    base_run,
-                    route_decision(plan, cand_run, base_run),
-                )
-            )
+            reports.append(route_report(plan, route, cand_run, base_run, distinct[route.name][1]))
         judge_cost = judge.spent if judge is not None else Decimal(0)
-    decision = combine(
-        Decision(r.decision.outcome, tuple(f"{r.name}: {reason}" for reason in r.decision.reasons))
-        for r in reports
+    changes = (
+        route_changes(candidate, baseline, [r.name for r in plan.routes])
+        if baseline is not None
+        else {}
     )
+    decisions = {
+        r.name: replace(r.decision, reasons=tuple(f"{r.name}: {x}" for x in r.decision.reasons))
+        for r in reports
+    }
+    decisions.update(unevaluated_decisions(plan, changes))
+    decision = combine(decisions.values())
     return EvalReport(
         policy=plan.policy,
         candidate_hash=candidate_config.hash,
@@ -227,6 +380,8 @@ async def run_eval(
         seconds=time.perf_counter() - started,
         judge_cost=judge_cost,
         batch=plan.use_batch_api,
+        changes=changes,
+        deciding=deciding(decisions, decision),
     )
 
 
@@ -280,6 +435,7 @@ async def _replay(
             result = await engine.run(item.request(alias, route.template), route=route.name)
             return await _graded(route, item, Outcome.of(result), judge, tracker)
 
+    started = time.monotonic()
     tasks = [asyncio.ensure_future(one(item)) for item in dataset.items]
     await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
     results = []
@@ -292,7 +448,9 @@ async def _replay(
             error = f"no answer within the eval's timeout ({plan.timeout_seconds}s)"
         else:
             error = f"internal error: {task.exception()!r}"
-        results.append(ItemResult(item, Outcome.failed(error), None))
+        # A timed-out item took at least the eval's time: its latency is not zero.
+        waited = max(0.0, time.monotonic() - started)
+        results.append(ItemResult(item, replace(Outcome.failed(error), seconds=waited), None))
     await asyncio.gather(*tasks, return_exceptions=True)
     return ConfigRun(results)
 

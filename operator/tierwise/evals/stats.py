@@ -7,7 +7,8 @@ its coverage near 0 and 1 and for small samples, which is where eval gates live.
 The drop against the baseline compares two proportions measured on *the same items*, so the
 interval of the difference is Newcombe's hybrid score interval for paired proportions
 (Newcombe 1998, "Improved confidence intervals for the difference between binomial
-proportions based on paired data", method 10). Pairing matters: a cascade that answers most
+proportions based on paired data", method 10) with the continuity-corrected correlation phi*
+as published (checked against Fagerland, Lydersen & Laake 2017's worked example). Pairing matters: a cascade that answers most
 items exactly like its baseline has a far narrower difference interval than two independent
 samples of the same size would give.
 """
@@ -91,19 +92,38 @@ def paired_difference(counts: PairedCounts, z: float = Z95) -> Interval | None:
     n = counts.total
     if n == 0:
         return None
-    a, b, c, d = counts.both, counts.first_only, counts.second_only, counts.neither
+    a, b, c = counts.both, counts.first_only, counts.second_only
     first = wilson_interval(a + b, n, z)
     second = wilson_interval(a + c, n, z)
     assert first is not None and second is not None
     delta = (b - c) / n
-    denominator = (a + b) * (c + d) * (a + c) * (b + d)
-    # phi: correlation of the two verdicts; 0 when a margin is empty (undefined otherwise).
-    phi = (a * d - b * c) / math.sqrt(denominator) if denominator > 0 else 0.0
+    phi = corrected_phi(counts)
     l1, u1 = first.estimate - first.low, first.high - first.estimate
     l2, u2 = second.estimate - second.low, second.high - second.estimate
     low = delta - math.sqrt(max(0.0, l1 * l1 - 2 * phi * l1 * u2 + u2 * u2))
     high = delta + math.sqrt(max(0.0, u1 * u1 - 2 * phi * u1 * l2 + l2 * l2))
     return Interval(delta, max(-1.0, low), min(1.0, high))
+
+
+def corrected_phi(counts: PairedCounts) -> float:
+    """Newcombe's continuity-corrected correlation phi* of the 2x2 table (method 10).
+
+    With A = ad - bc and the margins e, f, g, h: (A - n/2)/sqrt(efgh) when A > n/2, 0 when
+    0 <= A <= n/2, A/sqrt(efgh) when A < 0; 0 when a margin is empty. The uncorrected phi
+    reaches 1 on a table without discordant pairs and collapses the interval to a point
+    (zero width near 50% quality), which is what the correction is for.
+    """
+    a, b, c, d = counts.both, counts.first_only, counts.second_only, counts.neither
+    n = counts.total
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    if margins == 0:
+        return 0.0
+    cross = a * d - b * c
+    if cross > n / 2:
+        return (cross - n / 2) / math.sqrt(margins)
+    if cross >= 0:
+        return 0.0
+    return cross / math.sqrt(margins)
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:

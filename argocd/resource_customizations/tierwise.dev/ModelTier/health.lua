@@ -2,10 +2,14 @@
 -- which follows the Kubernetes API conventions: observedGeneration and conditions.
 --
 --   Progressing  the operator has not observed the current generation yet, or a condition
---                Progressing=True says a change is being rendered or evaluated
+--                Progressing=True says a change is being rendered or evaluated (an eval
+--                waiting for its dataset counts for 5 minutes; then the operator sets
+--                Progressing=False and it is Degraded)
 --   Degraded     Degraded/Stalled=True, or any other condition False: an unresolved
 --                reference (ResolvedRefs), a rejected or inconclusive change (Promoted), an
---                invalid spec or unknown price (Ready)
+--                invalid spec, unknown price or no promoted config live (Ready)
+--   Suspended    a CascadePolicy's rollout paused on purpose (status.rollout.phase Paused,
+--                the tierwise.dev/rollout: paused annotation) and nothing else wrong
 --   Healthy      Ready=True and nothing above
 -- The message is the deciding condition's "Type: reason: message".
 local hs = {}
@@ -61,6 +65,14 @@ if progressing ~= nil and progressing.status == "True" then
   return hs
 end
 
+-- A deliberate pause holds the candidate back: not a failure of the candidate (Promoted) nor,
+-- before a first config was promoted, of the policy (Ready: NoLiveConfig).
+local rollout = obj.status.rollout or {}
+local paused = rollout.phase == "Paused"
+local function excused(c)
+  return paused and (c.type == "Promoted" or (c.type == "Ready" and c.reason == "NoLiveConfig"))
+end
+
 -- Positive-polarity conditions: False is a problem. The most specific cause wins over
 -- Ready, which usually repeats it.
 local ordered = {"ResolvedRefs", "Promoted"}
@@ -73,11 +85,17 @@ end
 table.insert(ordered, "Ready")
 for _, name in ipairs(ordered) do
   local c = byType[name]
-  if c ~= nil and c.status == "False" then
+  if c ~= nil and c.status == "False" and not excused(c) then
     hs.status = "Degraded"
     hs.message = describe(c)
     return hs
   end
+end
+
+if paused then
+  hs.status = "Suspended"
+  hs.message = "Rollout paused: " .. (rollout.message or "")
+  return hs
 end
 
 local ready = byType["Ready"]
