@@ -22,7 +22,7 @@ from operator_process import OPERATOR_USER, OperatorProcess, bind_operator_ident
 
 from harness.kubectl import Kubectl
 from harness.podrunner import LOCAL_RUN_LABEL, PodRunner
-from tierwise.controller.rollout_state import dataset_digest
+from tierwise.controller.rollout_state import candidate_identity, dataset_digest
 from tierwise.emulator import Dataset, EmulatorConfig, EmulatorThread
 from tierwise.render import CONFIG_KEY
 
@@ -232,7 +232,10 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     # The Job: everything the rollout promises about it.
     (job,) = eval_jobs(kubectl, namespace)
     # Named after the candidate: its config and the key references it reads (point 6).
-    candidate = job["metadata"]["annotations"]["tierwise.dev/candidate-hash"]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["tierwise.dev/candidate-hash"] == status["candidateHash"]
+    assert annotations["tierwise.dev/key-refs-digest"] == status["rollout"]["decidedKeys"]
+    candidate = candidate_identity(status["candidateHash"], status["rollout"]["decidedKeys"])
     assert job["metadata"]["name"] == f"{POLICY}-eval-{candidate[7:15]}"
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == (

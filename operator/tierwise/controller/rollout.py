@@ -133,6 +133,10 @@ class LiveWriter(Protocol):
     def keep_promoted_copy(self, policy: Observed, document: Mapping[str, Any]) -> None: ...
 
 
+# On an eval Job: the digest of the key references it reads (``keys_of``).
+KEYS_ANNOTATION = "tierwise.dev/key-refs-digest"
+
+
 def keys_of(result: RenderResult) -> str:
     """The digest of the Secret references the candidate reads keys from ("" for none)."""
     return key_refs_digest((k.env, k.secret_name, k.secret_key) for k in result.key_envs)
@@ -470,7 +474,10 @@ def _eval_jobs(namespace: str, policy: str) -> list[dict[str, Any]]:
 def _view(job: Mapping[str, Any], candidate: str) -> JobView:
     meta = job["metadata"]
     annotations = meta.get("annotations") or {}
-    config_hash = annotations.get(CANDIDATE_ANNOTATION, "")
+    # The Job's candidate: its config hash and key references (KEYS_ANNOTATION).
+    config_hash = candidate_identity(
+        annotations.get(CANDIDATE_ANNOTATION, ""), annotations.get(KEYS_ANNOTATION, "")
+    )
     digest = annotations.get(DATASET_ANNOTATION, "")
     conditions = {
         c["type"]: c
@@ -699,10 +706,12 @@ def _manifests(
         settings,
         identity=candidate_identity(document["hash"], keys_of(result)),
     )
-    # The Job says which datasets it evaluates: a decision holds for those only.
+    # The Job says which datasets it evaluates, and with which key references: a decision
+    # holds for those only.
     job["metadata"]["annotations"] = {
         **job["metadata"]["annotations"],
         DATASET_ANNOTATION: datasets.digest,
+        KEYS_ANNOTATION: keys_of(result),
     }
     return job, inputs
 

@@ -77,7 +77,7 @@ def job_manifests(
     """(Job, inputs ConfigMap without its owner reference: the Job's uid comes later).
 
     ``identity``: the candidate's identity (its config hash and key references; the config
-    hash by default), which names the Job and is what its candidate annotation says."""
+    hash by default), which names the Job; its candidate annotation is the config hash."""
     meta = policy["metadata"]
     identity = identity or candidate["hash"]
     name = job_name(meta["name"], identity)
@@ -88,7 +88,10 @@ def job_manifests(
         POLICY_LABEL: meta["name"],
         HASH_LABEL: hash_hex(identity)[:16],
     }
-    annotations = {CANDIDATE_ANNOTATION: identity, BASELINE_ANNOTATION: baseline["hash"]}
+    annotations = {
+        CANDIDATE_ANNOTATION: candidate["hash"],
+        BASELINE_ANNOTATION: baseline["hash"],
+    }
     env = [
         {"name": k.env, "valueFrom": {"secretKeyRef": {"name": k.secret_name, "key": k.secret_key}}}
         for k in {k.env: k for k in key_envs}.values()
