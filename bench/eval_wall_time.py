@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 async def one_run(
     concurrency: int, latency_scale: float, batch_prices: bool
 ) -> tuple[float, EvalReport]:
-    (found,) = local_evals([str(ROOT / "examples")])
+    (found,) = local_evals([str(ROOT / "examples" / "support-triage")])
     plan = replace(found.plan, concurrency=concurrency, timeout_seconds=3600)
     datasets = list(found.datasets.values())
     async with maybe_emulator(True, datasets, latency_scale, 0) as url:

@@ -44,7 +44,7 @@ import anthropic
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "support-triage"
 DATASET = EXAMPLES / "support-triage" / "dataset.jsonl"
 KEY = "bench-key"
 SYSTEM = "You triage the support inbox of a software company."

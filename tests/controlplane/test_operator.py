@@ -40,7 +40,7 @@ def rendered(namespace: str) -> str:
             str(Path(sys.executable).parent / "tierwise"),
             "render",
             "-f",
-            str(EXAMPLES),
+            str(EXAMPLES / "support-triage"),
             "-n",
             namespace,
         ],

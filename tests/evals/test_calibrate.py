@@ -8,7 +8,7 @@ from pathlib import Path
 from tierwise.cli import main
 from tierwise.evals.dataset import load_dataset
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "support-triage"
 
 
 def test_calibrate_proposes_a_threshold_that_holds_out(capsys):
@@ -17,7 +17,7 @@ def test_calibrate_proposes_a_threshold_that_holds_out(capsys):
     assert result["meetsTarget"] is True
     assert result["heldOut"]["quality"][1] >= result["target"]
     assert result["choice"]["quality"][1] >= result["target"]  # chosen on the tuning items
-    distinct, _ = load_dataset(EXAMPLES / "support-triage/dataset.jsonl").distinct()
+    distinct, _ = load_dataset(EXAMPLES / "dataset.jsonl").distinct()
     assert result["tuningItems"] + result["heldOutItems"] == len(distinct.items) == 400
     (patch,) = result["patch"]
     assert patch == {

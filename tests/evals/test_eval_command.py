@@ -14,13 +14,13 @@ import pytest
 from tierwise.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "support-triage"
 
 
 @pytest.fixture
 def examples(tmp_path: Path) -> Path:
     copy = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, copy)
+    shutil.copytree(EXAMPLES, copy / "support-triage")
     return copy
 
 
@@ -54,7 +54,7 @@ def test_malformed_dataset_line_exits_2_naming_the_line(examples: Path, capsys):
 
 def test_dataset_file_option_and_json_output(tmp_path: Path, capsys):
     data = tmp_path / "few.jsonl"
-    lines = (EXAMPLES / "support-triage/dataset.jsonl").read_text().splitlines()[:60]
+    lines = (EXAMPLES / "dataset.jsonl").read_text().splitlines()[:60]
     data.write_text("\n".join(lines) + "\n")
     code = main(["eval", "-f", str(EXAMPLES), "--emulator", "-q", "--json", "--dataset", str(data)])
     report = json.loads(capsys.readouterr().out)[0]
@@ -90,7 +90,7 @@ def test_bad_input_exits_2(args, says, capsys):
 
 def test_a_policy_without_evaluation_is_bad_input(tmp_path: Path, capsys):
     plain = tmp_path / "plain"
-    shutil.copytree(EXAMPLES, plain)
+    shutil.copytree(EXAMPLES, plain / "support-triage")
     policy = plain / "support-triage/policy.yaml"
     text = policy.read_text()
     policy.write_text(text[: text.index("  # Eval-gated rollout")])
@@ -115,11 +115,9 @@ def test_job_mode_writes_a_small_summary_to_the_termination_log(
     (found,) = local_evals([str(EXAMPLES)])
     for tier in ("HAIKU", "SONNET", "OPUS"):  # as the Job gets them through secretKeyRef
         monkeypatch.setenv(f"TIERWISE_TIER_{tier}_API_KEY", "key")
-    emulated = Dataset.from_jsonl(EXAMPLES / "support-triage/dataset.jsonl")
+    emulated = Dataset.from_jsonl(EXAMPLES / "dataset.jsonl")
     with EmulatorThread(EmulatorConfig(zero_latency=True, dataset=emulated)) as emu:
-        route = replace(
-            found.plan.routes[0], dataset=str(EXAMPLES / "support-triage/dataset.jsonl")
-        )
+        route = replace(found.plan.routes[0], dataset=str(EXAMPLES / "dataset.jsonl"))
         plan = replace(found.plan, routes=(route,))
         (tmp_path / "plan.json").write_text(json.dumps(plan.to_document()))
         (tmp_path / "candidate.json").write_text(

@@ -9,6 +9,7 @@ is a 400, and thinking blocks are tied to the model that wrote them; a refusal c
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -305,3 +306,40 @@ def test_point15_a_live_stream_served_by_a_fallback_model_is_priced_per_iteratio
         OPUS_55, input_tokens=1000, output_tokens=100
     )
     assert sse_comments(raw) == [f"x-tierwise-cost-usd: {format_usd(expected)}"]
+
+
+def test_point15_batch_items_drop_thinking_blocks_another_tier_wrote(
+    emu: Any, make_router: Any
+) -> None:
+    # The batch cascade builds its step requests as the synchronous path does: a conversation
+    # carrying Haiku 5.5's thinking reaches Opus 5.5 without it, not as an errored item.
+    first = direct(emu).messages.create(
+        model=HAIKU_55,
+        max_tokens=16_000,
+        thinking={"type": "adaptive"},
+        output_config={"effort": "low"},
+        messages=user("q1"),
+    )
+    convo = [
+        *user("q1"),
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        *user("q2"),
+    ]
+    doc = two_tiers(emu.base_url, OPUS_55, HAIKU_55)
+    doc["routes"][0]["mode"] = "batch"
+    client = sdk(make_router(doc))
+    batch = client.messages.batches.create(
+        requests=[
+            {
+                "custom_id": "a",
+                "params": {"model": "tierwise/agent", "max_tokens": 4096, "messages": convo},
+            }
+        ]  # type: ignore[list-item]
+    )
+    for _ in range(300):
+        if client.messages.batches.retrieve(batch.id).processing_status == "ended":
+            break
+        time.sleep(0.05)
+    (result,) = list(client.messages.batches.results(batch.id))
+    assert result.result.type == "succeeded", result.result
+    assert result.result.message.model == OPUS_55

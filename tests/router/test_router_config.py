@@ -105,7 +105,7 @@ def test_unknown_schema_version_is_refused() -> None:
             "must be in [0, 1]",
         ),
         (lambda d: d["tiers"]["haiku"]["pricing"].pop("output"), "incomplete or invalid prices"),
-        (lambda d: d["tiers"]["haiku"].update(provider="openai"), "unsupported provider"),
+        (lambda d: d["tiers"]["haiku"].update(provider="bedrock"), "unsupported provider"),
         (lambda d: d["tiers"]["haiku"]["limits"].update(maxConcurrency=0), "maxConcurrency"),
         (lambda d: d.update(fallback={"tier": "haiku", "on": ["sometimes"]}), "unknown failure"),
         (
@@ -224,7 +224,7 @@ def test_parses_what_tierwise_render_prints() -> None:
             "tierwise.cli",
             "render",
             "-f",
-            str(root / "examples"),
+            str(root / "examples" / "support-triage"),
             "-o",
             "json",
         ],

@@ -1,4 +1,4 @@
-"""The parallel-calls example against a router rendered from examples/ with --endpoint."""
+"""The parallel-calls example against a router rendered from examples/support-triage with --endpoint."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_fan_out_example_queues_at_the_tier_cap_and_the_metric_shows_it(
     emu: Any, make_router: Any
 ) -> None:
-    [(_, result)] = render_all(load_manifests([str(ROOT / "examples")]))
+    [(_, result)] = render_all(load_manifests([str(ROOT / "examples/support-triage")]))
     document = with_endpoint(result.config, emu.base_url).to_document()  # type: ignore[arg-type]
     assert {t["endpoint"] for t in document["tiers"].values()} == {emu.base_url}
     document["tiers"]["haiku"]["limits"]["maxConcurrency"] = 2

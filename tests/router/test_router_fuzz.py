@@ -176,3 +176,15 @@ def test_the_fuzzed_router_counted_no_internal_errors(fuzz_router: Any) -> None:
     samples = metrics(fuzz_router.metrics_url)
     assert metric(samples, "tierwise_router_requests_total", outcome="internal_error") == 0
     assert metric(samples, "tierwise_router_requests_total") > 0
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+@pytest.mark.parametrize("depth", [256, 300, 1000])
+def test_nesting_orjson_parses_but_cannot_encode_is_a_400(
+    fuzz_router: Any, path: str, depth: int
+) -> None:
+    # orjson reads 1,024 levels but writes 255: a body in between once reached the upstream
+    # encoder and came back as a 500.
+    status, _, raw = send(fuzz_router.base_url, "POST", path, nested(depth), {})
+    assert status == 400, raw[:200]
+    assert json.loads(raw)["error"]["type"] == "invalid_request_error"

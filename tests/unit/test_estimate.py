@@ -34,7 +34,7 @@ def test_dollars_from_the_example_route(capsys):
         [
             "estimate",
             "-f",
-            "examples/",
+            "examples/support-triage/",
             "--route",
             "triage",
             "--input-tokens",
@@ -62,7 +62,7 @@ def test_unknown_model_is_an_error(capsys):
 
 
 def test_missing_route_is_an_error(capsys):
-    assert main(["estimate", "-f", "examples/", "--route", "nope"]) == 1
+    assert main(["estimate", "-f", "examples/support-triage/", "--route", "nope"]) == 1
     assert "no route 'nope'" in capsys.readouterr().err
 
 
@@ -101,7 +101,7 @@ def test_batch_shows_the_combined_saving_against_all_strong_synchronous(capsys):
         [
             "estimate",
             "-f",
-            "examples/",
+            "examples/support-triage/",
             "--route",
             "triage",
             "--input-tokens",

@@ -18,7 +18,7 @@ def test_job_manifest(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    workspace = Workspace.of(load_manifests([root / "examples"]))
+    workspace = Workspace.of(load_manifests([root / "examples" / "support-triage"]))
     policy = workspace.policies()[0]
     result = workspace.render(policy)
     plan = plan_for_policy(policy, {}, lambda ref: f"{ref.name}/{ref.key}").plan

@@ -27,7 +27,7 @@ from tierwise.pricing import (
     resolve_prices,
     retirement_notice,
 )
-from tierwise.pricing.table import catalog_table
+from tierwise.pricing.table import STATUS_DAY, catalog_table
 
 MILLION = 1_000_000
 RATES = ("input", "output", "cacheWrite5m", "cacheWrite1h", "cacheRead")
@@ -308,7 +308,7 @@ def test_counterfactual_prices_the_same_usage_on_another_tier():
 def test_every_catalog_entry_is_priced_dated_and_sourced():
     for model in known_models():
         entry = BUILTIN.entry(model)
-        assert entry is not None and entry.sources and entry.checked == CATALOG_DATE
+        assert entry is not None and entry.sources and entry.checked >= CATALOG_DATE
         rates = entry.prices.rates
         assert rates.input > 0 and rates.output > rates.input
         assert rates.cache_read < rates.input < rates.cache_write_5m < rates.cache_write_1h
@@ -321,7 +321,33 @@ def test_every_catalog_entry_is_priced_dated_and_sourced():
 
 def test_pricing_doc_table_lists_every_catalog_model_as_the_catalog_has_it():
     text = (Path(__file__).parents[2] / "docs" / "pricing.md").read_text()
-    assert catalog_table() in text, "regenerate with: python -m tierwise.pricing.table"
+    day = STATUS_DAY.search(text)
+    assert day, "the table names the day of its status column"
+    table = catalog_table(today=date.fromisoformat(day.group(1)))
+    assert table in text, "regenerate with: python -m tierwise.pricing.table"
+
+
+def test_a_models_status_follows_from_its_dates_and_the_day():
+    sonnet_4_5 = BUILTIN.entry("claude-sonnet-4-5")
+    opus_4_5 = BUILTIN.entry("claude-opus-4-5")
+    assert sonnet_4_5 is not None and opus_4_5 is not None
+    assert sonnet_4_5.status_on(date(2026, 11, 29)) == "deprecated"
+    assert sonnet_4_5.status_on(date(2026, 11, 30)) == "retired"  # its retirement date
+    assert opus_4_5.status_on(date(2026, 11, 22)) == "legacy"
+    assert opus_4_5.status_on(date(2026, 11, 23)) == "deprecated"
+    assert opus_4_5.status_on(date(2027, 1, 22)) == "retired"
+    assert "| `claude-sonnet-4-5` (claude-sonnet-4-5-20250929) | retired |" in catalog_table(
+        today=date(2026, 12, 6)
+    )
+
+
+def test_every_source_is_anthropics_and_figures_found_elsewhere_say_so():
+    for entry in BUILTIN.entries.values():
+        for source in entry.sources:
+            assert source.startswith("https://platform.claude.com/"), (entry.model, source)
+    fable = BUILTIN.entry("claude-fable-5-2")
+    assert fable is not None
+    assert "not found on an Anthropic page" in fable.note
 
 
 def test_minimum_cacheable_length_per_model():

@@ -323,3 +323,44 @@ def test_point_14_a_route_on_a_retired_model_makes_the_policy_condition_false():
     assert condition.message.startswith("route t (tier sonnet): model 'claude-sonnet-4' retired")
     fine = models_condition(render(POLICY, [HAIKU, SONNET]).document, BUILTIN, date(2026, 12, 6))
     assert fine.status and fine.reason == "AllModelsSupported"
+
+
+LOCAL = body(
+    "ModelTier",
+    "local",
+    {
+        "provider": "openai",
+        "model": "smollm2",
+        "endpoint": "http://llama:8000",
+        "pricing": {"input": 0, "output": 0},
+    },
+)
+
+
+def test_a_self_hosted_tier_is_priced_by_its_spec_alone():
+    status = tier_status(LOCAL, 1, "t")
+    assert conditions(status)[READY]["status"] == "True"
+    assert status["pricing"]["input"] == status["pricing"]["cacheRead"] == "0"
+    assert status["pricing"]["source"] == "spec"
+
+
+def test_token_probabilities_on_an_anthropic_tier_are_a_condition_naming_the_step():
+    signal = {"signal": "answerProbabilityBelow", "field": "label", "threshold": 0.5}
+    spec = {
+        "podSelector": {"matchLabels": {"app": "inbox"}},
+        "routes": [
+            {
+                "name": "t",
+                "steps": [{"tier": "haiku", "escalateWhen": [signal]}, {"tier": "sonnet"}],
+            }
+        ],
+    }
+    policy = body("CascadePolicy", "triage", spec)
+    status = policy_status(policy, render(policy, [HAIKU, SONNET]), None, "t")
+    ready = conditions(status)[READY]
+    assert (ready["status"], ready["reason"]) == ("False", "SignalUnsupported")
+    assert "ModelTier 'haiku' has provider anthropic, which returns no token" in ready["message"]
+    spec["routes"][0]["steps"][0]["tier"] = "local"
+    local_policy = body("CascadePolicy", "triage", spec)
+    ok = policy_status(local_policy, render(local_policy, [LOCAL, SONNET]), None, "t")
+    assert conditions(ok)[READY]["status"] == "True"

@@ -15,6 +15,7 @@ from tierwise.render import (
     KEY_ENV_CONFLICT,
     PRICING_UNKNOWN,
     SCHEMA_VERSION,
+    SIGNAL_UNSUPPORTED,
     TIER_NOT_FOUND,
     api_key_env,
     content_hash,
@@ -23,7 +24,7 @@ from tierwise.render import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "support-triage"
 
 
 def tier(name, model="claude-haiku-4-5", **spec):
@@ -69,7 +70,7 @@ def test_examples_render_one_document_per_policy(capsys):
 
 
 def test_two_policies_print_two_documents(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     second = (
         (tmp_path / "ex/support-triage/policy.yaml")
         .read_text()
@@ -82,7 +83,7 @@ def test_two_policies_print_two_documents(tmp_path, capsys):
 
 
 def test_missing_tier_exits_1_naming_policy_and_tier(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     tiers = tmp_path / "ex/support-triage/tiers.yaml"
     tiers.write_text(tiers.read_text().split("---")[0])  # keep only haiku
     assert main(["render", "-f", str(tmp_path / "ex")]) == 1
@@ -268,7 +269,7 @@ def test_rendering_is_deterministic_complete_and_order_independent(workspace, ra
 
 
 def test_render_warns_about_a_retiring_model_and_still_renders(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     tiers = tmp_path / "ex/support-triage/tiers.yaml"
     tiers.write_text(tiers.read_text().replace("claude-sonnet-5-5", "claude-opus-4-1"))
     assert main(["render", "-f", str(tmp_path / "ex")]) == 0
@@ -293,7 +294,7 @@ def test_render_with_a_price_catalog_file_and_a_bad_one(tmp_path, capsys):
 
 
 def test_ambiguous_override_is_an_error_naming_the_field(tmp_path, capsys):
-    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    shutil.copytree(EXAMPLES, tmp_path / "ex" / "support-triage")
     tiers = tmp_path / "ex/support-triage/tiers.yaml"
     text = tiers.read_text().replace(
         "  model: claude-opus-5-5\n", "  model: claude-opus-5-5\n  pricing:\n    input: 3\n"
@@ -321,3 +322,42 @@ def test_endpoint_flag_and_env_point_every_tier_at_one_url_and_rehash(monkeypatc
     monkeypatch.setenv("TIERWISE_ENDPOINT", "emulator:8090")
     assert main(["render", "-f", str(EXAMPLES)]) == 1
     assert "--endpoint: endpoint must be an http:// or https:// URL" in capsys.readouterr().err
+
+
+def test_token_probability_signal_on_an_anthropic_tier_is_a_problem_naming_the_step():
+    signal = {"signal": "answerProbabilityBelow", "field": "label", "threshold": 0.6}
+    local = tier(
+        "local",
+        model="smollm2",
+        provider="openai",
+        endpoint="http://llama:8000",
+        pricing={"input": 0, "output": 0},
+    )
+    on_anthropic = policy(
+        routes=[
+            {
+                "name": "triage",
+                "steps": [{"tier": "haiku", "escalateWhen": [signal]}, {"tier": "sonnet"}],
+            }
+        ]
+    )
+    [(_, refused)] = render(tier("haiku"), tier("sonnet", "claude-sonnet-4-6"), on_anthropic)
+    assert refused.document is None
+    [problem] = refused.problems
+    assert (problem.reason, problem.ref) == (SIGNAL_UNSUPPORTED, "haiku")
+    assert "route 'triage' step 0 escalates on answerProbabilityBelow" in problem.message
+    on_local = policy(
+        routes=[
+            {
+                "name": "triage",
+                "steps": [{"tier": "local", "escalateWhen": [signal]}, {"tier": "sonnet"}],
+            }
+        ]
+    )
+    [(_, result)] = render(local, tier("sonnet", "claude-sonnet-4-6"), on_local)
+    assert result.ok, result.problems
+    rendered_tier = result.document["tiers"]["local"]
+    assert rendered_tier["provider"] == "openai"
+    assert rendered_tier["pricing"]["input"] == rendered_tier["pricing"]["cacheRead"] == "0"
+    # The counterfactual is still the route's strongest tier.
+    assert result.document["routes"][0]["counterfactualTier"] == "sonnet"

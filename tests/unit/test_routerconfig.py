@@ -260,3 +260,14 @@ def test_omitted_retry_fields_take_the_defaults() -> None:
     doc = json.loads((GOLDEN / "minimal.json").read_text())
     doc["retry"] = {"maxAttempts": 1}
     assert parse(doc).retry == RetryPolicy(max_attempts=1)
+
+
+def test_a_token_probability_signal_on_an_anthropic_tier_is_refused() -> None:
+    doc = json.loads((GOLDEN / "self-hosted.json").read_text())
+    doc["routes"][0]["steps"][0]["tier"], doc["routes"][0]["steps"][1]["tier"] = "sonnet", "local"
+    doc["routes"][0]["steps"][1]["escalateWhen"] = []
+    doc["hash"] = content_hash(doc)
+    with pytest.raises(ConfigError) as error:
+        parse(doc)
+    assert "routes[0].steps[0].escalateWhen" in str(error.value)
+    assert "tier 'sonnet' (provider anthropic) cannot return" in str(error.value)

@@ -29,7 +29,14 @@ from tierwise.routerconfig import (
     MAX_BREAKPOINTS,
 )
 
-Signal = Literal["stopReason", "invalidJSON", "jsonFieldBelow", "jsonFieldNotIn", "regex"]
+Signal = Literal[
+    "stopReason",
+    "invalidJSON",
+    "jsonFieldBelow",
+    "jsonFieldNotIn",
+    "regex",
+    "answerProbabilityBelow",
+]
 Breakpoint = Literal["tools", "system", "history"]
 FallbackTrigger = Literal["overloaded", "rateLimited", "serverError", "timeout"]
 GraderType = Literal["jsonField", "allowedSet", "regex", "exact", "judge"]
@@ -192,14 +199,42 @@ class TierLimits:
 @dataclass(frozen=True)
 class ModelTierSpec:
     model: str
-    provider: Literal["anthropic"] = "anthropic"
+    provider: Literal["anthropic", "openai"] = "anthropic"
     endpoint: str | None = None
     api_key_secret_ref: SecretKeyRef | None = None
     pricing: TierPricing | None = None
     limits: TierLimits = field(default_factory=TierLimits)
 
+    def price_overrides(self) -> dict[str, Any] | None:
+        """``spec.pricing`` over the catalog. A self-hosted (openai) tier's unset cache prices
+        are its input price: the router sends such a tier no cache marks, so it bills no
+        cache tokens, and nothing is guessed from Anthropic's multipliers."""
+        if self.pricing is None:
+            return None
+        named = self.pricing.as_overrides()
+        if self.provider == "openai":
+            for name in ("cacheWrite5m", "cacheWrite1h", "cacheRead"):
+                if named.get(name) is None:
+                    named[name] = named.get("input")
+        return named
+
     def validate(self, path: str) -> None:
         _check(0 < len(self.model) <= 128, f"{path}.model", "model must be 1 to 128 characters")
+        if self.provider == "openai":
+            _check(
+                self.endpoint is not None,
+                path,
+                "a tier with provider openai needs endpoint, the base URL of its "
+                "OpenAI-compatible server",
+            )
+            _check(
+                self.pricing is not None
+                and self.pricing.input is not None
+                and self.pricing.output is not None,
+                path,
+                "a tier with provider openai needs pricing.input and pricing.output "
+                "(USD per million tokens, 0 for a server you run yourself)",
+            )
         if self.endpoint is not None:
             where = f"{path}.endpoint"
             _check(
@@ -433,6 +468,12 @@ class EscalationSignal:
             )
         if self.signal == "regex":
             _check(self.pattern is not None, path, "signal regex needs pattern")
+        if self.signal == "answerProbabilityBelow":
+            _check(
+                self.threshold is not None,
+                path,
+                "signal answerProbabilityBelow needs threshold (and field for a JSON answer's value)",
+            )
         if self.signal == "stopReason":
             unknown = [v for v in self.values or () if v not in STOP_REASONS]
             _check(

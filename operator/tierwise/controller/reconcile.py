@@ -273,7 +273,7 @@ def tier_status(
     if spec is None:
         conditions.append(Condition(READY, False, "InvalidSpec", str(tier.error)))
     else:
-        overrides = spec.pricing.as_overrides() if spec.pricing else None
+        overrides = spec.price_overrides()
         prices = resolve_prices(spec.model, overrides, catalog)
         if isinstance(prices, PricingProblem):
             conditions.append(Condition(READY, False, prices.reason, prices.message))

@@ -26,11 +26,15 @@ from tierwise.evals.command import EXIT_BAD_INPUT
 from tierwise.render import content_hash
 
 DEFAULT_THRESHOLDS = [round(i * 0.05, 2) for i in range(21)]
+# The signals with a threshold to sweep: the answer's self-reported confidence, and the
+# model's own token probability (a tier with provider openai).
+THRESHOLD_SIGNALS = ("jsonFieldBelow", "answerProbabilityBelow")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Sweep the jsonFieldBelow thresholds (e.g. confidence) of one route over a labelled "
+        "Sweep the jsonFieldBelow (e.g. confidence) or answerProbabilityBelow (token "
+        "probability) thresholds of one route over a labelled "
         "dataset, print the cost/quality frontier, and propose the cheapest threshold whose "
         "95%% quality interval meets --target on held-out items, with the patch to apply. "
         "Exit status: 0 a threshold was found and confirmed, 1 none meets the target, 2 bad input."
@@ -46,6 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="lowest acceptable lower bound of the quality interval (default 0.85)")  # fmt: skip
     parser.add_argument("--held-out", type=float, default=0.5, metavar="FRACTION",
                         help="share of items kept out of the sweep to confirm it (default 0.5)")  # fmt: skip
+    parser.add_argument("--signal", choices=THRESHOLD_SIGNALS,
+                        help="sweep only this signal's thresholds (default: every threshold signal)")  # fmt: skip
     parser.add_argument("--resample-seed", default="resample-1", metavar="SEED",
                         help="seed of the fresh resample the proposal is also measured on")  # fmt: skip
     parser.add_argument("--thresholds", metavar="LIST",
@@ -100,9 +106,11 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"several policies have spec.evaluation ({names}); pick one with --policy")
     (found,) = evals
     route = found.plan.routes[0]
-    positions = threshold_positions(found.candidate, route.name)
+    kinds = (args.signal,) if getattr(args, "signal", None) else THRESHOLD_SIGNALS
+    positions = threshold_positions(found.candidate, route.name, kinds)
     if not positions:
-        raise InputError(f"route {route.name!r} has no jsonFieldBelow signal to calibrate")
+        names = " or ".join(kinds)
+        raise InputError(f"route {route.name!r} has no {names} signal to calibrate")
     # One copy of each item: a duplicate on both sides of the split would leak the tuning
     # items into the held-out check.
     dataset, _ = found.datasets[route.name].distinct()
@@ -159,15 +167,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if meets else 1
 
 
-def threshold_positions(document: Mapping[str, Any], route: str) -> list[tuple[int, int, int]]:
-    """(route, step, signal) indexes of the route's jsonFieldBelow signals."""
+def threshold_positions(
+    document: Mapping[str, Any], route: str, kinds: Sequence[str] = THRESHOLD_SIGNALS
+) -> list[tuple[int, int, int]]:
+    """(route, step, signal) indexes of the route's threshold signals of ``kinds``."""
     found = []
     for r, doc_route in enumerate(document["routes"]):
         if doc_route["name"] != route:
             continue
         for s, step in enumerate(doc_route["steps"]):
             for k, signal in enumerate(step.get("escalateWhen") or []):
-                if signal.get("signal") == "jsonFieldBelow":
+                if signal.get("signal") in kinds:
                     found.append((r, s, k))
     return found
 

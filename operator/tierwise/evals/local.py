@@ -226,10 +226,13 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]] | None) -> str:
 
 
 def point_at(document: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """A copy of a config (or of a plan's judge tiers) with every tier's endpoint replaced."""
+    """A copy of a config (or of a plan's judge tiers) with every Anthropic tier's endpoint
+    replaced. The emulator stands in for the Messages API only: a self-hosted tier (provider
+    openai) keeps its own server, so its answers stay a real model's."""
     doc = copy.deepcopy(dict(document))
     for tier in doc["tiers"].values():
-        tier["endpoint"] = base_url
+        if tier.get("provider", "anthropic") == "anthropic":
+            tier["endpoint"] = base_url
     doc["hash"] = content_hash(doc)
     return doc
 

@@ -44,6 +44,7 @@ RETIREMENT_WARNING_DAYS = 30
 PRICING = "https://platform.claude.com/docs/en/about-claude/pricing"
 DEPRECATIONS = "https://platform.claude.com/docs/en/about-claude/model-deprecations"
 CACHING = "https://platform.claude.com/docs/en/build-with-claude/prompt-caching"
+FABLE_5_2_NEWS = "https://platform.claude.com/docs/en/models/fable-5-2/whats-new-fable-5-2"
 RATE_FIELDS = ("input", "output", "cacheWrite5m", "cacheWrite1h", "cacheRead")
 CACHE_FIELDS = ("cacheWrite5m", "cacheWrite1h", "cacheRead")
 
@@ -61,6 +62,8 @@ class CatalogEntry:
     model: str
     display_name: str
     prices: Prices
+    # The lifecycle stage the pages state without a date (active, legacy; deprecated or
+    # retired when no date is published). Dated stages follow from the dates: ``status_on``.
     status: Status
     retires: date | None = None  # past for a retired model; None when no date is published
     min_cacheable_tokens: int | None = None  # None: not published; the router assumes 1024
@@ -68,6 +71,16 @@ class CatalogEntry:
     checked: str = CATALOG_DATE
     note: str = ""
     aliases: tuple[str, ...] = ()
+    deprecated: date | None = None  # when the model was deprecated, where published
+
+    def status_on(self, today: date) -> Status:
+        """The model's status on ``today``: retired from its retirement date, deprecated from
+        its deprecation date, else the stage the pages state."""
+        if self.retires is not None and today >= self.retires:
+            return "retired"
+        if self.deprecated is not None and today >= self.deprecated:
+            return "deprecated"
+        return self.status
 
 
 def _rates(input: str, output: str, write_5m: str, write_1h: str, read: str) -> Rates:
@@ -95,9 +108,13 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         _prices(_rates("8", "40", "10", "16", "0.20")),
         "active",
         min_cacheable_tokens=512,
-        sources=("https://docs.laozhang.ai/en/announcements/claude-fable-5-2-2026-11",),
-        note="released 2026-11-09; not yet on the copy of Anthropic's pricing page read, so "
-        "the rates are as an API reseller quotes that page's row (unverified at the source)",
+        sources=(FABLE_5_2_NEWS,),
+        checked="2026-12-06",
+        note="released 2026-11-09 (Anthropic's What's new in Claude Fable 5.2, read "
+        "2026-12-06); the rates themselves were not found on an Anthropic page read here "
+        "(neither the release notes of 2026-11-09 nor the pricing page's Fable 5.2 row): they "
+        "are the $8/$40 list price third-party reports agree on, cache rates at "
+        "1.25x/2x/0.025x input like Fable 5.1's",
     ),
     CatalogEntry(
         "claude-fable-5-1",
@@ -218,16 +235,17 @@ _ENTRIES: tuple[CatalogEntry, ...] = (
         sources=(PRICING, overview("haiku-4-5"), CACHING),
         aliases=("claude-haiku-4-5-20251001",),
     ),
-    # --- deprecated: working, retirement date set ----------------------------------------
+    # --- deprecated: working until the retirement date set ----------------------------
     CatalogEntry(
         "claude-opus-4-5",
         "Claude Opus 4.5",
         _prices(_OPUS_4_5_TO_5),
-        "deprecated",
+        "legacy",
         retires=date(2027, 1, 22),
+        deprecated=date(2026, 11, 23),
         min_cacheable_tokens=4096,
         sources=(PRICING, overview("opus-4-5"), DEPRECATIONS, CACHING),
-        note="deprecated 2026-11-23; replacement claude-opus-5-5",
+        note="replacement claude-opus-5-5",
         aliases=("claude-opus-4-5-20251101",),
     ),
     CatalogEntry(
@@ -445,7 +463,7 @@ def retirement_notice(
     if entry.retires is None:
         return RetirementNotice(model, True, None, None) if entry.status == "retired" else None
     days_left = (entry.retires - today).days
-    if days_left <= 0 or entry.status == "retired":
+    if entry.status_on(today) == "retired":
         return RetirementNotice(model, True, entry.retires, min(days_left, 0))
     if days_left <= RETIREMENT_WARNING_DAYS:
         return RetirementNotice(model, False, entry.retires, days_left)

@@ -173,9 +173,7 @@ def _route_prices(args: argparse.Namespace) -> tuple[list[str], list[Prices]]:
         tier = tiers.get(step.tier)
         if tier is None:
             raise EstimateError(f"CascadePolicy {policy.name}: ModelTier {step.tier!r} not found")
-        resolved = resolve_prices(
-            tier.spec.model, tier.spec.pricing.as_overrides() if tier.spec.pricing else None
-        )
+        resolved = resolve_prices(tier.spec.model, tier.spec.price_overrides())
         if isinstance(resolved, PricingProblem):
             raise EstimateError(f"ModelTier {step.tier!r}: {resolved.message}")
         names.append(f"{step.tier} ({tier.spec.model})")

@@ -35,9 +35,11 @@ from tierwise.pricing import (
 )
 from tierwise.routerconfig import (
     DEFAULT_ENDPOINT,
+    OPENAI,
     REDIS_PASSWORD_ENV,
     REDIS_TLS_DIR,
     REDIS_URL_ENV,
+    AnswerProbabilitySignal,
     CacheConfig,
     Fallback,
     InputBudget,
@@ -65,6 +67,7 @@ TIER_NOT_FOUND = "TierNotFound"
 CACHE_PROFILE_NOT_FOUND = "CacheProfileNotFound"
 PRICING_UNKNOWN = "PricingUnknown"
 PRICING_AMBIGUOUS = "PricingAmbiguous"
+SIGNAL_UNSUPPORTED = "SignalUnsupported"
 KEY_ENV_CONFLICT = "KeyEnvConflict"
 
 
@@ -167,7 +170,7 @@ def render_policy(
         tier_spec: ModelTierSpec = tier.spec
         resolved = resolve_prices(
             tier_spec.model,
-            tier_spec.pricing.as_overrides() if tier_spec.pricing else None,
+            tier_spec.price_overrides(),
             catalog,
         )
         if isinstance(resolved, PricingProblem):
@@ -188,6 +191,7 @@ def render_policy(
 
     keyed = [n for n in spec.tier_names() if n in rendered_tiers and rendered_tiers[n].api_key_env]
     problems.extend(key_env_conflicts(keyed))
+    problems.extend(_unsupported_signals(spec, rendered_tiers))
     cache, cache_problem = _render_cache(spec, cache_profiles, policy.namespace)
     profile = cache_profiles.get(cache.profile) if cache.profile else None
     key_envs.extend(redis_secrets(profile.spec if profile else None)[0])
@@ -231,7 +235,7 @@ def render_tier(
             TIER_NOT_FOUND, name, f"ModelTier {name!r} not found in namespace {namespace!r}"
         )
     spec: ModelTierSpec = tier.spec
-    overrides = spec.pricing.as_overrides() if spec.pricing else None
+    overrides = spec.price_overrides()
     resolved = resolve_prices(spec.model, overrides, catalog)
     if isinstance(resolved, PricingProblem):
         return Problem(resolved.reason, name, f"ModelTier {name!r}: {resolved.message}")
@@ -309,7 +313,32 @@ def _render_signal(signal: EscalationSignal) -> Signal:
         return JSONFieldBelowSignal(field_path, signal.threshold or Decimal(0))
     if signal.signal == "jsonFieldNotIn":
         return JSONFieldNotInSignal(field_path, tuple(signal.values or ()))
+    if signal.signal == "answerProbabilityBelow":
+        return AnswerProbabilitySignal(
+            signal.threshold or Decimal(0), field_path if signal.field else None
+        )
     return RegexSignal(re.compile(signal.pattern or ""))
+
+
+def _unsupported_signals(spec: CascadePolicySpec, tiers: Mapping[str, Tier]) -> list[Problem]:
+    """Steps that escalate on token probabilities where their tier cannot return them.
+
+    The CRD's CEL cannot see a step's ModelTier, so the renderer refuses such a policy: only
+    OpenAI-compatible servers return log-probabilities; the Messages API does not.
+    """
+    problems = []
+    for route in spec.routes:
+        for index, step in enumerate(route.steps):
+            tier = tiers.get(step.tier)
+            uses = any(s.signal == "answerProbabilityBelow" for s in step.escalate_when or ())
+            if uses and tier is not None and tier.provider != OPENAI:
+                message = (
+                    f"route {route.name!r} step {index} escalates on answerProbabilityBelow, "
+                    f"but ModelTier {step.tier!r} has provider {tier.provider}, which returns "
+                    "no token log-probabilities; use it on a provider openai tier"
+                )
+                problems.append(Problem(SIGNAL_UNSUPPORTED, step.tier, message))
+    return problems
 
 
 def _render_retry(retry: RetrySpec) -> RetryPolicy:

@@ -48,6 +48,7 @@ from typing import Any
 
 from tierwise.pricing import Usage, cost_usd, format_usd
 from tierwise.router.body import decode_json_object
+from tierwise.router.cascade import route_mixes_models
 from tierwise.router.errors import ERROR_TYPES, RouterError, error_body, invalid_request
 from tierwise.router.escalation import escalation_reason
 from tierwise.router.jsonutil import dumps, loads
@@ -614,12 +615,15 @@ class BatchCascadeRun:
         save_state(self.entry, state)  # recorded before the upstream call it leads to
         items = None if current["items"] is None else set(current["items"])
         caching = self.runtime.config.cache.prompt_caching
+        mixed = route_mixes_models(self.runtime.config, route)
         payload = await asyncio.to_thread(
             write_step_payload,
             self.entry,
             current["step"],
             items,
-            lambda params: build_step_request(params, route, step, tier, caching, stream=False),
+            lambda params: build_step_request(
+                params, route, step, tier, caching, stream=False, mixed_models=mixed
+            ),
         )
         try:
             reply = await self.call(tier, BATCHES_PATH, payload, "POST", True)

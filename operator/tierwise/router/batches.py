@@ -42,7 +42,7 @@ from tierwise.router.batch_cascade import (
     store_requests,
     write_step_payload,
 )
-from tierwise.router.cascade import Exchange
+from tierwise.router.cascade import Exchange, route_mixes_models
 from tierwise.router.errors import RouterError, invalid_request, not_found, too_large
 from tierwise.router.jsonutil import dumps, loads
 from tierwise.router.pipeline import Action, Call, Pipeline, json_response, response_headers
@@ -233,13 +233,16 @@ class BatchProxy:
         tier = config.tiers[step.tier]
         ex.tier = tier.name
         caching = config.cache.prompt_caching
+        mixed = route_mixes_models(config, route)
         provisional = Entry(directory, "", 0)
         payload = await asyncio.to_thread(
             write_step_payload,
             provisional,
             0,
             None,
-            lambda params: build_step_request(params, route, step, tier, caching, stream=False),
+            lambda params: build_step_request(
+                params, route, step, tier, caching, stream=False, mixed_models=mixed
+            ),
         )
         reply = await self.pipeline.call_tier(call, ex, tier, BATCHES_PATH, payload)
         batch_id = created_batch_id(reply.document, tier.name)

@@ -21,7 +21,7 @@ from tierwise.router.metrics import RouterMetrics
 from tierwise.router.request import build_step_request, estimate_prompt_tokens
 from tierwise.router.runtime import Runtime
 from tierwise.router.upstream import FALLBACK_NAMES, Reply, Stream, Upstream, UpstreamFailure
-from tierwise.routerconfig import Route, Step, Tier
+from tierwise.routerconfig import Route, RouterConfig, Step, Tier
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -65,8 +65,14 @@ def model_prices(model: str, tier: Tier) -> Prices:
 
 def mixed_models(ex: Exchange) -> bool:
     """Whether the request's route (its steps and the fallback) uses more than one model."""
-    config = ex.runtime.config
-    names = [step.tier for step in ex.route.steps]
+    return route_mixes_models(ex.runtime.config, ex.route)
+
+
+def route_mixes_models(config: RouterConfig, route: Route) -> bool:
+    """Whether a route's steps and the config's fallback use more than one model: then
+    thinking blocks an earlier tier wrote are stripped before another model sees them
+    (``request.adapt_to_model``), on the synchronous and the batch path alike."""
+    names = [step.tier for step in route.steps]
     if config.fallback is not None:
         names.append(config.fallback.tier)
     return len({config.tiers[name].model for name in names}) > 1
@@ -124,6 +130,7 @@ class Answer:
     usage: Usage
     request_id: str | None
     cost: Decimal
+    logprobs: Any = None  # token log-probabilities, from a tier that returns them
 
 
 class Cascade:
@@ -187,12 +194,19 @@ class Cascade:
             # Pre-warming the prompt cache: no answer was asked for, so there is nothing for
             # a signal to judge; the first step (the one that serves first) is warmed.
             return True
-        return self.accepts(ex, steps[index], answer.tier.name, answer.message)
+        return self.accepts(ex, steps[index], answer.tier.name, answer.message, answer.logprobs)
 
-    def accepts(self, ex: Exchange, step: Step, tier: str, message: Mapping[str, Any]) -> bool:
+    def accepts(
+        self,
+        ex: Exchange,
+        step: Step,
+        tier: str,
+        message: Mapping[str, Any],
+        logprobs: Any = None,
+    ) -> bool:
         """Whether ``step``'s answer (from ``tier``) ends the cascade by its signals; else the
         escalation is counted on the request, that answer's step record and the metrics."""
-        reason = escalation_reason(step.escalate_when, message)
+        reason = escalation_reason(step.escalate_when, message, logprobs)
         if reason is None:
             return True
         ex.escalations += 1
@@ -291,6 +305,7 @@ class Cascade:
                 ex.forwarded,
                 config.retry,
                 deadline=ex.take_deadline(),
+                logprobs=step.wants_logprobs,
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
@@ -309,6 +324,7 @@ class Cascade:
                 ex.forwarded,
                 ex.runtime.config.retry,
                 attempts=1,
+                logprobs=step.wants_logprobs,
             )
         )
 
@@ -320,7 +336,7 @@ class Cascade:
         usage = Usage.from_anthropic(message.get("usage") or {})
         seconds = time.perf_counter() - started
         cost = self.record_step(ex, tier, usage, seconds, fallback, message=message)
-        return Answer(tier, reply.body, message, usage, reply.request_id, cost)
+        return Answer(tier, reply.body, message, usage, reply.request_id, cost, reply.logprobs)
 
     def record_step(
         self,

@@ -3,17 +3,21 @@
 Pure functions over the Messages API response (a dict), per docs/router-config.md:
 the answer's text is the concatenation of its ``text`` blocks; its JSON is that text
 parsed after stripping whitespace and one surrounding Markdown code fence.
+``answerProbabilityBelow`` also reads the token log-probabilities an OpenAI-compatible tier
+returned with the answer (``TokenLogprob``s; ``None`` when there are none).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tierwise.routerconfig import (
+    AnswerProbabilitySignal,
     InvalidJSONSignal,
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,
@@ -83,15 +87,17 @@ def refusal_reason(message: Mapping[str, Any]) -> str | None:
     return "refusal"
 
 
-def escalation_reason(signals: Sequence[Signal], message: Mapping[str, Any]) -> str | None:
+def escalation_reason(
+    signals: Sequence[Signal], message: Mapping[str, Any], logprobs: Sequence[Any] | None = None
+) -> str | None:
     """The metric ``reason`` of a refusal or of the first signal that fires; ``None`` to
-    accept."""
+    accept. ``logprobs``: the answer's token log-probabilities, when its tier returned them."""
     refusal = refusal_reason(message)
     if refusal is not None:
         return refusal
     if not signals:
         return None
-    answer = _Answer(message)
+    answer = _Answer(message, logprobs)
     for signal in signals:
         if _fires(signal, answer):
             return signal.reason
@@ -101,8 +107,9 @@ def escalation_reason(signals: Sequence[Signal], message: Mapping[str, Any]) -> 
 class _Answer:
     """Text and JSON of an answer, computed at most once however many signals ask."""
 
-    def __init__(self, message: Mapping[str, Any]) -> None:
+    def __init__(self, message: Mapping[str, Any], logprobs: Sequence[Any] | None) -> None:
         self.message = message
+        self.logprobs = logprobs
         self._text: str | None = None
         self._json: Any = _MISSING
 
@@ -132,6 +139,9 @@ def _fires(signal: Signal, answer: _Answer) -> bool:
         return not isinstance(value, str) or value not in signal.values
     if isinstance(signal, RegexSignal):
         return signal.pattern.search(answer.text) is not None
+    if isinstance(signal, AnswerProbabilitySignal):
+        probability = answer_probability(answer.logprobs, signal.field)
+        return probability is None or probability < float(signal.threshold)
     raise TypeError(f"unknown signal {signal!r}")
 
 
@@ -156,3 +166,55 @@ def _as_decimal(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
+
+
+def answer_probability(
+    logprobs: Sequence[Any] | None, field: Sequence[str] | None = None
+) -> float | None:
+    """The model's probability of its answer from its tokens' log-probabilities.
+
+    With ``field``: the probability of the tokens that spell that field's value in the JSON
+    answer (the product over every token overlapping the value, quotes excluded). Without:
+    the geometric mean of the per-token probabilities, exp(mean log-probability), so long and
+    short answers compare. ``None`` (the signal fires) when there are no log-probabilities,
+    the answer is not JSON or lacks the field. Positions come from the tokens' own text, so
+    the answer text and the tokens cannot disagree.
+    """
+    if not logprobs:
+        return None
+    if field is None:
+        return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))
+    text = "".join(t.token for t in logprobs)
+    if _lookup(parse_answer_json(text), tuple(field)) is _MISSING:
+        return None
+    span = json_value_span(text, field)
+    if span is None:
+        return None
+    start, end = span
+    total, position = 0.0, 0
+    for token in logprobs:
+        token_end = position + len(token.token)
+        if token_end > start and position < end:
+            total += token.logprob
+        position = token_end
+    return math.exp(total)
+
+
+def json_value_span(text: str, field: Sequence[str]) -> tuple[int, int] | None:
+    """Character span of the value of a dot-path ``field`` in JSON ``text`` (inside the
+    quotes of a string value), found by following each key in turn."""
+    position = 0
+    for part in field:
+        found = re.compile(r'"' + re.escape(part) + r'"\s*:\s*').search(text, position)
+        if found is None:
+            return None
+        position = found.end()
+    if position >= len(text):
+        return None
+    if text[position] == '"':
+        end = position + 1
+        while end < len(text) and text[end] != '"':
+            end += 2 if text[end] == "\\" else 1
+        return (position + 1, min(end, len(text)))
+    scalar = re.compile(r"[^,}\]\s]+").match(text, position)
+    return (position, scalar.end()) if scalar else None

@@ -29,8 +29,18 @@ if _orjson is not None:
         return _orjson.loads(data)
 
     def dumps(value: Any) -> bytes:
-        """Compact JSON bytes (separators `,` and `:`)."""
-        return _orjson.dumps(value)
+        """Compact JSON bytes (separators `,` and `:`).
+
+        orjson parses up to 1,024 levels of nesting but encodes only 255: a body between
+        the two raises ``RecursionError`` here, as the standard library does past its own
+        limit, so the router answers both backends' "too deep" with the same 400.
+        """
+        try:
+            return _orjson.dumps(value)
+        except _orjson.JSONEncodeError as exc:
+            if "Recursion limit" in str(exc):
+                raise RecursionError(str(exc)) from None
+            raise
 
 else:  # pragma: no cover
 

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tierwise.router.openai_upstream import OpenAIAdapter
 from tierwise.router.response_cache import ResponseCache, make_response_cache
 from tierwise.router.upstream import TierClient
-from tierwise.routerconfig import RouterConfig, Tier
+from tierwise.routerconfig import OPENAI, RouterConfig, Tier
 
 log = logging.getLogger("tierwise.router")
 
@@ -41,7 +42,8 @@ def build_runtime(
             tier.limits.max_concurrency
         )
         semaphores[key] = semaphore
-        clients[name] = TierClient(tier, _api_key(tier, env), semaphore)
+        adapter = OpenAIAdapter() if tier.provider == OPENAI else None
+        clients[name] = TierClient(tier, _api_key(tier, env), semaphore, adapter)
     return Runtime(
         config=config,
         clients=clients,

@@ -129,6 +129,7 @@ class Reply:
     request_id: str | None
     content_type: str = "application/json"
     document: Any = None  # the decoded body, when the call expected a JSON object
+    logprobs: Any = None  # token log-probabilities of an OpenAI-compatible tier's answer
 
 
 REDACTED = "[redacted tier key]"
@@ -137,15 +138,25 @@ REDACTED = "[redacted tier key]"
 class TierClient:
     """One tier's endpoint, key and concurrency slots."""
 
-    def __init__(self, tier: Tier, api_key: str | None, semaphore: asyncio.Semaphore) -> None:
+    def __init__(
+        self,
+        tier: Tier,
+        api_key: str | None,
+        semaphore: asyncio.Semaphore,
+        adapter: Any = None,
+    ) -> None:
         self.tier = tier
         self.semaphore = semaphore
+        # Translates calls for a tier that does not speak the Messages API (provider openai).
+        self.adapter = adapter
         self.base_headers: dict[str, str] = {
             "content-type": "application/json",
             "accept": "application/json",
         }
         self._key = api_key.encode() if api_key else None
-        if api_key:
+        if api_key and adapter is not None:
+            self.base_headers["authorization"] = f"Bearer {api_key}"
+        elif api_key:
             self.base_headers["x-api-key"] = api_key
 
     def scrub(self, data: bytes) -> bytes:
@@ -167,8 +178,9 @@ class TierClient:
 
     def headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
         headers = dict(self.base_headers)
-        headers.update(forwarded)
-        headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+        if self.adapter is None:
+            headers.update(forwarded)
+            headers.setdefault("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
         return headers
 
 
@@ -222,14 +234,23 @@ class Upstream:
         method: str = "POST",
         expect_json: bool = True,
         deadline: float | None = None,
+        logprobs: bool = False,
+        raw: bool = False,
     ) -> Reply:
         """A buffered request with retries; raises ``UpstreamFailure`` when it gives up.
 
         With ``expect_json`` a 2xx must carry a JSON object (``Reply.document``); anything
         else is a server error, retried and eligible for fallback like a 5xx. ``deadline``
         (``time.monotonic()``) ends the first attempt earlier than the tier's timeout when
-        the request already spent part of it (see ``Exchange.deadline``).
+        the request already spent part of it (see ``Exchange.deadline``). A tier with an
+        adapter gets the call translated (``raw``: the adapter's own, untranslated call);
+        ``logprobs`` asks it for the answer's token log-probabilities.
         """
+        if client.adapter is not None and not raw:
+            return await client.adapter.call(
+                self, client, path, payload, retry,
+                attempts=attempts, logprobs=logprobs, deadline=deadline,
+            )  # fmt: skip
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:
@@ -251,8 +272,13 @@ class Upstream:
         *,
         attempts: int | None = None,
         deadline: float | None = None,
+        raw: bool = False,
     ) -> Stream:
         """A streaming request whose response started with 200; retried before that."""
+        if client.adapter is not None and not raw:
+            return await client.adapter.open_stream(
+                self, client, payload, retry, attempts=attempts, deadline=deadline
+            )
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):
             try:

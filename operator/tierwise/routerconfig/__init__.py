@@ -7,6 +7,7 @@ here and nowhere else. Format reference: docs/router-config.md.
 """
 
 from tierwise.routerconfig.defaults import (
+    ANTHROPIC,
     BREAKPOINT_KINDS,
     CACHE_BACKENDS,
     CACHE_TTLS,
@@ -30,6 +31,8 @@ from tierwise.routerconfig.defaults import (
     MODEL_ALIAS_PREFIX,
     MODES,
     ON_EXCEED,
+    OPENAI,
+    PROVIDERS,
     REDIS_PASSWORD_ENV,
     REDIS_TLS_DIR,
     REDIS_URL_ENV,
@@ -43,6 +46,7 @@ from tierwise.routerconfig.defaults import (
 from tierwise.routerconfig.digest import canonical_json, content_hash, dump_document
 from tierwise.routerconfig.model import (
     ESCALATION_REASONS,
+    AnswerProbabilitySignal,
     CacheConfig,
     Fallback,
     InputBudget,
@@ -67,6 +71,7 @@ from tierwise.routerconfig.parse import load, parse, parse_bytes
 from tierwise.routerconfig.reader import ConfigError
 
 __all__ = [
+    "ANTHROPIC",
     "BREAKPOINT_KINDS",
     "CACHE_BACKENDS",
     "CACHE_TTLS",
@@ -91,6 +96,8 @@ __all__ = [
     "MODEL_ALIAS_PREFIX",
     "MODES",
     "ON_EXCEED",
+    "OPENAI",
+    "PROVIDERS",
     "REDIS_PASSWORD_ENV",
     "REDIS_TLS_DIR",
     "REDIS_URL_ENV",
@@ -98,6 +105,7 @@ __all__ = [
     "ROUTE_HEADER",
     "SCHEMA_VERSION",
     "STREAM_POLICIES",
+    "AnswerProbabilitySignal",
     "CacheConfig",
     "ConfigError",
     "Fallback",

@@ -17,7 +17,11 @@ MODEL_ALIAS_PREFIX = "tierwise/"  # request `model: tierwise/<route>` selects a 
 ROUTE_HEADER = "x-tierwise-route"  # ... and so does this header
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
-PROVIDERS = frozenset({"anthropic"})
+ANTHROPIC, OPENAI = "anthropic", "openai"
+# anthropic: the Messages API; openai: an OpenAI-compatible Chat Completions server (vLLM,
+# llama.cpp, Ollama, TGI, SGLang) that the router translates for, and that can return token
+# log-probabilities (the answerProbabilityBelow signal).
+PROVIDERS = frozenset({ANTHROPIC, OPENAI})
 MODES = frozenset({"interactive", "batch"})
 STREAM_POLICIES = frozenset({"cascade", "strongestOnly"})
 BREAKPOINT_KINDS = ("tools", "system", "history")  # prompt order, also insertion order

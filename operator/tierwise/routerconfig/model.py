@@ -38,6 +38,7 @@ from tierwise.routerconfig.defaults import (
     MIN_THINKING_BUDGET,
     MODES,
     ON_EXCEED,
+    OPENAI,
     PROVIDERS,
     RESPONSE_CACHE_MODES,
     SCHEMA_VERSION,
@@ -116,8 +117,30 @@ class RegexSignal:
         return {"signal": self.kind, "pattern": self.pattern.pattern}
 
 
+@dataclass(frozen=True)
+class AnswerProbabilitySignal:
+    """The model's own probability of its answer, from token log-probabilities: of the value
+    tokens of ``field`` in a JSON answer, else the geometric mean per-token probability."""
+
+    threshold: Decimal
+    field: tuple[str, ...] | None = None
+    reason: ClassVar[str] = "answer_probability_below"
+    kind: ClassVar[str] = "answerProbabilityBelow"
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"signal": self.kind, "threshold": _decimal_text(self.threshold)}
+        if self.field is not None:
+            doc["field"] = ".".join(self.field)
+        return doc
+
+
 Signal = (
-    StopReasonSignal | InvalidJSONSignal | JSONFieldBelowSignal | JSONFieldNotInSignal | RegexSignal
+    StopReasonSignal
+    | InvalidJSONSignal
+    | JSONFieldBelowSignal
+    | JSONFieldNotInSignal
+    | RegexSignal
+    | AnswerProbabilitySignal
 )
 SIGNAL_CLASSES = (
     StopReasonSignal,
@@ -125,6 +148,7 @@ SIGNAL_CLASSES = (
     JSONFieldBelowSignal,
     JSONFieldNotInSignal,
     RegexSignal,
+    AnswerProbabilitySignal,
 )
 ESCALATION_REASONS = tuple(cls.reason for cls in SIGNAL_CLASSES)
 
@@ -141,6 +165,12 @@ def read_signal(r: Reader, value: Any, path: str) -> Signal | None:
         if threshold > 1:
             r.bad(f"{path}.threshold", f"must be in [0, 1], got {threshold}")
         return JSONFieldBelowSignal(_field_path(r, doc.get("field"), path), threshold)
+    if kind == AnswerProbabilitySignal.kind:
+        threshold = r.number(doc.get("threshold"), f"{path}.threshold", positive=False)
+        if threshold > 1:
+            r.bad(f"{path}.threshold", f"must be in [0, 1], got {threshold}")
+        field = _field_path(r, doc["field"], path) if "field" in doc else None
+        return AnswerProbabilitySignal(threshold, field)
     if kind == JSONFieldNotInSignal.kind:
         return JSONFieldNotInSignal(
             _field_path(r, doc.get("field"), path), r.strings(doc.get("values"), f"{path}.values")
@@ -206,6 +236,11 @@ class Step:
     thinking: Thinking | None = None
     # Start the next step in parallel when this one has not answered after this long.
     hedge_after_seconds: Decimal | None = None
+
+    @property
+    def wants_logprobs(self) -> bool:
+        """Whether this step's signals read the answer's token log-probabilities."""
+        return any(isinstance(s, AnswerProbabilitySignal) for s in self.escalate_when)
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -421,7 +456,7 @@ class Tier:
         doc = r.obj(value, path)
         provider = doc.get("provider", "anthropic")
         if provider not in PROVIDERS:
-            r.bad(f"{path}.provider", f"unsupported provider {provider!r} (only 'anthropic')")
+            r.bad(f"{path}.provider", f"unsupported provider {provider!r} (anthropic or openai)")
         endpoint = r.string(doc.get("endpoint") or DEFAULT_ENDPOINT, f"{path}.endpoint")
         if endpoint and not re.match(r"^https?://", endpoint):
             r.bad(f"{path}.endpoint", f"must be an http(s) URL, got {endpoint!r}")
@@ -436,6 +471,7 @@ class Tier:
                 doc.get("minCacheableTokens", DEFAULT_MIN_CACHEABLE_TOKENS),
                 f"{path}.minCacheableTokens",
             ),
+            provider=provider if provider in PROVIDERS else "anthropic",
         )
 
 
@@ -769,6 +805,12 @@ class RouterConfig:
             for j, step in enumerate(route.steps):
                 if step.tier and step.tier not in self.tiers:
                     r.bad(f"{path}.steps[{j}].tier", f"names no tier: {step.tier!r}")
+                elif step.wants_logprobs and self.tiers[step.tier].provider != OPENAI:
+                    r.bad(
+                        f"{path}.steps[{j}].escalateWhen",
+                        f"answerProbabilityBelow needs token log-probabilities, which tier "
+                        f"{step.tier!r} (provider {self.tiers[step.tier].provider}) cannot return",
+                    )
             if route.steps and route.steps[-1].hedge_after_seconds is not None:
                 r.bad(
                     f"{path}.steps[{len(route.steps) - 1}].hedgeAfterSeconds",
