@@ -22,7 +22,10 @@ EVAL_SERVICE_ACCOUNT = "tierwise-eval"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "eval"
 POLICY_LABEL = "tierwise.dev/policy"
-HASH_LABEL = "tierwise.dev/candidate-hash"  # the hash's first 16 hex digits (label limit)
+# The candidate's config hash, first 16 hex digits (label limit): `kubectl get jobs -l` finds
+# a config's eval by the hash `kubectl get cascadepolicy` shows. The key references are in
+# the Job's name and its key-refs annotation, not here.
+HASH_LABEL = "tierwise.dev/candidate-hash"
 CANDIDATE_ANNOTATION = "tierwise.dev/candidate-hash"
 BASELINE_ANNOTATION = "tierwise.dev/baseline-hash"
 CONTAINER = "eval"
@@ -86,7 +89,7 @@ def job_manifests(
         "app.kubernetes.io/version": __version__,
         COMPONENT_LABEL: COMPONENT,
         POLICY_LABEL: meta["name"],
-        HASH_LABEL: hash_hex(identity)[:16],
+        HASH_LABEL: hash_hex(candidate["hash"])[:16],
     }
     annotations = {
         CANDIDATE_ANNOTATION: candidate["hash"],
