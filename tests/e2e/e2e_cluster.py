@@ -44,6 +44,20 @@ def eventually(
     raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
 
 
+def final_decision(status: dict[str, Any], candidate: str | None) -> bool:
+    """The rollout decided ``candidate`` and finished acting on it.
+
+    A promotion is recorded as ``Promoting`` before the live ConfigMap is written and becomes
+    ``Promoted`` only after; a test that reads the decision in between sees a half-done step.
+    """
+    rollout = status.get("rollout") or {}
+    return (
+        candidate is not None
+        and rollout.get("decidedHash") == candidate
+        and rollout.get("phase") != "Promoting"
+    )
+
+
 def pods(kubectl: Kubectl, namespace: str, selector: str) -> list[dict[str, Any]]:
     return kubectl.get_json("pods", "-l", selector, namespace=namespace)["items"]
 

@@ -21,6 +21,7 @@ from e2e_cluster import (
     Release,
     Triage,
     eventually,
+    final_decision,
     new_namespace,
     pods,
     ready,
@@ -122,9 +123,7 @@ def test_acting_operator_deleted_mid_eval_the_other_replica_decides_once(
 
     def decided() -> dict | None:
         status = kubectl.get_json("cascadepolicy", POLICY, namespace=namespace).get("status", {})
-        if (status.get("rollout") or {}).get("decidedHash") == candidate:
-            return status
-        return None
+        return status if final_decision(status, candidate) else None
 
     status = eventually(decided, "a decision after the acting operator was deleted", 360, 2)
     # The same verdict as without the failover, reached once.

@@ -24,6 +24,7 @@ from e2e_cluster import (
     THRESHOLD_PATH,
     Triage,
     eventually,
+    final_decision,
     ready,
     restricted_container_security,
 )
@@ -189,9 +190,8 @@ def change_threshold(kubectl: Kubectl, namespace: str, value: float) -> dict[str
 
     def decided() -> dict[str, Any] | None:
         status = kubectl.get_json("cascadepolicy", POLICY, namespace=namespace).get("status", {})
-        rollout = status.get("rollout") or {}
         candidate = status.get("candidateHash")
-        if candidate and candidate not in earlier and rollout.get("decidedHash") == candidate:
+        if candidate not in earlier and final_decision(status, candidate):
             return status
         return None
 

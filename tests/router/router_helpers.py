@@ -113,6 +113,16 @@ def wait_for(condition: Callable[[], Any], timeout: float = 5.0, interval: float
         time.sleep(interval)
 
 
+def until_ended(client: anthropic.Anthropic, batch_id: str) -> Any:
+    """Poll a Message Batch until it has ended (15 s at most)."""
+    for _ in range(300):
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+        time.sleep(0.05)
+    raise AssertionError("the batch did not end")
+
+
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 

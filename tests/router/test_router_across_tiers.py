@@ -9,7 +9,6 @@ is a 400, and thinking blocks are tied to the model that wrote them; a refusal c
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +16,7 @@ import anthropic
 import pytest
 from recording_upstream import Answer, recording_upstream
 from router_builder import TIER_KEYS, config, route, step, tier, with_hash
-from router_helpers import metric, metrics, raw_request, sdk, sse_comments, user
+from router_helpers import metric, metrics, raw_request, sdk, sse_comments, until_ended, user
 
 from tierwise.pricing import Usage, catalog_prices, cost_usd, format_usd
 
@@ -336,10 +335,7 @@ def test_point15_batch_items_drop_thinking_blocks_another_tier_wrote(
             }
         ]  # type: ignore[list-item]
     )
-    for _ in range(300):
-        if client.messages.batches.retrieve(batch.id).processing_status == "ended":
-            break
-        time.sleep(0.05)
+    until_ended(client, batch.id)
     (result,) = list(client.messages.batches.results(batch.id))
     assert result.result.type == "succeeded", result.result
     assert result.result.message.model == OPUS_55

@@ -38,7 +38,16 @@ from router_builder import (
     tier_env,
     with_hash,
 )
-from router_helpers import free_port, metric, metrics, raw_request, sdk, user, wait_for
+from router_helpers import (
+    free_port,
+    metric,
+    metrics,
+    raw_request,
+    sdk,
+    until_ended,
+    user,
+    wait_for,
+)
 
 from tierwise.router import RouterThread
 
@@ -86,15 +95,6 @@ def caller(router: Any, key: str, **options: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=router.base_url, api_key=key, **options)
 
 
-def until_ended(client: anthropic.Anthropic, batch_id: str) -> Any:
-    for _ in range(300):
-        batch = client.messages.batches.retrieve(batch_id)
-        if batch.processing_status == "ended":
-            return batch
-        time.sleep(0.05)
-    raise AssertionError("the batch did not end")
-
-
 def upstream_batches(emu: Any) -> list[Any]:
     """Every batch the upstream holds, as the upstream lists it."""
     client = anthropic.Anthropic(base_url=emu.base_url, api_key=TIER_KEYS["haiku"])
@@ -124,6 +124,16 @@ def exactly_once(client: anthropic.Anthropic, batch_id: str) -> Decimal:
         assert [s["tier"] for s in e["steps"]] == ["haiku"] + ["sonnet"] * e["escalations"]
         assert Decimal(e["cost_usd"]) == sum(Decimal(s["cost"]) for s in e["steps"])
     return sum((Decimal(e["cost_usd"]) for e in extra), Decimal(0))
+
+
+def assert_counted_once(router: Any, emu: Any, client: anthropic.Anthropic, batch_id: str) -> None:
+    """Results, metrics and the upstream agree: each item counted once, one upstream batch
+    per step (4 items, then the 2 that escalated)."""
+    total = exactly_once(client, batch_id)
+    samples = metrics(router.metrics_url)
+    assert metric(samples, ESCALATIONS, route="nightly") == 2
+    assert metric(samples, COST, route="nightly") == pytest.approx(float(total))
+    assert sizes(emu) == [4, 2]
 
 
 # --- 1. caller isolation -----------------------------------------------------------------
@@ -189,11 +199,7 @@ def test_each_item_counted_once_through_an_upstream_outage_between_steps(
         assert polled.processing_status == "in_progress"
     ended = until_ended(client, batch.id)
     assert ended.request_counts.succeeded == ITEMS
-    total = exactly_once(client, batch.id)
-    samples = metrics(router.metrics_url)
-    assert metric(samples, ESCALATIONS, route="nightly") == 2
-    assert metric(samples, COST, route="nightly") == pytest.approx(float(total))
-    assert sizes(emu) == [4, 2]  # one upstream batch per step
+    assert_counted_once(router, emu, client, batch.id)
 
 
 def test_each_item_counted_once_when_the_client_leaves_while_the_next_step_is_submitted(
@@ -210,11 +216,7 @@ def test_each_item_counted_once_when_the_client_leaves_while_the_next_step_is_su
     emu.fail_batches("create", create_delay=0)
     client = sdk(router)
     until_ended(client, batch.id)
-    total = exactly_once(client, batch.id)
-    samples = metrics(router.metrics_url)
-    assert metric(samples, ESCALATIONS, route="nightly") == 2
-    assert metric(samples, COST, route="nightly") == pytest.approx(float(total))
-    assert sizes(emu) == [4, 2]
+    assert_counted_once(router, emu, client, batch.id)
 
 
 class RouterProcess:
@@ -636,8 +638,4 @@ def test_each_item_counted_once_under_concurrent_polls(emu: Any, make_router: An
     emu.fail_batches("create", create_delay=0)
     client = sdk(router)
     until_ended(client, batch.id)
-    total = exactly_once(client, batch.id)
-    samples = metrics(router.metrics_url)
-    assert metric(samples, ESCALATIONS, route="nightly") == 2
-    assert metric(samples, COST, route="nightly") == pytest.approx(float(total))
-    assert sizes(emu) == [4, 2]
+    assert_counted_once(router, emu, client, batch.id)
