@@ -94,7 +94,11 @@ def test_the_hash_label_is_the_config_hash_whatever_the_key_references():
     policy = workspace.policies()[0]
     result = workspace.render(policy)
     plan = plan_for_policy(policy, {}, lambda ref: f"{ref.name}/{ref.key}").plan
-    body = {"metadata": {"name": policy.name, "namespace": "team", "uid": "u-1"}}
+    body = {
+        "apiVersion": "tierwise.dev/v1alpha1",
+        "kind": "CascadePolicy",
+        "metadata": {"name": policy.name, "namespace": "team", "uid": "u-1"},
+    }
     baseline = strongest_tier_config(result.document)
     config_hash = result.document["hash"]
     names = set()
