@@ -194,3 +194,25 @@ def test_a_bad_budget_in_a_document_is_refused_naming_the_field():
     assert "budgets[0].limitUSD" in text
     assert "budgets[0].window" in text
     assert "budgets[0].maxCallers" in text
+
+
+def test_the_local_store_forgets_past_windows_and_old_markers():
+    """A long-lived router without Redis does not keep every window and request forever."""
+    import asyncio
+
+    from tierwise.router.spend_store import MARKER_TTL_SECONDS, LocalSpendStore
+
+    clock = {"now": 1_000_000.0}
+    store = LocalSpendStore(lambda: clock["now"])
+
+    async def one(rid: str, key: str) -> None:
+        await store.reserve("b:", [key], rid, 10, None, clock["now"] + 60, 3600)
+        await store.settle("b:", key, rid, 7, 3600)
+
+    asyncio.run(one("r1", "b:s:old"))
+    assert store.spend == {"b:s:old": 7}
+    asyncio.run(store.settle("b:", "b:s:old", "r1", 7, 3600))  # a retry: counted once
+    assert store.spend == {"b:s:old": 7}
+    clock["now"] += MARKER_TTL_SECONDS + 1
+    store.prune(clock["now"])
+    assert store.spend == {} and store.markers == {}

@@ -30,6 +30,7 @@ from tierwise.routerconfig import ResponseCacheConfig
 # How long a budget operation may hold a request up, all attempts included.
 REDIS_TIMEOUT_SECONDS = 0.25
 MARKER_TTL_SECONDS = 7 * 86400
+PRUNE_EVERY = 1024  # local store writes between two sweeps of what expired
 
 _PURGE = """
 local function purge(held, dl, now, prefix, marker_ttl)
@@ -171,6 +172,24 @@ class LocalSpendStore:
     held: dict[str, dict[str, tuple[int, str, float]]] = field(default_factory=dict)
     markers: dict[str, str] = field(default_factory=dict)
     callers: dict[str, set[str]] = field(default_factory=dict)
+    # When each counter, marker and callers set may go (what Redis does with EXPIRE): a
+    # long-lived router does not keep every past window and request.
+    expiry: dict[str, float] = field(default_factory=dict)
+    _writes: int = 0
+
+    def _keep(self, key: str, ttl: float) -> None:
+        self.expiry[key] = self.clock() + ttl
+        self._writes += 1
+        if self._writes % PRUNE_EVERY == 0:
+            self.prune(self.clock())
+
+    def prune(self, now: float) -> None:
+        for key, until in list(self.expiry.items()):
+            if until <= now:
+                del self.expiry[key]
+                self.spend.pop(key, None)
+                self.markers.pop(key, None)
+                self.callers.pop(key, None)
 
     def _purge(self, base: str, now: float) -> None:
         holds = self.held.get(base, {})
@@ -215,6 +234,8 @@ class LocalSpendStore:
         self.held.get(base, {}).pop(rid, None)
         self.spend[key] = self.spend.get(key, 0) + units
         self.markers[marker_key] = "s"
+        self._keep(key, ttl)
+        self._keep(marker_key, MARKER_TTL_SECONDS)
 
     def unsettle(self, key: str, units: int) -> None:
         """Take back spend counted here that has since been added to the shared store."""
@@ -227,6 +248,8 @@ class LocalSpendStore:
     async def caller(self, key: str, caller: str, max_callers: int, ttl: int) -> str:
         seen = self.callers.setdefault(key, set())
         if caller in seen or len(seen) < max_callers:
+            if not seen:
+                self._keep(key, ttl)
             seen.add(caller)
             return caller
         return "other"
