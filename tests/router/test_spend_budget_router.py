@@ -9,6 +9,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from router_builder import with_hash
 from router_helpers import free_port, metric, metrics, sdk, wait_for
 from spend_helpers import budget, budget_config, cost_of
 
@@ -194,3 +195,17 @@ def test_a_client_that_leaves_mid_stream_still_has_what_was_billed_counted(emu, 
     counted = Decimal(str(metric(samples, "tierwise_budget_spend_usd", budget="shared")))
     assert counted > 0
     assert abs(billed - counted) < Decimal("0.000001")  # floats at the metrics edge
+
+
+def test_degrade_caps_max_tokens_and_lowers_the_effort_of_steps_that_set_one(emu, make_router):
+    cheaper = {"atPercent": 1, "action": "degrade", "maxTokens": 16, "effort": "low"}
+    doc = budget_config(emu.base_url, [budget("0.001", cheaper)])
+    doc["routes"][0]["steps"][1]["effort"] = "high"  # sonnet sets one; haiku refuses effort
+    router = make_router(with_hash(doc))
+    client = sdk(router)
+    call(client)  # below 1%: as the route says
+    call(client)  # from 1% on: degraded
+    sent = [r.body for r in emu.recorded_requests(path="/v1/messages")]
+    assert [b["max_tokens"] for b in sent] == [64, 64, 16, 16]
+    efforts = [b.get("output_config", {}).get("effort") for b in sent]
+    assert efforts == [None, "high", None, "low"]

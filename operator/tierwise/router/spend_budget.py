@@ -538,6 +538,11 @@ def degraded_route(route: Route, actions: Sequence[BudgetAction]) -> Route:
     changed = []
     for step in steps:
         cap = min([*caps, *([step.max_tokens] if step.max_tokens else [])], default=None)
-        changed.append(replace(step, max_tokens=cap, effort=effort or step.effort))
+        # Effort only goes down, and only where the step sets one: a step without effort
+        # may be on a model that refuses the parameter.
+        lowered = step.effort
+        if effort is not None and step.effort is not None:
+            lowered = min(effort, step.effort, key=EFFORT_LEVELS.index)
+        changed.append(replace(step, max_tokens=cap, effort=lowered))
     changed[-1] = replace(changed[-1], hedge_after_seconds=None, escalate_when=())
     return replace(route, steps=tuple(changed))

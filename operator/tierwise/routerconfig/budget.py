@@ -28,7 +28,7 @@ class BudgetAction:
     action: str  # alert | degrade | reject
     steps: int | None = None  # degrade: serve only the route's first (cheapest) steps
     max_tokens: int | None = None  # degrade: a ceiling on every step's max_tokens
-    effort: str | None = None  # degrade: output_config.effort for every step
+    effort: str | None = None  # degrade: lowers the effort of the steps that set one
 
     @property
     def threshold(self) -> Threshold:
