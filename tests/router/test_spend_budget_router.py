@@ -209,3 +209,28 @@ def test_degrade_caps_max_tokens_and_lowers_the_effort_of_steps_that_set_one(emu
     assert [b["max_tokens"] for b in sent] == [64, 64, 16, 16]
     efforts = [b.get("output_config", {}).get("effort") for b in sent]
     assert efforts == [None, "high", None, "low"]
+
+
+def test_a_rolling_window_in_redis_lets_spend_go_one_bucket_at_a_time(emu, make_router, redis_url):
+    clock = {"now": 1796550000.0}
+    rolling = budget(
+        "0.0005",
+        {"atPercent": 100, "action": "reject"},
+        name="rolling",
+        period="rolling",
+        seconds=60,  # 60 buckets of one second
+    )
+    doc = budget_config(emu.base_url, [rolling], redis_url=redis_url)
+    router = make_router(doc, spend_clock=lambda: clock["now"])
+    client = sdk(router)
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        for _ in range(50):
+            call(client)
+            clock["now"] += 0.2
+    assert refused.value.response.headers["retry-after"] == "1"  # the next bucket
+    clock["now"] += 30  # still within the minute: the spend is all still in the window
+    with pytest.raises(anthropic.RateLimitError):
+        call(client)
+    clock["now"] += 31  # a minute later: every bucket has left the window
+    assert call(client).headers["x-tierwise-tier"] == "sonnet"
+    assert metric(metrics(router.metrics_url), "tierwise_budget_shared", budget="rolling") == 1

@@ -244,9 +244,12 @@ class SpendBudgets:
         else:
             caller = caller_identity(headers)[:32]
         assert budget.max_callers is not None
-        window = budget.window.keys(moment)[-1]
+        # A calendar window's callers are its own; a rolling window's set lives one window
+        # long from its first caller (a bucket's would move callers between counts).
+        rolling = budget.window.period == "rolling"
+        window = "rolling" if rolling else budget.window.keys(moment)[0]
         key = f"tierwise:budget:{ex.runtime.policy}:{budget.name}:callers:{window}"
-        ttl = budget.window.ttl_seconds(moment)
+        ttl = budget.window.seconds or budget.window.ttl_seconds(moment)
         if self._remote_up():
             assert self.remote is not None
             try:
@@ -437,7 +440,7 @@ class SpendBudgets:
             return
         if self.remote is not None:
             self._retire(self.remote)
-        self.remote = RedisSpendStore(wanted, self.env)
+        self.remote = RedisSpendStore(wanted, self.env, self.clock)
 
     def _retire(self, store: RedisSpendStore) -> None:
         task = asyncio.get_running_loop().create_task(store.close())

@@ -263,8 +263,11 @@ class RedisSpendStore:
 
     shared = True
 
-    def __init__(self, settings: ResponseCacheConfig, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, settings: ResponseCacheConfig, env: Mapping[str, str], clock: Any = time.time
+    ) -> None:
         self.settings = settings
+        self.clock = clock  # wall time; deadlines are compared with it
         self._client = redis_client(settings, env, REDIS_TIMEOUT_SECONDS, retry=False)
         self._reserve = self._client.register_script(RESERVE_SCRIPT)
         self._settle = self._client.register_script(SETTLE_SCRIPT)
@@ -290,7 +293,7 @@ class RedisSpendStore:
             units,
             -1 if reject_at is None else reject_at,
             repr(deadline),
-            repr(time.time()),
+            repr(self.clock()),
             ttl,
             base,
             MARKER_TTL_SECONDS,
