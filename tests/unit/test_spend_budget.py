@@ -151,43 +151,37 @@ POLICY = {
 }
 
 
+def document(budgets: list[dict]) -> dict:
+    """A minimal router config document with ``budgets``."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "policy": {"namespace": "ns", "name": "p"},
+        "routes": [{"name": "triage", "models": [], "steps": [{"tier": "haiku"}]}],
+        "tiers": {
+            "haiku": {
+                "model": "claude-haiku-4-5",
+                "pricing": BUILTIN.prices("claude-haiku-4-5").to_document(),
+            }
+        },
+        "budgets": budgets,
+    }
+
+
 def test_spec_budgets_render_into_the_document_and_read_back_the_same():
     budgets = render_budgets(parse_resource(POLICY).spec.budgets)
     assert budgets[0].limit_usd == Decimal("250.00")
     assert budgets[0].window == Window("month")
     assert budgets[1].window == Window("rolling", 86400)
     assert budgets[1].caller_header == "x-tierwise-team"  # headers match case-insensitively
-    doc = {
-        "schemaVersion": SCHEMA_VERSION,
-        "policy": {"namespace": "ns", "name": "p"},
-        "routes": [{"name": "triage", "models": [], "steps": [{"tier": "haiku"}]}],
-        "tiers": {
-            "haiku": {
-                "model": "claude-haiku-4-5",
-                "pricing": BUILTIN.prices("claude-haiku-4-5").to_document(),
-            }
-        },
-        "budgets": [b.to_document() for b in budgets],
-    }
+    doc = document([b.to_document() for b in budgets])
     config = parse(doc)
     assert config.budgets == budgets
 
 
 def test_a_bad_budget_in_a_document_is_refused_naming_the_field():
-    bad = {
-        "schemaVersion": SCHEMA_VERSION,
-        "policy": {"namespace": "ns", "name": "p"},
-        "routes": [{"name": "triage", "models": [], "steps": [{"tier": "haiku"}]}],
-        "tiers": {
-            "haiku": {
-                "model": "claude-haiku-4-5",
-                "pricing": BUILTIN.prices("claude-haiku-4-5").to_document(),
-            }
-        },
-        "budgets": [
-            {"name": "b", "limitUSD": "-1", "window": {"period": "rolling"}, "scope": "caller"}
-        ],
-    }
+    bad = document(
+        [{"name": "b", "limitUSD": "-1", "window": {"period": "rolling"}, "scope": "caller"}]
+    )
     with pytest.raises(ConfigError) as error:
         parse(bad)
     text = str(error.value)
