@@ -4,7 +4,8 @@ and which of those cannot serve the policy's live config.
 A sidecar gets one environment variable per tier key when its pod is created (from the
 tiers' Secrets, see ``injection.plan_for``); a config that names a key variable the sidecar
 lacks (the policy gained a tier) is refused by the router's hot reload, which keeps its
-last good config. The operator has no access to Secrets and does not call pods, so it reads
+last good config. The operator has no access to Secrets and does not call pods for this
+(only ``budgets`` reads the sidecars' metrics, for policies with spend budgets), so it reads
 this from each pod's spec: the env var names the sidecar sets against the ones the live
 config names. Pure functions over plain pod dicts, summarised once per listing, so the
 check costs no API call beyond the pod list the operator makes anyway.

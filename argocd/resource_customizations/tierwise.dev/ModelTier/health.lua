@@ -10,7 +10,8 @@
 --                invalid spec, unknown price or no promoted config live (Ready)
 --   Suspended    a CascadePolicy's rollout paused on purpose (status.rollout.phase Paused,
 --                the tierwise.dev/rollout: paused annotation) and nothing else wrong
---   Healthy      Ready=True and nothing above
+--   Healthy      Ready=True and nothing above (a spend budget degrading or refusing is
+--                named in the message: the policy works as configured)
 -- The message is the deciding condition's "Type: reason: message".
 local hs = {}
 
@@ -98,10 +99,22 @@ if paused then
   return hs
 end
 
+-- A spend budget degrading or refusing requests is the policy working as configured, not a
+-- broken policy: it stays Healthy and says so in the message.
+local function budgets(text)
+  for _, b in ipairs(obj.status.budgets or {}) do
+    if b.action == "Degrade" or b.action == "Reject" then
+      text = text .. "; budget " .. b.name .. ": " .. b.action .. " (" .. (b.percent or "?")
+        .. " of " .. (b.limitUSD or "?") .. " USD)"
+    end
+  end
+  return text
+end
+
 local ready = byType["Ready"]
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
-  hs.message = describe(ready)
+  hs.message = budgets(describe(ready))
   return hs
 end
 if ready ~= nil then
