@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tierwise.api.parsing import SpecError
+from tierwise.api.shadow import Shadow
 from tierwise.routerconfig import (
     CACHE_TTLS,
     DEFAULT_BREAKPOINTS,
@@ -739,6 +740,7 @@ class Evaluation:
     concurrency: int = 8
     timeout_seconds: int = 1800
     use_batch_api: bool = field(default=False, metadata={"json": "useBatchAPI"})
+    shadow: Shadow | None = None  # the shadow stage after the offline eval (api/shadow.py)
 
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "evaluation needs at least one route")
@@ -769,6 +771,8 @@ class Evaluation:
             f"{path}.timeoutSeconds",
             "evaluation.timeoutSeconds must be between 30 and 86400",
         )
+        if self.shadow is not None:
+            self.shadow.validate(f"{path}.shadow")
 
     def dataset_for(self, route: str) -> DatasetRef:
         own = next((r.dataset for r in self.routes if r.name == route), None)
@@ -826,6 +830,12 @@ class CascadePolicySpec:
                 all(r.name in names for r in self.evaluation.routes),
                 path,
                 "evaluation.routes must name routes in spec.routes",
+            )
+            shadow = self.evaluation.shadow
+            _check(
+                shadow is None or all(r in names for r in shadow.exclude_routes or ()),
+                path,
+                "evaluation.shadow.excludeRoutes must name routes in spec.routes",
             )
 
     def tier_names(self) -> list[str]:
