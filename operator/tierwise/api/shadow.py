@@ -14,8 +14,6 @@ from typing import Literal
 from tierwise.api.parsing import SpecError
 
 ComparisonType = Literal["graderField", "exactText"]
-# The request header with which a client keeps one request out of the shadow stage.
-NO_SHADOW_HEADER = "x-tierwise-no-shadow"
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,13 @@ def _fires(signal: Signal, answer: _Answer) -> bool:
     raise TypeError(f"unknown signal {signal!r}")
 
 
+def answer_field(message: Mapping[str, Any], path: Sequence[str]) -> tuple[bool, Any]:
+    """``(found, value)`` of the dot-path field of an answer's JSON (the escalation signals'
+    and the shadow comparison's one reading of a field)."""
+    value = _lookup(parse_answer_json(answer_text(message)), tuple(path))
+    return (value is not _MISSING, None if value is _MISSING else value)
+
+
 def _lookup(value: Any, path: tuple[str, ...]) -> Any:
     """Follow a dot path through objects (and lists, by numeric segment)."""
     for part in path:
