@@ -55,6 +55,7 @@ ROLLOUT_FIELDS = (
     "lastEval",
     "escalationRate",
     "estimatedSavings",
+    "shadow",
 )
 
 
