@@ -142,7 +142,10 @@ def shadow_stage(
         )
         return Stage(going, document, status)
     outcome = verdict.outcome
-    message = f"shadow stage: {said}: {why}"
+    message = (
+        f"shadow stage over {figures.samples} samples ({figures.failed} failed, shadow spend "
+        f"${figures.spend:.6f}): {why}"
+    )
     digest = getattr(datasets, "digest", None) or ""
     extra = {"decidedDataset": digest}
     if outcome == PROMOTED:
