@@ -160,8 +160,10 @@ def main() -> int:
     info["load_after"] = f"{os.getloadavg()[0]:.2f}"
     summary = summarize(raw)
     print(json.dumps({"machine": info, "samples": samples, "added_ms": summary}, indent=2))
-    print("\n| sampling | shadow samples | added p50, c=1 | added p99, c=1 | added p50, c=16 "
-          "| added p99, c=16 | errors |")
+    print(
+        "\n| sampling | shadow samples | added p50, c=1 | added p99, c=1 | added p50, c=16 "
+        "| added p99, c=16 | errors |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in RATES:
         one, many = summary[f"{name}@1"], summary[f"{name}@16"]
