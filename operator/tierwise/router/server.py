@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES, BatchStore
 from tierwise.router.batches import BatchProxy
+from tierwise.router.capture import Capture, CaptureSettings
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
 from tierwise.router.jsonutil import dumps
@@ -69,6 +70,7 @@ class Router:
         metrics: RouterMetrics | None = None,
         batch_state_dir: str | os.PathLike[str] | None = None,
         batch_state_max_bytes: int = DEFAULT_MAX_STORE_BYTES,
+        capture: CaptureSettings | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -86,6 +88,8 @@ class Router:
         # The shadow stage: a candidate config answering a sample of live requests.
         self.shadow = ShadowRunner(self.metrics, self.env, lambda: self.holder.runtime.policy)
         self._shadow_watcher: asyncio.Task[None] | None = None
+        # Opt-in capture of live requests for datasets (off without settings).
+        self.capture = None if capture is None else Capture(capture, self.metrics)
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.app = self._build_app()
@@ -277,7 +281,7 @@ class Router:
         if hit is not None:
             tier, raw = hit
             message = self.cache.serve_hit(ex, cascade, tier, raw)
-            self.shadow.offer(ex, body, call.request.headers, message)
+            self._answered(ex, body, call.request.headers, message)
             if ex.stream:
                 return self._relay.synthesized(ex, message, None)
             return json_response(raw, ex, None)
@@ -286,7 +290,7 @@ class Router:
         answer = await path.answer(ex)
         await self.cache.store(ex, answer.tier.name, answer.body)
         # The answer is complete: a sample, if any, runs in the background from here.
-        self.shadow.offer(ex, body, call.request.headers, answer.message)
+        self._answered(ex, body, call.request.headers, answer.message)
         return json_response(answer.body, ex, answer.request_id)
 
     async def _serve_stream(
@@ -297,7 +301,7 @@ class Router:
         async def finished(ex: Exchange, tier: str, final: bytes) -> None:
             # The stream's final message, after the client's last byte: cache it, shadow it.
             await self.cache.store(ex, tier, final)
-            self.shadow.offer(ex, body, request.headers, final)
+            self._answered(ex, body, request.headers, final)
 
         steps = ex.route.steps
         if ex.route.stream_policy == "cascade" and len(steps) > 1:
@@ -307,12 +311,25 @@ class Router:
             if answer is not None:
                 cascade.account_counterfactual(ex, answer.usage, answer.tier.name, answer.cost)
                 await self.cache.store(ex, answer.tier.name, answer.body)
-                self.shadow.offer(ex, body, request.headers, answer.message)
+                self._answered(ex, body, request.headers, answer.message)
                 return self._relay.synthesized(ex, answer.message, answer.request_id)
         stream, tier = await cascade.open_live(ex, steps[-1])
         ex.tier = tier.name
-        keep = self.shadow.shadows(ex.route.name)
+        keep = self.shadow.shadows(ex.route.name) or self.capture is not None
         return await self._relay.live(request, ex, stream, tier, finished, keep)
+
+    def _answered(
+        self,
+        ex: Exchange,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        answer: Mapping[str, Any] | bytes,
+    ) -> None:
+        """The client's answer is complete: offer it to the shadow stage and the capture,
+        which work in the background and never touch the response."""
+        self.shadow.offer(ex, body, headers, answer)
+        if self.capture is not None:
+            self.capture.offer(ex, body, headers, answer)
 
     async def _serve_count_tokens(self, call: Call) -> web.StreamResponse:
         body = await self.pipeline.read_json(call.request)
