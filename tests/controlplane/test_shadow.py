@@ -244,8 +244,14 @@ def shadowing(kubectl: Kubectl, namespace: str, router: RouterThread, candidate:
 def final(kubectl: Kubectl, namespace: str, timeout: float = 60) -> dict[str, Any]:
     def check() -> dict | None:
         body = policy(kubectl, namespace)
-        phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
-        return body if phase in ("Promoted", "Rejected", "Inconclusive") else None
+        status = body.get("status") or {}
+        rollout = status.get("rollout") or {}
+        progressing = next(
+            (c for c in status.get("conditions") or [] if c["type"] == "Progressing"), {}
+        )
+        decided = rollout.get("phase") in ("Promoted", "Rejected", "Inconclusive")
+        # The decision is recorded first, the conditions with the next status write.
+        return body if decided and progressing.get("reason") == rollout.get("reason") else None
 
     return eventually(check, "the shadow stage's decision", timeout=timeout)
 
