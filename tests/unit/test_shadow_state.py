@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+from tierwise.api.models import Evaluation
+from tierwise.api.parsing import parse
 from tierwise.api.shadow import Shadow
+from tierwise.controller.shadow import changed_routes, shadow_document
 from tierwise.controller.shadow_state import (
     SHADOWING,
     Source,
@@ -18,6 +24,7 @@ from tierwise.controller.shadow_state import (
     totals,
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
+from tierwise.routerconfig import content_hash
 
 T0 = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
 SPEC = Shadow(min_agreement=Decimal("0.9"), spend_limit_per_hour_usd=Decimal(1), min_samples=50)
@@ -88,3 +95,50 @@ def test_counters_are_read_for_the_candidate_and_the_router_run() -> None:
     (source,) = read_sources("uid-1", samples, "sha256:c")
     assert source == Source("uid-1", "s1", 10, 7, 1, Decimal("0.0125"))
     assert read_sources("uid-1", samples, "sha256:none") == []
+
+
+# --- what is shadowed: the changed routes, less those that opted out --------------------------
+
+
+def _documents(threshold: str) -> dict:
+    """The example policy rendered with the triage route's confidence threshold."""
+    golden = Path(__file__).resolve().parents[1] / "golden" / "render"
+    doc = json.loads((golden / "example-support-triage.json").read_text())
+    doc = copy.deepcopy(doc)
+    for signal in doc["routes"][0]["steps"][0]["escalateWhen"]:
+        if signal.get("signal") == "jsonFieldBelow":
+            signal["threshold"] = threshold
+    doc.pop("hash", None)
+    doc["hash"] = content_hash(doc)
+    return doc
+
+
+def _evaluation(**shadow: object) -> Evaluation:
+    return parse(
+        Evaluation,
+        {
+            "dataset": {"configMapRef": {"name": "ds"}},
+            "grader": {"type": "jsonField", "field": "result.label"},
+            "routes": [{"name": "triage"}],
+            "gate": {"minQuality": 0.9},
+            "shadow": {"minAgreement": 0.9, "spendLimitPerHourUSD": 1, **shadow},
+        },
+        "spec.evaluation",
+    )
+
+
+def test_only_changed_routes_are_shadowed_with_the_routes_grader_field() -> None:
+
+    live, candidate = _documents("0.9"), _documents("0.85")
+    assert changed_routes(candidate, live) == ["triage"]
+    assert changed_routes(live, live) == []
+    doc = json.loads(shadow_document(_evaluation(), candidate, live) or "{}")
+    assert doc["routes"] == [
+        {"name": "triage", "comparison": "graderField", "field": "result.label"}
+    ]
+    assert doc["config"]["hash"] == candidate["hash"]
+
+
+def test_a_route_that_opted_out_is_never_shadowed() -> None:
+    live, candidate = _documents("0.9"), _documents("0.85")
+    assert shadow_document(_evaluation(excludeRoutes=["triage"]), candidate, live) is None
