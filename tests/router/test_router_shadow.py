@@ -316,3 +316,27 @@ def test_a_failing_candidate_never_fails_the_client(
     s = metrics(router.metrics_url)
     assert metric(s, "tierwise_router_upstream_errors_total") == 0  # not production's errors
     assert isinstance(message, anthropic.types.Message)
+
+
+def test_a_config_reload_keeps_the_shadow_counts_and_start_id(
+    emu: Any, make_router: Any, tmp_path: Path
+) -> None:
+    emu.script(SONNET_MODEL, [{"text": BILLING}])
+    emu.script(HAIKU_MODEL, [{"text": BILLING}] * 2)
+    live, candidate = policy_config(emu.base_url, "sonnet"), policy_config(emu.base_url, "haiku")
+    path = mount(tmp_path, live, shadow_doc(candidate))
+    router = make_router(path, reload_interval=0.05)
+    client = sdk(router)
+    client.messages.create(model="tierwise/triage", max_tokens=50, messages=user("x"))
+    wait_for(lambda: shadow_counts(router)["agree"] == 1)
+    start = router.router.shadow.start_id
+    # The live config changes (a reload): the same process, the same counters.
+    path.write_text(json.dumps(policy_config(emu.base_url, "opus")))
+    wait_for(
+        lambda: router.router.config.tiers["opus"] and router.router.config.hash != live["hash"]
+    )
+    emu.script("claude-opus-4-6", [{"text": BILLING}])
+    client.messages.create(model="tierwise/triage", max_tokens=50, messages=user("y"))
+    wait_for(lambda: shadow_counts(router)["agree"] == 2)
+    s = metrics(router.metrics_url)
+    assert metric(s, "tierwise_shadow_info", start=start, candidate=candidate["hash"]) == 1
