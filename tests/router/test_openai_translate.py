@@ -275,7 +275,7 @@ def test_request_tools_tool_choice_and_the_tool_round_trip():
         {"role": "user", "content": "Thanks"},
     ]
     assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
-    assert chat["logprobs"] is True and chat["top_logprobs"] == 1
+    assert chat["logprobs"] is True and chat["top_logprobs"] == 20
 
 
 @pytest.mark.parametrize(
