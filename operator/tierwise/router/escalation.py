@@ -231,34 +231,43 @@ def _among_allowed(
     value: str,
     allowed: Sequence[str],
 ) -> float:
-    """The probability of ``value`` against the field's other allowed values.
+    """The probability of ``value`` against the field's other allowed values, on the
+    cautious side.
 
     Servers report each token's probability before any constraint (a grammar or JSON schema
     only masks what the model may write), so a small model forced into a label it would
     never have begun unprompted gets a raw probability near 0 whichever label it picks. What
     separates a sure label from a guess is how the model weighs the allowed labels where they
-    part: at each value token, the chosen token's probability over itself plus the
-    alternatives the server listed (``top_logprobs``) that continue another allowed value but
-    not this one. Alternatives that still spell this value (another tokenization) or no
-    allowed value at all (what a constraint masks) do not count; alternatives beyond the
-    listed ones are unknown, so the figure is an upper bound.
+    part: at each value token, the chosen token's probability over itself plus its rivals,
+    the alternatives that continue another allowed value but not this one. Rivals come from
+    the alternatives the server listed (``top_logprobs``); each other allowed value still
+    possible at that point but not among them counts at the probability of the least likely
+    listed alternative (an unlisted token is at most that likely). Alternatives that still
+    spell this value (another tokenization) or no allowed value (what a constraint masks) do
+    not count.
     """
     start, _ = span
     probability = 1.0
     for position, token in tokens:
         lead = text[position:start]  # the part of the token before the value (an opening quote)
         written = text[start:position]  # the value's text before this token
-        against = 0.0
+        rivals = 0.0
+        listed: set[str] = set()
         for alternative, logprob in token.top:
             if alternative == token.token or not alternative.startswith(lead):
                 continue
             spelled = written + alternative[len(lead) :]
             if _continues(spelled, value):
                 continue
-            if any(_continues(spelled, other) for other in allowed if other != value):
-                against += math.exp(logprob)
+            others = {other for other in allowed if other != value and _continues(spelled, other)}
+            if others:
+                listed |= others
+                rivals += math.exp(logprob)
+        unlisted = [o for o in allowed if o != value and o not in listed and _continues(written, o)]
+        if unlisted and token.top:
+            rivals += len(unlisted) * math.exp(min(logprob for _, logprob in token.top))
         chosen = math.exp(token.logprob)
-        probability *= chosen / (chosen + against)
+        probability *= chosen / (chosen + rivals)
     return probability
 
 
