@@ -15,6 +15,12 @@ evenly. Phases:
    its ConfigMap carries the new config;
 4. **idle**: ``--idle-minutes`` with nothing changing.
 
+The world has pods too: ``--pods-per-policy`` (2) Pods per policy, matching its
+``podSelector``, created directly as Pod objects before the operator starts (no kubelet or
+scheduler: they stay Pending, and only the API matters here). Each phase also records the
+machine's one-minute load average at its end, since the figures are CPU time on a shared
+machine.
+
 For each phase: the operator's CPU seconds (``/proc/<pid>/stat``) and peak RSS, and the API
 server's own request counters (``apiserver_request_total`` from its ``/metrics``) by verb
 and resource, so "API writes per changed policy" and "writes while idle" come from the
@@ -372,6 +378,40 @@ def apply_at_once(
         list(pool.map(create, objects))
 
 
+def pod(namespace: str, index: int, copy: int) -> dict[str, Any]:
+    """One of the pods policy ``p-<index>`` selects (never scheduled: the API only)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"app-{index:03d}-{copy}",
+            "namespace": namespace,
+            "labels": {"app": f"app-{index:03d}"},
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+        },
+    }
+
+
+def create_pods(api: kubernetes.client.ApiClient, pods: list[dict[str, Any]]) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+
+    def create(body: dict[str, Any]) -> None:
+        for attempt in range(30):  # the namespace's default ServiceAccount may lag
+            try:
+                core.create_namespaced_pod(body["metadata"]["namespace"], body)
+                return
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 403 or attempt == 29:
+                    raise
+                time.sleep(1)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(create, pods))
+
+
 def converged(api: kubernetes.client.ApiClient, expected: int) -> dict[str, bool]:
     core = kubernetes.client.CoreV1Api(api)
     custom = kubernetes.client.CustomObjectsApi(api)
@@ -427,6 +467,7 @@ def phase(
             "operator_peak_rss_mb": round(op.peak_rss / 2**20, 1),
             "apiserver_requests": requests,
             "apiserver_writes": writes(requests),
+            "load_average_1m": round(os.getloadavg()[0], 2),
         }
         print(f"[{name}] {json.dumps(results[name])}", file=sys.stderr, flush=True)
 
@@ -459,6 +500,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         policies = [policy(ns, i, args) for ns, n in counts.items() for i in range(n)]
         used = expected_used_by(policies)
         time.sleep(2)  # let the controller-manager finish with the new namespaces
+        pods = [
+            pod(p["metadata"]["namespace"], int(p["metadata"]["name"][2:]), c)
+            for p in policies
+            for c in range(args.pods_per_policy)
+        ]
+        create_pods(api, pods)
+        results["pods"] = len(pods)
         with operator(plane.kubeconfig, workdir / "operator.log", args.resync_seconds) as op:
             # 1. everything at once
             close = phase("apply", plane, op, results)
@@ -615,7 +663,8 @@ def markdown(results: dict[str, Any]) -> str:
     a, t, e, i = (results[k] for k in ("apply", "tier_change", "policy_edits", "idle"))
     s = results["settings"]
     lines = [
-        f"{s['policies']} policies, {a['objects']} objects in {s['namespaces']} namespaces; "
+        f"{s['policies']} policies, {a['objects']} objects and {results['pods']} pods in "
+        f"{s['namespaces']} namespaces; "
         f"resync every {s['resync_seconds']} s; {results['machine']['cpus']} CPUs (shared)",
         "",
         "| measure | result |",
@@ -632,7 +681,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"| policy edit → ConfigMap: p50 / p99 / max ({e['landed']} of {e['edits']}) | {e['p50_seconds']} / {e['p99_seconds']} / {e['max_seconds']} s |",
         f"| policy edits: writes per changed policy | {e['writes_per_changed_policy']} |",
         f"| idle: API writes per minute | {i['writes_per_minute']} |",
-        f"| idle: operator CPU per minute | {i['operator_cpu_seconds_per_minute']} s |",
+        f"| idle: operator CPU per minute (load average at the end) | {i['operator_cpu_seconds_per_minute']} s ({i['load_average_1m']}) |",
         f"| operator RSS after apply / peak in apply / after idle | {a['rss_mb_after']} / {a['operator_peak_rss_mb']} / {i['rss_mb']} MB |",
         f"| ERROR lines in the operator log | {results['operator_log_errors']} |",
         "",
@@ -654,6 +703,7 @@ def main() -> int:
     parser.add_argument("--tiers-per-namespace", type=int, default=5)
     parser.add_argument("--shared", type=int, default=100, help="policies using one tier")
     parser.add_argument("--edits", type=int, default=50)
+    parser.add_argument("--pods-per-policy", type=int, default=2)
     parser.add_argument("--idle-minutes", type=float, default=10.0)
     parser.add_argument("--resync-seconds", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=5.0, help="pause between phases")

@@ -227,3 +227,39 @@ def test_active_deadline_fails_the_pod(
     pod = job_pod(kubectl, "slow", namespace)
     assert pod["status"]["phase"] == "Failed"
     assert pod["status"]["reason"] == "DeadlineExceeded"
+
+
+def test_point6_a_missing_secret_key_ref_keeps_the_container_waiting_as_a_kubelet_does(
+    kubectl: Kubectl, namespace: str, pod_runner: PodRunner
+) -> None:
+    container = {
+        "command": ["python", "-c", "import os; print(os.environ['TOKEN'])"],
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "late", "key": "t"}}}],
+    }
+    kubectl.apply(job_manifest("waits", container), namespace=namespace)
+
+    def waiting() -> dict[str, Any] | None:
+        pods = kubectl.get_json("pods", "-l", "job-name=waits", namespace=namespace)["items"]
+        statuses = (pods[0].get("status") or {}).get("containerStatuses") or [] if pods else []
+        state = statuses[0]["state"].get("waiting") if statuses else None
+        return state if state and state.get("reason") == "CreateContainerConfigError" else None
+
+    deadline = time.monotonic() + 30
+    while (state := waiting()) is None:
+        assert time.monotonic() < deadline, "the container never waited for its Secret"
+        time.sleep(0.2)
+    assert state["message"] == 'secret "late" not found'
+    # The container was not started, the pod stays Pending, the Job does not fail.
+    time.sleep(2)
+    assert job_pod(kubectl, "waits", namespace)["status"]["phase"] == "Pending"
+    kubectl("create", "secret", "generic", "late", "--from-literal=x=1", namespace=namespace)
+    deadline = time.monotonic() + 30
+    while (state := waiting()) is None or "couldn't find key" not in state["message"]:
+        assert time.monotonic() < deadline, f"the missing key was never reported: {state}"
+        time.sleep(0.2)
+    assert state["message"] == f"couldn't find key t in Secret {namespace}/late"
+    kubectl("delete", "secret", "late", namespace=namespace)
+    kubectl("create", "secret", "generic", "late", "--from-literal=t=token", namespace=namespace)
+    assert wait_for_job(kubectl, "waits", namespace) == "Complete"
+    pod = job_pod(kubectl, "waits", namespace)
+    assert pod_runner.logs(namespace, pod["metadata"]["name"]).strip() == "token"

@@ -54,7 +54,7 @@ def test_missing_reference_is_a_config_error() -> None:
     container = {
         "env": [{"name": "K", "valueFrom": {"configMapKeyRef": {"name": "no", "key": "k"}}}]
     }
-    with pytest.raises(podenv.ConfigError, match="ConfigMap ns/no"):
+    with pytest.raises(podenv.ConfigError, match='configmap "no" not found'):
         podenv.container_env(pod, container, lambda *_: None)
 
 

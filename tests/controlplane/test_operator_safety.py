@@ -9,6 +9,7 @@ up front (5).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -522,3 +523,58 @@ def test_point4_the_webhook_injects_pods_the_api_server_accepts_with_chosen_reso
     finally:
         process.stop()
         injecting_operator.start()
+
+
+def namespaced_pod_lists(kubectl: Kubectl) -> float:
+    """Namespaced LISTs of pods the API server has served (its own request counter)."""
+    total = 0.0
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="pods"' in line
+            and 'verb="LIST"' in line
+            and 'scope="namespace"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def pods_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return ((get(kubectl, "cascadepolicy", name, namespace) or {}).get("status") or {}).get(
+        "pods"
+    ) or {}
+
+
+def test_point10_pods_are_counted_from_a_watch_not_listed_on_every_resync(
+    injecting_operator, kubectl: Kubectl, namespace: str
+):
+    apply(kubectl, namespace, tier("haiku"), policy("counted", ["haiku"]))
+    for name in ("app-1", "app-2"):
+        create_pod(kubectl, namespace, name)
+    eventually(
+        lambda: pods_status(kubectl, namespace, "counted").get("matching") == 2, "2 pods counted"
+    )
+    # The operator resyncs every 2 s here: 6 s is at least two resyncs, none lists a pod.
+    # (The namespace controller lists the pods of a namespace it deletes: an earlier test's
+    # namespace must be gone first.)
+    eventually(
+        lambda: (
+            not any(
+                n["status"].get("phase") == "Terminating"
+                for n in kubectl.get_json("namespaces")["items"]
+            )
+        ),
+        "earlier tests' namespaces deleted",
+        timeout=120,
+    )
+    before = namespaced_pod_lists(kubectl)
+    time.sleep(6)
+    assert namespaced_pod_lists(kubectl) - before == 0
+    # The counts still follow the pods (from the watch, at the next resync at the latest).
+    create_pod(kubectl, namespace, "app-3")
+    kubectl("delete", "pod", "app-1", "--wait=false", namespace=namespace)
+    create_pod(kubectl, namespace, "app-4")
+    eventually(
+        lambda: pods_status(kubectl, namespace, "counted").get("matching") == 3,
+        "the counts to follow the pods",
+    )

@@ -22,7 +22,7 @@ from operator_process import OPERATOR_USER, OperatorProcess, bind_operator_ident
 
 from harness.kubectl import Kubectl
 from harness.podrunner import LOCAL_RUN_LABEL, PodRunner
-from tierwise.controller.rollout_state import dataset_digest
+from tierwise.controller.rollout_state import candidate_identity, dataset_digest
 from tierwise.emulator import Dataset, EmulatorConfig, EmulatorThread
 from tierwise.render import CONFIG_KEY
 
@@ -231,7 +231,12 @@ def test_a_degrading_change_is_rejected_and_the_live_config_is_untouched(
     assert len(rejected) == 1 and status["candidateHash"] in rejected[0]["message"]
     # The Job: everything the rollout promises about it.
     (job,) = eval_jobs(kubectl, namespace)
-    assert job["metadata"]["name"] == f"{POLICY}-eval-{status['candidateHash'][7:15]}"
+    # Named after the candidate: its config and the key references it reads (point 6).
+    annotations = job["metadata"]["annotations"]
+    assert annotations["tierwise.dev/candidate-hash"] == status["candidateHash"]
+    assert annotations["tierwise.dev/key-refs-digest"] == status["rollout"]["decidedKeys"]
+    candidate = candidate_identity(status["candidateHash"], status["rollout"]["decidedKeys"])
+    assert job["metadata"]["name"] == f"{POLICY}-eval-{candidate[7:15]}"
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == (
         "CascadePolicy", POLICY, body["metadata"]["uid"],
@@ -816,3 +821,87 @@ def test_point_14_a_route_on_a_retired_model_makes_the_policy_condition_false(
     assert supported["reason"] == "Retired"
     assert "route triage" in supported["message"] and "(tier sonnet)" in supported["message"]
     assert "claude-sonnet-4" in supported["message"]
+
+
+def tier_doc(emulator: EmulatorThread, name: str) -> dict[str, Any]:
+    docs = example_objects(emulator.base_url)
+    return next(d for d in docs if d["kind"] == "ModelTier" and d["metadata"]["name"] == name)
+
+
+def rollout_reason(kubectl: Kubectl, namespace: str, reason: str) -> dict[str, Any]:
+    return eventually(
+        lambda: (
+            (p := policy(kubectl, namespace))["status"]["rollout"].get("reason") == reason and p
+        ),
+        f"rollout reason {reason}",
+        timeout=120,
+    )
+
+
+def test_point6_a_key_reference_change_is_evaluated_with_the_new_reference_before_it_is_live(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    before = policy(kubectl, namespace)["status"]
+    version = live(kubectl, namespace)["metadata"]["resourceVersion"]
+    # One apply: a change the gate would pass, and the haiku tier's key moved to a Secret
+    # that does not exist yet.
+    haiku = tier_doc(emulator, "haiku")
+    haiku["spec"]["apiKeySecretRef"] = {"name": "anthropic-api-key-2026", "key": "api-key"}
+    cascade = next(d for d in example_objects(emulator.base_url) if d["kind"] == "CascadePolicy")
+    cascade["spec"]["routes"][0]["steps"][0]["escalateWhen"][2]["threshold"] = 0.85
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [haiku, cascade]}),
+                  namespace=namespace)  # fmt: skip
+    body = decided(kubectl, namespace, before["candidateHash"])
+    status = body["status"]
+    assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
+    assert status["rollout"]["reason"] == "KeyReferenceMissing"
+    assert 'secret "anthropic-api-key-2026" not found' in status["rollout"]["message"]
+    assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
+    assert status["configHash"] == first["hash"] == status["promotedHash"]
+    # The eval was built with the candidate's reference, never the previous one; its
+    # waiting Job is gone.
+    inconclusive = [e for e in events(kubectl, namespace) if e["reason"] == "Inconclusive"]
+    assert len(inconclusive) == 1 and "anthropic-api-key-2026" in inconclusive[0]["message"]
+    eventually(lambda: eval_jobs(kubectl, namespace) == [], "the waiting eval Job deleted")
+    # The Secret is made; a new eval of the same candidate reads the key from it.
+    kubectl(
+        "create", "secret", "generic", "anthropic-api-key-2026",
+        "--from-literal=api-key=rotated-key", namespace=namespace,
+    )  # fmt: skip
+    candidate = status["candidateHash"]
+    kubectl(
+        "annotate", "cascadepolicy", POLICY, f"tierwise.dev/reevaluate={candidate[7:19]}",
+        namespace=namespace,
+    )  # fmt: skip
+    body = promoted_again(kubectl, namespace)
+    assert body["status"]["promotedHash"] == candidate
+    assert body["status"]["rollout"]["promotedKeys"] != before["rollout"]["promotedKeys"]
+    (job,) = eval_jobs(kubectl, namespace)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert keys["TIERWISE_TIER_HAIKU_API_KEY"]["name"] == "anthropic-api-key-2026"
+    haiku_keys = {r.api_key for r in emulator.recorded_requests(model="claude-haiku-5-5")}
+    assert "rotated-key" in haiku_keys
+
+
+def test_point6_a_key_reference_change_alone_is_re_checked_before_the_live_config_gets_it(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread
+):
+    first = deploy(kubectl, namespace, emulator)
+    before = policy(kubectl, namespace)["status"]
+    version = live(kubectl, namespace)["metadata"]["resourceVersion"]
+    haiku = tier_doc(emulator, "haiku")
+    haiku["spec"]["apiKeySecretRef"] = {"name": "anthropic-api-key", "key": "no-such-key"}
+    kubectl.apply(json.dumps(haiku), namespace=namespace)
+    # The rendered config is the same; the candidate is not: it is checked, and refused.
+    status = rollout_reason(kubectl, namespace, "KeyReferenceMissing")["status"]
+    assert status["candidateHash"] == first["hash"] == status["promotedHash"]
+    assert status["rollout"]["phase"] == "Inconclusive", status["rollout"]
+    message = status["rollout"]["message"]
+    assert "couldn't find key no-such-key in Secret" in message and "anthropic-api-key" in message
+    assert live(kubectl, namespace)["metadata"]["resourceVersion"] == version
+    assert status["rollout"]["promotedKeys"] == before["rollout"]["promotedKeys"]
+    # Put back, the live candidate is the candidate again: nothing to evaluate.
+    kubectl.apply(json.dumps(tier_doc(emulator, "haiku")), namespace=namespace)
+    rollout_reason(kubectl, namespace, "UpToDate")

@@ -84,9 +84,13 @@ def field_value(pod: Mapping[str, Any], path: str) -> str:
 
 def _ref_value(ref: Mapping[str, Any], kind: str, namespace: str, lookup: DataLookup) -> str | None:
     data = lookup(kind, namespace, ref["name"])
+    optional = ref.get("optional", False)
+    # The kubelet's own messages (CreateContainerConfigError).
+    if data is None and not optional:
+        raise ConfigError(f'{kind.lower()} "{ref["name"]}" not found')
     value = None if data is None else data.get(ref["key"])
-    if value is None and not ref.get("optional", False):
-        raise ConfigError(f"{kind} {namespace}/{ref['name']} has no key {ref['key']!r}")
+    if value is None and not optional:
+        raise ConfigError(f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}")
     return value
 
 

@@ -313,8 +313,8 @@ class _PodExecution:
         paths = podenv.mount_paths(container, self._volumes, scratch)
         message_file = scratch / "termination-message"
         message_file.unlink(missing_ok=True)
+        env = self._environment_when_ready(container, paths, state)
         try:
-            env = self._with_config_retries(lambda: self._environment(container, paths))
             argv = self._argv(container, env, paths)
         except ConfigError as err:
             state.terminate(128, _now(), "StartError", str(err))
@@ -374,6 +374,33 @@ class _PodExecution:
         if executable is None:
             raise ConfigError(f"executable {argv[0]!r} not found on the host")
         return [executable, *argv[1:]]
+
+    def _environment_when_ready(
+        self, container: Mapping[str, Any], paths: PathMap, state: _ContainerState
+    ) -> dict[str, str]:
+        """As the kubelet does: a container whose env names a missing Secret, ConfigMap or
+        key is not created; it waits (reason CreateContainerConfigError, the kubelet's own
+        message) and is retried until the object appears or the pod is deleted or past
+        its deadline. The pod stays Pending meanwhile."""
+        waiting = ""
+        while True:
+            try:
+                env = self._environment(container, paths)
+                if self.phase == "Pending":
+                    self.phase = "Running"
+                return env
+            except ConfigError as err:
+                if str(err) != waiting:
+                    waiting = str(err)
+                    if not any(s.running for s in self.states.values()):
+                        self.phase = "Pending"  # no container started yet
+                    state.state = {
+                        "waiting": {"reason": "CreateContainerConfigError", "message": waiting}
+                    }
+                    self._publish()
+                    log.info("pod %s/%s waits: %s", self.namespace, self.name, err)
+                if self.cancelled.wait(0.5):
+                    raise _Cancelled from err
 
     def _environment(self, container: Mapping[str, Any], paths: PathMap) -> dict[str, str]:
         own = podenv.container_env(self.pod, container, self.runner.lookup)

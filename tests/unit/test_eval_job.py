@@ -79,3 +79,34 @@ def test_eval_options_reach_the_reconciler_through_the_memo():
     # Two operators in one process keep their own settings: nothing is module-global.
     assert reconciler_of(kopf.Memo()).evals == JobSettings()
     assert not hasattr(rollout, "configure")
+
+
+def test_the_hash_label_is_the_config_hash_whatever_the_key_references():
+    """`kubectl get jobs -l tierwise.dev/candidate-hash=<hash16>` finds the eval of the hash
+    `kubectl get cascadepolicy` shows; the key references change the Job's name only."""
+    from pathlib import Path
+
+    from tierwise.controller.rollout_state import candidate_identity
+    from tierwise.evals.job import HASH_LABEL, hash_hex
+
+    root = Path(__file__).resolve().parents[2]
+    workspace = Workspace.of(load_manifests([root / "examples" / "support-triage"]))
+    policy = workspace.policies()[0]
+    result = workspace.render(policy)
+    plan = plan_for_policy(policy, {}, lambda ref: f"{ref.name}/{ref.key}").plan
+    body = {
+        "apiVersion": "tierwise.dev/v1alpha1",
+        "kind": "CascadePolicy",
+        "metadata": {"name": policy.name, "namespace": "team", "uid": "u-1"},
+    }
+    baseline = strongest_tier_config(result.document)
+    config_hash = result.document["hash"]
+    names = set()
+    for keys in ("", "sha256:" + "ab" * 32):
+        job, _ = job_manifests(
+            body, plan, result.document, baseline, "strongest", result.key_envs, [],
+            JobSettings(), identity=candidate_identity(config_hash, keys),
+        )  # fmt: skip
+        assert job["metadata"]["labels"][HASH_LABEL] == hash_hex(config_hash)[:16]
+        names.add(job["metadata"]["name"])
+    assert len(names) == 2

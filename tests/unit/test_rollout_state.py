@@ -302,3 +302,57 @@ def test_point_14_an_eval_in_which_every_call_failed_says_why():
     failed = summary("Inconclusive", items=10, graded=0, errors=10, failures=outage)
     step = next_step(situation(jobs=[JobView(JOB, NEW, "succeeded", message=failed)]), JOB)
     assert "calls to tier sonnet failed: 10/10 calls api_error (500): boom" in step.message
+
+
+# -- point 6: the candidate includes the key references --------------------------------------
+
+OLD_REFS = [("TIERWISE_TIER_HAIKU_API_KEY", "anthropic-api-key", "api-key")]
+NEW_REFS = [("TIERWISE_TIER_HAIKU_API_KEY", "anthropic-api-key-2026", "api-key")]
+
+
+def test_point6_key_references_are_part_of_the_candidates_identity():
+    from tierwise.controller.rollout_state import candidate_identity, key_refs_digest
+
+    # No key references: the config hash itself (nothing changes for such a policy).
+    assert key_refs_digest([]) == "" and candidate_identity(OLD, "") == OLD
+    old = candidate_identity(OLD, key_refs_digest(OLD_REFS))
+    assert old.startswith("sha256:") and old != OLD
+    # Another Secret, another key, or another variable is another candidate...
+    assert candidate_identity(OLD, key_refs_digest(NEW_REFS)) != old
+    assert candidate_identity(OLD, key_refs_digest([(*OLD_REFS[0][:2], "other")])) != old
+    # ...and the same references in any order (or repeated) are the same candidate.
+    two = [*OLD_REFS, ("TIERWISE_TIER_OPUS_API_KEY", "opus-key", "k")]
+    assert key_refs_digest(two) == key_refs_digest([*reversed(two), two[0]])
+    assert candidate_identity(NEW, key_refs_digest(OLD_REFS)) != old
+
+
+def test_point6_a_key_reference_change_alone_is_evaluated_before_it_is_live():
+    from tierwise.controller.rollout_state import candidate_identity, key_refs_digest
+
+    live = candidate_identity(OLD, key_refs_digest(OLD_REFS))
+    candidate = candidate_identity(OLD, key_refs_digest(NEW_REFS))  # same config
+    previous = {"phase": "Promoted", "decidedHash": live}
+    step = next_step(
+        situation(candidate_hash=candidate, promoted_hash=live, previous=previous), JOB
+    )
+    assert step.phase == "Evaluating" and step.start_job and not step.promote
+
+
+def test_point6_break_glass_may_name_the_config_hash_of_a_keyed_candidate():
+    from tierwise.controller.rollout_state import candidate_identity, key_refs_digest
+
+    candidate = candidate_identity(NEW, key_refs_digest(NEW_REFS))
+    s = situation(candidate_hash=candidate, config_hash=NEW, promote_hash=NEW[7:19])
+    assert next_step(s, JOB).reason == "BreakGlass"
+
+
+def test_point6_an_eval_pod_that_cannot_start_is_inconclusive_naming_the_secret():
+    message = 'secret "anthropic-api-key-2026" not found'
+    job = JobView(JOB, NEW, "failed", "CreateContainerConfigError", message)
+    step = next_step(situation(jobs=[job]), JOB)
+    assert (step.phase, step.reason, step.promote, step.decided) == (
+        "Inconclusive", "KeyReferenceMissing", False, True,
+    )  # fmt: skip
+    assert message in step.message and "tierwise.dev/reevaluate" in step.message
+    assert JOB in step.delete_jobs  # its pod would wait for the Secret until the deadline
+    assert step.event is not None and message in step.event[2]

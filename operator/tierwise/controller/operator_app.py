@@ -29,8 +29,13 @@ log = logging.getLogger("tierwise.operator")
 
 
 @kopf.on.startup()
-async def configure_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure_operator(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, pods_by_namespace: kopf.Index, **_: Any
+) -> None:
     options = options_of(memo)
+    # kopf's pod index is a live view (empty here, filled by the watch before any handler
+    # runs): pods are counted from it, never listed.
+    reconciler_of(memo).pods_index = pods_by_namespace
     # Events are posted by the operator itself (events.py), on transitions only.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300

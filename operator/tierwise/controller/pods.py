@@ -105,6 +105,20 @@ def view_pod(pod: Mapping[str, Any]) -> PodView:
     )
 
 
+@dataclass(frozen=True)
+class IndexedPod:
+    """A pod as the operator's pod index keeps it: its labels (for policies' selectors) and
+    its view, instead of the whole pod."""
+
+    labels: Mapping[str, str]
+    view: PodView
+
+
+def indexed_pod(pod: Mapping[str, Any]) -> IndexedPod:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return IndexedPod(dict(labels), view_pod(pod))
+
+
 def view_pods(pods: Iterable[Mapping[str, Any]]) -> tuple[PodView, ...]:
     return tuple(view_pod(p) for p in pods)
 

@@ -2,8 +2,9 @@
 
 Event handlers are not retried when they fail, pod counts change without any event on the
 policy, and someone may delete or hand-edit a ConfigMap. So every ``period`` seconds the
-operator lists the three kinds, the rendered ConfigMaps and the pods of namespaces with
-policies (one call each per watched scope, never one per object) and syncs everything;
+operator lists the three kinds and the rendered ConfigMaps (one call each per watched
+scope, never one per object), counts each policy's pods from the pod index (a watch, not a
+list), and syncs everything;
 a sync that finds nothing changed writes nothing. kopf timers would do this per object, but
 they put a finalizer on every object; this loop does not.
 """
@@ -21,9 +22,9 @@ from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
 from tierwise.controller import kube
 from tierwise.controller.injection import selects
 from tierwise.controller.objects import Observed, ParseCache, observe
-from tierwise.controller.pods import PodView, view_pods
+from tierwise.controller.pods import IndexedPod, PodView, view_pods
 from tierwise.controller.reconcile import POLICY_LABEL
-from tierwise.controller.sync import Reconciler, config_maps_by_policy
+from tierwise.controller.sync import Reconciler, config_maps_by_policy, selected_pods
 from tierwise.memory import release_memory  # a pass frees many objects: give them back
 
 log = logging.getLogger("tierwise.resync")
@@ -62,14 +63,26 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
     config_maps = await asyncio.to_thread(_config_maps, namespaces)
     for namespace in sorted(set(policies) | set(tiers) | set(profiles)):
         members = policies[namespace]
-        pods = await asyncio.to_thread(_pods, namespace) if members else []
+        index = reconciler.pods_index
+        if index is not None:
+            # Counted from the pod watch (kopf's index): no pod is listed.
+            indexed = list(index.get(namespace, ())) if members else []
+
+            def pods_of(policy: Observed, indexed: list[IndexedPod] = indexed) -> Any:
+                return _indexed(policy, indexed)
+        else:
+            listed = await asyncio.to_thread(_pods, namespace) if members else []
+
+            def pods_of(policy: Observed, listed: Any = listed) -> Any:
+                return _selected(policy, listed)
+
         await reconciler.sync_policies(
             members,
             tiers[namespace],
             profiles[namespace],
-            lambda policy, pods=pods: {
+            lambda policy, pods_of=pods_of: {
                 "config_map": config_maps.get(policy.key),
-                "pods": _selected(policy, pods),
+                "pods": pods_of(policy),
                 "listed_at": listed_at,
             },
         )
@@ -110,6 +123,11 @@ def _selected(
     return view_pods(
         p for p in pods if selects(selector, (p.get("metadata") or {}).get("labels") or {})
     )
+
+
+def _indexed(policy: Observed, pods: list[IndexedPod]) -> tuple[PodView, ...] | None:
+    selector = policy.pod_selector()
+    return None if selector is None else selected_pods(selector, pods)
 
 
 async def resync_forever(

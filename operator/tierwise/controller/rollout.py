@@ -9,6 +9,7 @@ is decided at once rather than at the next resync.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -35,6 +36,7 @@ from tierwise.controller.ownership import (
 )
 from tierwise.controller.reconcile import holds_config
 from tierwise.controller.rollout_state import (
+    CONFIG_ERROR,
     DATASET_ANNOTATION,
     DATASET_MISSING,
     EVAL_JOB_NOT_CREATED,
@@ -50,7 +52,9 @@ from tierwise.controller.rollout_state import (
     JobView,
     Situation,
     Step,
+    candidate_identity,
     dataset_digest,
+    key_refs_digest,
     last_eval_status,
     next_step,
     not_started,
@@ -79,6 +83,8 @@ PROMOTED_CONDITION = "Promoted"
 # What status.rollout remembers from one sync to the next, whatever the phase.
 KEPT_RECORDS = (
     "decidedHash",
+    "decidedKeys",
+    "promotedKeys",
     "decidedDataset",
     "promotedDataset",
     "job",
@@ -127,6 +133,15 @@ class LiveWriter(Protocol):
     def keep_promoted_copy(self, policy: Observed, document: Mapping[str, Any]) -> None: ...
 
 
+# On an eval Job: the digest of the key references it reads (``keys_of``).
+KEYS_ANNOTATION = "tierwise.dev/key-refs-digest"
+
+
+def keys_of(result: RenderResult) -> str:
+    """The digest of the Secret references the candidate reads keys from ("" for none)."""
+    return key_refs_digest((k.env, k.secret_name, k.secret_key) for k in result.key_envs)
+
+
 def reconcile(
     policy: Observed,
     result: RenderResult,
@@ -149,7 +164,9 @@ def reconcile(
         fields = {
             "candidateHash": document["hash"],
             "promotedHash": document["hash"],
-            "rollout": _rollout(previous, UNGATED, "NoEvaluation", message),
+            "rollout": _rollout(
+                previous, UNGATED, "NoEvaluation", message, promotedKeys=keys_of(result)
+            ),
         }
         # No separate write: the reconciler's one status patch carries these fields
         # (adjust_status), so a changed policy costs one ConfigMap and one status write.
@@ -181,14 +198,28 @@ def reconcile(
     # What was promoted is the status's record, never the live ConfigMap's word: a deleted
     # or hand-edited live ConfigMap is not "a new policy", nor an approval.
     recorded: str | None = current.get("promotedHash")
+    # The candidate is its config and the Secret references it reads keys from: a new
+    # apiKeySecretRef alone is a new candidate. The status records config hashes, and the
+    # references beside them (rollout.decidedKeys, promotedKeys); a status from before those
+    # records takes the candidate's, so an upgrade evaluates nothing new.
+    keys = keys_of(result)
+    candidate = candidate_identity(document["hash"], keys)
+    live_keys = previous.get("promotedKeys", keys)
+    promoted_identity = None if recorded is None else candidate_identity(recorded, live_keys)
+    decided_view = dict(previous)
+    if previous.get("decidedHash"):
+        decided_view["decidedHash"] = candidate_identity(
+            previous["decidedHash"], previous.get("decidedKeys", keys)
+        )
     datasets = _datasets(namespace, evaluation, writer.datasets)
     jobs = _eval_jobs(namespace, name)
     annotations = policy.annotations
     situation = Situation(
-        candidate_hash=document["hash"],
-        promoted_hash=recorded,
-        previous=previous,
-        jobs=[_view(job, document["hash"]) for job in jobs],
+        candidate_hash=candidate,
+        promoted_hash=promoted_identity,
+        config_hash=document["hash"],
+        previous=decided_view,
+        jobs=[_view(job, candidate) for job in jobs],
         on_new_policy=evaluation.on_new_policy,
         paused=annotations.get(PAUSE_ANNOTATION, "").strip().lower() == PAUSED_VALUE,
         promote_hash=annotations.get(PROMOTE_ANNOTATION),
@@ -196,7 +227,7 @@ def reconcile(
         reevaluate=annotations.get(REEVALUATE_ANNOTATION),
         dataset_digest=datasets.digest,
     )
-    step = next_step(situation, job_name(name, document["hash"]))
+    step = _naming_config(next_step(situation, job_name(name, candidate)), candidate, document)
     by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
@@ -215,6 +246,10 @@ def reconcile(
             writer.keep_promoted_copy(policy, document)  # e.g. promoted by an older operator
         live_hash = _keep_live(writer, promoted, live, config_map)
     fields = _fields(step, previous, document["hash"], recorded, current)
+    if step.decided:
+        fields["rollout"]["decidedKeys"] = keys
+    if step.promote:
+        fields["rollout"]["promotedKeys"] = keys
     no_live = None
     if live_hash is None:
         no_live = _no_live_message(recorded, step, live is not None)
@@ -245,6 +280,19 @@ def reconcile(
         has_config=live_hash is not None,
         live_hash=live_hash,
         no_live=no_live,
+    )
+
+
+def _naming_config(step: Step, candidate: str, document: Mapping[str, Any]) -> Step:
+    """The step's words name the config hash, as status.candidateHash does, not the
+    candidate's identity (config and key references) that the decision compares."""
+    if candidate == document["hash"]:
+        return step
+    event = step.event
+    if event is not None:
+        event = (event[0], event[1], event[2].replace(candidate, document["hash"]))
+    return dataclasses.replace(
+        step, message=step.message.replace(candidate, document["hash"]), event=event
     )
 
 
@@ -426,7 +474,10 @@ def _eval_jobs(namespace: str, policy: str) -> list[dict[str, Any]]:
 def _view(job: Mapping[str, Any], candidate: str) -> JobView:
     meta = job["metadata"]
     annotations = meta.get("annotations") or {}
-    config_hash = annotations.get(CANDIDATE_ANNOTATION, "")
+    # The Job's candidate: its config hash and key references (KEYS_ANNOTATION).
+    config_hash = candidate_identity(
+        annotations.get(CANDIDATE_ANNOTATION, ""), annotations.get(KEYS_ANNOTATION, "")
+    )
     digest = annotations.get(DATASET_ANNOTATION, "")
     conditions = {
         c["type"]: c
@@ -440,6 +491,10 @@ def _view(job: Mapping[str, Any], candidate: str) -> JobView:
     elif "Failed" in conditions or "FailureTarget" in conditions:
         failed = conditions.get("Failed") or conditions["FailureTarget"]
         state, reason = "failed", failed.get("reason", "")
+    elif config_hash == candidate and (waiting := _config_error(meta["namespace"], meta["name"])):
+        # Its pod cannot start (a Secret or key it names is missing): decided now, not at
+        # the deadline. Only the candidate's running Job is looked at.
+        return JobView(meta["name"], config_hash, "failed", CONFIG_ERROR, waiting, digest)
     else:
         return JobView(meta["name"], config_hash, "running", dataset_digest=digest)
     # Only the candidate's finished Job is read: its pod's termination message.
@@ -447,6 +502,17 @@ def _view(job: Mapping[str, Any], candidate: str) -> JobView:
         _termination_message(meta["namespace"], meta["name"]) if config_hash == candidate else ""
     )
     return JobView(meta["name"], config_hash, state, reason, message, digest)
+
+
+def _config_error(namespace: str, job: str) -> str:
+    """The kubelet's message when the Job's eval container cannot be created for want of a
+    Secret or key (waiting reason CreateContainerConfigError), else ''."""
+    for pod in kube.list_pods(namespace, f"job-name={job}"):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if status.get("name") == CONTAINER and waiting.get("reason") == CONFIG_ERROR:
+                return str(waiting.get("message") or CONFIG_ERROR)
+    return ""
 
 
 def _termination_message(namespace: str, job: str) -> str:
@@ -626,7 +692,9 @@ def _manifests(
         baseline, kind = strongest_tier_config(document), "strongest"
     else:
         baseline, kind = dict(baseline_document), "promoted"
-    key_envs = [*result.key_envs, *planned.key_envs, *_baseline_keys(baseline, tiers)]
+    # One variable per tier: where the baseline and the candidate name the same tier, the
+    # candidate's reference wins (the last one kept), as production will read it from there.
+    key_envs = [*_baseline_keys(baseline, tiers), *planned.key_envs, *result.key_envs]
     job, inputs = job_manifests(
         policy.reference(),
         planned.plan,
@@ -636,11 +704,14 @@ def _manifests(
         key_envs,
         datasets.refs,
         settings,
+        identity=candidate_identity(document["hash"], keys_of(result)),
     )
-    # The Job says which datasets it evaluates: a decision holds for those only.
+    # The Job says which datasets it evaluates, and with which key references: a decision
+    # holds for those only.
     job["metadata"]["annotations"] = {
         **job["metadata"]["annotations"],
         DATASET_ANNOTATION: datasets.digest,
+        KEYS_ANNOTATION: keys_of(result),
     }
     return job, inputs
 

@@ -38,6 +38,8 @@ PROMOTE_ANNOTATION = "tierwise.dev/promote"  # a candidate hash (or its first 8+
 PAUSE_ANNOTATION = "tierwise.dev/rollout"  # "paused"
 PAUSED_VALUE = "paused"
 REEVALUATE_ANNOTATION = "tierwise.dev/reevaluate"  # a candidate hash: run its eval again
+# The kubelet's waiting reason for a container whose Secret (or key) does not exist.
+CONFIG_ERROR = "CreateContainerConfigError"
 # On an eval Job: the digest of the datasets it evaluates (``dataset_digest``).
 DATASET_ANNOTATION = "tierwise.dev/dataset-digest"
 # How long an eval may wait for its dataset before the policy stops saying it progresses.
@@ -82,6 +84,9 @@ class Situation:
     timeout_seconds: int = 1800
     reevaluate: str | None = None
     dataset_digest: str | None = None  # the eval datasets now; None while one is missing
+    # The candidate's config hash (status.candidateHash), when the identity above also covers
+    # key references: break-glass annotations may name either.
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,35 @@ class Step:
     extra: Mapping[str, Any] = field(default_factory=dict)
     clear_decision: bool = False  # forget the candidate's decision (a requested re-run)
     progressing: bool | None = None  # None: while Evaluating
+
+
+def key_refs_digest(key_refs: Iterable[tuple[str, str, str]]) -> str:
+    """A digest of the Secret references (variable, Secret, key) a candidate reads tier keys
+    from; "" when it names none."""
+    refs = sorted(set(key_refs))
+    if not refs:
+        return ""
+    return "sha256:" + hashlib.sha256(json.dumps(refs, separators=(",", ":")).encode()).hexdigest()
+
+
+def candidate_identity(config_hash: str, keys_digest: str) -> str:
+    """What a candidate is: its rendered config and the Secret references its sidecars and
+    its eval read the tier keys from (``key_refs_digest``).
+
+    The config document's own hash leaves the references out (a key's location is not router
+    config), so a new ``apiKeySecretRef`` alone would look like the live candidate and reach
+    pods unchecked. Without references the identity is the config hash itself; with them,
+    a digest of both, so a change to either is a new candidate, evaluated before it is live.
+    """
+    if not keys_digest:
+        return config_hash
+    return "sha256:" + hashlib.sha256(f"{config_hash}\n{keys_digest}".encode()).hexdigest()
+
+
+def _names_candidate(value: str | None, s: Situation) -> bool:
+    return matches_hash(value, s.candidate_hash) or (
+        s.config_hash is not None and matches_hash(value, s.config_hash)
+    )
 
 
 def matches_hash(value: str | None, config_hash: str) -> bool:
@@ -142,7 +176,7 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
     forced = (s.promote_hash or "").strip()
     if (
         s.promoted_hash != candidate
-        and matches_hash(forced, candidate)
+        and _names_candidate(forced, s)
         and previous.get("forcePromoted") != forced
     ):
         # Once per value: a stale annotation never promotes a config git returns to later.
@@ -182,7 +216,7 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
         )
     if decided and phase in (REJECTED, INCONCLUSIVE):
         wanted = s.reevaluate
-        if matches_hash(wanted, candidate) and previous.get("reevaluated") != wanted:
+        if _names_candidate(wanted, s) and previous.get("reevaluated") != wanted:
             return Step(
                 EVALUATING,
                 "ReEvaluating",
@@ -317,6 +351,17 @@ def _superseded_event(jobs: Sequence[str]) -> tuple[str, str, str] | None:
 
 def _decide(job: JobView, others: tuple[str, ...], timeout: int) -> Step:
     if job.state == "failed":
+        if job.reason == CONFIG_ERROR:
+            # A Secret or key the candidate names is missing: the pod never starts (the
+            # kubelet would retry until the deadline). Not promoted, and the pending Job goes.
+            why = (
+                f"eval Job {job.name} cannot start: {job.message.strip()[:300]}; the candidate's"
+                f" key references must exist before it can be evaluated (fix them, or set"
+                f" {REEVALUATE_ANNOTATION} once the Secret exists)"
+            )
+            return _decision(
+                INCONCLUSIVE, "KeyReferenceMissing", why, job, (*others, job.name), None
+            )
         if job.reason == "DeadlineExceeded":
             why = f"eval Job {job.name} ran past its deadline (timeoutSeconds {timeout})"
         elif (reported := parse_summary(job.message)) is not None and reported.get("error"):

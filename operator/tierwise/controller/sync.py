@@ -33,6 +33,7 @@ from kubernetes.client.rest import ApiException
 
 from tierwise.controller import kube, metrics, price_catalog, rollout
 from tierwise.controller.conditions import Condition, now_iso, transitions
+from tierwise.controller.injection import selects
 from tierwise.controller.names import (
     CONFIG_HASH_ANNOTATION,
     config_map_name,
@@ -48,6 +49,7 @@ from tierwise.controller.ownership import (
 )
 from tierwise.controller.pods import (
     PODS_CURRENT,
+    IndexedPod,
     LiveConfig,
     PodView,
     count_pods,
@@ -133,6 +135,9 @@ class Reconciler:
         self._copies: dict[str, str] = {}
         # Parsed specs by uid and generation, for the resync (see objects.observe).
         self.parsed: ParseCache = {}
+        # kopf's live pod index by namespace (indexes.pods_by_namespace), set at start-up:
+        # pods are then counted from the watch, never listed. None: list them (tools, tests).
+        self.pods_index: Mapping[str, Iterable[IndexedPod]] | None = None
         self._memory_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tierwise-sync")
 
@@ -374,6 +379,11 @@ class Reconciler:
         return current is not None
 
     def _list_pods(self, policy: Observed) -> tuple[PodView, ...] | bool | None:
+        if self.pods_index is not None:
+            selector = policy.pod_selector()
+            if selector is None:
+                return None
+            return selected_pods(selector, self.pods_index.get(policy.namespace, ()))
         selector = label_selector_string(policy.pod_selector())
         if selector is None:
             return None
@@ -606,6 +616,11 @@ def _patch(previous: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, 
         if key not in patch:
             patch[key] = None
     return patch
+
+
+def selected_pods(selector: Any, pods: Iterable[IndexedPod]) -> tuple[PodView, ...]:
+    """The views of the indexed ``pods`` that ``selector`` (a LabelSelector) selects."""
+    return tuple(p.view for p in list(pods) if selects(selector, p.labels))
 
 
 def config_maps_by_policy(configmaps: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Any]:

@@ -22,7 +22,10 @@ EVAL_SERVICE_ACCOUNT = "tierwise-eval"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "eval"
 POLICY_LABEL = "tierwise.dev/policy"
-HASH_LABEL = "tierwise.dev/candidate-hash"  # the hash's first 16 hex digits (label limit)
+# The candidate's config hash, first 16 hex digits (label limit): `kubectl get jobs -l` finds
+# a config's eval by the hash `kubectl get cascadepolicy` shows. The key references are in
+# the Job's name and its key-refs annotation, not here.
+HASH_LABEL = "tierwise.dev/candidate-hash"
 CANDIDATE_ANNOTATION = "tierwise.dev/candidate-hash"
 BASELINE_ANNOTATION = "tierwise.dev/baseline-hash"
 CONTAINER = "eval"
@@ -71,10 +74,16 @@ def job_manifests(
     key_envs: Iterable[SecretKeyEnv],
     dataset_refs: Sequence[tuple[str, str]],
     settings: JobSettings,
+    *,
+    identity: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Job, inputs ConfigMap without its owner reference: the Job's uid comes later)."""
+    """(Job, inputs ConfigMap without its owner reference: the Job's uid comes later).
+
+    ``identity``: the candidate's identity (its config hash and key references; the config
+    hash by default), which names the Job; its candidate annotation is the config hash."""
     meta = policy["metadata"]
-    name = job_name(meta["name"], candidate["hash"])
+    identity = identity or candidate["hash"]
+    name = job_name(meta["name"], identity)
     labels = {
         "app.kubernetes.io/managed-by": "tierwise",
         "app.kubernetes.io/version": __version__,
@@ -82,7 +91,10 @@ def job_manifests(
         POLICY_LABEL: meta["name"],
         HASH_LABEL: hash_hex(candidate["hash"])[:16],
     }
-    annotations = {CANDIDATE_ANNOTATION: candidate["hash"], BASELINE_ANNOTATION: baseline["hash"]}
+    annotations = {
+        CANDIDATE_ANNOTATION: candidate["hash"],
+        BASELINE_ANNOTATION: baseline["hash"],
+    }
     env = [
         {"name": k.env, "valueFrom": {"secretKeyRef": {"name": k.secret_name, "key": k.secret_key}}}
         for k in {k.env: k for k in key_envs}.values()
