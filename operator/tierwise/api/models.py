@@ -198,6 +198,14 @@ class TierLimits:
 
 
 @dataclass(frozen=True)
+class OpenAITierSettings:
+    """``spec.openai``: what an OpenAI-compatible server supports beyond Chat Completions."""
+
+    # How to ask for an answer matching the step's schema: none, jsonSchema or jsonObject.
+    structured_output: Literal["none", "jsonSchema", "jsonObject"] = "none"
+
+
+@dataclass(frozen=True)
 class ModelTierSpec:
     model: str
     provider: Literal["anthropic", "openai"] = "anthropic"
@@ -205,6 +213,11 @@ class ModelTierSpec:
     api_key_secret_ref: SecretKeyRef | None = None
     pricing: TierPricing | None = None
     limits: TierLimits = field(default_factory=TierLimits)
+    openai: OpenAITierSettings | None = None
+
+    @property
+    def structured_output(self) -> str:
+        return self.openai.structured_output if self.openai else "none"
 
     def price_overrides(self) -> dict[str, Any] | None:
         """``spec.pricing`` over the catalog. A self-hosted (openai) tier's unset cache prices
@@ -236,6 +249,11 @@ class ModelTierSpec:
                 "a tier with provider openai needs pricing.input and pricing.output "
                 "(USD per million tokens, 0 for a server you run yourself)",
             )
+        _check(
+            self.openai is None or self.provider == "openai",
+            f"{path}.openai",
+            "openai settings apply only to a tier with provider openai",
+        )
         if self.endpoint is not None:
             where = f"{path}.endpoint"
             _check(
