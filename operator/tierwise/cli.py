@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "tierwise.emulator.command",
         "run an Anthropic-compatible model emulator for tests, demos and benchmarks",
     ),
+    "dataset": (
+        "tierwise.evals.draft",
+        "turn live requests captured by the router (--capture-dir) into a dataset draft",
+    ),
     "render": (
         "tierwise.render.command",
         "print the router config of each CascadePolicy in local manifests (no cluster needed)",

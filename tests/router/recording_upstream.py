@@ -29,12 +29,14 @@ class Answer:
 class RecordingUpstream:
     answers: list[Answer] = field(default_factory=list)  # consumed in order; the last repeats
     seen: list[tuple[str, str]] = field(default_factory=list)  # (method, raw path)
+    bodies: list[bytes] = field(default_factory=list)  # the request bodies, in order
     base_url: str = ""
     by_path: dict[str, Answer] = field(default_factory=dict)  # fixed answers for some paths
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append((request.method, request.raw_path))
-        await request.read()  # a whole request, as a real upstream reads it before answering
+        # A whole request, as a real upstream reads it before answering.
+        self.bodies.append(await request.read())
         answer = self.by_path.get(request.path)
         if answer is None:
             answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]

@@ -23,10 +23,11 @@ from tierwise.router.openai_translate import (
     TranslationError,
     error_message,
     from_chat_response,
+    response_format,
     to_chat_request,
 )
 from tierwise.router.sse import SSEParser, StreamTracker
-from tierwise.routerconfig import AnswerProbabilitySignal
+from tierwise.routerconfig import AnswerProbabilitySignal, JSONFieldNotInSignal
 
 # --- recorded answers ---------------------------------------------------------------------
 
@@ -275,7 +276,7 @@ def test_request_tools_tool_choice_and_the_tool_round_trip():
         {"role": "user", "content": "Thanks"},
     ]
     assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
-    assert chat["logprobs"] is True and chat["top_logprobs"] == 1
+    assert chat["logprobs"] is True and chat["top_logprobs"] == 20
 
 
 @pytest.mark.parametrize(
@@ -465,6 +466,116 @@ def test_answer_probability_signal_fires_below_and_without_logprobs():
     assert escalation_reason([low], answer.message, None) == "answer_probability_below"
     missing = AnswerProbabilitySignal(Decimal("0.1"), ("confidence",))
     assert escalation_reason([missing], answer.message, answer.logprobs) is not None
+
+
+LABELS = ("billing", "bug", "account", "feature-request", "other")
+
+
+def constrained_answer() -> list[TokenLogprob]:
+    """A llama-cpp-python answer under a label enum: the log-probabilities are the model's
+    own, before the constraint, with each token's listed alternatives."""
+    return [
+        TokenLogprob("{", -5.6),
+        TokenLogprob(' "', -4.4),
+        TokenLogprob("label", -0.3),
+        TokenLogprob('":', -0.1),
+        TokenLogprob(' "', -0.3),
+        # 'B' and 'Why' begin no label (the constraint masks them); 'b' may still spell
+        # billing; 'bug' is a rival; three labels are not listed: each counts at e^-3.
+        TokenLogprob(
+            "bill", -1.0, (("B", -0.5), ("bill", -1.0), ("bug", -2.0), ("b", -2.5), ("Why", -3.0))
+        ),
+        # After 'bill' no other label is possible: '"' or ' increase' are masked.
+        TokenLogprob("ing", -2.0, ((" increase", -1.0), ("ing", -2.0), ('"', -3.0))),
+        TokenLogprob('"', -1.0),
+        TokenLogprob("}", -7.4),
+    ]
+
+
+def test_a_label_is_weighed_against_the_other_allowed_labels_not_the_vocabulary():
+    tokens = constrained_answer()
+    assert answer_probability(tokens, ("label",)) == pytest.approx(math.exp(-3.0))  # raw
+    chosen = math.exp(-1.0)
+    rivals = math.exp(-2.0) + 3 * math.exp(-3.0)
+    expected = chosen / (chosen + rivals)
+    assert answer_probability(tokens, ("label",), LABELS) == pytest.approx(expected)
+    assert 0.5 < expected < 0.6
+
+
+def test_the_answer_probability_signal_reads_the_steps_allowed_labels():
+    from decimal import Decimal
+
+    tokens = constrained_answer()
+    message = {"content": [{"type": "text", "text": "".join(t.token for t in tokens)}]}
+    gate = AnswerProbabilitySignal(Decimal("0.5"), ("label",))
+    labels = JSONFieldNotInSignal(("label",), LABELS)
+    assert escalation_reason([gate], message, tokens) == "answer_probability_below"  # raw 0.05
+    assert escalation_reason([labels, gate], message, tokens) is None  # 0.55 among labels
+    stricter = AnswerProbabilitySignal(Decimal("0.6"), ("label",))
+    assert escalation_reason([labels, stricter], message, tokens) == "answer_probability_below"
+
+
+def test_without_listed_alternatives_the_label_probability_stays_raw():
+    tokens = [TokenLogprob(t.token, t.logprob) for t in constrained_answer()]
+    assert answer_probability(tokens, ("label",), LABELS) == pytest.approx(math.exp(-3.0))
+
+
+def test_a_label_outside_the_allowed_values_keeps_its_raw_probability():
+    tokens = constrained_answer()
+    assert answer_probability(tokens, ("label",), ("bug", "other")) == pytest.approx(math.exp(-3.0))
+
+
+def test_each_tokens_listed_alternatives_are_read_and_malformed_ones_left_out():
+    completion = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "ok"},
+                "finish_reason": "stop",
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "ok",
+                            "logprob": -0.1,
+                            "top_logprobs": [
+                                {"token": "ok", "logprob": -0.1},
+                                {"token": "no", "logprob": "high"},
+                                "junk",
+                                {"token": "yes", "logprob": -2.5},
+                            ],
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    [token] = from_chat_response(completion, model="m").logprobs
+    assert token.top == (("ok", -0.1), ("yes", -2.5))
+
+
+SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["a"]}}}
+
+
+def test_response_format_in_each_servers_form():
+    assert response_format("jsonObject", SCHEMA) == {"type": "json_object", "schema": SCHEMA}
+    assert response_format("jsonSchema", SCHEMA) == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True},
+    }
+    assert response_format("none", SCHEMA) is None
+    assert response_format("jsonSchema", None) is None
+    with pytest.raises(ValueError, match="jsonschema"):
+        response_format("jsonschema", SCHEMA)
+
+
+def test_the_response_format_goes_with_the_request_but_never_beside_tools():
+    body = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+    wanted = response_format("jsonObject", SCHEMA)
+    assert to_chat_request(body, response_format=wanted)["response_format"] == wanted
+    tools = [{"name": "t", "input_schema": {"type": "object"}}]
+    assert "response_format" not in to_chat_request(
+        {**body, "tools": tools}, response_format=wanted
+    )
 
 
 # --- streams ------------------------------------------------------------------------------

@@ -56,9 +56,13 @@ def local_config(
     emulator: str = "http://127.0.0.1:9",
     *,
     signals: list[dict[str, Any]] | None = None,
+    structured_output: str | None = None,
     **tier_options: Any,
 ) -> dict[str, Any]:
     steps = [step("local", 64, *(signals or []))]
+    local = local_tier(endpoint, **tier_options)
+    if structured_output is not None:
+        local["structuredOutput"] = structured_output
     if signals:
         steps.append(step("sonnet", 64))
     return config(
@@ -66,7 +70,7 @@ def local_config(
         routes=[route("local", steps, counterfactual="sonnet")],
         default_route="local",
         tiers={
-            "local": local_tier(endpoint, **tier_options),
+            "local": local,
             "sonnet": tier(SONNET_MODEL, emulator, name="sonnet"),
         },
         retry={"maxAttempts": 2, "initialBackoffSeconds": "0.01", "maxBackoffSeconds": "0.02"},
@@ -232,6 +236,45 @@ def test_escalation_follows_the_models_own_token_probability(
         )
     assert raw.headers["x-tierwise-escalations"] == ("1" if escalates else "0")
     assert raw.headers["x-tierwise-tier"] == ("sonnet" if escalates else "local")
+
+
+LABELS = ["billing", "bug", "account", "feature-request", "other"]
+TRIAGE = (
+    "Classify the email as billing, bug, account, feature-request or other. "
+    'Answer with JSON only: {"label": "<one of the five>"}'
+)
+TRIAGE_SIGNALS = [
+    {"signal": "invalidJSON"},
+    {"signal": "jsonFieldNotIn", "field": "label", "values": LABELS},
+    # Fires only without a probability: no JSON, no label or no log-probabilities.
+    {"signal": "answerProbabilityBelow", "field": "label", "threshold": "0"},
+]
+
+
+@pytest.mark.parametrize(
+    ("structured_output", "answered_by"), [("jsonObject", "local"), (None, "sonnet")]
+)
+def test_a_constrained_model_always_writes_an_allowed_label(
+    local_url, emu, make_router, structured_output, answered_by
+):
+    config = local_config(
+        local_url, emu.base_url, signals=TRIAGE_SIGNALS, structured_output=structured_output
+    )
+    router = make_router(config)
+    with sdk(router, timeout=120) as client:
+        raw = client.messages.with_raw_response.create(
+            model="tierwise/local",
+            max_tokens=32,
+            system=TRIAGE,
+            extra_body={"temperature": 0},
+            messages=user("Why did my bill go up to $220?"),
+        )
+    # Unconstrained, the model writes prose (not JSON) and the step escalates; constrained,
+    # its own answer parses, carries one of the labels and a probability for it.
+    assert raw.headers["x-tierwise-tier"] == answered_by
+    if answered_by == "local":
+        answer = json.loads(raw.parse().content[0].text)
+        assert set(answer) == {"label"} and answer["label"] in LABELS
 
 
 def tokenize(url: str, text: str) -> list[int]:

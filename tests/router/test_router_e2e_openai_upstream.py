@@ -37,16 +37,18 @@ OVERLOADED = Answer(
 )
 
 
-def openai_config(endpoint: str) -> dict:
+def openai_config(endpoint: str, *signals: dict, structured_output: str | None = None) -> dict:
     local = {
         **tier(SONNET_MODEL, endpoint, name="local", pricing=PRICES),
         "provider": "openai",
         "model": "qwen",
         "apiKeyEnv": None,
     }
+    if structured_output is not None:
+        local["structuredOutput"] = structured_output
     return config(
         endpoint,
-        routes=[route("local", [step("local", 64)], counterfactual="local")],
+        routes=[route("local", [step("local", 64, *signals)], counterfactual="local")],
         default_route="local",
         tiers={"local": local},
         retry={"maxAttempts": 3, "initialBackoffSeconds": "0.01", "maxBackoffSeconds": "0.02"},
@@ -150,3 +152,72 @@ def test_batches_are_refused_for_a_self_hosted_tier(make_router):
             )
         assert up.seen == []
     assert "has no /v1/messages/batches" in caught.value.body["error"]["message"]
+
+
+LABELS = ["billing", "bug", "other"]
+TRIAGE_SIGNALS = (
+    {"signal": "invalidJSON"},
+    {"signal": "jsonFieldNotIn", "field": "label", "values": LABELS},
+    {"signal": "jsonFieldBelow", "field": "confidence", "threshold": "0"},
+)
+TRIAGE_ANSWER = {
+    **COMPLETION,
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": '{"label": "bug", "confidence": 0.9}'},
+            "finish_reason": "stop",
+        }
+    ],
+}
+
+
+def triage_call(make_router, structured_output: str | None, **extra) -> dict:
+    """One triage call through the router; the Chat Completions request the server got."""
+    with recording_upstream(Answer(body=json.dumps(TRIAGE_ANSWER).encode())) as up:
+        config = openai_config(up.base_url, *TRIAGE_SIGNALS, structured_output=structured_output)
+        router = make_router(config)
+        with sdk(router) as client:
+            message = client.messages.create(
+                model="tierwise/local", max_tokens=16, messages=user("Bill went up"), **extra
+            )
+        assert message.content[0].text == TRIAGE_ANSWER["choices"][0]["message"]["content"]
+        return json.loads(up.bodies[-1])
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("jsonObject", lambda schema: {"type": "json_object", "schema": schema}),
+        (
+            "jsonSchema",
+            lambda schema: {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema, "strict": True},
+            },
+        ),
+    ],
+)
+def test_a_structured_output_tier_is_sent_the_steps_answer_schema(make_router, style, expected):
+    sent = triage_call(make_router, style)
+    schema = {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "enum": LABELS},
+            "confidence": {"type": "number"},
+        },
+        "required": ["label", "confidence"],
+        "additionalProperties": False,
+    }
+    assert sent["response_format"] == expected(schema)
+
+
+def test_a_tier_without_structured_output_is_sent_no_response_format(make_router):
+    assert "response_format" not in triage_call(make_router, None)
+    assert "response_format" not in triage_call(make_router, "none")
+
+
+def test_a_request_with_tools_is_sent_no_response_format(make_router):
+    tool = {"name": "lookup", "description": "Look up", "input_schema": {"type": "object"}}
+    sent = triage_call(make_router, "jsonSchema", tools=[tool])
+    assert "response_format" not in sent and sent["tools"][0]["function"]["name"] == "lookup"

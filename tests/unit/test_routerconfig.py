@@ -24,10 +24,13 @@ from tierwise.routerconfig import (
     CONFIG_KEY,
     MODEL_ALIAS_PREFIX,
     SCHEMA_VERSION,
+    AnswerProbabilitySignal,
     CacheConfig,
     ConfigError,
     Fallback,
+    InvalidJSONSignal,
     JSONFieldBelowSignal,
+    JSONFieldNotInSignal,
     PolicyRef,
     PromptCaching,
     ResponseCacheConfig,
@@ -271,3 +274,42 @@ def test_a_token_probability_signal_on_an_anthropic_tier_is_refused() -> None:
         parse(doc)
     assert "routes[0].steps[0].escalateWhen" in str(error.value)
     assert "tier 'sonnet' (provider anthropic) cannot return" in str(error.value)
+
+
+def test_a_steps_answer_schema_is_the_fields_its_signals_read() -> None:
+    labels = JSONFieldNotInSignal(("label",), ("bug", "other"))
+    confidence = JSONFieldBelowSignal(("meta", "confidence"), Decimal("0.5"))
+    probability = AnswerProbabilitySignal(Decimal("0.5"), ("label",))
+    schema = Step("local", escalate_when=(InvalidJSONSignal(), probability, labels, confidence))
+    assert schema.answer_schema == {
+        "type": "object",
+        "properties": {
+            # The enum of jsonFieldNotIn wins over answerProbabilityBelow's plain string.
+            "label": {"type": "string", "enum": ["bug", "other"]},
+            "meta": {
+                "type": "object",
+                "properties": {"confidence": {"type": "number"}},
+                "required": ["confidence"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["label", "meta"],
+        "additionalProperties": False,
+    }
+    assert Step("local", escalate_when=(InvalidJSONSignal(),)).answer_schema == {"type": "object"}
+    free_text = (StopReasonSignal(("max_tokens",)), AnswerProbabilitySignal(Decimal("0.2")))
+    assert Step("local", escalate_when=free_text).answer_schema is None
+
+
+def test_structured_output_is_written_only_when_set_and_only_for_openai_tiers() -> None:
+    doc = json.loads((GOLDEN / "self-hosted.json").read_text())
+    assert doc["tiers"]["local"]["structuredOutput"] == "jsonSchema"
+    assert parse(doc).tiers["local"].structured_output == "jsonSchema"
+    assert "structuredOutput" not in doc["tiers"]["sonnet"]  # hashes of other tiers stay put
+    doc["tiers"]["sonnet"]["structuredOutput"] = "jsonObject"
+    doc["tiers"]["local"]["structuredOutput"] = "grammar"
+    doc["hash"] = content_hash(doc)
+    with pytest.raises(ConfigError) as error:
+        parse(doc)
+    assert "tiers.sonnet.structuredOutput: only a tier with provider openai" in str(error.value)
+    assert "tiers.local.structuredOutput: must be one of" in str(error.value)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from tierwise.api.budgets import Budget, check_budgets
 from tierwise.api.parsing import SpecError
+from tierwise.api.shadow import Shadow
 from tierwise.routerconfig import (
     CACHE_TTLS,
     DEFAULT_BREAKPOINTS,
@@ -198,6 +199,14 @@ class TierLimits:
 
 
 @dataclass(frozen=True)
+class OpenAITierSettings:
+    """``spec.openai``: what an OpenAI-compatible server supports beyond Chat Completions."""
+
+    # How to ask for an answer matching the step's schema: none, jsonSchema or jsonObject.
+    structured_output: Literal["none", "jsonSchema", "jsonObject"] = "none"
+
+
+@dataclass(frozen=True)
 class ModelTierSpec:
     model: str
     provider: Literal["anthropic", "openai"] = "anthropic"
@@ -205,6 +214,11 @@ class ModelTierSpec:
     api_key_secret_ref: SecretKeyRef | None = None
     pricing: TierPricing | None = None
     limits: TierLimits = field(default_factory=TierLimits)
+    openai: OpenAITierSettings | None = None
+
+    @property
+    def structured_output(self) -> str:
+        return self.openai.structured_output if self.openai else "none"
 
     def price_overrides(self) -> dict[str, Any] | None:
         """``spec.pricing`` over the catalog. A self-hosted (openai) tier's unset cache prices
@@ -236,6 +250,11 @@ class ModelTierSpec:
                 "a tier with provider openai needs pricing.input and pricing.output "
                 "(USD per million tokens, 0 for a server you run yourself)",
             )
+        _check(
+            self.openai is None or self.provider == "openai",
+            f"{path}.openai",
+            "openai settings apply only to a tier with provider openai",
+        )
         if self.endpoint is not None:
             where = f"{path}.endpoint"
             _check(
@@ -740,6 +759,7 @@ class Evaluation:
     concurrency: int = 8
     timeout_seconds: int = 1800
     use_batch_api: bool = field(default=False, metadata={"json": "useBatchAPI"})
+    shadow: Shadow | None = None  # the shadow stage after the offline eval (api/shadow.py)
 
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "evaluation needs at least one route")
@@ -770,6 +790,8 @@ class Evaluation:
             f"{path}.timeoutSeconds",
             "evaluation.timeoutSeconds must be between 30 and 86400",
         )
+        if self.shadow is not None:
+            self.shadow.validate(f"{path}.shadow")
 
     def dataset_for(self, route: str) -> DatasetRef:
         own = next((r.dataset for r in self.routes if r.name == route), None)
@@ -828,6 +850,12 @@ class CascadePolicySpec:
                 all(r.name in names for r in self.evaluation.routes),
                 path,
                 "evaluation.routes must name routes in spec.routes",
+            )
+            shadow = self.evaluation.shadow
+            _check(
+                shadow is None or all(r in names for r in shadow.exclude_routes or ()),
+                path,
+                "evaluation.shadow.excludeRoutes must name routes in spec.routes",
             )
         check_budgets(self.budgets, names, path)
 

@@ -27,6 +27,7 @@ from tierwise.pricing import (
     retirement_notice,
 )
 from tierwise.render import CONFIG_KEY, RenderResult, content_hash, dump_document
+from tierwise.routerconfig.shadow import SHADOW_KEY
 
 if TYPE_CHECKING:  # pods.py builds on this module's Condition
     from tierwise.controller.pods import PodCounts
@@ -122,10 +123,14 @@ def models_condition(document: Mapping[str, Any], catalog: PriceCatalog, today: 
 
 
 def desired_config_map(
-    policy: Observed, document: Mapping[str, Any], name: str | None = None
+    policy: Observed,
+    document: Mapping[str, Any],
+    name: str | None = None,
+    shadow: str | None = None,
 ) -> dict[str, Any]:
     """The ConfigMap holding a policy's router config, owned by the policy (``name``: the
-    live one by default; the operator's copy of the promoted config is another).
+    live one by default; the operator's copy of the promoted config is another), and while
+    a candidate is shadowed, the shadow document beside it (``shadow``, under SHADOW_KEY).
 
     No blockOwnerDeletion: it would need update rights on cascadepolicies/finalizers, and
     the garbage collector deletes the ConfigMap with the policy either way.
@@ -153,7 +158,8 @@ def desired_config_map(
                 }
             ],
         },
-        "data": {CONFIG_KEY: dump_document(document)},
+        "data": {CONFIG_KEY: dump_document(document)}
+        | ({} if shadow is None else {SHADOW_KEY: shadow}),
     }
 
 
@@ -177,7 +183,9 @@ def holds_config(current: Mapping[str, Any] | None, config_hash: str) -> dict[st
         return None
     annotations = (current.get("metadata") or {}).get("annotations") or {}
     data = current.get("data") or {}
-    if annotations.get(CONFIG_HASH_ANNOTATION) != config_hash or set(data) != {CONFIG_KEY}:
+    # The shadow document beside the config is the rollout's to check (``shadow_text``).
+    keys = set(data) - {SHADOW_KEY}
+    if annotations.get(CONFIG_HASH_ANNOTATION) != config_hash or keys != {CONFIG_KEY}:
         return None
     try:
         document = json.loads(data[CONFIG_KEY])

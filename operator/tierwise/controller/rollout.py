@@ -59,6 +59,8 @@ from tierwise.controller.rollout_state import (
     next_step,
     not_started,
 )
+from tierwise.controller.shadow import SHADOW_REASONS, SHADOW_STARTED, shadow_stage
+from tierwise.controller.shadow_state import SHADOWING
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
 from tierwise.evals.job import (
     CANDIDATE_ANNOTATION,
@@ -124,10 +126,15 @@ class LiveWriter(Protocol):
         config_map: Mapping[str, Any] | bool | None,
         *,
         restore: bool = False,
+        shadow: str | None = None,
     ) -> bool: ...
 
     def live_holds(
-        self, policy: Observed, config_hash: str, config_map: Mapping[str, Any] | bool | None
+        self,
+        policy: Observed,
+        config_hash: str,
+        config_map: Mapping[str, Any] | bool | None,
+        shadow: str | None = None,
     ) -> bool: ...
 
     def keep_promoted_copy(self, policy: Observed, document: Mapping[str, Any]) -> None: ...
@@ -228,10 +235,12 @@ def reconcile(
         dataset_digest=datasets.digest,
     )
     step = _naming_config(next_step(situation, job_name(name, candidate)), candidate, document)
+    promoted = _PromotedConfig(policy, recorded, document, live if full else None)
+    stage = shadow_stage(policy, evaluation, document, promoted.baseline(), current, step, datasets)
+    step = stage.step
     by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
-    promoted = _PromotedConfig(policy, recorded, document, live if full else None)
     if step.reason == "EvalRunning" and step.job is not None:
         running = next(j for j in jobs if j["metadata"]["name"] == step.job)
         _adopt(policy, result, by_tier, promoted.baseline(), running, writer.evals, datasets)
@@ -244,8 +253,10 @@ def reconcile(
     if not step.promote:
         if recorded == document["hash"]:
             writer.keep_promoted_copy(policy, document)  # e.g. promoted by an older operator
-        live_hash = _keep_live(writer, promoted, live, config_map)
+        live_hash = _keep_live(writer, promoted, live, config_map, stage.document)
     fields = _fields(step, previous, document["hash"], recorded, current)
+    if stage.status is not None:
+        fields["shadow"] = stage.status
     if step.decided:
         fields["rollout"]["decidedKeys"] = keys
     if step.promote:
@@ -390,9 +401,11 @@ def _fields(
     # (left out, never null: a null would be written, dropped, and differ again next time).
     if promoted is not None:
         fields["promotedHash"] = promoted
-    if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
+    offline = step.decided and step.reason not in ("BreakGlass", "FirstConfig", *SHADOW_REASONS)
+    if offline or step.reason == SHADOW_STARTED:  # the offline eval's figures
+        outcome = PROMOTED if step.reason == SHADOW_STARTED else step.phase
         last = last_eval_status(
-            step.summary, step.phase, step.message, step.job or "", candidate, now_iso()
+            step.summary, outcome, step.message, step.job or "", candidate, now_iso()
         )
         fields["lastEval"] = last
         if "escalationRate" in last:
@@ -428,7 +441,7 @@ def _conditions(step: Step, fields: Mapping[str, Any]) -> list[Condition]:
             f"candidate {candidate} is not live ({step.phase.lower()}): {step.message}"
             + (f"; live config {live}" if live else "; no config is live yet"),
         )
-    moving = step.phase == EVALUATING if step.progressing is None else step.progressing
+    moving = step.phase in (EVALUATING, SHADOWING) if step.progressing is None else step.progressing
     progressing = Condition(PROGRESSING_CONDITION, moving, step.reason, step.message)
     return [promoted, progressing]
 
@@ -651,22 +664,27 @@ def _keep_live(
     promoted: _PromotedConfig,
     live: Mapping[str, Any] | None,
     config_map: Mapping[str, Any] | bool | None,
+    shadow: str | None = None,
 ) -> str | None:
     """Make the live ConfigMap hold the promoted config again when it was deleted, edited
-    or made invalid (its content is compared, not its annotation). Returns the hash it
-    holds now; None when nothing was promoted or the promoted config cannot be rebuilt."""
+    or made invalid (its content is compared, not its annotation), with the shadow document
+    ``shadow`` beside it while a candidate is shadowed (and without one otherwise). Returns
+    the hash it holds now; None when nothing was promoted or the promoted config cannot be
+    rebuilt."""
     policy, recorded = promoted.policy, promoted.recorded
     if recorded is None:
         return None
     if config_map is not True and live is not None:
-        if writer.live_holds(policy, recorded, live):
+        if writer.live_holds(policy, recorded, live, shadow):
             return recorded  # as the operator last wrote or read it: unchanged since
         live = kube.read_config_map(policy.namespace, config_map_name(policy.name))
         promoted.use_live(live)
+    elif config_map is True and writer.live_holds(policy, recorded, True, shadow):
+        return recorded
     document = promoted.document()
     if document is None:
         return None  # the status says so (Ready=False, NoLiveConfig)
-    writer.write_live_config(policy, document, live, restore=True)
+    writer.write_live_config(policy, document, live, restore=True, shadow=shadow)
     return recorded
 
 

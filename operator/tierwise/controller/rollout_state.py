@@ -57,6 +57,7 @@ ROLLOUT_FIELDS = (
     "lastEval",
     "escalationRate",
     "estimatedSavings",
+    "shadow",
 )
 
 

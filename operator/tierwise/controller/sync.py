@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -64,6 +65,7 @@ from tierwise.controller.reconcile import (
     cache_profile_status,
     config_map_up_to_date,
     desired_config_map,
+    holds_config,
     label_selector_string,
     models_condition,
     policy_status,
@@ -265,11 +267,17 @@ class Reconciler:
         return result
 
     def live_holds(
-        self, policy: Observed, config_hash: str, config_map: Mapping[str, Any] | bool | None
+        self,
+        policy: Observed,
+        config_hash: str,
+        config_map: Mapping[str, Any] | bool | None,
+        shadow: str | None = None,
     ) -> bool:
-        """Whether the live ConfigMap holds ``config_hash`` as the operator last wrote or read
-        it in full, known without an API call: True for ``config_map`` True trusts memory, a
-        listing must show the resourceVersion last written or read (any edit changes it)."""
+        """Whether the live ConfigMap holds ``config_hash`` (and the shadow document
+        ``shadow``, or none) as the operator last wrote or read it in full, known without an
+        API call: True for ``config_map`` True trusts memory, a listing must show the
+        resourceVersion last written or read (any edit changes it)."""
+        config_hash = _with_shadow(config_hash, shadow)
         if config_map is True:
             return self._config_hashes.get(policy.uid, "unknown") == config_hash
         if not config_map:
@@ -287,13 +295,15 @@ class Reconciler:
         config_map: Mapping[str, Any] | bool | None = True,
         *,
         restore: bool = False,
+        shadow: str | None = None,
     ) -> bool:
         """Put ``document`` into the policy's live ConfigMap (what running routers load),
         unless it is already there, comparing content and not only the hash annotation.
         ``restore``: the document is the config already promoted, so any write repairs a
-        deleted or edited ConfigMap. Returns whether it wrote."""
+        deleted or edited ConfigMap. ``shadow``: the shadow document to hold beside it (a
+        candidate in the shadow stage), else none. Returns whether it wrote."""
         name = config_map_name(policy.name)
-        if self.live_holds(policy, document["hash"], config_map):
+        if self.live_holds(policy, document["hash"], config_map, shadow):
             return False
         if config_map is True:
             known = self._config_hashes.get(policy.uid, "unknown")
@@ -304,12 +314,14 @@ class Reconciler:
         else:
             current = kube.read_config_map(policy.namespace, name)
         # Built only now: serializing the document is the costly part of an unchanged sync.
-        desired = desired_config_map(policy, document)
-        believed = self._config_hashes.get(policy.uid) == document["hash"]
+        desired = desired_config_map(policy, document, shadow=shadow)
+        believed = (self._config_hashes.get(policy.uid) or "").split("+")[0] == document["hash"]
         replaced, version, wrote = put_config_map(current, desired, policy)
-        self._remember_config(policy, document["hash"], version=version)
+        self._remember_config(policy, _with_shadow(document["hash"], shadow), version=version)
         if not wrote:
             return False
+        if _holds_same_config(replaced, document["hash"]):
+            return True  # only the shadow document beside the config changed
         metrics.CONFIG_WRITES.inc()
         repaired = _repair(replaced, document["hash"], restore or believed)
         if repaired is not None:
@@ -582,6 +594,20 @@ def put_config_map(
     if config_map_up_to_date(current, desired):
         return current, _version(current), False
     return current, kube.create_or_replace_config_map(current, desired), True
+
+
+def _with_shadow(config_hash: str, shadow: str | None) -> str:
+    """What the operator remembers the live ConfigMap holds: the config's hash, and the
+    digest of the shadow document beside it, if any."""
+    if shadow is None:
+        return config_hash
+    return f"{config_hash}+{hashlib.sha256(shadow.encode()).hexdigest()[:16]}"
+
+
+def _holds_same_config(replaced: Mapping[str, Any] | None, config_hash: str) -> bool:
+    """Whether a rewritten live ConfigMap already held ``config_hash`` intact (so the write
+    only added or removed the shadow document: no repair, no new config)."""
+    return holds_config(replaced, config_hash) is not None
 
 
 def _version(config_map: Mapping[str, Any] | None) -> str | None:

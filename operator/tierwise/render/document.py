@@ -259,6 +259,7 @@ def _render_tier(name: str, spec: ModelTierSpec, prices: Prices, min_cacheable: 
             max_concurrency=spec.limits.max_concurrency,
         ),
         min_cacheable_tokens=min_cacheable,
+        structured_output=spec.structured_output,
     )
 
 

@@ -306,6 +306,7 @@ class Cascade:
                 config.retry,
                 deadline=ex.take_deadline(),
                 logprobs=step.wants_logprobs,
+                schema=step.answer_schema,
             )
         except UpstreamFailure as failure:
             tier = self._fallback_tier(ex, failure)
@@ -325,6 +326,7 @@ class Cascade:
                 ex.runtime.config.retry,
                 attempts=1,
                 logprobs=step.wants_logprobs,
+                schema=step.answer_schema,
             )
         )
 

@@ -9,8 +9,10 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES
+from tierwise.router.capture import CaptureSettings, parse_redactions
 from tierwise.router.jsonutil import JSON_BACKEND
 from tierwise.router.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_RELOAD_INTERVAL, Router
 from tierwise.routerconfig import ConfigError
@@ -97,6 +99,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s, under the injected sidecar's 2 GiB volume)",
     )
     parser.add_argument(
+        "--capture-dir",
+        metavar="DIR",
+        default=os.environ.get("TIERWISE_CAPTURE_DIR") or None,
+        help="capture a sample of answered requests, redacted, as eval dataset items in "
+        "DIR (a volume the platform team controls; env TIERWISE_CAPTURE_DIR); off without it",
+    )
+    parser.add_argument(
+        "--capture-rate",
+        type=float,
+        metavar="SHARE",
+        default=float(os.environ.get("TIERWISE_CAPTURE_RATE") or 0.01),
+        help="share of answered requests captured, above 0 and at most 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--capture-redact",
+        action="append",
+        default=[],
+        metavar="NAME=REGEX",
+        help="a redaction rule on top of the defaults (email, phone, key); repeatable; every "
+        "match is replaced by [REDACTED:NAME] before anything is written",
+    )
+    parser.add_argument(
+        "--capture-max-bytes-per-day",
+        type=int,
+        metavar="BYTES",
+        default=100 * 2**20,
+        help="stop capturing for the day when its file reaches this size (default: %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -110,8 +141,14 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        capture = _capture_settings(args)
+    except ValueError as exc:
+        print(f"tierwise router: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
         router = Router(
             args.config,
+            capture=capture,
             max_body_bytes=args.max_body_bytes,
             reload_interval=args.reload_interval,
             header_timeout=args.header_timeout,
@@ -123,6 +160,19 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     _install_uvloop()
     return asyncio.run(_serve(args, router))
+
+
+def _capture_settings(args: argparse.Namespace) -> CaptureSettings | None:
+    if not args.capture_dir:
+        return None
+    if not 0 < args.capture_rate <= 1:
+        raise ValueError("--capture-rate must be above 0 and at most 1")
+    return CaptureSettings(
+        Path(args.capture_dir),
+        args.capture_rate,
+        parse_redactions(args.capture_redact),
+        args.capture_max_bytes_per_day,
+    )
 
 
 def _install_uvloop() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -97,19 +97,30 @@ def escalation_reason(
         return refusal
     if not signals:
         return None
-    answer = _Answer(message, logprobs)
+    answer = _Answer(message, logprobs, allowed_values(signals))
     for signal in signals:
         if _fires(signal, answer):
             return signal.reason
     return None
 
 
+def allowed_values(signals: Sequence[Signal]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """The allowed values of each field a ``jsonFieldNotIn`` signal names."""
+    return {s.field: s.values for s in signals if isinstance(s, JSONFieldNotInSignal)}
+
+
 class _Answer:
     """Text and JSON of an answer, computed at most once however many signals ask."""
 
-    def __init__(self, message: Mapping[str, Any], logprobs: Sequence[Any] | None) -> None:
+    def __init__(
+        self,
+        message: Mapping[str, Any],
+        logprobs: Sequence[Any] | None,
+        allowed: Mapping[tuple[str, ...], tuple[str, ...]],
+    ) -> None:
         self.message = message
         self.logprobs = logprobs
+        self.allowed = allowed
         self._text: str | None = None
         self._json: Any = _MISSING
 
@@ -140,9 +151,17 @@ def _fires(signal: Signal, answer: _Answer) -> bool:
     if isinstance(signal, RegexSignal):
         return signal.pattern.search(answer.text) is not None
     if isinstance(signal, AnswerProbabilitySignal):
-        probability = answer_probability(answer.logprobs, signal.field)
+        allowed = answer.allowed.get(signal.field) if signal.field else None
+        probability = answer_probability(answer.logprobs, signal.field, allowed)
         return probability is None or probability < float(signal.threshold)
     raise TypeError(f"unknown signal {signal!r}")
+
+
+def answer_field(message: Mapping[str, Any], path: Sequence[str]) -> tuple[bool, Any]:
+    """``(found, value)`` of the dot-path field of an answer's JSON (the escalation signals'
+    and the shadow comparison's one reading of a field)."""
+    value = _lookup(parse_answer_json(answer_text(message)), tuple(path))
+    return (value is not _MISSING, None if value is _MISSING else value)
 
 
 def _lookup(value: Any, path: tuple[str, ...]) -> Any:
@@ -169,13 +188,17 @@ def _as_decimal(value: Any) -> Decimal | None:
 
 
 def answer_probability(
-    logprobs: Sequence[Any] | None, field: Sequence[str] | None = None
+    logprobs: Sequence[Any] | None,
+    field: Sequence[str] | None = None,
+    allowed: Sequence[str] | None = None,
 ) -> float | None:
     """The model's probability of its answer from its tokens' log-probabilities.
 
     With ``field``: the probability of the tokens that spell that field's value in the JSON
-    answer (the product over every token overlapping the value, quotes excluded). Without:
-    the geometric mean of the per-token probabilities, exp(mean log-probability), so long and
+    answer (the product over every token overlapping the value, quotes excluded). With the
+    field's ``allowed`` values too (and the server's alternatives per token), the value's
+    probability among the allowed values: see ``_among_allowed``. Without ``field``: the
+    geometric mean of the per-token probabilities, exp(mean log-probability), so long and
     short answers compare. ``None`` (the signal fires) when there are no log-probabilities,
     the answer is not JSON or lacks the field. Positions come from the tokens' own text, so
     the answer text and the tokens cannot disagree.
@@ -185,19 +208,81 @@ def answer_probability(
     if field is None:
         return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))
     text = "".join(t.token for t in logprobs)
-    if _lookup(parse_answer_json(text), tuple(field)) is _MISSING:
+    value = _lookup(parse_answer_json(text), tuple(field))
+    if value is _MISSING:
         return None
     span = json_value_span(text, field)
     if span is None:
         return None
+    tokens = list(_value_tokens(logprobs, span))
+    if allowed and value in allowed and any(token.top for _, token in tokens):
+        return _among_allowed(text, span, tokens, value, allowed)
+    return math.exp(sum(token.logprob for _, token in tokens))
+
+
+def _value_tokens(logprobs: Sequence[Any], span: tuple[int, int]) -> Iterator[tuple[int, Any]]:
+    """The tokens overlapping the character ``span``, with the position each starts at."""
     start, end = span
-    total, position = 0.0, 0
+    position = 0
     for token in logprobs:
         token_end = position + len(token.token)
         if token_end > start and position < end:
-            total += token.logprob
+            yield position, token
         position = token_end
-    return math.exp(total)
+
+
+def _among_allowed(
+    text: str,
+    span: tuple[int, int],
+    tokens: Sequence[tuple[int, Any]],
+    value: str,
+    allowed: Sequence[str],
+) -> float:
+    """The probability of ``value`` against the field's other allowed values, on the
+    cautious side.
+
+    Servers report each token's probability before any constraint (a grammar or JSON schema
+    only masks what the model may write), so a small model forced into a label it would
+    never have begun unprompted gets a raw probability near 0 whichever label it picks. What
+    separates a sure label from a guess is how the model weighs the allowed labels where they
+    part: at each value token, the chosen token's probability over itself plus its rivals,
+    the alternatives that continue another allowed value but not this one. Rivals come from
+    the alternatives the server listed (``top_logprobs``); each other allowed value still
+    possible at that point but not among them counts at the probability of the least likely
+    listed alternative (an unlisted token is at most that likely). Alternatives that still
+    spell this value (another tokenization) or no allowed value (what a constraint masks) do
+    not count.
+    """
+    start, _ = span
+    probability = 1.0
+    for position, token in tokens:
+        lead = text[position:start]  # the part of the token before the value (an opening quote)
+        written = text[start:position]  # the value's text before this token
+        rivals = 0.0
+        listed: set[str] = set()
+        for alternative, logprob in token.top:
+            if alternative == token.token or not alternative.startswith(lead):
+                continue
+            spelled = written + alternative[len(lead) :]
+            if _continues(spelled, value):
+                continue
+            others = {other for other in allowed if other != value and _continues(spelled, other)}
+            if others:
+                listed |= others
+                rivals += math.exp(logprob)
+        unlisted = [o for o in allowed if o != value and o not in listed and _continues(written, o)]
+        if unlisted and token.top:
+            rivals += len(unlisted) * math.exp(min(logprob for _, logprob in token.top))
+        chosen = math.exp(token.logprob)
+        probability *= chosen / (chosen + rivals)
+    return probability
+
+
+def _continues(spelled: str, value: str) -> bool:
+    """Whether ``spelled`` (value text, perhaps with the closing quote and more) can still
+    be, or already is, the JSON string ``value``."""
+    target = value + '"'
+    return target.startswith(spelled) or spelled.startswith(target)
 
 
 def json_value_span(text: str, field: Sequence[str]) -> tuple[int, int] | None:

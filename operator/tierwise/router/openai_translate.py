@@ -37,12 +37,21 @@ DROPPED_FIELDS = frozenset({"thinking", "top_k", "metadata", "service_tier", "ca
 # Request fields that would change what the model is asked: refused rather than dropped.
 REFUSED_FIELDS = frozenset({"mcp_servers", "container", "context_management"})
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+# Alternatives asked for with each token's log-probability: OpenAI's and vLLM's (default)
+# most. ``answerProbabilityBelow`` weighs a label against the other allowed labels with them.
+TOP_LOGPROBS = 20
 
 
 def to_chat_request(
-    body: Mapping[str, Any], *, stream: bool = False, logprobs: bool = False
+    body: Mapping[str, Any],
+    *,
+    stream: bool = False,
+    logprobs: bool = False,
+    response_format: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Chat Completions request of a Messages request (raises ``TranslationError``)."""
+    """The Chat Completions request of a Messages request (raises ``TranslationError``).
+    ``response_format`` (see ``response_format``) is sent unless the request has tools: a
+    model constrained to one JSON shape could not call them."""
     for name in REFUSED_FIELDS & body.keys():
         raise TranslationError(f"{name} cannot be sent to an OpenAI-compatible tier")
     messages: list[dict[str, Any]] = []
@@ -68,11 +77,31 @@ def to_chat_request(
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     if logprobs:
-        # top_logprobs too: llama-cpp-python returns none without it (the chosen token's own
-        # log-probability is all the signal reads).
+        # top_logprobs too: llama-cpp-python returns no log-probabilities without it.
         chat["logprobs"] = True
-        chat["top_logprobs"] = 1
+        chat["top_logprobs"] = TOP_LOGPROBS
+    if response_format is not None and not body.get("tools"):
+        chat["response_format"] = dict(response_format)
     return chat
+
+
+def response_format(style: str, schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``response_format`` asking for an answer matching ``schema``, in a tier's
+    ``structuredOutput`` style: jsonSchema is OpenAI's form (also vLLM's, llama.cpp's
+    ``llama-server``'s, Ollama's, SGLang's), jsonObject llama-cpp-python's (its server
+    refuses type json_schema; llama-server accepts both). ``None``: nothing to ask."""
+    if schema is None or style == "none":
+        return None
+    if style == "jsonObject":
+        return {"type": "json_object", "schema": dict(schema)}
+    if style == "jsonSchema":
+        # strict: the schema is complete (every field required, no others), as OpenAI's
+        # strict mode demands.
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": dict(schema), "strict": True},
+        }
+    raise ValueError(f"unknown structuredOutput {style!r}")
 
 
 def _system_text(system: Any) -> str:
@@ -206,6 +235,9 @@ class BadAnswer(ValueError):
 class TokenLogprob:
     token: str
     logprob: float
+    # The server's most likely tokens at this position (``top_logprobs``), the chosen one
+    # usually among them: (token, log-probability) pairs.
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -322,10 +354,26 @@ def token_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
         if not isinstance(item, Mapping):
             return None
         value = item.get("logprob")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        if not _is_logprob(value):
             return None
-        out.append(TokenLogprob(str(item.get("token", "")), float(value)))
+        out.append(TokenLogprob(str(item.get("token", "")), float(value), _top(item)))
     return out
+
+
+def _is_logprob(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _top(item: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """The alternatives of one token; malformed entries are left out (they only weigh)."""
+    top = item.get("top_logprobs")
+    if not isinstance(top, list):
+        return ()
+    return tuple(
+        (str(alt.get("token", "")), float(alt["logprob"]))
+        for alt in top
+        if isinstance(alt, Mapping) and _is_logprob(alt.get("logprob"))
+    )
 
 
 # --- errors -----------------------------------------------------------------------------

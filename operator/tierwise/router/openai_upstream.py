@@ -22,6 +22,7 @@ from tierwise.router.openai_translate import (
     error_message,
     from_chat_response,
     prompt_text,
+    response_format,
     to_chat_request,
 )
 from tierwise.router.request import estimate_prompt_tokens
@@ -63,6 +64,7 @@ class OpenAIAdapter:
         *,
         attempts: int | None,
         logprobs: bool,
+        schema: Mapping[str, Any] | None = None,
         deadline: float | None = None,
     ) -> Reply:
         if path not in (MESSAGES_PATH, COUNT_TOKENS_PATH):
@@ -71,7 +73,7 @@ class OpenAIAdapter:
             raise _refused(message)
         body = _request(payload)
         if path == MESSAGES_PATH:
-            chat = _chat(client, body, stream=False, logprobs=logprobs)
+            chat = _chat(client, body, stream=False, logprobs=logprobs, schema=schema)
             reply = await _raw(upstream.call(client, CHAT_PATH, dumps(chat), {}, retry,
                                              attempts=attempts, deadline=deadline, raw=True), client)  # fmt: skip
             try:
@@ -189,9 +191,19 @@ def _request(payload: bytes | None) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _chat(client: TierClient, body: Mapping[str, Any], *, stream: bool, logprobs: bool) -> dict:
+def _chat(
+    client: TierClient,
+    body: Mapping[str, Any],
+    *,
+    stream: bool,
+    logprobs: bool,
+    schema: Mapping[str, Any] | None = None,
+) -> dict:
+    """The translated request; with the step's answer ``schema`` as a ``response_format``
+    when the tier's ``structuredOutput`` says how to send one."""
+    wanted = response_format(client.tier.structured_output, schema)
     try:
-        chat = to_chat_request(body, stream=stream, logprobs=logprobs)
+        chat = to_chat_request(body, stream=stream, logprobs=logprobs, response_format=wanted)
     except TranslationError as exc:
         raise _refused(f"tier {client.tier.name!r}: {exc}") from exc
     chat["model"] = client.tier.model

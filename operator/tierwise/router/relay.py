@@ -56,14 +56,21 @@ class Relay:
         return web.Response(body=data, headers=headers, content_type=SSE_TYPE)
 
     async def live(
-        self, request: web.Request, ex: Exchange, stream: Stream, tier: Tier, store: Store
+        self,
+        request: web.Request,
+        ex: Exchange,
+        stream: Stream,
+        tier: Tier,
+        store: Store,
+        keep_message: bool = False,
     ) -> web.StreamResponse:
-        """Pass a live upstream stream through, watching its events for usage and errors."""
+        """Pass a live upstream stream through, watching its events for usage and errors;
+        the final message goes to ``store`` when cached or ``keep_message`` (shadowed)."""
         headers = response_headers(ex, stream.request_id, cost=False)
         headers["Cache-Control"] = "no-cache"
         response = web.StreamResponse(headers=headers)
         response.content_type = SSE_TYPE
-        tracker = StreamTracker(keep_message=ex.cache_key is not None)
+        tracker = StreamTracker(keep_message=ex.cache_key is not None or keep_message)
         accounted = False
         try:
             await response.prepare(request)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from tierwise.router.batch_cascade import DEFAULT_MAX_STORE_BYTES, BatchStore
 from tierwise.router.batches import BatchProxy
+from tierwise.router.capture import Capture, CaptureSettings
 from tierwise.router.cascade import Cascade, Exchange
 from tierwise.router.errors import invalid_request, not_found
 from tierwise.router.jsonutil import dumps
@@ -38,6 +39,7 @@ from tierwise.router.reload import ConfigHolder, ConfigSource
 from tierwise.router.request import build_count_tokens_request
 from tierwise.router.request_path import RequestPath
 from tierwise.router.response_cache_check import ResponseCacheCheck
+from tierwise.router.shadow import ShadowRunner
 from tierwise.router.spend_budget import SpendBudgets
 from tierwise.router.upstream import COUNT_TOKENS_PATH, Upstream
 from tierwise.routerconfig import RouterConfig
@@ -71,6 +73,7 @@ class Router:
         batch_state_dir: str | os.PathLike[str] | None = None,
         batch_state_max_bytes: int = DEFAULT_MAX_STORE_BYTES,
         spend_clock: Callable[[], float] | None = None,
+        capture: CaptureSettings | None = None,
     ) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.max_body_bytes = max_body_bytes
@@ -87,6 +90,11 @@ class Router:
         self.batch_state = BatchStore(batch_state_dir, batch_state_max_bytes)
         self._relay: Relay | None = None
         self._path: RequestPath | None = None
+        # The shadow stage: a candidate config answering a sample of live requests.
+        self.shadow = ShadowRunner(self.metrics, self.env, lambda: self.holder.runtime.policy)
+        self._shadow_watcher: asyncio.Task[None] | None = None
+        # Opt-in capture of live requests for datasets (off without settings).
+        self.capture = None if capture is None else Capture(capture, self.metrics)
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.app = self._build_app()
@@ -154,16 +162,24 @@ class Router:
         self.services.cascade = cascade
         self._path = RequestPath(cascade, self.metrics)
         self._relay = Relay(self.metrics, cascade, self._on_upstream_failure)
+        self.shadow.start(self._session)
+        if self.holder.path is not None:
+            self.shadow.watch_beside(self.holder.path)
         if self.holder.path is not None and self.reload_interval > 0:
             self._watcher = asyncio.get_running_loop().create_task(
                 self.holder.watch(self.reload_interval)
             )
+            self._shadow_watcher = asyncio.get_running_loop().create_task(
+                self.shadow.watch(self.reload_interval)
+            )
 
     async def _on_cleanup(self, _app: web.Application) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._shadow_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        await self.shadow.stop()
         for task in list(self._background):
             task.cancel()
         await self.spend.close()
@@ -269,31 +285,45 @@ class Router:
         await path.admit(ex)  # the one request path (router.request_path), also the eval's
         admission = await self.spend.admit(ex, call.request.headers)
         try:
-            return await self._answer_messages(call, ex, cascade, path)
+            return await self._answer_messages(call, ex, cascade, path, body)
         finally:  # what was billed is counted, also for a client that went away mid-stream
             await self.spend.release(admission, ex)
 
     async def _answer_messages(
-        self, call: Call, ex: Exchange, cascade: Cascade, path: RequestPath
+        self,
+        call: Call,
+        ex: Exchange,
+        cascade: Cascade,
+        path: RequestPath,
+        body: dict[str, Any],
     ) -> web.StreamResponse:
         assert self._relay is not None
         hit = await self.cache.lookup(ex, call.request)
         if hit is not None:
             tier, raw = hit
             message = self.cache.serve_hit(ex, cascade, tier, raw)
+            self._answered(ex, body, call.request.headers, message)
             if ex.stream:
                 return self._relay.synthesized(ex, message, None)
             return json_response(raw, ex, None)
         if ex.stream:
-            return await self._serve_stream(call.request, ex, cascade)
+            return await self._serve_stream(call.request, ex, cascade, body)
         answer = await path.answer(ex)
         await self.cache.store(ex, answer.tier.name, answer.body)
+        # The answer is complete: a sample, if any, runs in the background from here.
+        self._answered(ex, body, call.request.headers, answer.message)
         return json_response(answer.body, ex, answer.request_id)
 
     async def _serve_stream(
-        self, request: web.Request, ex: Exchange, cascade: Cascade
+        self, request: web.Request, ex: Exchange, cascade: Cascade, body: dict[str, Any]
     ) -> web.StreamResponse:
         assert self._relay is not None
+
+        async def finished(ex: Exchange, tier: str, final: bytes) -> None:
+            # The stream's final message, after the client's last byte: cache it, shadow it.
+            await self.cache.store(ex, tier, final)
+            self._answered(ex, body, request.headers, final)
+
         steps = ex.route.steps
         if ex.route.stream_policy == "cascade" and len(steps) > 1:
             # Earlier steps run buffered: their answers must be checked before any byte goes
@@ -302,10 +332,25 @@ class Router:
             if answer is not None:
                 cascade.account_counterfactual(ex, answer.usage, answer.tier.name, answer.cost)
                 await self.cache.store(ex, answer.tier.name, answer.body)
+                self._answered(ex, body, request.headers, answer.message)
                 return self._relay.synthesized(ex, answer.message, answer.request_id)
         stream, tier = await cascade.open_live(ex, steps[-1])
         ex.tier = tier.name
-        return await self._relay.live(request, ex, stream, tier, self.cache.store)
+        keep = self.shadow.shadows(ex.route.name) or self.capture is not None
+        return await self._relay.live(request, ex, stream, tier, finished, keep)
+
+    def _answered(
+        self,
+        ex: Exchange,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        answer: Mapping[str, Any] | bytes,
+    ) -> None:
+        """The client's answer is complete: offer it to the shadow stage and the capture,
+        which work in the background and never touch the response."""
+        self.shadow.offer(ex, body, headers, answer)
+        if self.capture is not None:
+            self.capture.offer(ex, body, headers, answer)
 
     async def _serve_count_tokens(self, call: Call) -> web.StreamResponse:
         body = await self.pipeline.read_json(call.request)

@@ -235,6 +235,7 @@ class Upstream:
         expect_json: bool = True,
         deadline: float | None = None,
         logprobs: bool = False,
+        schema: Mapping[str, Any] | None = None,
         raw: bool = False,
     ) -> Reply:
         """A buffered request with retries; raises ``UpstreamFailure`` when it gives up.
@@ -244,12 +245,13 @@ class Upstream:
         (``time.monotonic()``) ends the first attempt earlier than the tier's timeout when
         the request already spent part of it (see ``Exchange.deadline``). A tier with an
         adapter gets the call translated (``raw``: the adapter's own, untranslated call);
-        ``logprobs`` asks it for the answer's token log-probabilities.
+        ``logprobs`` asks it for the answer's token log-probabilities, ``schema`` for an
+        answer matching that JSON schema (where the tier's ``structuredOutput`` allows).
         """
         if client.adapter is not None and not raw:
             return await client.adapter.call(
                 self, client, path, payload, retry,
-                attempts=attempts, logprobs=logprobs, deadline=deadline,
+                attempts=attempts, logprobs=logprobs, schema=schema, deadline=deadline,
             )  # fmt: skip
         max_attempts = attempts or retry.max_attempts
         for attempt in range(max_attempts):

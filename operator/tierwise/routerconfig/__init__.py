@@ -40,6 +40,7 @@ from tierwise.routerconfig.defaults import (
     ROUTE_HEADER,
     SCHEMA_VERSION,
     STREAM_POLICIES,
+    STRUCTURED_OUTPUTS,
     api_key_env,
     route_alias,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "ROUTE_HEADER",
     "SCHEMA_VERSION",
     "STREAM_POLICIES",
+    "STRUCTURED_OUTPUTS",
     "AnswerProbabilitySignal",
     "CacheConfig",
     "ConfigError",

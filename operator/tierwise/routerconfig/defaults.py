@@ -22,6 +22,11 @@ ANTHROPIC, OPENAI = "anthropic", "openai"
 # llama.cpp, Ollama, TGI, SGLang) that the router translates for, and that can return token
 # log-probabilities (the answerProbabilityBelow signal).
 PROVIDERS = frozenset({ANTHROPIC, OPENAI})
+# How an openai tier is asked for an answer matching the step's JSON schema (docs/router.md,
+# "Structured output"): none (not asked), jsonSchema (``response_format`` type json_schema,
+# OpenAI's own form, also vLLM's, llama.cpp's llama-server's, Ollama's, SGLang's) or
+# jsonObject (type json_object with a ``schema``: llama-cpp-python's form).
+STRUCTURED_OUTPUTS = ("none", "jsonSchema", "jsonObject")
 MODES = frozenset({"interactive", "batch"})
 STREAM_POLICIES = frozenset({"cascade", "strongestOnly"})
 BREAKPOINT_KINDS = ("tools", "system", "history")  # prompt order, also insertion order

@@ -44,6 +44,7 @@ from tierwise.routerconfig.defaults import (
     RESPONSE_CACHE_MODES,
     SCHEMA_VERSION,
     STREAM_POLICIES,
+    STRUCTURED_OUTPUTS,
     THINKING_TYPES,
     route_alias,
 )
@@ -195,6 +196,41 @@ def _field_path(r: Reader, value: Any, path: str) -> tuple[str, ...]:
     return parts
 
 
+def answer_schema(signals: tuple[Signal, ...]) -> dict[str, Any] | None:
+    """See ``Step.answer_schema``; fields keep the order the signals name them in (a
+    constrained model writes them in that order: the label before its confidence)."""
+    fields: dict[tuple[str, ...], dict[str, Any]] = {}
+    wants_json = False
+    for signal in signals:
+        if isinstance(signal, InvalidJSONSignal):
+            wants_json = True
+        elif isinstance(signal, JSONFieldNotInSignal):
+            fields[signal.field] = {"type": "string", "enum": list(signal.values)}
+        elif isinstance(signal, JSONFieldBelowSignal):
+            fields.setdefault(signal.field, {"type": "number"})
+        elif isinstance(signal, AnswerProbabilitySignal) and signal.field is not None:
+            fields.setdefault(signal.field, {"type": "string"})
+    if not fields:
+        return {"type": "object"} if wants_json else None
+    root: dict[str, Any] = _object_schema()
+    for path, value in fields.items():
+        node = root
+        for part in path[:-1]:
+            child = node["properties"].get(part)
+            if child is None or child.get("type") != "object":
+                child = node["properties"][part] = _object_schema()
+                node["required"].append(part)
+            node = child
+        if path[-1] not in node["properties"]:
+            node["required"].append(path[-1])
+        node["properties"][path[-1]] = value
+    return root
+
+
+def _object_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+
+
 # --- routes -------------------------------------------------------------------------------
 
 
@@ -242,6 +278,15 @@ class Step:
     def wants_logprobs(self) -> bool:
         """Whether this step's signals read the answer's token log-probabilities."""
         return any(isinstance(s, AnswerProbabilitySignal) for s in self.escalate_when)
+
+    @property
+    def answer_schema(self) -> dict[str, Any] | None:
+        """The JSON schema this step's signals expect of an answer, or ``None`` when they
+        read no JSON: an object with exactly the fields they read, each required, a field
+        with allowed values (``jsonFieldNotIn``) an enum of them, a ``jsonFieldBelow`` field
+        a number, an ``answerProbabilityBelow`` field otherwise a string. Sent to a tier with
+        ``structuredOutput`` (docs/router.md, "Structured output")."""
+        return answer_schema(self.escalate_when)
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -437,12 +482,14 @@ class Tier:
     limits: TierLimits = TierLimits()
     min_cacheable_tokens: int = DEFAULT_MIN_CACHEABLE_TOKENS
     provider: str = "anthropic"
+    # An openai tier's form of asking for the step's answer schema (STRUCTURED_OUTPUTS).
+    structured_output: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        doc = {
             "provider": self.provider,
             "model": self.model,
             "endpoint": self.endpoint,
@@ -451,6 +498,10 @@ class Tier:
             "limits": self.limits.to_document(),
             "minCacheableTokens": self.min_cacheable_tokens,
         }
+        # Written only when set, so documents (and hashes) of other tiers stay put.
+        if self.structured_output != "none":
+            doc["structuredOutput"] = self.structured_output
+        return doc
 
     @classmethod
     def read(cls, r: Reader, name: str, value: Any, path: str) -> Tier:
@@ -473,7 +524,17 @@ class Tier:
                 f"{path}.minCacheableTokens",
             ),
             provider=provider if provider in PROVIDERS else "anthropic",
+            structured_output=_structured_output(r, doc, provider, path),
         )
+
+
+def _structured_output(r: Reader, doc: Mapping[str, Any], provider: Any, path: str) -> str:
+    where = f"{path}.structuredOutput"
+    value = r.choice(doc.get("structuredOutput"), where, STRUCTURED_OUTPUTS, "none")
+    if value != "none" and provider != OPENAI:
+        r.bad(where, "only a tier with provider openai takes a response_format")
+        return "none"
+    return value
 
 
 # --- policy-wide settings -----------------------------------------------------------------

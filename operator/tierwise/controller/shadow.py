@@ -1,0 +1,286 @@
+"""The shadow stage's I/O: the shadow document it writes, and the figures it reads from pods.
+
+**Where the figures come from: the sidecars' own metrics port.** Each sidecar serves its
+``tierwise_shadow_*`` counters on its metrics port (``router-metrics``, 9787), the endpoint
+Prometheus scrapes. The operator reads it directly from the pod IP rather than through the
+API server's pod proxy: the proxy would need ``pods/proxy`` rights (which reach every port
+of every pod in a namespace), and would put every read through the API server. A cluster
+with NetworkPolicies must let the operator reach the sidecars' metrics port (docs/gitops.md).
+A pod that does not answer within ``SCRAPE_TIMEOUT`` is skipped for this sync; its last
+figures stay counted (``shadow_state``).
+
+The decisions are ``controller/shadow_state.py``'s; ``controller/rollout.py`` calls this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tierwise.api.models import Evaluation
+from tierwise.controller import kube
+from tierwise.controller.conditions import now_iso
+from tierwise.controller.names import METRICS_PORT_NAME, SIDECAR_NAME
+from tierwise.controller.objects import Observed
+from tierwise.controller.reconcile import label_selector_string
+from tierwise.controller.rollout_state import Step
+from tierwise.controller.shadow_state import (
+    SHADOWING,
+    Source,
+    Totals,
+    agreement_text,
+    judge,
+    known_sources,
+    merge,
+    read_sources,
+    shadow_status,
+    totals,
+)
+from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
+from tierwise.routerconfig import canonical_json, parse
+from tierwise.routerconfig.shadow import ShadowRoute, ShadowSettings
+
+log = logging.getLogger("tierwise.shadow")
+
+SCRAPE_TIMEOUT = 3.0
+SHADOW_STARTED = "ShadowStarted"
+SHADOW_RUNNING = "ShadowRunning"
+_DECIDED = {
+    PROMOTED: "ShadowPassed",
+    REJECTED: "ShadowFailedGate",
+    INCONCLUSIVE: "ShadowInconclusive",
+}
+SHADOW_REASONS = tuple(_DECIDED.values())
+_VERBS = {PROMOTED: "promoted", REJECTED: "rejected", INCONCLUSIVE: "inconclusive, not promoted"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The rollout's step after the shadow stage had its say, the shadow document the live
+    ConfigMap holds beside the promoted config (None: none), and ``status.shadow`` to write
+    (None: leave it as it is)."""
+
+    step: Step
+    document: str | None = None
+    status: dict[str, Any] | None = None
+
+
+def shadow_stage(
+    policy: Observed,
+    evaluation: Evaluation,
+    candidate: Mapping[str, Any],
+    promoted: Mapping[str, Any] | None,
+    current: Mapping[str, Any],
+    step: Step,
+    datasets: Any,
+) -> Stage:
+    """Start, continue or end the shadow stage of ``candidate``; ``step`` is the offline
+    rollout's (``rollout_state.next_step``). A candidate enters the stage when its offline
+    eval passed and a config is live to compare with (a new policy's first config has no
+    production answers: its offline eval decides alone)."""
+    shadow = evaluation.shadow
+    if shadow is None or promoted is None or promoted.get("hash") == candidate["hash"]:
+        return Stage(step)
+    config_hash = candidate["hash"]
+    previous = current.get("rollout") or {}
+    record = current.get("shadow") or {}
+    continuing = (
+        previous.get("phase") == SHADOWING
+        and record.get("hash") == config_hash
+        and step.reason != "BreakGlass"
+    )
+    starting = step.decided and step.phase == PROMOTED and step.reason == "EvalPassed"
+    if not (continuing or starting):
+        return Stage(step)
+    document = shadow_document(evaluation, candidate, promoted)
+    if document is None:
+        return Stage(step)  # every changed route opted out: the offline decision stands
+    if not continuing:
+        message = (
+            f"offline eval passed; shadowing candidate {config_hash} on live requests "
+            f"(sample rate {shadow.sample_rate}, at least {shadow.min_samples} samples, "
+            f"minAgreement {shadow.min_agreement}, at most {shadow.max_duration_seconds}s)"
+        )
+        started = Step(
+            SHADOWING,
+            SHADOW_STARTED,
+            message,
+            summary=step.summary,
+            job=step.job,
+            delete_jobs=step.delete_jobs,
+            event=("Normal", SHADOW_STARTED, message),
+            progressing=True,
+        )
+        return Stage(started, document, shadow_status(config_hash, now_iso(), [], Totals()))
+    read = read_figures(policy.namespace, policy.spec.pod_selector, config_hash)
+    sources = merge(known_sources(record, config_hash), read)
+    figures = totals(sources)
+    since = str(record.get("startedAt") or now_iso())
+    verdict = judge(shadow, figures, _time(since), datetime.now(UTC))
+    status = shadow_status(config_hash, since, sources, figures)
+    said = (
+        f"{figures.samples} samples, agreement {agreement_text(figures) or 'not measured yet'}, "
+        f"{figures.failed} failed, shadow spend ${figures.spend:.6f}"
+    )
+    why = "; ".join(verdict.reasons)
+    if not verdict.final:
+        going = Step(
+            SHADOWING,
+            SHADOW_RUNNING,
+            f"shadowing candidate {config_hash}: {said}; {why}",
+            job=previous.get("job"),
+            delete_jobs=step.delete_jobs,
+            progressing=True,
+        )
+        return Stage(going, document, status)
+    outcome = verdict.outcome
+    message = (
+        f"shadow stage over {figures.samples} samples ({figures.failed} failed, shadow spend "
+        f"${figures.spend:.6f}): {why}"
+    )
+    digest = getattr(datasets, "digest", None) or ""
+    extra = {"decidedDataset": digest}
+    if outcome == PROMOTED:
+        extra["promotedDataset"] = digest
+    decided = Step(
+        outcome,
+        _DECIDED[outcome],
+        message,
+        promote=outcome == PROMOTED,
+        decided=True,
+        delete_jobs=step.delete_jobs,
+        event=(
+            "Normal" if outcome == PROMOTED else "Warning",
+            outcome,
+            f"candidate {config_hash} {_VERBS[outcome]} by the shadow stage: {message}"[:1000],
+        ),
+        job=previous.get("job"),
+        extra=extra,
+    )
+    return Stage(decided, None, status)
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.now(UTC)
+
+
+def changed_routes(candidate: Mapping[str, Any], promoted: Mapping[str, Any]) -> list[str]:
+    """Routes of the candidate whose rendered route, tiers or fallback differ from the
+    promoted config's (a new route is changed too)."""
+
+    def shape(doc: Mapping[str, Any], route: Mapping[str, Any]) -> str:
+        tiers = doc.get("tiers") or {}
+        names = [s.get("tier") for s in route.get("steps") or []]
+        fallback = doc.get("fallback") or {}
+        if fallback.get("tier"):
+            names.append(fallback["tier"])
+        return canonical_json(
+            {
+                "route": route,
+                "tiers": {n: tiers.get(n) for n in names},
+                "fallback": fallback,
+                "cache": doc.get("cache"),
+                "retry": doc.get("retry"),
+            }
+        )
+
+    before = {r["name"]: shape(promoted, r) for r in promoted.get("routes") or []}
+    return [
+        r["name"]
+        for r in candidate.get("routes") or []
+        if before.get(r["name"]) != shape(candidate, r)
+    ]
+
+
+def shadow_document(
+    evaluation: Evaluation, candidate: Mapping[str, Any], promoted: Mapping[str, Any]
+) -> str | None:
+    """The shadow document for the live ConfigMap (``routerconfig.shadow``), or None when no
+    changed route may be shadowed (every changed one opted out)."""
+    shadow = evaluation.shadow
+    assert shadow is not None
+    routes = {}
+    for name in changed_routes(candidate, promoted):
+        if not shadow.shadowed(name):
+            continue
+        comparison = shadow.comparison
+        kind = comparison.type if comparison else "graderField"
+        field = comparison.field if comparison and comparison.field else None
+        if field is None:
+            grader = evaluation.grader_for(name)
+            field = grader.field if grader.type in ("jsonField", "allowedSet") else "label"
+        routes[name] = ShadowRoute(name, kind, tuple(field.split(".")))
+    if not routes:
+        return None
+    settings = ShadowSettings(
+        candidate=parse(dict(candidate)),
+        routes=routes,
+        sample_rate=float(shadow.sample_rate),
+        max_concurrency=shadow.max_concurrency,
+        timeout_seconds=float(shadow.timeout_seconds),
+        spend_limit_per_hour_usd=shadow.spend_limit_per_hour_usd,
+    )
+    return json.dumps(settings.to_document(), sort_keys=True, separators=(",", ":"))
+
+
+def read_figures(namespace: str, selector: Any, candidate: str) -> list[Source]:
+    """The shadow counters of ``candidate`` from every running pod the policy selects."""
+    query = label_selector_string(selector)
+    if query is None:
+        return []
+    found: list[Source] = []
+    for pod in kube.list_pods(namespace, query):
+        target = _metrics_url(pod)
+        if target is None:
+            continue
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        try:
+            with urllib.request.urlopen(target, timeout=SCRAPE_TIMEOUT) as response:
+                text = response.read(8 * 2**20).decode("utf-8", "replace")
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            log.info("shadow figures of pod %s/%s not read: %s", namespace, uid, exc)
+            continue
+        found.extend(read_sources(uid, _samples(text), candidate))
+    return found
+
+
+def _metrics_url(pod: Mapping[str, Any]) -> str | None:
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    if (
+        not ip
+        or status.get("phase") != "Running"
+        or (pod.get("metadata") or {}).get("deletionTimestamp")
+    ):
+        return None
+    spec = pod.get("spec") or {}
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if container.get("name") != SIDECAR_NAME:
+            continue
+        for port in container.get("ports") or []:
+            if port.get("name") == METRICS_PORT_NAME and port.get("containerPort"):
+                host = f"[{ip}]" if ":" in ip else ip
+                return f"http://{host}:{int(port['containerPort'])}/metrics"
+    return None
+
+
+def _samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    try:
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith("tierwise_shadow"):
+                continue
+            for sample in family.samples:
+                yield sample.name, dict(sample.labels), float(sample.value)
+    except ValueError as exc:  # not an exposition: nothing read from this pod
+        log.info("unreadable metrics: %s", exc)
