@@ -9,7 +9,6 @@ from tierwise.controller.budgets import (
     Figures,
     aggregate,
     crossed,
-    metrics_targets,
     router_figures,
     status_entries,
     summary,
@@ -75,6 +74,8 @@ def test_status_entries_follow_the_spec_and_a_silent_budget_has_no_spend():
 
 
 def test_only_running_pods_with_the_sidecars_metrics_port_are_read():
+    from tierwise.controller.pods import view_pod
+
     sidecar = {
         "name": "tierwise-router",
         "ports": [{"name": "router-metrics", "containerPort": 9787}],
@@ -86,7 +87,13 @@ def test_only_running_pods_with_the_sidecars_metrics_port_are_read():
         {"spec": {"containers": [{"name": "app"}]}, "status": running},
         {"spec": {"initContainers": [sidecar]}, "status": {"phase": "Running", "podIP": "fd00::7"}},
     ]
-    assert metrics_targets(pods) == [
+    going = {
+        "metadata": {"deletionTimestamp": "2026-12-06T00:00:00Z"},
+        "spec": {"initContainers": [sidecar]},
+        "status": running,
+    }
+    pods.append(going)
+    assert [v.metrics_url for v in map(view_pod, pods) if v.metrics_url] == [
         "http://10.0.0.7:9787/metrics",
         "http://[fd00::7]:9787/metrics",
     ]

@@ -8,35 +8,30 @@ Secrets (so not the Redis either) and a router has no Kubernetes credentials. A 
 budget's routers report the same Redis figure as of their last admission: the status takes
 the latest window and the highest figure; a local share is each router's own: summed.
 
-Only policies with budgets are visited, every ``period`` seconds, one pod list and one scrape
-per pod each; the status is written only when what it says changed (spend that did not move
-writes nothing). A threshold crossed upwards posts an Event on the policy.
+The resync visits the policies with budgets (``refresh``), with their pods from the
+operator's pod index (no pod list), one read per pod (``controller/router_metrics.py``); the
+status is written only when what it says changed (spend that did not move writes nothing). A
+threshold crossed upwards posts an Event on the policy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
-from tierwise.api import CASCADE_POLICY
 from tierwise.controller import kube
-from tierwise.controller.names import METRICS_PORT_NAME, SIDECAR_NAME
-from tierwise.controller.objects import Observed, observe
-from tierwise.controller.reconcile import label_selector_string
+from tierwise.controller.objects import Observed
+from tierwise.controller.pods import PodView
+from tierwise.controller.router_metrics import read_all, samples
 from tierwise.pricing import format_usd
 
 log = logging.getLogger("tierwise.budgets")
 
 ACTIONS = ("None", "Alert", "Degrade", "Reject")
-SCRAPE_TIMEOUT_SECONDS = 2.0
 GAUGES = {
     "tierwise_budget_spend_usd": "spend",
     "tierwise_budget_reserved_usd": "reserved",
@@ -61,11 +56,10 @@ class Figures:
 def router_figures(text: str, policy: str) -> dict[str, Figures]:
     """The budgets of ``policy`` (``namespace/name``) in one router's metrics exposition."""
     found: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            field = GAUGES.get(sample.name)
-            if field and sample.labels.get("policy") == policy:
-                found.setdefault(sample.labels["budget"], {})[field] = sample.value
+    for name, labels, value in samples(text, "tierwise_budget"):
+        field = GAUGES.get(name)
+        if field and labels.get("policy") == policy and "budget" in labels:
+            found.setdefault(labels["budget"], {})[field] = value
     return {
         name: Figures(
             spend=_usd(values.get("spend", 0.0)),
@@ -141,25 +135,6 @@ def summary(entries: Sequence[Mapping[str, Any]]) -> str:
     return text + (f" +{len(entries) - 1}" if len(entries) > 1 else "")
 
 
-def metrics_targets(pods: Iterable[Mapping[str, Any]]) -> list[str]:
-    """``/metrics`` URLs of the running router sidecars among ``pods``."""
-    urls = []
-    for pod in pods:
-        status = pod.get("status") or {}
-        ip = status.get("podIP")
-        if status.get("phase") != "Running" or not ip:
-            continue
-        spec = pod.get("spec") or {}
-        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-            if container.get("name") != SIDECAR_NAME:
-                continue
-            for port in container.get("ports") or []:
-                if port.get("name") == METRICS_PORT_NAME:
-                    host = f"[{ip}]" if ":" in ip else ip
-                    urls.append(f"http://{host}:{port['containerPort']}/metrics")
-    return urls
-
-
 def crossed(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[str]:
     """Budgets whose action went up since the last status (for an Event each)."""
     before = {e["name"]: ACTIONS.index(e.get("action", "None")) for e in old}
@@ -171,53 +146,21 @@ def crossed(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) 
     ]
 
 
-async def scrape(session: aiohttp.ClientSession, url: str, policy: str) -> dict[str, Figures]:
-    try:
-        async with asyncio.timeout(SCRAPE_TIMEOUT_SECONDS):
-            async with session.get(url) as response:
-                return router_figures(await response.text(), policy)
-    except Exception as exc:  # a pod that does not answer is left out, never fails a pass
-        log.debug("scraping %s failed: %s", url, exc)
-        return {}
-
-
-async def refresh(policy: Observed, body: Mapping[str, Any], session: Any) -> bool:
+def refresh(policy: Observed, pods: Iterable[PodView]) -> bool:
     """Write the policy's ``status.budgets`` when it changed; True when it was written."""
     spec = policy.spec
     if spec is None or not spec.budgets:
         return False
-    selector = label_selector_string(policy.pod_selector())
-    pods = await asyncio.to_thread(kube.list_pods, policy.namespace, selector) if selector else []
     label = f"{policy.namespace}/{policy.name}"
-    scraped = await asyncio.gather(*(scrape(session, u, label) for u in metrics_targets(pods)))
+    texts = read_all(p.metrics_url for p in pods if p.metrics_url)
+    scraped = [router_figures(text, label) for text in texts if text is not None]
     entries = status_entries(spec.budgets, aggregate(scraped))
-    old = list((body.get("status") or {}).get("budgets") or [])
+    old = list(policy.status.get("budgets") or [])
     if entries == old:
         return False  # spend that did not move writes nothing
     fields = {"budgets": entries, "budgetSummary": summary(entries)}
-    if not await asyncio.to_thread(kube.patch_status, "cascadepolicies", *policy.key, fields):
+    if not kube.patch_status("cascadepolicies", *policy.key, fields):
         return False
     for message in crossed(old, entries):
-        await asyncio.to_thread(
-            kube.post_event, policy.reference(), "Warning", "BudgetThreshold", message
-        )
+        kube.post_event(policy.reference(), "Warning", "BudgetThreshold", message)
     return True
-
-
-async def budgets_forever(
-    namespaces: Sequence[str] | None, period: float, active: Callable[[], bool]
-) -> None:
-    """Refresh ``status.budgets`` of every policy with budgets, every ``period`` seconds."""
-    async with aiohttp.ClientSession() as session:
-        while True:
-            await asyncio.sleep(period)
-            if not active():
-                continue
-            try:
-                for scope in namespaces or [None]:
-                    bodies = await asyncio.to_thread(kube.list_objects, "cascadepolicies", scope)
-                    for body in bodies:
-                        if (body.get("spec") or {}).get("budgets"):
-                            await refresh(observe(body, CASCADE_POLICY), body, session)
-            except Exception:
-                log.exception("refreshing budget status failed; next pass in %gs", period)

@@ -20,7 +20,6 @@ from tierwise.controller import (  # noqa: F401  (registers handlers)
     references,
     rollout,
 )
-from tierwise.controller.budgets import budgets_forever
 from tierwise.controller.peering import is_active
 from tierwise.controller.resync import resync_forever
 from tierwise.controller.runtime import reconciler_of
@@ -57,10 +56,6 @@ async def configure_operator(
         resync_forever(
             reconciler_of(memo), list(options.namespaces) or None, options.resync_seconds, active
         )
-    )
-    # status.budgets from the routers' metrics, at the resync's pace (controller/budgets.py).
-    memo.budgets = asyncio.get_running_loop().create_task(
-        budgets_forever(list(options.namespaces) or None, options.resync_seconds, active)
     )
     log.info(
         "tierwise operator started (namespaces: %s)",

@@ -5,8 +5,8 @@ A sidecar gets one environment variable per tier key when its pod is created (fr
 tiers' Secrets, see ``injection.plan_for``); a config that names a key variable the sidecar
 lacks (the policy gained a tier) is refused by the router's hot reload, which keeps its
 last good config. The operator has no access to Secrets and does not call pods for this
-(only ``budgets`` reads the sidecars' metrics, for policies with spend budgets), so it reads
-this from each pod's spec: the env var names the sidecar sets against the ones the live
+(the sidecars' metrics are read only for the shadow stage and spend budgets:
+``router_metrics``), so it reads this from each pod's spec: the env var names the sidecar sets against the ones the live
 config names. Pure functions over plain pod dicts, summarised once per listing, so the
 check costs no API call beyond the pod list the operator makes anyway.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierwise.controller.conditions import Condition
-from tierwise.controller.names import CONFIG_VOLUME, SIDECAR_NAME
+from tierwise.controller.names import CONFIG_VOLUME, METRICS_PORT_NAME, SIDECAR_NAME
 
 PODS_CURRENT = "PodsCurrent"
 # How many pod names a condition message lists before "and N more".
@@ -36,6 +36,10 @@ class PodView:
     # Env var names the sidecar sets; None when they cannot be known from the spec
     # (envFrom a Secret or ConfigMap may set any name).
     env_names: frozenset[str] | None = frozenset()
+    uid: str = ""
+    # The sidecar's /metrics while the pod runs (``router_metrics_url``): the shadow stage
+    # and spend budgets read their figures there.
+    metrics_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,25 @@ def _sidecar(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def router_metrics_url(pod: Mapping[str, Any]) -> str | None:
+    """``http://<pod IP>:<router-metrics port>/metrics`` of a running pod's router sidecar;
+    None for a pod without one, not running, or going away."""
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    if (
+        not ip
+        or status.get("phase") != "Running"
+        or (pod.get("metadata") or {}).get("deletionTimestamp")
+    ):
+        return None
+    sidecar = _sidecar(pod.get("spec") or {})
+    for port in (sidecar or {}).get("ports") or []:
+        if port.get("name") == METRICS_PORT_NAME and port.get("containerPort"):
+            host = f"[{ip}]" if ":" in ip else ip
+            return f"http://{host}:{int(port['containerPort'])}/metrics"
+    return None
+
+
 def view_pod(pod: Mapping[str, Any]) -> PodView:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -103,6 +126,8 @@ def view_pod(pod: Mapping[str, Any]) -> PodView:
         active,
         config_map,
         None if sidecar.get("envFrom") else env_names,
+        str(meta.get("uid") or ""),
+        router_metrics_url(pod),
     )
 
 

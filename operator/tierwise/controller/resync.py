@@ -4,7 +4,7 @@ Event handlers are not retried when they fail, pod counts change without any eve
 policy, and someone may delete or hand-edit a ConfigMap. So every ``period`` seconds the
 operator lists the three kinds and the rendered ConfigMaps (one call each per watched
 scope, never one per object), counts each policy's pods from the pod index (a watch, not a
-list), and syncs everything;
+list), syncs everything, and refreshes the spend budgets' status from the routers;
 a sync that finds nothing changed writes nothing. kopf timers would do this per object, but
 they put a finalizer on every object; this loop does not.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tierwise.api import CACHE_PROFILE, CASCADE_POLICY, MODEL_TIER
-from tierwise.controller import kube
+from tierwise.controller import budgets, kube
 from tierwise.controller.injection import selects
 from tierwise.controller.objects import Observed, ParseCache, observe
 from tierwise.controller.pods import IndexedPod, PodView, view_pods
@@ -86,6 +86,12 @@ async def resync_once(reconciler: Reconciler, namespaces: Sequence[str] | None) 
                 "listed_at": listed_at,
             },
         )
+        for policy in members:
+            if policy.spec is not None and policy.spec.budgets:
+                # status.budgets from the routers' metrics (controller/budgets.py).
+                pods = pods_of(policy)
+                selected = pods if isinstance(pods, tuple) else ()
+                await asyncio.to_thread(reconciler.guarded, budgets.refresh, policy, selected)
         for tier in tiers[namespace]:
             await asyncio.to_thread(reconciler.guarded, reconciler.sync_tier, tier, members)
         for profile in profiles[namespace]:

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from tierwise.controller.ownership import (
     managed_by_tierwise,
     owned_by_kind,
 )
+from tierwise.controller.pods import PodView
 from tierwise.controller.reconcile import holds_config
 from tierwise.controller.rollout_state import (
     CONFIG_ERROR,
@@ -118,6 +119,9 @@ class LiveWriter(Protocol):
     emit: Emit
     evals: JobSettings
     datasets: DatasetDigests
+
+    def selected_pods(self, policy: Observed) -> Sequence[PodView]:
+        """The pods the policy selects, from the operator's pod index."""
 
     def write_live_config(
         self,
@@ -236,7 +240,16 @@ def reconcile(
     )
     step = _naming_config(next_step(situation, job_name(name, candidate)), candidate, document)
     promoted = _PromotedConfig(policy, recorded, document, live if full else None)
-    stage = shadow_stage(policy, evaluation, document, promoted.baseline(), current, step, datasets)
+    stage = shadow_stage(
+        policy,
+        evaluation,
+        document,
+        promoted.baseline(),
+        current,
+        step,
+        datasets,
+        pods=lambda: writer.selected_pods(policy),
+    )
     step = stage.step
     by_tier = by_name(tiers)
     for job in step.delete_jobs:

@@ -2,12 +2,10 @@
 
 **Where the figures come from: the sidecars' own metrics port.** Each sidecar serves its
 ``tierwise_shadow_*`` counters on its metrics port (``router-metrics``, 9787), the endpoint
-Prometheus scrapes. The operator reads it directly from the pod IP rather than through the
-API server's pod proxy: the proxy would need ``pods/proxy`` rights (which reach every port
-of every pod in a namespace), and would put every read through the API server. A cluster
-with NetworkPolicies must let the operator reach the sidecars' metrics port (docs/gitops.md).
-A pod that does not answer within ``SCRAPE_TIMEOUT`` is skipped for this sync; its last
-figures stay counted (``shadow_state``).
+Prometheus scrapes; ``controller/router_metrics.py`` reads it (and says why not through the
+API server). The policy's pods come from the operator's pod index, never from a list. A pod
+that does not answer is skipped for this sync; its last figures stay counted
+(``shadow_state``).
 
 The decisions are ``controller/shadow_state.py``'s; ``controller/rollout.py`` calls this.
 """
@@ -16,22 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tierwise.api.models import Evaluation
-from tierwise.controller import kube
 from tierwise.controller.conditions import now_iso
-from tierwise.controller.names import METRICS_PORT_NAME, SIDECAR_NAME
 from tierwise.controller.objects import Observed
-from tierwise.controller.reconcile import label_selector_string
+from tierwise.controller.pods import PodView
 from tierwise.controller.rollout_state import Step
+from tierwise.controller.router_metrics import read_all, samples
 from tierwise.controller.shadow_state import (
     SHADOWING,
     Source,
@@ -50,7 +43,6 @@ from tierwise.routerconfig.shadow import ShadowRoute, ShadowSettings
 
 log = logging.getLogger("tierwise.shadow")
 
-SCRAPE_TIMEOUT = 3.0
 SHADOW_STARTED = "ShadowStarted"
 SHADOW_RUNNING = "ShadowRunning"
 _DECIDED = {
@@ -81,11 +73,13 @@ def shadow_stage(
     current: Mapping[str, Any],
     step: Step,
     datasets: Any,
+    pods: Callable[[], Iterable[PodView]],
 ) -> Stage:
     """Start, continue or end the shadow stage of ``candidate``; ``step`` is the offline
     rollout's (``rollout_state.next_step``). A candidate enters the stage when its offline
     eval passed and a config is live to compare with (a new policy's first config has no
-    production answers: its offline eval decides alone)."""
+    production answers: its offline eval decides alone). ``pods``: the policy's pods, asked
+    for only while the stage reads figures."""
     shadow = evaluation.shadow
     if shadow is None or promoted is None or promoted.get("hash") == candidate["hash"]:
         return Stage(step)
@@ -120,7 +114,7 @@ def shadow_stage(
             progressing=True,
         )
         return Stage(started, document, shadow_status(config_hash, now_iso(), [], Totals()))
-    read = read_figures(policy.namespace, policy.spec.pod_selector, config_hash)
+    read = read_figures(pods(), config_hash)
     sources = merge(known_sources(record, config_hash), read)
     figures = totals(sources)
     since = str(record.get("startedAt") or now_iso())
@@ -234,53 +228,12 @@ def shadow_document(
     return json.dumps(settings.to_document(), sort_keys=True, separators=(",", ":"))
 
 
-def read_figures(namespace: str, selector: Any, candidate: str) -> list[Source]:
-    """The shadow counters of ``candidate`` from every running pod the policy selects."""
-    query = label_selector_string(selector)
-    if query is None:
-        return []
+def read_figures(pods: Iterable[PodView], candidate: str) -> list[Source]:
+    """The shadow counters of ``candidate`` from every running router among ``pods``."""
+    readable = [p for p in pods if p.metrics_url and p.uid]
+    texts = read_all(p.metrics_url or "" for p in readable)
     found: list[Source] = []
-    for pod in kube.list_pods(namespace, query):
-        target = _metrics_url(pod)
-        if target is None:
-            continue
-        uid = str((pod.get("metadata") or {}).get("uid") or "")
-        try:
-            with urllib.request.urlopen(target, timeout=SCRAPE_TIMEOUT) as response:
-                text = response.read(8 * 2**20).decode("utf-8", "replace")
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            log.info("shadow figures of pod %s/%s not read: %s", namespace, uid, exc)
-            continue
-        found.extend(read_sources(uid, _samples(text), candidate))
+    for pod, text in zip(readable, texts, strict=True):
+        if text is not None:
+            found.extend(read_sources(pod.uid, samples(text, "tierwise_shadow"), candidate))
     return found
-
-
-def _metrics_url(pod: Mapping[str, Any]) -> str | None:
-    status = pod.get("status") or {}
-    ip = status.get("podIP")
-    if (
-        not ip
-        or status.get("phase") != "Running"
-        or (pod.get("metadata") or {}).get("deletionTimestamp")
-    ):
-        return None
-    spec = pod.get("spec") or {}
-    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        if container.get("name") != SIDECAR_NAME:
-            continue
-        for port in container.get("ports") or []:
-            if port.get("name") == METRICS_PORT_NAME and port.get("containerPort"):
-                host = f"[{ip}]" if ":" in ip else ip
-                return f"http://{host}:{int(port['containerPort'])}/metrics"
-    return None
-
-
-def _samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
-    try:
-        for family in text_string_to_metric_families(text):
-            if not family.name.startswith("tierwise_shadow"):
-                continue
-            for sample in family.samples:
-                yield sample.name, dict(sample.labels), float(sample.value)
-    except ValueError as exc:  # not an exposition: nothing read from this pod
-        log.info("unreadable metrics: %s", exc)

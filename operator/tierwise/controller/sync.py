@@ -390,6 +390,11 @@ class Reconciler:
         )
         return current is not None
 
+    def selected_pods(self, policy: Observed) -> tuple[PodView, ...]:
+        """The pods ``policy`` selects (none when they cannot be known right now)."""
+        pods = self._list_pods(policy)
+        return pods if isinstance(pods, tuple) else ()
+
     def _list_pods(self, policy: Observed) -> tuple[PodView, ...] | bool | None:
         if self.pods_index is not None:
             selector = policy.pod_selector()
