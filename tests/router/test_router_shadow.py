@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 from recording_upstream import Answer, recording_upstream
-from router_builder import HAIKU_MODEL, SONNET_MODEL, config, route, step
+from router_builder import HAIKU_MODEL, SONNET_MODEL, config, route, step, with_hash
 from router_helpers import metric, metrics, sdk, user, wait_for
 
 from tierwise.routerconfig.shadow import NO_SHADOW_HEADER, SHADOW_KEY, SHADOW_SCHEMA_VERSION
@@ -338,3 +339,30 @@ def test_a_config_reload_keeps_the_shadow_counts_and_start_id(
     wait_for(lambda: shadow_counts(router)["agree"] == 2)
     s = metrics(router.metrics_url)
     assert metric(s, "tierwise_shadow_info", start=start, candidate=candidate["hash"]) == 1
+
+
+def test_a_request_a_spend_budget_degraded_is_never_compared_with_the_candidate(
+    emu: Any, make_router: Any, tmp_path: Path
+) -> None:
+    """Under a budget's degrade action production answers on a cheaper route; agreeing with
+    that answer says nothing of agreeing with production, so it is not a sample."""
+    from spend_helpers import budget
+
+    live, candidate = policy_config(emu.base_url, "sonnet"), policy_config(emu.base_url, "haiku")
+    # One request (not shadowed) spends past 1% of a one-micro-dollar limit: degraded after.
+    live["budgets"] = [budget("0.000001", {"atPercent": 1, "action": "degrade", "maxTokens": 16})]
+    router = make_router(mount(tmp_path, with_hash(live), shadow_doc(candidate)))
+    client = sdk(router)
+    first = client.messages.with_raw_response.create(
+        model="tierwise/triage",
+        max_tokens=50,
+        messages=user("spend"),
+        extra_headers={NO_SHADOW_HEADER: "1"},
+    )
+    assert Decimal(first.headers["x-tierwise-cost-usd"]) > Decimal("0.000001")
+    client.messages.create(model="tierwise/triage", max_tokens=50, messages=user("refund"))
+    time.sleep(0.3)  # room for a (wrong) background call to show up
+    assert emu.recorded_requests(model=HAIKU_MODEL) == []
+    s = metrics(router.metrics_url)
+    assert metric(s, SKIPPED, reason="live_degraded", route="triage") == 1
+    assert metric(s, SAMPLES) == 0

@@ -110,6 +110,9 @@ class Exchange:
     batch: bool = False
     steps: list[StepRecord] = field(default_factory=list)
     trimmed_tokens: int = 0  # prompt tokens the route's input budget removed
+    # A spend budget's degrade action served this request on a cheaper route than the
+    # policy's: its answer is not production's as the policy defines it.
+    degraded: bool = False
     # When set (``time.monotonic()``), the end of the first upstream attempt's time: work done
     # for the request before its first call (counting its tokens) comes out of that attempt.
     deadline: float | None = None

@@ -59,7 +59,7 @@ log = logging.getLogger("tierwise.router.shadow")
 
 PREFIX = "tierwise_shadow"
 # Why a request of a shadowed route was not run on the candidate (the ``reason`` label).
-SKIP_REASONS = ("client_opt_out", "busy", "spend_limit", "live_not_comparable")
+SKIP_REASONS = ("client_opt_out", "live_degraded", "busy", "spend_limit", "live_not_comparable")
 
 
 class ShadowMetrics:
@@ -77,7 +77,7 @@ class ShadowMetrics:
         self.skipped = Counter(
             f"{PREFIX}_skipped",
             "Sampled (or opted-out) requests not run on the candidate, by reason "
-            "(client_opt_out, busy, spend_limit, live_not_comparable).",
+            "(client_opt_out, live_degraded, busy, spend_limit, live_not_comparable).",
             ["policy", "route", "reason"],
             registry=r,
         )
@@ -293,6 +293,11 @@ class ShadowRunner:
         policy = live.runtime.policy
         if _opted_out(headers.get(NO_SHADOW_HEADER)):
             self._skip(policy, route.name, "client_opt_out")
+            return
+        if live.degraded:
+            # A spend budget served a cheaper route: agreeing with that answer says nothing
+            # of agreeing with production.
+            self._skip(policy, route.name, "live_degraded")
             return
         if self._rng() >= active.settings.sample_rate:
             return

@@ -227,6 +227,7 @@ class SpendBudgets:
             raise
         if degrade:
             ex.route = degraded_route(ex.route, degrade)
+            ex.degraded = True
             for budget in {h.budget.name for h in admission.holds}:
                 self.m_degraded.labels(ex.runtime.policy, budget).inc()
         return admission
