@@ -31,7 +31,7 @@ from tierwise.controller.conditions import now_iso
 from tierwise.controller.names import METRICS_PORT_NAME, SIDECAR_NAME
 from tierwise.controller.objects import Observed
 from tierwise.controller.reconcile import label_selector_string
-from tierwise.controller.rollout_state import Step
+from tierwise.controller.rollout_state import NO_DATASET, VERBS, Step
 from tierwise.controller.shadow_state import (
     SHADOWING,
     Source,
@@ -45,7 +45,8 @@ from tierwise.controller.shadow_state import (
     totals,
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
-from tierwise.routerconfig import canonical_json, parse
+from tierwise.evals.plan import UNCHANGED, route_changes
+from tierwise.routerconfig import parse
 from tierwise.routerconfig.shadow import ShadowRoute, ShadowSettings
 
 log = logging.getLogger("tierwise.shadow")
@@ -59,7 +60,6 @@ _DECIDED = {
     INCONCLUSIVE: "ShadowInconclusive",
 }
 SHADOW_REASONS = tuple(_DECIDED.values())
-_VERBS = {PROMOTED: "promoted", REJECTED: "rejected", INCONCLUSIVE: "inconclusive, not promoted"}
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,17 @@ def shadow_stage(
         and record.get("hash") == config_hash
         and step.reason != "BreakGlass"
     )
-    starting = step.decided and step.phase == PROMOTED and step.reason == "EvalPassed"
+    # After a passed offline eval, or at once when no route has a dataset to run one on.
+    starting = step.decided and step.phase == PROMOTED and step.reason in ("EvalPassed", NO_DATASET)
     if not (continuing or starting):
         return Stage(step)
     document = shadow_document(evaluation, candidate, promoted)
     if document is None:
         return Stage(step)  # every changed route opted out: the offline decision stands
     if not continuing:
+        before = "offline eval passed" if step.reason != NO_DATASET else "no route has a dataset"
         message = (
-            f"offline eval passed; shadowing candidate {config_hash} on live requests "
+            f"{before}; shadowing candidate {config_hash} on live requests "
             f"(sample rate {shadow.sample_rate}, at least {shadow.min_samples} samples, "
             f"minAgreement {shadow.min_agreement}, at most {shadow.max_duration_seconds}s)"
         )
@@ -160,7 +162,7 @@ def shadow_stage(
         event=(
             "Normal" if outcome == PROMOTED else "Warning",
             outcome,
-            f"candidate {config_hash} {_VERBS[outcome]} by the shadow stage: {message}"[:1000],
+            f"candidate {config_hash} {VERBS[outcome]} by the shadow stage: {message}"[:1000],
         ),
         job=previous.get("job"),
         extra=extra,
@@ -176,31 +178,10 @@ def _time(text: str) -> datetime:
 
 
 def changed_routes(candidate: Mapping[str, Any], promoted: Mapping[str, Any]) -> list[str]:
-    """Routes of the candidate whose rendered route, tiers or fallback differ from the
-    promoted config's (a new route is changed too)."""
-
-    def shape(doc: Mapping[str, Any], route: Mapping[str, Any]) -> str:
-        tiers = doc.get("tiers") or {}
-        names = [s.get("tier") for s in route.get("steps") or []]
-        fallback = doc.get("fallback") or {}
-        if fallback.get("tier"):
-            names.append(fallback["tier"])
-        return canonical_json(
-            {
-                "route": route,
-                "tiers": {n: tiers.get(n) for n in names},
-                "fallback": fallback,
-                "cache": doc.get("cache"),
-                "retry": doc.get("retry"),
-            }
-        )
-
-    before = {r["name"]: shape(promoted, r) for r in promoted.get("routes") or []}
-    return [
-        r["name"]
-        for r in candidate.get("routes") or []
-        if before.get(r["name"]) != shape(candidate, r)
-    ]
+    """Routes of the candidate that changed against the promoted config, as the offline
+    eval sees them (``evals.plan.route_changes``; a new route is changed too)."""
+    changes = route_changes(candidate, promoted, ())
+    return [r["name"] for r in candidate.get("routes") or [] if changes[r["name"]] != UNCHANGED]
 
 
 def shadow_document(

@@ -32,8 +32,19 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tierwise.api.models import Evaluation
 from tierwise.api.shadow import Shadow
-from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED, GateSpec, Measured, decide
+from tierwise.evals.gate import (
+    INCONCLUSIVE,
+    PROMOTED,
+    REJECTED,
+    Decision,
+    GateSpec,
+    Measured,
+    combine,
+    decide,
+)
+from tierwise.evals.plan import route_changes, without_dataset
 from tierwise.evals.stats import wilson_interval
 
 SHADOWING = "Shadowing"
@@ -125,6 +136,36 @@ class Verdict:
     @property
     def final(self) -> bool:
         return self.outcome != SHADOWING
+
+
+def without_offline_eval(
+    evaluation: Evaluation,
+    candidate: Mapping[str, Any],
+    promoted: Mapping[str, Any] | None,
+) -> Decision | None:
+    """The decision that stands in for the offline eval when no route has a dataset (None:
+    one has, and an eval Job runs). The changed routes the shadow stage gates are Promoted
+    here, to be shadowed; those that opt out follow ``unevaluatedRoutes``, as in an eval."""
+    if evaluation.offline_routes():
+        return None
+    if promoted is None:
+        return Decision(
+            INCONCLUSIVE, ("no config is live to shadow the candidate against, and no dataset",)
+        )
+    shadow = evaluation.shadow
+    changes = route_changes(candidate, promoted, ())
+    decisions = without_dataset(
+        changes, evaluation.unevaluated_routes, shadow.shadowed if shadow is not None else None
+    )
+    if not decisions:
+        return Decision(
+            INCONCLUSIVE,
+            (
+                "no route's rendered config changed (the change is outside the routes, e.g. "
+                "defaultRoute), so nothing can be shadowed, and no route has a dataset",
+            ),
+        )
+    return combine(decisions.values())
 
 
 def gate_spec(shadow: Shadow) -> GateSpec:
