@@ -13,10 +13,14 @@ from tierwise.api.models import Evaluation
 from tierwise.api.parsing import parse
 from tierwise.api.shadow import Shadow
 from tierwise.controller.objects import Observed
-from tierwise.controller.rollout_state import NO_DATASET, Situation, next_step
+from tierwise.controller.rollout_state import NO_DATASET, PAUSED, Situation, Step, next_step
 from tierwise.controller.shadow import changed_routes, shadow_document, shadow_stage
 from tierwise.controller.shadow_state import (
+    GO_ON,
+    HOLD,
+    SHADOW_PAUSED,
     SHADOWING,
+    START,
     Source,
     Totals,
     judge,
@@ -24,6 +28,7 @@ from tierwise.controller.shadow_state import (
     merge,
     read_sources,
     shadow_status,
+    stage_move,
     totals,
     without_offline_eval,
 )
@@ -244,3 +249,54 @@ def test_no_dataset_starts_no_job_and_the_shadow_stage_takes_the_candidate() -> 
     out = without_offline_eval(_shadow_only([], shadow=shadow), candidate, live)
     step = next_step(dataclasses.replace(situation, without_eval=out), "p-eval-x")
     assert step.phase == INCONCLUSIVE and step.decided and not step.promote
+
+
+# --- the pause annotation holds the shadow stage ----------------------------------------------
+
+
+def _shadowing(phase: str = SHADOWING, reason: str = "ShadowRunning") -> tuple[dict, dict]:
+    rollout = {"phase": phase, "reason": reason, "job": "p-eval-x"}
+    return rollout, {"hash": "sha256:c", "startedAt": "2026-12-06T04:00:00Z", "samples": 300}
+
+
+def test_a_paused_shadow_stage_decides_nothing_and_resuming_continues_it() -> None:
+    passed = Step(PROMOTED, "EvalPassed", "passed", promote=True, decided=True)
+    paused = next_step(
+        Situation("sha256:c", "sha256:l", {}, [], paused=True), "p-eval-x"
+    )  # what the offline rollout says under the annotation
+    assert paused.phase == PAUSED
+    rollout, record = _shadowing()
+    assert stage_move(rollout, record, "sha256:c", paused) == HOLD
+    # Held: the next sync under the annotation holds again; once it is removed, the stage
+    # goes on with what it counted (not a new start that would forget its samples).
+    rollout, record = _shadowing(PAUSED, SHADOW_PAUSED)
+    assert stage_move(rollout, record, "sha256:c", paused) == HOLD
+    assert stage_move(rollout, record, "sha256:c", passed) == GO_ON
+    # An ordinary pause (before the stage started) never starts it, nor lets it continue.
+    ordinary = ({"phase": PAUSED, "reason": "Paused"}, record)
+    assert stage_move(*ordinary, "sha256:c", paused) is None
+    assert stage_move(*ordinary, "sha256:c", passed) == START
+    # A newer candidate is not the held one's stage.
+    assert stage_move(rollout, record, "sha256:other", paused) is None
+
+
+def test_a_held_shadow_stage_is_paused_keeps_shadowing_and_leaves_its_figures() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    paused = next_step(Situation(candidate["hash"], live["hash"], {}, [], paused=True), "j")
+    rollout, record = _shadowing()
+    record["hash"] = candidate["hash"]
+    current = {"rollout": rollout, "shadow": record}
+    stage = shadow_stage(
+        Observed("CascadePolicy", "ns", "p"),
+        _shadow_only([]),
+        candidate,
+        live,
+        current,
+        paused,
+        None,
+    )
+    assert stage.step.phase == PAUSED and stage.step.reason == SHADOW_PAUSED
+    assert not stage.step.decided and not stage.step.promote and stage.step.progressing is False
+    assert stage.document is not None  # the sidecars go on sampling
+    assert stage.status is None  # status.shadow as it was: nothing read, nothing decided

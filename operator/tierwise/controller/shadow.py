@@ -31,9 +31,12 @@ from tierwise.controller.conditions import now_iso
 from tierwise.controller.names import METRICS_PORT_NAME, SIDECAR_NAME
 from tierwise.controller.objects import Observed
 from tierwise.controller.reconcile import label_selector_string
-from tierwise.controller.rollout_state import NO_DATASET, VERBS, Step
+from tierwise.controller.rollout_state import NO_DATASET, PAUSED, VERBS, Step
 from tierwise.controller.shadow_state import (
+    HOLD,
+    SHADOW_PAUSED,
     SHADOWING,
+    START,
     Source,
     Totals,
     agreement_text,
@@ -42,6 +45,7 @@ from tierwise.controller.shadow_state import (
     merge,
     read_sources,
     shadow_status,
+    stage_move,
     totals,
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
@@ -92,15 +96,10 @@ def shadow_stage(
     config_hash = candidate["hash"]
     previous = current.get("rollout") or {}
     record = current.get("shadow") or {}
-    continuing = (
-        previous.get("phase") == SHADOWING
-        and record.get("hash") == config_hash
-        and step.reason != "BreakGlass"
-    )
-    # After a passed offline eval, or at once when no route has a dataset to run one on.
-    starting = step.decided and step.phase == PROMOTED and step.reason in ("EvalPassed", NO_DATASET)
-    if not (continuing or starting):
+    move = stage_move(previous, record, config_hash, step)
+    if move is None:
         return Stage(step)
+    continuing = move != START
     document = shadow_document(evaluation, candidate, promoted)
     if document is None:
         return Stage(step)  # every changed route opted out: the offline decision stands
@@ -122,6 +121,18 @@ def shadow_stage(
             progressing=True,
         )
         return Stage(started, document, shadow_status(config_hash, now_iso(), [], Totals()))
+    if move == HOLD:
+        # Paused: the sidecars go on sampling (their counters are cumulative), but no
+        # decision is made from the figures, nor are they read, until the pause ends.
+        held = Step(
+            PAUSED,
+            SHADOW_PAUSED,
+            f"{step.message}; the shadow stage of candidate {config_hash} holds: no decision "
+            f"is made from its figures until the annotation is removed",
+            job=previous.get("job"),
+            progressing=False,
+        )
+        return Stage(held, document, None)
     read = read_figures(policy.namespace, policy.spec.pod_selector, config_hash)
     sources = merge(known_sources(record, config_hash), read)
     figures = totals(sources)

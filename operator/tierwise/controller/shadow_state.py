@@ -34,6 +34,7 @@ from typing import Any
 
 from tierwise.api.models import Evaluation
 from tierwise.api.shadow import Shadow
+from tierwise.controller.rollout_state import NO_DATASET, PAUSED, Step
 from tierwise.evals.gate import (
     INCONCLUSIVE,
     PROMOTED,
@@ -48,6 +49,10 @@ from tierwise.evals.plan import route_changes, without_dataset
 from tierwise.evals.stats import wilson_interval
 
 SHADOWING = "Shadowing"
+# The rollout's reason while a shadow stage is held by the pause annotation.
+SHADOW_PAUSED = "ShadowPaused"
+# What the shadow stage does at a sync (``stage_move``).
+START, GO_ON, HOLD = "start", "go on", "hold"
 MAX_SOURCES = 1024  # status.shadow.sources: the oldest runs beyond this are summed into one
 
 
@@ -166,6 +171,29 @@ def without_offline_eval(
             ),
         )
     return combine(decisions.values())
+
+
+def stage_move(
+    previous: Mapping[str, Any], record: Mapping[str, Any], candidate: str, step: Step
+) -> str | None:
+    """What the shadow stage of ``candidate`` does now, given ``status.rollout`` and
+    ``status.shadow`` as the last sync left them and the offline rollout's ``step``: START
+    (the offline eval passed, or no route has a dataset), GO_ON (read and judge the figures),
+    HOLD (paused: keep shadowing, decide nothing) or None (no stage: the step stands).
+
+    A stage is underway when the last sync left it Shadowing, or held by a pause, for this
+    candidate; a break-glass promotion ends it. A pause before the stage starts keeps it
+    from starting (the offline step is Paused, not passed)."""
+    underway = (
+        previous.get("phase") == SHADOWING
+        or (previous.get("phase") == PAUSED and previous.get("reason") == SHADOW_PAUSED)
+    ) and record.get("hash") == candidate
+    if underway and step.reason != "BreakGlass":
+        return HOLD if step.phase == PAUSED else GO_ON
+    passed = step.reason in ("EvalPassed", NO_DATASET)
+    if step.decided and step.phase == PROMOTED and passed:
+        return START
+    return None
 
 
 def gate_spec(shadow: Shadow) -> GateSpec:
