@@ -63,9 +63,12 @@ def policy(
     tiers=("haiku", "sonnet"),
     fallback=None,
     config_hash="sha256:abc",
+    capture=None,
     **meta,
 ):
     spec = {"routes": [{"name": "r", "steps": [{"tier": t} for t in tiers]}]}
+    if capture is not None:
+        spec["capture"] = capture
     if selector is not None:
         spec["podSelector"] = selector
     if fallback:
@@ -666,3 +669,65 @@ def test_the_admission_handler_uses_the_router_image_from_the_options():
     )
     result = jsonpatch.apply_patch(p, patch.as_json_patch())
     assert routers(result)[0]["image"] == "registry.example/router:2"
+
+
+def test_spec_capture_reaches_the_sidecar_as_flags_and_a_claim_volume():
+    """The rendered pod patch: the router is started with the --capture-* flags the policy
+    asks for, and the platform team's claim is mounted where --capture-dir points; the
+    router's own argument parser reads them back as the same settings."""
+    import argparse
+
+    from tierwise.controller.webhook import inject_router
+    from tierwise.router import command
+
+    capture = {
+        "claimName": "support-captures",
+        "rate": 0.05,
+        "maxBytesPerDay": 1048576,
+        "redact": [
+            {"name": "account", "pattern": "ACC-[0-9]{6}"},
+            {"name": "quoted", "pattern": "'[^']*' and \\$HOME"},  # no shell reads it
+        ],
+    }
+    captured = policy("triage", {}, capture=capture)
+    assert captured.error is None
+    p = pod({"app": "inbox"}, volumes=[{"name": "tierwise-capture", "emptyDir": {}}])
+    patch = kopf.Patch(body=kopf.Body(p))
+    inject_router(
+        body=kopf.Body(p),
+        patch=patch,
+        warnings=[],
+        policies_by_namespace={"ns": [captured]},
+        tiers_by_namespace={"ns": []},
+        cache_profiles_by_namespace={},
+        memo=kopf.Memo(options=OperatorOptions()),
+    )
+    result = jsonpatch.apply_patch(p, patch.as_json_patch())
+    [router] = routers(result)
+    assert {"name": "tierwise-capture", "mountPath": "/var/lib/tierwise/capture"} in router[
+        "volumeMounts"
+    ]
+    # The claim replaces a volume of our name: the pod's own would not be the team's sink.
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["tierwise-capture"] == {
+        "name": "tierwise-capture",
+        "persistentVolumeClaim": {"claimName": "support-captures"},
+    }
+    assert len(result["spec"]["volumes"]) == len(volumes)
+    parser = argparse.ArgumentParser()
+    command.configure(parser)
+    args = parser.parse_args(router["command"][2:])
+    settings = command._capture_settings(args)
+    assert settings is not None
+    assert str(settings.directory) == "/var/lib/tierwise/capture"
+    assert settings.rate == 0.05 and settings.max_bytes_per_day == 1048576
+    assert settings.redactions["account"] == "ACC-[0-9]{6}"
+    assert settings.redactions["quoted"] == "'[^']*' and \\$HOME"
+    assert {"email", "phone", "key"} <= set(settings.redactions)  # the defaults stay
+
+
+def test_without_spec_capture_the_sidecar_captures_nothing():
+    mutated = inject(pod(), PLAN)
+    [router] = routers(mutated)
+    assert not any(a.startswith("--capture") for a in router["command"])
+    assert all(v["name"] != "tierwise-capture" for v in mutated["spec"]["volumes"])

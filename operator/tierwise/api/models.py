@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from tierwise.api.capture import Capture
 from tierwise.api.parsing import SpecError
 from tierwise.api.shadow import Shadow
 from tierwise.routerconfig import (
@@ -846,6 +847,7 @@ class CascadePolicySpec:
     fallback: Fallback | None = None
     retry: Retry | None = None
     evaluation: Evaluation | None = None
+    capture: Capture | None = None  # live requests captured by the sidecar (api/capture.py)
 
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")

@@ -25,6 +25,7 @@ from tierwise.api import (
     SpecError,
     parse_resource,
 )
+from tierwise.api.capture import Capture
 from tierwise.api.models import LabelSelector
 
 KIND_BY_PLURAL = {
@@ -76,6 +77,11 @@ class Observed:
 
     def uses_tier(self, tier: str) -> bool:
         return tier in self.tier_names()
+
+    def capture(self) -> Capture | None:
+        """A policy's ``spec.capture`` (None: off, or not a valid policy)."""
+        spec = self.spec
+        return spec.capture if isinstance(spec, CascadePolicySpec) else None
 
     def cache_profile_name(self) -> str | None:
         spec = self.spec
