@@ -432,8 +432,10 @@ def test_a_route_without_a_dataset_is_gated_by_the_shadow_stage_alone_and_a_paus
     candidate = candidate_hash(kubectl, namespace, first)
     shadowing(kubectl, namespace, router, candidate)
     status = policy(kubectl, namespace)["status"]
-    assert "no route has a dataset" in status["rollout"]["message"]
     assert "lastEval" not in status  # no eval ran
+    items = kubectl.get_json("events", namespace=namespace)["items"]
+    started = [e["message"] for e in items if e["reason"] == "ShadowStarted"]
+    assert started and started[0].startswith("no route has a dataset; shadowing candidate")
     jobs = kubectl.get_json("jobs", namespace=namespace)["items"]
     assert jobs == []  # straight to the shadow stage: no offline eval Job
     traffic = Traffic(router, emulator)

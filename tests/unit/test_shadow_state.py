@@ -23,6 +23,7 @@ from tierwise.controller.shadow_state import (
     START,
     Source,
     Totals,
+    Verdict,
     judge,
     known_sources,
     merge,
@@ -300,3 +301,10 @@ def test_a_held_shadow_stage_is_paused_keeps_shadowing_and_leaves_its_figures() 
     assert not stage.step.decided and not stage.step.promote and stage.step.progressing is False
     assert stage.document is not None  # the sidecars go on sampling
     assert stage.status is None  # status.shadow as it was: nothing read, nothing decided
+
+
+def test_no_samples_yet_is_said_so_not_as_a_failure_rate() -> None:
+    verdict = judge(SPEC, Totals(), T0, T0)
+    assert verdict == Verdict(SHADOWING, ("no shadow samples yet",))
+    late = judge(SPEC, Totals(), T0, T0 + timedelta(days=2))
+    assert late.outcome == INCONCLUSIVE and late.reasons[1] == "no shadow samples yet"

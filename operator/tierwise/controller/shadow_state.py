@@ -217,6 +217,8 @@ def judge(shadow: Shadow, figures: Totals, started: datetime, now: datetime) -> 
     )
     decision = decide(gate_spec(shadow), measured)
     reasons = tuple(_in_shadow_words(r) for r in decision.reasons)
+    if figures.samples == 0:  # the gate's error rate of 0 of 0 would read as 100% failed
+        reasons = ("no shadow samples yet",)
     if decision.outcome in (PROMOTED, REJECTED):
         return Verdict(decision.outcome, reasons)
     deadline = started + timedelta(seconds=shadow.max_duration_seconds)
