@@ -273,13 +273,16 @@ def _route_prints(document: Mapping[str, Any]) -> dict[str, str]:
     return prints
 
 
-def judge_config(document: Mapping[str, Any], plan: EvalPlan) -> dict[str, Any] | None:
-    """A router config with one route per judge tier (``judge-<tier>``), for the judge
-    graders: the judge's calls go through the same engine, retries and pricing."""
-    if not plan.judge_tiers:
+def judge_config(
+    document: Mapping[str, Any], judge_tiers: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """A router config with one route per judge tier (``judge-<tier>``, rendered tiers by
+    name), for the judge graders, the eval's and the shadow stage's: the judge's calls go
+    through the same engine, retries and pricing."""
+    if not judge_tiers:
         return None
     doc = copy.deepcopy(dict(document))
-    doc["tiers"] = {k: dict(v) for k, v in plan.judge_tiers.items()}
+    doc["tiers"] = {k: dict(v) for k, v in judge_tiers.items()}
     doc["routes"] = [
         {
             "name": f"{JUDGE_ROUTE}-{name}",
@@ -290,7 +293,7 @@ def judge_config(document: Mapping[str, Any], plan: EvalPlan) -> dict[str, Any] 
             "counterfactualTier": name,
             "steps": [{"tier": name, "maxTokens": 256, "escalateWhen": []}],
         }
-        for name in plan.judge_tiers
+        for name in judge_tiers
     ]
     doc["defaultRoute"] = None
     doc["fallback"] = None

@@ -313,7 +313,7 @@ async def run_eval(
     started = time.perf_counter()
     candidate_config = load_config(candidate)
     baseline_config = load_config(baseline) if baseline is not None else None
-    judge_doc = judge_config(candidate, plan)
+    judge_doc = judge_config(candidate, plan.judge_tiers)
     check_datasets(plan, datasets)
     distinct = {name: dataset.distinct() for name, dataset in datasets.items()}
     datasets = {name: found[0] for name, found in distinct.items()}
