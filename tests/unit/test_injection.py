@@ -64,11 +64,14 @@ def policy(
     fallback=None,
     config_hash="sha256:abc",
     capture=None,
+    evaluation=None,
     **meta,
 ):
     spec = {"routes": [{"name": "r", "steps": [{"tier": t} for t in tiers]}]}
     if capture is not None:
         spec["capture"] = capture
+    if evaluation is not None:
+        spec["evaluation"] = evaluation
     if selector is not None:
         spec["podSelector"] = selector
     if fallback:
@@ -244,6 +247,23 @@ def test_plan_maps_used_tiers_to_their_secrets_only():
         SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key"),
     )
     assert (plan.policy, plan.image, plan.config_hash) == ("triage", "img", "sha256:abc")
+
+
+def test_the_shadow_stages_judge_tier_key_reaches_the_sidecar():
+    judged = {
+        "routes": [{"name": "r", "dataset": {"configMapRef": {"name": "ds"}}}],
+        "gate": {"minQuality": 0.9},
+        "shadow": {
+            "minAgreement": 0.9,
+            "spendLimitPerHourUSD": 1,
+            "comparison": {"type": "judge", "tier": "opus"},
+        },
+    }
+    tiers = [tier("haiku", {"name": "k"}), tier("opus", {"name": "k2"})]
+    p = policy("triage", {}, tiers=("haiku",), evaluation=judged)
+    assert p.error is None, p.error
+    plan = plan_for(p, tiers, "img")
+    assert SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key") in plan.keys
 
 
 def test_plan_of_a_policy_that_never_rendered_has_no_hash():

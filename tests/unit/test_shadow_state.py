@@ -35,6 +35,7 @@ from tierwise.controller.shadow_state import (
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
 from tierwise.routerconfig import content_hash
+from tierwise.routerconfig.shadow import parse_shadow_bytes
 
 T0 = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
 SPEC = Shadow(min_agreement=Decimal("0.9"), spend_limit_per_hour_usd=Decimal(1), min_samples=50)
@@ -308,3 +309,54 @@ def test_no_samples_yet_is_said_so_not_as_a_failure_rate() -> None:
     assert verdict == Verdict(SHADOWING, ("no shadow samples yet",))
     late = judge(SPEC, Totals(), T0, T0 + timedelta(days=2))
     assert late.outcome == INCONCLUSIVE and late.reasons[1] == "no shadow samples yet"
+
+
+# --- a judge tier compares -----------------------------------------------------------------
+
+
+def _judged(**comparison: object) -> Evaluation:
+    shadow = {
+        "minAgreement": 0.9,
+        "spendLimitPerHourUSD": 1,
+        "comparison": {"type": "judge", "tier": "opus", **comparison},
+    }
+    return _shadow_only([], shadow=shadow)
+
+
+def test_a_judge_comparison_carries_the_judge_tier_to_the_sidecar() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    text = shadow_document(
+        _judged(criteria="Same intent."), candidate, live, candidate["tiers"]["opus"]
+    )
+    settings = parse_shadow_bytes(text or "")
+    assert settings.routes["chat"].comparison == "judge"
+    assert (settings.routes["chat"].judge_tier, settings.routes["chat"].criteria) == (
+        "opus",
+        "Same intent.",
+    )
+    assert settings.judge_config is not None
+    assert list(settings.judge_config.routes_by_name) == ["judge-opus"]
+    assert settings.judge_config.tiers["opus"].model == candidate["tiers"]["opus"]["model"]
+
+
+def test_a_judge_tier_that_does_not_exist_ends_the_stage_inconclusive() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    evaluation = _judged()
+    step = next_step(
+        Situation(
+            candidate["hash"],
+            live["hash"],
+            {},
+            [],
+            without_eval=without_offline_eval(evaluation, candidate, live),
+        ),
+        "j",
+    )
+    stage = shadow_stage(
+        Observed("CascadePolicy", "ns", "p"), evaluation, candidate, live, {}, step, None, {}
+    )
+    assert stage.step.phase == INCONCLUSIVE and stage.step.decided and not stage.step.promote
+    assert "ModelTier 'opus' not found" in stage.step.message
+    assert stage.document is None

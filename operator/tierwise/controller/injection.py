@@ -176,6 +176,9 @@ def plan_for(
     from each tier's apiKeySecretRef, and the Redis credentials of its cache profile: the
     Secrets' names, never their content."""
     used = set(policy.tier_names())
+    judge = policy.shadow_judge_tier()
+    if judge is not None:  # the shadow stage's judge is called from the sidecar too
+        used.add(judge)
     keyed: dict[str, SecretKeyEnv] = {}
     for tier in sorted(tiers, key=lambda t: t.name):
         spec = tier_spec(tier)

@@ -78,6 +78,14 @@ class Observed:
     def uses_tier(self, tier: str) -> bool:
         return tier in self.tier_names()
 
+    def shadow_judge_tier(self) -> str | None:
+        """The tier judging the policy's shadow stage, if one does."""
+        spec = self.spec
+        if not isinstance(spec, CascadePolicySpec) or spec.evaluation is None:
+            return None
+        shadow = spec.evaluation.shadow
+        return shadow.judge_tier if shadow is not None else None
+
     def capture(self) -> Capture | None:
         """A policy's ``spec.capture`` (None: off, or not a valid policy)."""
         spec = self.spec

@@ -240,9 +240,11 @@ def reconcile(
         without = without_offline_eval(evaluation, document, promoted.baseline())
         situation = dataclasses.replace(situation, without_eval=without)
     step = _naming_config(next_step(situation, job_name(name, candidate)), candidate, document)
-    stage = shadow_stage(policy, evaluation, document, promoted.baseline(), current, step, datasets)
-    step = stage.step
     by_tier = by_name(tiers)
+    stage = shadow_stage(
+        policy, evaluation, document, promoted.baseline(), current, step, datasets, by_tier
+    )
+    step = stage.step
     for job in step.delete_jobs:
         _delete_job(namespace, job)
     if step.reason == "EvalRunning" and step.job is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tierwise.api import Resource
 from tierwise.api.models import Evaluation
 from tierwise.controller import kube
 from tierwise.controller.conditions import now_iso
@@ -49,7 +50,8 @@ from tierwise.controller.shadow_state import (
     totals,
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
-from tierwise.evals.plan import UNCHANGED, route_changes
+from tierwise.evals.plan import UNCHANGED, judge_config, route_changes
+from tierwise.render import Problem, render_tier
 from tierwise.routerconfig import parse
 from tierwise.routerconfig.shadow import ShadowRoute, ShadowSettings
 
@@ -85,6 +87,7 @@ def shadow_stage(
     current: Mapping[str, Any],
     step: Step,
     datasets: Any,
+    tiers: Mapping[str, Resource] | None = None,
 ) -> Stage:
     """Start, continue or end the shadow stage of ``candidate``; ``step`` is the offline
     rollout's (``rollout_state.next_step``). A candidate enters the stage when its offline
@@ -100,7 +103,12 @@ def shadow_stage(
     if move is None:
         return Stage(step)
     continuing = move != START
-    document = shadow_document(evaluation, candidate, promoted)
+    judging = None
+    if shadow.judge_tier is not None:
+        judging = render_tier(shadow.judge_tier, tiers or {}, policy.namespace)
+        if isinstance(judging, Problem):  # no judge, no comparison: never promoted unjudged
+            return Stage(_judge_missing(config_hash, judging.message, previous, step))
+    document = shadow_document(evaluation, candidate, promoted, judging)
     if document is None:
         return Stage(step)  # every changed route opted out: the offline decision stands
     if not continuing:
@@ -181,6 +189,19 @@ def shadow_stage(
     return Stage(decided, None, status)
 
 
+def _judge_missing(candidate: str, problem: str, previous: Mapping[str, Any], step: Step) -> Step:
+    message = f"the shadow stage's judge cannot be used: {problem}"
+    return Step(
+        INCONCLUSIVE,
+        _DECIDED[INCONCLUSIVE],
+        message,
+        decided=True,
+        delete_jobs=step.delete_jobs,
+        event=("Warning", INCONCLUSIVE, f"candidate {candidate} {VERBS[INCONCLUSIVE]}: {message}"),
+        job=previous.get("job"),
+    )
+
+
 def _time(text: str) -> datetime:
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -196,10 +217,14 @@ def changed_routes(candidate: Mapping[str, Any], promoted: Mapping[str, Any]) ->
 
 
 def shadow_document(
-    evaluation: Evaluation, candidate: Mapping[str, Any], promoted: Mapping[str, Any]
+    evaluation: Evaluation,
+    candidate: Mapping[str, Any],
+    promoted: Mapping[str, Any],
+    judge_tier: Mapping[str, Any] | None = None,
 ) -> str | None:
     """The shadow document for the live ConfigMap (``routerconfig.shadow``), or None when no
-    changed route may be shadowed (every changed one opted out)."""
+    changed route may be shadowed (every changed one opted out). ``judge_tier``: the judge
+    tier as rendered, for a judge comparison."""
     shadow = evaluation.shadow
     assert shadow is not None
     routes = {}
@@ -212,9 +237,15 @@ def shadow_document(
         if field is None:
             grader = evaluation.grader_for(name)
             field = grader.field if grader.type in ("jsonField", "allowedSet") else "label"
-        routes[name] = ShadowRoute(name, kind, tuple(field.split(".")))
+        tier = shadow.judge_tier if kind == "judge" else None
+        criteria = comparison.criteria if comparison and tier else None
+        routes[name] = ShadowRoute(name, kind, tuple(field.split(".")), tier, criteria)
     if not routes:
         return None
+    judges = None
+    if shadow.judge_tier is not None:
+        assert judge_tier is not None, "rendered by shadow_stage"
+        judges = parse(judge_config(candidate, {shadow.judge_tier: judge_tier}) or {})
     settings = ShadowSettings(
         candidate=parse(dict(candidate)),
         routes=routes,
@@ -222,6 +253,7 @@ def shadow_document(
         max_concurrency=shadow.max_concurrency,
         timeout_seconds=float(shadow.timeout_seconds),
         spend_limit_per_hour_usd=shadow.spend_limit_per_hour_usd,
+        judge_config=judges,
     )
     return json.dumps(settings.to_document(), sort_keys=True, separators=(",", ":"))
 
