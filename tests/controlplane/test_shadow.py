@@ -83,7 +83,13 @@ def operator(controlplane, kubectl, user_kubeconfig, tmp_path_factory, pod_runne
     process.stop()
 
 
-def deploy(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, **shadow: Any) -> dict:
+def deploy(
+    kubectl: Kubectl,
+    namespace: str,
+    emulator: EmulatorThread,
+    without_dataset: bool = False,
+    **shadow: Any,
+) -> dict:
     kubectl(
         "create", "secret", "generic", "anthropic-api-key",
         "--from-literal=api-key=test-key", namespace=namespace,
@@ -107,6 +113,8 @@ def deploy(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, **shadow:
                 doc["spec"]["retry"] = {"maxAttempts": 1}
                 doc["spec"]["evaluation"]["timeoutSeconds"] = 60
                 doc["spec"]["evaluation"]["shadow"] = settings
+                if without_dataset:  # the shadow stage alone gates triage
+                    del doc["spec"]["evaluation"]["dataset"]
             kubectl.apply(json.dumps(doc), namespace=namespace)
     return eventually(lambda: _live_doc(kubectl, namespace), "the first config", timeout=120)
 
@@ -257,8 +265,10 @@ def final(kubectl: Kubectl, namespace: str, timeout: float = 60) -> dict[str, An
 
 
 @pytest.fixture
-def live_router(kubectl: Kubectl, namespace: str, emulator: EmulatorThread, tmp_path: Path):
-    first = deploy(kubectl, namespace, emulator)
+def live_router(
+    kubectl: Kubectl, namespace: str, emulator: EmulatorThread, tmp_path: Path, request
+):
+    first = deploy(kubectl, namespace, emulator, getattr(request, "param", False))
     mount = Mount(kubectl, namespace, tmp_path)
     port = free_port()
     router = RouterThread(mount.config, reload_interval=0.2, env=KEYS, metrics_port=port).start()
@@ -411,3 +421,44 @@ def test_a_candidate_whose_shadow_calls_all_fail_is_inconclusive(
     assert "maxDurationSeconds 60" in status["rollout"]["message"]
     assert status["shadow"]["failed"] == status["shadow"]["samples"] >= 20
     assert status["promotedHash"] == first["hash"]
+
+
+@pytest.mark.parametrize("live_router", [True], indirect=True)
+def test_a_route_without_a_dataset_is_gated_by_the_shadow_stage_alone_and_a_pause_holds_it(
+    operator, kubectl: Kubectl, namespace: str, emulator: EmulatorThread, live_router
+):
+    router, first = live_router["router"], live_router["first"]
+    set_threshold(kubectl, namespace, 0.85)
+    candidate = candidate_hash(kubectl, namespace, first)
+    shadowing(kubectl, namespace, router, candidate)
+    status = policy(kubectl, namespace)["status"]
+    assert "lastEval" not in status  # no eval ran
+    items = kubectl.get_json("events", namespace=namespace)["items"]
+    started = [e["message"] for e in items if e["reason"] == "ShadowStarted"]
+    assert started and started[0].startswith("no route has a dataset; shadowing candidate")
+    jobs = kubectl.get_json("jobs", namespace=namespace)["items"]
+    assert jobs == []  # straight to the shadow stage: no offline eval Job
+    traffic = Traffic(router, emulator)
+    for _ in range(5):
+        traffic.send(answer("billing"), answer("billing"))
+    kubectl("annotate", "cascadepolicy", POLICY, "tierwise.dev/rollout=paused", namespace=namespace)
+    eventually(
+        lambda: rollout(kubectl, namespace).get("reason") == "ShadowPaused", "the held stage"
+    )
+    # Enough agreeing samples to promote, but the pause holds the decision.
+    for _ in range(20):
+        traffic.send(answer("billing"), answer("billing"))
+    time.sleep(5)  # resyncs under the annotation
+    status = policy(kubectl, namespace)["status"]
+    assert status["rollout"]["phase"] == "Paused", status["rollout"]
+    assert status["promotedHash"] == first["hash"]
+    live_map = kubectl.get_json("configmap", LIVE, namespace=namespace)
+    assert json.loads(live_map["data"][SHADOW_KEY])["config"]["hash"] == candidate  # sampling
+    kubectl("annotate", "cascadepolicy", POLICY, "tierwise.dev/rollout-", namespace=namespace)
+    body = final(kubectl, namespace)
+    status = body["status"]
+    assert status["rollout"]["phase"] == "Promoted", status["rollout"]
+    assert status["rollout"]["reason"] == "ShadowPassed"
+    # Resumed, not restarted: the samples sent before and during the pause are all counted.
+    assert status["shadow"]["samples"] == status["shadow"]["agreements"] == 25
+    assert status["promotedHash"] == candidate

@@ -401,3 +401,22 @@ def test_point6_items_without_a_label_are_counted_and_named():
     )
     assert report.measured().counted == 40 and report.measured().failed == 2
     assert "candidate not gradable: 2 x item has no label" in text_report(_eval(report))
+
+
+def test_a_changed_route_without_a_dataset_is_left_to_the_shadow_stage_that_follows():
+    changes = {"triage": CHANGED_EVALUATED, "chat": CHANGED_NOT_EVALUATED}
+    shadowed = EvalPlan("default/p", (ROUTE,), GateSpec(0.8), {}, shadow_excluded=())
+    (decision,) = unevaluated_decisions(shadowed, changes, shadow=True).values()
+    assert decision.outcome == PROMOTED
+    assert decision.reasons == (
+        "route chat changed and has no dataset: the shadow stage gates it on live traffic",
+    )
+    # Against each route's strongest tier (a first config) no shadow stage follows.
+    (decision,) = unevaluated_decisions(shadowed, changes, shadow=False).values()
+    assert decision.outcome == INCONCLUSIVE
+    # A route that opts out of the shadow stage is not gated by it.
+    excluded = EvalPlan("default/p", (ROUTE,), GateSpec(0.8), {}, shadow_excluded=("chat",))
+    (decision,) = unevaluated_decisions(excluded, changes, shadow=True).values()
+    assert decision.outcome == INCONCLUSIVE
+    assert EvalPlan.from_document(excluded.to_document()) == excluded
+    assert EvalPlan.from_document(plan().to_document()).shadow_excluded is None

@@ -18,9 +18,10 @@ from typing import Any
 import anthropic
 import pytest
 from recording_upstream import Answer, recording_upstream
-from router_builder import HAIKU_MODEL, SONNET_MODEL, config, route, step, with_hash
+from router_builder import HAIKU_MODEL, OPUS_MODEL, SONNET_MODEL, config, route, step, with_hash
 from router_helpers import metric, metrics, sdk, user, wait_for
 
+from tierwise.evals.plan import judge_config
 from tierwise.routerconfig.shadow import NO_SHADOW_HEADER, SHADOW_KEY, SHADOW_SCHEMA_VERSION
 
 pytestmark = pytest.mark.timeout(60)
@@ -366,3 +367,77 @@ def test_a_request_a_spend_budget_degraded_is_never_compared_with_the_candidate(
     s = metrics(router.metrics_url)
     assert metric(s, SKIPPED, reason="live_degraded", route="triage") == 1
     assert metric(s, SAMPLES) == 0
+
+
+# --- a judge tier compares the answers --------------------------------------------------------
+
+
+def judged_doc(candidate: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """Triage compared by the opus judge, with the judge config the operator writes."""
+    judge = judge_config(candidate, {"opus": candidate["tiers"]["opus"]})
+    triage = {
+        "name": "triage",
+        "comparison": "judge",
+        "judgeTier": "opus",
+        "criteria": "Same label.",
+    }
+    return shadow_doc(candidate, routes=[triage], judgeConfig=judge, **settings)
+
+
+def test_a_judge_tier_decides_agreement_with_productions_answer_as_the_reference(
+    emu: Any, make_router: Any, tmp_path: Path
+) -> None:
+    emu.script(SONNET_MODEL, [{"text": BILLING}] * 3)
+    emu.script(HAIKU_MODEL, [{"text": BUG}] * 3)
+    emu.script(
+        OPUS_MODEL,
+        [
+            {"text": '{"pass": true, "reason": "both route to billing"}'},
+            {"text": '{"pass": false, "reason": "a bug is not billing"}'},
+            {"text": "I cannot decide"},  # no verdict: the sample failed, it is no vote
+        ],
+    )
+    live, candidate = policy_config(emu.base_url, "sonnet"), policy_config(emu.base_url, "haiku")
+    router = make_router(mount(tmp_path, live, judged_doc(candidate)))
+    for expected in ({"agree": 1}, {"disagree": 1}, {"failed": 1}):
+        reply = sdk(router).messages.create(
+            model="tierwise/triage", max_tokens=50, messages=user("charged twice")
+        )
+        assert reply.content[0].text == BILLING  # the client's answer is production's
+        wait_for(lambda e=expected: all(shadow_counts(router)[k] == v for k, v in e.items()))
+        wait_for(lambda: settled(router))
+    judged = [r for r in emu.recorded_requests() if r.model == OPUS_MODEL]
+    assert len(judged) == 3
+    prompt = json.dumps(judged[0].body)
+    # The eval's judge prompt: the request, production's answer as the reference, the
+    # candidate's answer to grade, the criteria.
+    assert "charged twice" in prompt and "Same label." in prompt
+    assert "Reference answer:\\n" + BILLING.replace('"', '\\"') in prompt
+    assert "Answer to grade:\\n" + BUG.replace('"', '\\"') in prompt
+
+
+def test_the_judges_spend_counts_in_the_shadow_cost_and_its_deadline(
+    emu: Any, make_router: Any, tmp_path: Path
+) -> None:
+    emu.script(SONNET_MODEL, [{"text": BILLING}] * 3)
+    emu.script(HAIKU_MODEL, [{"text": BILLING}] * 3)
+    emu.script(OPUS_MODEL, [{"text": '{"pass": true}'}])
+    live, candidate = policy_config(emu.base_url, "sonnet"), policy_config(emu.base_url, "haiku")
+    exact = [{"name": "triage", "comparison": "exactText"}]
+    plain = make_router(mount(tmp_path / "exact", live, shadow_doc(candidate, routes=exact)))
+    judged = make_router(mount(tmp_path / "judge", live, judged_doc(candidate)))
+    for router in (plain, judged):
+        sdk(router).messages.create(model="tierwise/triage", max_tokens=50, messages=user("x"))
+        wait_for(lambda r=router: shadow_counts(r)["agree"] == 1)
+        wait_for(lambda r=router: settled(r))
+    cost = [
+        metric(metrics(r.metrics_url), SHADOW_COST, candidate=candidate["hash"])
+        for r in (plain, judged)
+    ]
+    assert cost[1] > cost[0] > 0  # the same candidate call, plus the judge's
+    # A judge that hangs is cut at the shadow call's deadline, like the candidate.
+    emu.script(OPUS_MODEL, [{"text": '{"pass": true}', "first_token_delay": 20.0}])
+    slow = make_router(mount(tmp_path / "slow", live, judged_doc(candidate, timeoutSeconds=0.5)))
+    sdk(slow).messages.create(model="tierwise/triage", max_tokens=50, messages=user("x"))
+    wait_for(lambda: shadow_counts(slow)["failed"] == 1, timeout=5)
+    assert settled(slow)

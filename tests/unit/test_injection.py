@@ -63,9 +63,15 @@ def policy(
     tiers=("haiku", "sonnet"),
     fallback=None,
     config_hash="sha256:abc",
+    capture=None,
+    evaluation=None,
     **meta,
 ):
     spec = {"routes": [{"name": "r", "steps": [{"tier": t} for t in tiers]}]}
+    if capture is not None:
+        spec["capture"] = capture
+    if evaluation is not None:
+        spec["evaluation"] = evaluation
     if selector is not None:
         spec["podSelector"] = selector
     if fallback:
@@ -241,6 +247,23 @@ def test_plan_maps_used_tiers_to_their_secrets_only():
         SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key"),
     )
     assert (plan.policy, plan.image, plan.config_hash) == ("triage", "img", "sha256:abc")
+
+
+def test_the_shadow_stages_judge_tier_key_reaches_the_sidecar():
+    judged = {
+        "routes": [{"name": "r", "dataset": {"configMapRef": {"name": "ds"}}}],
+        "gate": {"minQuality": 0.9},
+        "shadow": {
+            "minAgreement": 0.9,
+            "spendLimitPerHourUSD": 1,
+            "comparison": {"type": "judge", "tier": "opus"},
+        },
+    }
+    tiers = [tier("haiku", {"name": "k"}), tier("opus", {"name": "k2"})]
+    p = policy("triage", {}, tiers=("haiku",), evaluation=judged)
+    assert p.error is None, p.error
+    plan = plan_for(p, tiers, "img")
+    assert SecretKeyEnv("TIERWISE_TIER_OPUS_API_KEY", "k2", "api-key") in plan.keys
 
 
 def test_plan_of_a_policy_that_never_rendered_has_no_hash():
@@ -666,3 +689,65 @@ def test_the_admission_handler_uses_the_router_image_from_the_options():
     )
     result = jsonpatch.apply_patch(p, patch.as_json_patch())
     assert routers(result)[0]["image"] == "registry.example/router:2"
+
+
+def test_spec_capture_reaches_the_sidecar_as_flags_and_a_claim_volume():
+    """The rendered pod patch: the router is started with the --capture-* flags the policy
+    asks for, and the platform team's claim is mounted where --capture-dir points; the
+    router's own argument parser reads them back as the same settings."""
+    import argparse
+
+    from tierwise.controller.webhook import inject_router
+    from tierwise.router import command
+
+    capture = {
+        "claimName": "support-captures",
+        "rate": 0.05,
+        "maxBytesPerDay": 1048576,
+        "redact": [
+            {"name": "account", "pattern": "ACC-[0-9]{6}"},
+            {"name": "quoted", "pattern": "'[^']*' and \\$HOME"},  # no shell reads it
+        ],
+    }
+    captured = policy("triage", {}, capture=capture)
+    assert captured.error is None
+    p = pod({"app": "inbox"}, volumes=[{"name": "tierwise-capture", "emptyDir": {}}])
+    patch = kopf.Patch(body=kopf.Body(p))
+    inject_router(
+        body=kopf.Body(p),
+        patch=patch,
+        warnings=[],
+        policies_by_namespace={"ns": [captured]},
+        tiers_by_namespace={"ns": []},
+        cache_profiles_by_namespace={},
+        memo=kopf.Memo(options=OperatorOptions()),
+    )
+    result = jsonpatch.apply_patch(p, patch.as_json_patch())
+    [router] = routers(result)
+    assert {"name": "tierwise-capture", "mountPath": "/var/lib/tierwise/capture"} in router[
+        "volumeMounts"
+    ]
+    # The claim replaces a volume of our name: the pod's own would not be the team's sink.
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["tierwise-capture"] == {
+        "name": "tierwise-capture",
+        "persistentVolumeClaim": {"claimName": "support-captures"},
+    }
+    assert len(result["spec"]["volumes"]) == len(volumes)
+    parser = argparse.ArgumentParser()
+    command.configure(parser)
+    args = parser.parse_args(router["command"][2:])
+    settings = command._capture_settings(args)
+    assert settings is not None
+    assert str(settings.directory) == "/var/lib/tierwise/capture"
+    assert settings.rate == 0.05 and settings.max_bytes_per_day == 1048576
+    assert settings.redactions["account"] == "ACC-[0-9]{6}"
+    assert settings.redactions["quoted"] == "'[^']*' and \\$HOME"
+    assert {"email", "phone", "key"} <= set(settings.redactions)  # the defaults stay
+
+
+def test_without_spec_capture_the_sidecar_captures_nothing():
+    mutated = inject(pod(), PLAN)
+    [router] = routers(mutated)
+    assert not any(a.startswith("--capture") for a in router["command"])
+    assert all(v["name"] != "tierwise-capture" for v in mutated["spec"]["volumes"])

@@ -57,7 +57,12 @@ def test_a_valid_document_round_trips() -> None:
         ({"spendLimitPerHourUSD": -1}, "spendLimitPerHourUSD must be zero or more"),
         ({"routes": []}, "routes must be a non-empty list"),
         ({"routes": [{"name": "nope"}]}, "route 'nope' is not in the candidate config"),
-        ({"routes": [{"name": "x", "comparison": "judge"}]}, "comparison must be one of"),
+        ({"routes": [{"name": "x", "comparison": "vote"}]}, "comparison must be one of"),
+        ({"routes": [{"name": "x", "comparison": "judge"}]}, "judgeTier must name the tier"),
+        (
+            {"routes": [{"name": "x", "comparison": "judge", "judgeTier": "opus"}]},
+            "judgeConfig has no route 'judge-opus'",
+        ),
         ({"schemaVersion": "v0"}, "schemaVersion must be"),
         ({"config": {"schemaVersion": "x"}}, "config: "),
     ],
@@ -78,3 +83,23 @@ def test_a_route_listed_twice_is_refused() -> None:
 def test_not_json_is_refused_clearly() -> None:
     with pytest.raises(ConfigError, match="not valid JSON"):
         parse_shadow_bytes(b"{ nope")
+
+
+def test_a_judge_comparison_round_trips_with_its_judge_config() -> None:
+    from tierwise.evals.plan import judge_config
+
+    config = candidate()
+    tier = next(iter(config["tiers"]))
+    judged = {"name": "triage", "comparison": "judge", "judgeTier": tier, "criteria": "Same."}
+    settings = parse_shadow(
+        doc(routes=[judged], judgeConfig=judge_config(config, {tier: config["tiers"][tier]}))
+    )
+    route = settings.routes["triage"]
+    assert (route.judge_tier, route.criteria) == (tier, "Same.")
+    assert settings.judge_config is not None
+    assert f"judge-{tier}" in settings.judge_config.routes_by_name
+    again = parse_shadow_bytes(json.dumps(settings.to_document()))
+    assert again.routes == settings.routes
+    assert again.judge_config is not None
+    assert again.judge_config.routes == settings.judge_config.routes
+    assert again.judge_config.tiers == settings.judge_config.tiers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,20 +12,30 @@ from pathlib import Path
 from tierwise.api.models import Evaluation
 from tierwise.api.parsing import parse
 from tierwise.api.shadow import Shadow
-from tierwise.controller.shadow import changed_routes, shadow_document
+from tierwise.controller.objects import Observed
+from tierwise.controller.rollout_state import NO_DATASET, PAUSED, Situation, Step, next_step
+from tierwise.controller.shadow import changed_routes, shadow_document, shadow_stage
 from tierwise.controller.shadow_state import (
+    GO_ON,
+    HOLD,
+    SHADOW_PAUSED,
     SHADOWING,
+    START,
     Source,
     Totals,
+    Verdict,
     judge,
     known_sources,
     merge,
     read_sources,
     shadow_status,
+    stage_move,
     totals,
+    without_offline_eval,
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
 from tierwise.routerconfig import content_hash
+from tierwise.routerconfig.shadow import parse_shadow_bytes
 
 T0 = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
 SPEC = Shadow(min_agreement=Decimal("0.9"), spend_limit_per_hour_usd=Decimal(1), min_samples=50)
@@ -142,3 +153,210 @@ def test_only_changed_routes_are_shadowed_with_the_routes_grader_field() -> None
 def test_a_route_that_opted_out_is_never_shadowed() -> None:
     live, candidate = _documents("0.9"), _documents("0.85")
     assert shadow_document(_evaluation(excludeRoutes=["triage"]), candidate, live) is None
+
+
+# --- a route without a dataset: gated by the shadow stage alone ------------------------------
+
+
+def _chat_changed(doc: dict) -> dict:
+    """``doc`` with the chat route's first step capped lower: a change of chat alone."""
+    doc = copy.deepcopy(doc)
+    chat = next(r for r in doc["routes"] if r["name"] == "chat")
+    chat["steps"][0]["maxTokens"] = 77
+    doc.pop("hash", None)
+    doc["hash"] = content_hash(doc)
+    return doc
+
+
+def _shadow_only(routes: list, **evaluation: object) -> Evaluation:
+    return parse(
+        Evaluation,
+        {
+            "routes": routes,
+            "gate": {"minQuality": 0.9},
+            "onNewPolicy": "Promote",
+            "shadow": {"minAgreement": 0.9, "spendLimitPerHourUSD": 1},
+            **evaluation,
+        },
+        "spec.evaluation",
+    )
+
+
+def test_with_no_dataset_a_changed_route_goes_to_the_shadow_stage_without_an_eval() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    decision = without_offline_eval(_shadow_only([]), candidate, live)
+    assert decision is not None and decision.outcome == PROMOTED
+    assert decision.reasons == (
+        "route chat changed and has no dataset: the shadow stage gates it on live traffic",
+    )
+    # The shadow document holds the route the decision left to it, and only that one.
+    doc = json.loads(shadow_document(_shadow_only([]), candidate, live) or "{}")
+    assert [r["name"] for r in doc["routes"]] == ["chat"]
+
+
+def test_a_route_without_a_dataset_is_compared_on_its_graders_field() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    evaluation = _shadow_only(
+        [{"name": "chat", "grader": {"type": "jsonField", "field": "intent"}}]
+    )
+    assert evaluation.offline_routes() == ()
+    doc = json.loads(shadow_document(evaluation, candidate, live) or "{}")
+    assert doc["routes"] == [{"name": "chat", "comparison": "graderField", "field": "intent"}]
+
+
+def test_an_offline_route_means_an_eval_job_runs() -> None:
+    live = _documents("0.9")
+    evaluation = _shadow_only([{"name": "triage", "dataset": {"configMapRef": {"name": "ds"}}}])
+    assert without_offline_eval(evaluation, _chat_changed(live), live) is None
+
+
+def test_a_changed_route_that_opts_out_and_has_no_dataset_is_never_promoted_silently() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    shadow = {"minAgreement": 0.9, "spendLimitPerHourUSD": 1, "excludeRoutes": ["chat"]}
+    decision = without_offline_eval(_shadow_only([], shadow=shadow), candidate, live)
+    assert decision is not None and decision.outcome == INCONCLUSIVE
+    assert decision.reasons == ("route chat changed and has no dataset",)
+    untested = _shadow_only([], shadow=shadow, unevaluatedRoutes="Promote")
+    decision = without_offline_eval(untested, candidate, live)
+    assert decision is not None and decision.outcome == PROMOTED
+    assert "promoted untested" in decision.reasons[0]
+
+
+def test_with_no_dataset_and_nothing_live_nothing_is_promoted() -> None:
+    decision = without_offline_eval(_shadow_only([]), _documents("0.9"), None)
+    assert decision is not None and decision.outcome == INCONCLUSIVE
+    unchanged = without_offline_eval(_shadow_only([]), _documents("0.9"), _documents("0.9"))
+    assert unchanged is not None and unchanged.outcome == INCONCLUSIVE
+
+
+def test_no_dataset_starts_no_job_and_the_shadow_stage_takes_the_candidate() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    evaluation = _shadow_only([])
+    decision = without_offline_eval(evaluation, candidate, live)
+    situation = Situation(candidate["hash"], live["hash"], {}, [], without_eval=decision)
+    step = next_step(situation, "p-eval-x")
+    assert not step.start_job and step.reason == NO_DATASET and step.promote
+    stage = shadow_stage(
+        Observed("CascadePolicy", "ns", "p"), evaluation, candidate, live, {}, step, None
+    )
+    assert stage.step.phase == SHADOWING and not stage.step.promote
+    assert stage.step.message.startswith("no route has a dataset; shadowing candidate")
+    assert stage.document is not None and stage.status is not None
+    # Every changed route opted out: the decision is Inconclusive, and no stage starts.
+    shadow = {"minAgreement": 0.9, "spendLimitPerHourUSD": 1, "excludeRoutes": ["chat"]}
+    out = without_offline_eval(_shadow_only([], shadow=shadow), candidate, live)
+    step = next_step(dataclasses.replace(situation, without_eval=out), "p-eval-x")
+    assert step.phase == INCONCLUSIVE and step.decided and not step.promote
+
+
+# --- the pause annotation holds the shadow stage ----------------------------------------------
+
+
+def _shadowing(phase: str = SHADOWING, reason: str = "ShadowRunning") -> tuple[dict, dict]:
+    rollout = {"phase": phase, "reason": reason, "job": "p-eval-x"}
+    return rollout, {"hash": "sha256:c", "startedAt": "2026-12-06T04:00:00Z", "samples": 300}
+
+
+def test_a_paused_shadow_stage_decides_nothing_and_resuming_continues_it() -> None:
+    passed = Step(PROMOTED, "EvalPassed", "passed", promote=True, decided=True)
+    paused = next_step(
+        Situation("sha256:c", "sha256:l", {}, [], paused=True), "p-eval-x"
+    )  # what the offline rollout says under the annotation
+    assert paused.phase == PAUSED
+    rollout, record = _shadowing()
+    assert stage_move(rollout, record, "sha256:c", paused) == HOLD
+    # Held: the next sync under the annotation holds again; once it is removed, the stage
+    # goes on with what it counted (not a new start that would forget its samples).
+    rollout, record = _shadowing(PAUSED, SHADOW_PAUSED)
+    assert stage_move(rollout, record, "sha256:c", paused) == HOLD
+    assert stage_move(rollout, record, "sha256:c", passed) == GO_ON
+    # An ordinary pause (before the stage started) never starts it, nor lets it continue.
+    ordinary = ({"phase": PAUSED, "reason": "Paused"}, record)
+    assert stage_move(*ordinary, "sha256:c", paused) is None
+    assert stage_move(*ordinary, "sha256:c", passed) == START
+    # A newer candidate is not the held one's stage.
+    assert stage_move(rollout, record, "sha256:other", paused) is None
+
+
+def test_a_held_shadow_stage_is_paused_keeps_shadowing_and_leaves_its_figures() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    paused = next_step(Situation(candidate["hash"], live["hash"], {}, [], paused=True), "j")
+    rollout, record = _shadowing()
+    record["hash"] = candidate["hash"]
+    current = {"rollout": rollout, "shadow": record}
+    stage = shadow_stage(
+        Observed("CascadePolicy", "ns", "p"),
+        _shadow_only([]),
+        candidate,
+        live,
+        current,
+        paused,
+        None,
+    )
+    assert stage.step.phase == PAUSED and stage.step.reason == SHADOW_PAUSED
+    assert not stage.step.decided and not stage.step.promote and stage.step.progressing is False
+    assert stage.document is not None  # the sidecars go on sampling
+    assert stage.status is None  # status.shadow as it was: nothing read, nothing decided
+
+
+def test_no_samples_yet_is_said_so_not_as_a_failure_rate() -> None:
+    verdict = judge(SPEC, Totals(), T0, T0)
+    assert verdict == Verdict(SHADOWING, ("no shadow samples yet",))
+    late = judge(SPEC, Totals(), T0, T0 + timedelta(days=2))
+    assert late.outcome == INCONCLUSIVE and late.reasons[1] == "no shadow samples yet"
+
+
+# --- a judge tier compares -----------------------------------------------------------------
+
+
+def _judged(**comparison: object) -> Evaluation:
+    shadow = {
+        "minAgreement": 0.9,
+        "spendLimitPerHourUSD": 1,
+        "comparison": {"type": "judge", "tier": "opus", **comparison},
+    }
+    return _shadow_only([], shadow=shadow)
+
+
+def test_a_judge_comparison_carries_the_judge_tier_to_the_sidecar() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    text = shadow_document(
+        _judged(criteria="Same intent."), candidate, live, candidate["tiers"]["opus"]
+    )
+    settings = parse_shadow_bytes(text or "")
+    assert settings.routes["chat"].comparison == "judge"
+    assert (settings.routes["chat"].judge_tier, settings.routes["chat"].criteria) == (
+        "opus",
+        "Same intent.",
+    )
+    assert settings.judge_config is not None
+    assert list(settings.judge_config.routes_by_name) == ["judge-opus"]
+    assert settings.judge_config.tiers["opus"].model == candidate["tiers"]["opus"]["model"]
+
+
+def test_a_judge_tier_that_does_not_exist_ends_the_stage_inconclusive() -> None:
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    evaluation = _judged()
+    step = next_step(
+        Situation(
+            candidate["hash"],
+            live["hash"],
+            {},
+            [],
+            without_eval=without_offline_eval(evaluation, candidate, live),
+        ),
+        "j",
+    )
+    stage = shadow_stage(
+        Observed("CascadePolicy", "ns", "p"), evaluation, candidate, live, {}, step, None, {}
+    )
+    assert stage.step.phase == INCONCLUSIVE and stage.step.decided and not stage.step.promote
+    assert "ModelTier 'opus' not found" in stage.step.message
+    assert stage.document is None

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tierwise.api.budgets import Budget, check_budgets
+from tierwise.api.capture import Capture
 from tierwise.api.parsing import SpecError
 from tierwise.api.shadow import Shadow
 from tierwise.routerconfig import (
@@ -762,17 +763,39 @@ class Evaluation:
     shadow: Shadow | None = None  # the shadow stage after the offline eval (api/shadow.py)
 
     def validate(self, path: str) -> None:
-        _check(len(self.routes) >= 1, f"{path}.routes", "evaluation needs at least one route")
+        _check(
+            len(self.routes) >= 1 or self.shadow is not None,
+            f"{path}.routes",
+            "evaluation needs at least one route, or shadow to gate changed routes on live traffic",
+        )
         names = [r.name for r in self.routes]
         _check(
             len(set(names)) == len(names),
             f"{path}.routes",
             "evaluation.routes names must be unique",
         )
+        # Without a dataset, a route is gated by the shadow stage alone (when there is one).
         _check(
-            self.dataset is not None or all(r.dataset is not None for r in self.routes),
+            self.shadow is not None
+            or self.dataset is not None
+            or all(r.dataset is not None for r in self.routes),
             path,
-            "every evaluated route needs a dataset, its own or evaluation.dataset",
+            "every evaluated route needs a dataset, its own or evaluation.dataset (or "
+            "evaluation.shadow, which gates a route without one on live traffic)",
+        )
+        excluded = set(self.shadow.exclude_routes or ()) if self.shadow else set()
+        _check(
+            self.dataset is not None
+            or all(r.dataset is not None or r.name not in excluded for r in self.routes),
+            path,
+            "a route without a dataset cannot opt out of the shadow stage (excludeRoutes): "
+            "nothing would gate it",
+        )
+        _check(
+            self.on_new_policy == "Promote" or bool(self.offline_routes()),
+            path,
+            "with no dataset, a new policy's first config cannot be evaluated (there is no live "
+            "traffic to shadow yet): set onNewPolicy: Promote, or give a route a dataset",
         )
         _check(
             not self.use_batch_api or self.gate.max_p95_latency_seconds is None,
@@ -794,10 +817,18 @@ class Evaluation:
             self.shadow.validate(f"{path}.shadow")
 
     def dataset_for(self, route: str) -> DatasetRef:
-        own = next((r.dataset for r in self.routes if r.name == route), None)
-        found = own or self.dataset
-        assert found is not None, "validated: every evaluated route has a dataset"
+        found = self.dataset_of(route)
+        assert found is not None, "an offline route (offline_routes) has a dataset"
         return found
+
+    def dataset_of(self, route: str) -> DatasetRef | None:
+        """The route's dataset, its own or the default; None: the shadow stage alone gates it."""
+        own = next((r.dataset for r in self.routes if r.name == route), None)
+        return own or self.dataset
+
+    def offline_routes(self) -> tuple[EvaluatedRoute, ...]:
+        """The routes the offline eval replays: those with a dataset."""
+        return tuple(r for r in self.routes if self.dataset_of(r.name) is not None)
 
     def grader_for(self, route: str) -> Grader:
         own = next((r.grader for r in self.routes if r.name == route), None)
@@ -818,6 +849,7 @@ class CascadePolicySpec:
     retry: Retry | None = None
     evaluation: Evaluation | None = None
     budgets: tuple[Budget, ...] | None = None
+    capture: Capture | None = None  # live requests captured by the sidecar (api/capture.py)
 
     def validate(self, path: str) -> None:
         _check(len(self.routes) >= 1, f"{path}.routes", "a CascadePolicy needs at least one route")

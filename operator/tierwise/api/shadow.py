@@ -13,13 +13,21 @@ from typing import Literal
 
 from tierwise.api.parsing import SpecError
 
-ComparisonType = Literal["graderField", "exactText"]
+ComparisonType = Literal["graderField", "exactText", "judge"]
 
 
 @dataclass(frozen=True)
 class ShadowComparison:
     type: ComparisonType = "graderField"
     field: str | None = None  # default: the route's grader field, else "label"
+    tier: str | None = None  # judge: the ModelTier that judges
+    criteria: str | None = None  # judge: what a good answer does
+
+    def validate(self, path: str) -> None:
+        if self.type == "judge" and self.tier is None:
+            raise SpecError(
+                f"{path}.tier", "a judge comparison needs tier, the ModelTier that judges"
+            )
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,12 @@ class Shadow:
         excluded = list(self.exclude_routes or ())
         if len(set(excluded)) != len(excluded):
             raise SpecError(path, "shadow.excludeRoutes names must be unique")
+
+    @property
+    def judge_tier(self) -> str | None:
+        """The ModelTier that judges (its key must reach the sidecars), if a judge compares."""
+        comparison = self.comparison
+        return comparison.tier if comparison and comparison.type == "judge" else None
 
     def shadowed(self, route: str) -> bool:
         """Whether ``route``'s live requests may be sampled (it did not opt out)."""

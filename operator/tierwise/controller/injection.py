@@ -18,11 +18,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tierwise.api.capture import Capture
 from tierwise.api.models import LabelSelector, LabelSelectorRequirement
 from tierwise.controller.names import (
     BASE_URL_ENV,
     BATCH_STATE_DIR,
     BATCH_STATE_VOLUME,
+    CAPTURE_DIR,
+    CAPTURE_VOLUME,
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
     CONFIG_VOLUME,
@@ -88,6 +91,8 @@ class InjectionPlan:
     resources: Mapping[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES))
     # A Redis client certificate Secret, mounted at REDIS_TLS_DIR.
     redis_tls_secret: str | None = None
+    # spec.capture: the router's --capture-* flags and the claim mounted at CAPTURE_DIR.
+    capture: Capture | None = None
 
 
 # -- selection ----------------------------------------------------------------------------
@@ -171,6 +176,9 @@ def plan_for(
     from each tier's apiKeySecretRef, and the Redis credentials of its cache profile: the
     Secrets' names, never their content."""
     used = set(policy.tier_names())
+    judge = policy.shadow_judge_tier()
+    if judge is not None:  # the shadow stage's judge is called from the sidecar too
+        used.add(judge)
     keyed: dict[str, SecretKeyEnv] = {}
     for tier in sorted(tiers, key=lambda t: t.name):
         spec = tier_spec(tier)
@@ -191,6 +199,7 @@ def plan_for(
         redis_tls_secret=redis_tls,
         config_hash=policy.config_hash,
         resources=copy.deepcopy(dict(resources or DEFAULT_RESOURCES)),
+        capture=policy.capture(),
     )
 
 
@@ -238,7 +247,7 @@ def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
     # the router serves the app's (and its init containers') first call.
     spec["initContainers"] = [router_container(plan), *(spec.get("initContainers") or [])]
     # The name is ours: a volume already called so would not hold the policy's config.
-    ours = (CONFIG_VOLUME, BATCH_STATE_VOLUME, REDIS_TLS_VOLUME)
+    ours = (CONFIG_VOLUME, BATCH_STATE_VOLUME, REDIS_TLS_VOLUME, CAPTURE_VOLUME)
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in ours]
     spec["volumes"] = [
         *volumes,
@@ -249,6 +258,16 @@ def _add_sidecar(pod: dict[str, Any], plan: InjectionPlan) -> None:
         *(
             [{"name": REDIS_TLS_VOLUME, "secret": {"secretName": plan.redis_tls_secret}}]
             if plan.redis_tls_secret
+            else []
+        ),
+        *(
+            [
+                {
+                    "name": CAPTURE_VOLUME,
+                    "persistentVolumeClaim": {"claimName": plan.capture.claim_name},
+                }
+            ]
+            if plan.capture
             else []
         ),
     ]
@@ -305,6 +324,7 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             str(sidecar.MAX_BODY_BYTES),
             "--batch-state-dir",
             BATCH_STATE_DIR,
+            *capture_flags(plan.capture),
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "env": [
@@ -322,6 +342,7 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
                 if plan.redis_tls_secret
                 else []
             ),
+            *([{"name": CAPTURE_VOLUME, "mountPath": CAPTURE_DIR}] if plan.capture else []),
         ],
         # The kubelet starts the app containers once the startup probe passes, i.e. once the
         # router has a valid config; a minute of grace covers a ConfigMap that is mounted late.
@@ -343,6 +364,25 @@ def router_container(plan: InjectionPlan) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+
+
+def capture_flags(capture: Capture | None) -> list[str]:
+    """The router's ``--capture-*`` flags for ``spec.capture`` (none: capture stays off).
+    Each flag's value is its own argument, so a pattern is passed as written, never parsed
+    by a shell."""
+    if capture is None:
+        return []
+    flags = [
+        "--capture-dir",
+        CAPTURE_DIR,
+        "--capture-rate",
+        str(capture.rate),
+        "--capture-max-bytes-per-day",
+        str(capture.max_bytes_per_day),
+    ]
+    for rule in capture.redact or ():
+        flags += ["--capture-redact", f"{rule.name}={rule.pattern}"]
+    return flags
 
 
 # -- registration -------------------------------------------------------------------------

@@ -19,6 +19,9 @@ CONFIG_VOLUME = "tierwise-router-config"
 CONFIG_DIR = "/etc/tierwise"
 BATCH_STATE_VOLUME = "tierwise-batch-state"
 BATCH_STATE_DIR = "/var/lib/tierwise/batches"
+# spec.capture: the platform team's PersistentVolumeClaim, mounted here in the sidecar.
+CAPTURE_VOLUME = "tierwise-capture"
+CAPTURE_DIR = "/var/lib/tierwise/capture"
 REDIS_TLS_VOLUME = "tierwise-redis-tls"
 ROUTER_PORT = 8787
 METRICS_PORT = 9787

@@ -25,6 +25,7 @@ from tierwise.api import (
     SpecError,
     parse_resource,
 )
+from tierwise.api.capture import Capture
 from tierwise.api.models import LabelSelector
 
 KIND_BY_PLURAL = {
@@ -76,6 +77,19 @@ class Observed:
 
     def uses_tier(self, tier: str) -> bool:
         return tier in self.tier_names()
+
+    def shadow_judge_tier(self) -> str | None:
+        """The tier judging the policy's shadow stage, if one does."""
+        spec = self.spec
+        if not isinstance(spec, CascadePolicySpec) or spec.evaluation is None:
+            return None
+        shadow = spec.evaluation.shadow
+        return shadow.judge_tier if shadow is not None else None
+
+    def capture(self) -> Capture | None:
+        """A policy's ``spec.capture`` (None: off, or not a valid policy)."""
+        spec = self.spec
+        return spec.capture if isinstance(spec, CascadePolicySpec) else None
 
     def cache_profile_name(self) -> str | None:
         spec = self.spec

@@ -43,6 +43,7 @@ from tierwise.controller.rollout_state import (
     EVAL_JOB_NOT_CREATED,
     EVAL_NOT_STARTED,
     EVALUATING,
+    NO_DATASET,
     PAUSE_ANNOTATION,
     PAUSED_VALUE,
     PROMOTE_ANNOTATION,
@@ -61,7 +62,7 @@ from tierwise.controller.rollout_state import (
     not_started,
 )
 from tierwise.controller.shadow import SHADOW_REASONS, SHADOW_STARTED, shadow_stage
-from tierwise.controller.shadow_state import SHADOWING
+from tierwise.controller.shadow_state import SHADOWING, without_offline_eval
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
 from tierwise.evals.job import (
     CANDIDATE_ANNOTATION,
@@ -238,8 +239,12 @@ def reconcile(
         reevaluate=annotations.get(REEVALUATE_ANNOTATION),
         dataset_digest=datasets.digest,
     )
-    step = _naming_config(next_step(situation, job_name(name, candidate)), candidate, document)
     promoted = _PromotedConfig(policy, recorded, document, live if full else None)
+    if not evaluation.offline_routes():  # no eval Job: the shadow stage alone gates
+        without = without_offline_eval(evaluation, document, promoted.baseline())
+        situation = dataclasses.replace(situation, without_eval=without)
+    step = _naming_config(next_step(situation, job_name(name, candidate)), candidate, document)
+    by_tier = by_name(tiers)
     stage = shadow_stage(
         policy,
         evaluation,
@@ -249,9 +254,9 @@ def reconcile(
         step,
         datasets,
         pods=lambda: writer.selected_pods(policy),
+        tiers=by_tier,
     )
     step = stage.step
-    by_tier = by_name(tiers)
     for job in step.delete_jobs:
         _delete_job(namespace, job)
     if step.reason == "EvalRunning" and step.job is not None:
@@ -279,7 +284,7 @@ def reconcile(
         no_live = _no_live_message(recorded, step, live is not None)
         # The figures describe a candidate that is not serving: nothing is saved yet.
         fields.update(estimatedSavings=None, escalationRate=None)
-    if step.decided and step.reason not in ("BreakGlass", "FirstConfig"):
+    if step.decided and step.reason not in ("BreakGlass", "FirstConfig", NO_DATASET):
         metrics.EVAL_OUTCOMES.labels(namespace, name, step.phase).inc()
     if step.decided:
         # Record the decision before acting on it: a restart then finishes it, never redoes it.
@@ -414,8 +419,14 @@ def _fields(
     # (left out, never null: a null would be written, dropped, and differ again next time).
     if promoted is not None:
         fields["promotedHash"] = promoted
-    offline = step.decided and step.reason not in ("BreakGlass", "FirstConfig", *SHADOW_REASONS)
-    if offline or step.reason == SHADOW_STARTED:  # the offline eval's figures
+    offline = step.decided and step.reason not in (
+        "BreakGlass",
+        "FirstConfig",
+        NO_DATASET,
+        *SHADOW_REASONS,
+    )
+    if offline or (step.reason == SHADOW_STARTED and step.summary is not None):
+        # the offline eval's figures
         outcome = PROMOTED if step.reason == SHADOW_STARTED else step.phase
         last = last_eval_status(
             step.summary, outcome, step.message, step.job or "", candidate, now_iso()
@@ -608,7 +619,9 @@ def _datasets(namespace: str, evaluation: Any, digests: DatasetDigests) -> _Data
     GitOps may apply a dataset after the policy: a missing one is waited for."""
     refs = [
         (ref.name, ref.key)
-        for ref in (evaluation.dataset_for(r.name).config_map_ref for r in evaluation.routes)
+        for ref in (
+            evaluation.dataset_for(r.name).config_map_ref for r in evaluation.offline_routes()
+        )
     ]
     contents = []
     for name, key in dict.fromkeys(refs):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
+from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED, Decision
 
 EVALUATING = "Evaluating"
 # A promotion decided and recorded, its live ConfigMap write not yet confirmed: the status
@@ -44,6 +44,10 @@ CONFIG_ERROR = "CreateContainerConfigError"
 DATASET_ANNOTATION = "tierwise.dev/dataset-digest"
 # How long an eval may wait for its dataset before the policy stops saying it progresses.
 DATASET_GRACE_SECONDS = 300
+# A decision's verb, in Events.
+VERBS = {PROMOTED: "promoted", REJECTED: "rejected", INCONCLUSIVE: "inconclusive, not promoted"}
+# No route has a dataset: no offline eval runs, the changed routes go to the shadow stage.
+NO_DATASET = "NoDataset"
 # Why an eval did not start: a dataset is missing (waited for), the eval cannot be planned
 # (the spec must change), or the API server refused the Job.
 DATASET_MISSING = "DatasetMissing"
@@ -88,6 +92,9 @@ class Situation:
     # The candidate's config hash (status.candidateHash), when the identity above also covers
     # key references: break-glass annotations may name either.
     config_hash: str | None = None
+    # When no route has a dataset: the decision on the changed routes without one
+    # (``shadow_state.without_offline_eval``), instead of an eval Job. None: a Job runs.
+    without_eval: Decision | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,8 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
             job=outdated[0].name,
         )
     job = next(iter(mine), None)
+    if job is None and s.without_eval is not None:
+        return _without_eval(s.without_eval, candidate, digest)
     if job is None:
         started = f"eval Job {job_for_candidate} started for candidate {candidate}"
         if reopened:
@@ -293,6 +302,27 @@ def next_step(s: Situation, job_for_candidate: str) -> Step:
             job=job.name,
         )
     return _decide(job, others, s.timeout_seconds)
+
+
+def _without_eval(decision: Decision, candidate: str, digest: str | None) -> Step:
+    """No eval Job: no route has a dataset. Promoted here means the shadow stage takes the
+    candidate (``controller.shadow``), or ``unevaluatedRoutes: Promote`` for routes it does
+    not gate; otherwise the rollout ends as any eval would."""
+    outcome = decision.outcome
+    message = "no route has a dataset, so no offline eval runs: " + "; ".join(decision.reasons)
+    return Step(
+        outcome,
+        NO_DATASET,
+        message,
+        promote=outcome == PROMOTED,
+        decided=True,
+        event=(
+            "Normal" if outcome == PROMOTED else "Warning",
+            outcome,
+            f"candidate {candidate} {VERBS[outcome]}: {message}"[:1000],
+        ),
+        extra=_dataset_record(digest, promoted=outcome == PROMOTED),
+    )
 
 
 def _dataset_record(digest: str | None, promoted: bool = False, **extra: str) -> dict[str, str]:
@@ -406,9 +436,7 @@ def _decision(
     summary: Mapping[str, Any] | None,
 ) -> Step:
     event_type = "Normal" if outcome == PROMOTED else "Warning"
-    verb = {PROMOTED: "promoted", REJECTED: "rejected", INCONCLUSIVE: "inconclusive, not promoted"}[
-        outcome
-    ]
+    verb = VERBS[outcome]
     return Step(
         outcome,
         reason,

@@ -19,14 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tierwise.api import Resource
 from tierwise.api.models import Evaluation
 from tierwise.controller.conditions import now_iso
 from tierwise.controller.objects import Observed
 from tierwise.controller.pods import PodView
-from tierwise.controller.rollout_state import Step
+from tierwise.controller.rollout_state import NO_DATASET, PAUSED, VERBS, Step
 from tierwise.controller.router_metrics import read_all, samples
 from tierwise.controller.shadow_state import (
+    HOLD,
+    SHADOW_PAUSED,
     SHADOWING,
+    START,
     Source,
     Totals,
     agreement_text,
@@ -35,10 +39,13 @@ from tierwise.controller.shadow_state import (
     merge,
     read_sources,
     shadow_status,
+    stage_move,
     totals,
 )
 from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED
-from tierwise.routerconfig import canonical_json, parse
+from tierwise.evals.plan import UNCHANGED, judge_config, route_changes
+from tierwise.render import Problem, render_tier
+from tierwise.routerconfig import parse
 from tierwise.routerconfig.shadow import ShadowRoute, ShadowSettings
 
 log = logging.getLogger("tierwise.shadow")
@@ -51,7 +58,6 @@ _DECIDED = {
     INCONCLUSIVE: "ShadowInconclusive",
 }
 SHADOW_REASONS = tuple(_DECIDED.values())
-_VERBS = {PROMOTED: "promoted", REJECTED: "rejected", INCONCLUSIVE: "inconclusive, not promoted"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ def shadow_stage(
     step: Step,
     datasets: Any,
     pods: Callable[[], Iterable[PodView]],
+    tiers: Mapping[str, Resource] | None = None,
 ) -> Stage:
     """Start, continue or end the shadow stage of ``candidate``; ``step`` is the offline
     rollout's (``rollout_state.next_step``). A candidate enters the stage when its offline
@@ -86,20 +93,22 @@ def shadow_stage(
     config_hash = candidate["hash"]
     previous = current.get("rollout") or {}
     record = current.get("shadow") or {}
-    continuing = (
-        previous.get("phase") == SHADOWING
-        and record.get("hash") == config_hash
-        and step.reason != "BreakGlass"
-    )
-    starting = step.decided and step.phase == PROMOTED and step.reason == "EvalPassed"
-    if not (continuing or starting):
+    move = stage_move(previous, record, config_hash, step)
+    if move is None:
         return Stage(step)
-    document = shadow_document(evaluation, candidate, promoted)
+    continuing = move != START
+    judging = None
+    if shadow.judge_tier is not None:
+        judging = render_tier(shadow.judge_tier, tiers or {}, policy.namespace)
+        if isinstance(judging, Problem):  # no judge, no comparison: never promoted unjudged
+            return Stage(_judge_missing(config_hash, judging.message, previous, step))
+    document = shadow_document(evaluation, candidate, promoted, judging)
     if document is None:
         return Stage(step)  # every changed route opted out: the offline decision stands
     if not continuing:
+        before = "offline eval passed" if step.reason != NO_DATASET else "no route has a dataset"
         message = (
-            f"offline eval passed; shadowing candidate {config_hash} on live requests "
+            f"{before}; shadowing candidate {config_hash} on live requests "
             f"(sample rate {shadow.sample_rate}, at least {shadow.min_samples} samples, "
             f"minAgreement {shadow.min_agreement}, at most {shadow.max_duration_seconds}s)"
         )
@@ -114,6 +123,18 @@ def shadow_stage(
             progressing=True,
         )
         return Stage(started, document, shadow_status(config_hash, now_iso(), [], Totals()))
+    if move == HOLD:
+        # Paused: the sidecars go on sampling (their counters are cumulative), but no
+        # decision is made from the figures, nor are they read, until the pause ends.
+        held = Step(
+            PAUSED,
+            SHADOW_PAUSED,
+            f"{step.message}; the shadow stage of candidate {config_hash} holds: no decision "
+            f"is made from its figures until the annotation is removed",
+            job=previous.get("job"),
+            progressing=False,
+        )
+        return Stage(held, document, None)
     read = read_figures(pods(), config_hash)
     sources = merge(known_sources(record, config_hash), read)
     figures = totals(sources)
@@ -154,12 +175,25 @@ def shadow_stage(
         event=(
             "Normal" if outcome == PROMOTED else "Warning",
             outcome,
-            f"candidate {config_hash} {_VERBS[outcome]} by the shadow stage: {message}"[:1000],
+            f"candidate {config_hash} {VERBS[outcome]} by the shadow stage: {message}"[:1000],
         ),
         job=previous.get("job"),
         extra=extra,
     )
     return Stage(decided, None, status)
+
+
+def _judge_missing(candidate: str, problem: str, previous: Mapping[str, Any], step: Step) -> Step:
+    message = f"the shadow stage's judge cannot be used: {problem}"
+    return Step(
+        INCONCLUSIVE,
+        _DECIDED[INCONCLUSIVE],
+        message,
+        decided=True,
+        delete_jobs=step.delete_jobs,
+        event=("Warning", INCONCLUSIVE, f"candidate {candidate} {VERBS[INCONCLUSIVE]}: {message}"),
+        job=previous.get("job"),
+    )
 
 
 def _time(text: str) -> datetime:
@@ -170,38 +204,21 @@ def _time(text: str) -> datetime:
 
 
 def changed_routes(candidate: Mapping[str, Any], promoted: Mapping[str, Any]) -> list[str]:
-    """Routes of the candidate whose rendered route, tiers or fallback differ from the
-    promoted config's (a new route is changed too)."""
-
-    def shape(doc: Mapping[str, Any], route: Mapping[str, Any]) -> str:
-        tiers = doc.get("tiers") or {}
-        names = [s.get("tier") for s in route.get("steps") or []]
-        fallback = doc.get("fallback") or {}
-        if fallback.get("tier"):
-            names.append(fallback["tier"])
-        return canonical_json(
-            {
-                "route": route,
-                "tiers": {n: tiers.get(n) for n in names},
-                "fallback": fallback,
-                "cache": doc.get("cache"),
-                "retry": doc.get("retry"),
-            }
-        )
-
-    before = {r["name"]: shape(promoted, r) for r in promoted.get("routes") or []}
-    return [
-        r["name"]
-        for r in candidate.get("routes") or []
-        if before.get(r["name"]) != shape(candidate, r)
-    ]
+    """Routes of the candidate that changed against the promoted config, as the offline
+    eval sees them (``evals.plan.route_changes``; a new route is changed too)."""
+    changes = route_changes(candidate, promoted, ())
+    return [r["name"] for r in candidate.get("routes") or [] if changes[r["name"]] != UNCHANGED]
 
 
 def shadow_document(
-    evaluation: Evaluation, candidate: Mapping[str, Any], promoted: Mapping[str, Any]
+    evaluation: Evaluation,
+    candidate: Mapping[str, Any],
+    promoted: Mapping[str, Any],
+    judge_tier: Mapping[str, Any] | None = None,
 ) -> str | None:
     """The shadow document for the live ConfigMap (``routerconfig.shadow``), or None when no
-    changed route may be shadowed (every changed one opted out)."""
+    changed route may be shadowed (every changed one opted out). ``judge_tier``: the judge
+    tier as rendered, for a judge comparison."""
     shadow = evaluation.shadow
     assert shadow is not None
     routes = {}
@@ -214,9 +231,15 @@ def shadow_document(
         if field is None:
             grader = evaluation.grader_for(name)
             field = grader.field if grader.type in ("jsonField", "allowedSet") else "label"
-        routes[name] = ShadowRoute(name, kind, tuple(field.split(".")))
+        tier = shadow.judge_tier if kind == "judge" else None
+        criteria = comparison.criteria if comparison and tier else None
+        routes[name] = ShadowRoute(name, kind, tuple(field.split(".")), tier, criteria)
     if not routes:
         return None
+    judges = None
+    if shadow.judge_tier is not None:
+        assert judge_tier is not None, "rendered by shadow_stage"
+        judges = parse(judge_config(candidate, {shadow.judge_tier: judge_tier}) or {})
     settings = ShadowSettings(
         candidate=parse(dict(candidate)),
         routes=routes,
@@ -224,6 +247,7 @@ def shadow_document(
         max_concurrency=shadow.max_concurrency,
         timeout_seconds=float(shadow.timeout_seconds),
         spend_limit_per_hour_usd=shadow.spend_limit_per_hour_usd,
+        judge_config=judges,
     )
     return json.dumps(settings.to_document(), sort_keys=True, separators=(",", ":"))
 

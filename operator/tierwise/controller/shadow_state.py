@@ -32,11 +32,27 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tierwise.api.models import Evaluation
 from tierwise.api.shadow import Shadow
-from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, REJECTED, GateSpec, Measured, decide
+from tierwise.controller.rollout_state import NO_DATASET, PAUSED, Step
+from tierwise.evals.gate import (
+    INCONCLUSIVE,
+    PROMOTED,
+    REJECTED,
+    Decision,
+    GateSpec,
+    Measured,
+    combine,
+    decide,
+)
+from tierwise.evals.plan import route_changes, without_dataset
 from tierwise.evals.stats import wilson_interval
 
 SHADOWING = "Shadowing"
+# The rollout's reason while a shadow stage is held by the pause annotation.
+SHADOW_PAUSED = "ShadowPaused"
+# What the shadow stage does at a sync (``stage_move``).
+START, GO_ON, HOLD = "start", "go on", "hold"
 MAX_SOURCES = 1024  # status.shadow.sources: the oldest runs beyond this are summed into one
 
 
@@ -127,6 +143,59 @@ class Verdict:
         return self.outcome != SHADOWING
 
 
+def without_offline_eval(
+    evaluation: Evaluation,
+    candidate: Mapping[str, Any],
+    promoted: Mapping[str, Any] | None,
+) -> Decision | None:
+    """The decision that stands in for the offline eval when no route has a dataset (None:
+    one has, and an eval Job runs). The changed routes the shadow stage gates are Promoted
+    here, to be shadowed; those that opt out follow ``unevaluatedRoutes``, as in an eval."""
+    if evaluation.offline_routes():
+        return None
+    if promoted is None:
+        return Decision(
+            INCONCLUSIVE, ("no config is live to shadow the candidate against, and no dataset",)
+        )
+    shadow = evaluation.shadow
+    changes = route_changes(candidate, promoted, ())
+    decisions = without_dataset(
+        changes, evaluation.unevaluated_routes, shadow.shadowed if shadow is not None else None
+    )
+    if not decisions:
+        return Decision(
+            INCONCLUSIVE,
+            (
+                "no route's rendered config changed (the change is outside the routes, e.g. "
+                "defaultRoute), so nothing can be shadowed, and no route has a dataset",
+            ),
+        )
+    return combine(decisions.values())
+
+
+def stage_move(
+    previous: Mapping[str, Any], record: Mapping[str, Any], candidate: str, step: Step
+) -> str | None:
+    """What the shadow stage of ``candidate`` does now, given ``status.rollout`` and
+    ``status.shadow`` as the last sync left them and the offline rollout's ``step``: START
+    (the offline eval passed, or no route has a dataset), GO_ON (read and judge the figures),
+    HOLD (paused: keep shadowing, decide nothing) or None (no stage: the step stands).
+
+    A stage is underway when the last sync left it Shadowing, or held by a pause, for this
+    candidate; a break-glass promotion ends it. A pause before the stage starts keeps it
+    from starting (the offline step is Paused, not passed)."""
+    underway = (
+        previous.get("phase") == SHADOWING
+        or (previous.get("phase") == PAUSED and previous.get("reason") == SHADOW_PAUSED)
+    ) and record.get("hash") == candidate
+    if underway and step.reason != "BreakGlass":
+        return HOLD if step.phase == PAUSED else GO_ON
+    passed = step.reason in ("EvalPassed", NO_DATASET)
+    if step.decided and step.phase == PROMOTED and passed:
+        return START
+    return None
+
+
 def gate_spec(shadow: Shadow) -> GateSpec:
     """The offline gate's rules, read for agreement with production."""
     return GateSpec(
@@ -148,6 +217,8 @@ def judge(shadow: Shadow, figures: Totals, started: datetime, now: datetime) -> 
     )
     decision = decide(gate_spec(shadow), measured)
     reasons = tuple(_in_shadow_words(r) for r in decision.reasons)
+    if figures.samples == 0:  # the gate's error rate of 0 of 0 would read as 100% failed
+        reasons = ("no shadow samples yet",)
     if decision.outcome in (PROMOTED, REJECTED):
         return Verdict(decision.outcome, reasons)
     deadline = started + timedelta(seconds=shadow.max_duration_seconds)

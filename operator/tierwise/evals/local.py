@@ -65,7 +65,7 @@ def local_evals(
             raise InputError(f"CascadePolicy {resource.name} does not render: {problems}")
         wanted = tuple(routes) if routes else None
         if wanted:
-            known = {r.name for r in resource.spec.evaluation.routes}
+            known = {r.name for r in resource.spec.evaluation.offline_routes()}
             unknown = [r for r in wanted if r not in known]
             if unknown:
                 raise InputError(

@@ -15,7 +15,7 @@ from typing import Any
 
 from tierwise.api import Resource
 from tierwise.api.models import CascadePolicySpec, ConfigMapKeyRef, Evaluation, Grader
-from tierwise.evals.gate import GateSpec
+from tierwise.evals.gate import INCONCLUSIVE, PROMOTED, Decision, GateSpec
 from tierwise.evals.graders import GraderSpec
 from tierwise.render import Problem, SecretKeyEnv, api_key_env, content_hash, render_tier
 
@@ -64,6 +64,13 @@ class EvalPlan:
     timeout_seconds: int = 1800
     use_batch_api: bool = False
     unevaluated_routes: str = "Inconclusive"  # or "Promote" (spec.evaluation.unevaluatedRoutes)
+    # With spec.evaluation.shadow: the routes that opt out of it (excludeRoutes). A changed
+    # route without a dataset that is shadowed is left to the shadow stage. None: no stage.
+    shadow_excluded: tuple[str, ...] | None = None
+
+    def shadows(self, route: str) -> bool:
+        """Whether the shadow stage gates ``route`` on live traffic after this eval."""
+        return self.shadow_excluded is not None and route not in self.shadow_excluded
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,9 @@ class EvalPlan:
             "timeoutSeconds": self.timeout_seconds,
             "useBatchAPI": self.use_batch_api,
             "unevaluatedRoutes": self.unevaluated_routes,
+            "shadowExcludedRoutes": None
+            if self.shadow_excluded is None
+            else list(self.shadow_excluded),
         }
 
     @classmethod
@@ -93,6 +103,9 @@ class EvalPlan:
             timeout_seconds=int(doc.get("timeoutSeconds", 1800)),
             use_batch_api=bool(doc.get("useBatchAPI", False)),
             unevaluated_routes=str(doc.get("unevaluatedRoutes", "Inconclusive")),
+            shadow_excluded=None
+            if doc.get("shadowExcludedRoutes") is None
+            else tuple(str(r) for r in doc["shadowExcludedRoutes"]),
         )
 
 
@@ -120,7 +133,7 @@ def plan_for_policy(
     if evaluation is None:
         raise ValueError(f"CascadePolicy {policy.name} has no spec.evaluation")
     route_plans = []
-    for route in evaluation.routes:
+    for route in evaluation.offline_routes():  # the others are left to the shadow stage
         if routes is not None and route.name not in routes:
             continue
         dataset = evaluation.dataset_for(route.name)
@@ -165,6 +178,9 @@ def plan_for_policy(
         timeout_seconds=evaluation.timeout_seconds,
         use_batch_api=evaluation.use_batch_api,
         unevaluated_routes=evaluation.unevaluated_routes,
+        shadow_excluded=None
+        if evaluation.shadow is None
+        else tuple(evaluation.shadow.exclude_routes or ()),
     )
     return PlanResult(plan, (), tuple(key_envs))
 
@@ -217,6 +233,32 @@ def route_changes(
     return changes
 
 
+def without_dataset(
+    changes: Mapping[str, str],
+    unevaluated_routes: str,
+    shadows: Callable[[str], bool] | None = None,
+) -> dict[str, Decision]:
+    """A decision per changed route without a dataset (``route_changes``): left to the
+    shadow stage when it gates the route (``shadows``; None: no shadow stage follows),
+    else Inconclusive, or Promoted untested with ``unevaluatedRoutes: Promote``."""
+    decisions = {}
+    for name, change in changes.items():
+        if change != CHANGED_NOT_EVALUATED:
+            continue
+        reason = f"route {name} changed and has no dataset"
+        if shadows is not None and shadows(name):
+            decisions[name] = Decision(
+                PROMOTED, (f"{reason}: the shadow stage gates it on live traffic",)
+            )
+        elif unevaluated_routes == "Promote":
+            decisions[name] = Decision(
+                PROMOTED, (f"{reason}: promoted untested (unevaluatedRoutes: Promote)",)
+            )
+        else:
+            decisions[name] = Decision(INCONCLUSIVE, (reason,))
+    return decisions
+
+
 def _route_prints(document: Mapping[str, Any]) -> dict[str, str]:
     """Per route, the content hash of everything that decides how it answers."""
     tiers = document.get("tiers") or {}
@@ -231,13 +273,16 @@ def _route_prints(document: Mapping[str, Any]) -> dict[str, str]:
     return prints
 
 
-def judge_config(document: Mapping[str, Any], plan: EvalPlan) -> dict[str, Any] | None:
-    """A router config with one route per judge tier (``judge-<tier>``), for the judge
-    graders: the judge's calls go through the same engine, retries and pricing."""
-    if not plan.judge_tiers:
+def judge_config(
+    document: Mapping[str, Any], judge_tiers: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """A router config with one route per judge tier (``judge-<tier>``, rendered tiers by
+    name), for the judge graders, the eval's and the shadow stage's: the judge's calls go
+    through the same engine, retries and pricing."""
+    if not judge_tiers:
         return None
     doc = copy.deepcopy(dict(document))
-    doc["tiers"] = {k: dict(v) for k, v in plan.judge_tiers.items()}
+    doc["tiers"] = {k: dict(v) for k, v in judge_tiers.items()}
     doc["routes"] = [
         {
             "name": f"{JUDGE_ROUTE}-{name}",
@@ -248,7 +293,7 @@ def judge_config(document: Mapping[str, Any], plan: EvalPlan) -> dict[str, Any] 
             "counterfactualTier": name,
             "steps": [{"tier": name, "maxTokens": 256, "escalateWhen": []}],
         }
-        for name in plan.judge_tiers
+        for name in judge_tiers
     ]
     doc["defaultRoute"] = None
     doc["fallback"] = None

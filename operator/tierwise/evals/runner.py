@@ -9,7 +9,8 @@ inconclusive rather than decided on the fast items only.
 What is checkable before a model is called is checked first (a grader with no reference on
 any item is bad input); after the replay, answers nothing could grade are bad input too, not
 a verdict. Routes of the config that changed against the baseline but have no dataset are
-named: Inconclusive unless ``spec.evaluation.unevaluatedRoutes: Promote``.
+named: Inconclusive unless ``spec.evaluation.unevaluatedRoutes: Promote``, or left to the shadow
+stage that follows (``spec.evaluation.shadow``) when it gates them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from tierwise.evals.batch import BatchCascadeEngine
 from tierwise.evals.dataset import Dataset, DatasetError, Item
 from tierwise.evals.gate import (
     INCONCLUSIVE,
-    PROMOTED,
     Decision,
     Measured,
     bad_input,
@@ -38,12 +38,12 @@ from tierwise.evals.gate import (
 from tierwise.evals.graders import FIELD_ABSENT, GraderSpec, Verdict, check_gradable, grade
 from tierwise.evals.outcome import Outcome
 from tierwise.evals.plan import (
-    CHANGED_NOT_EVALUATED,
     JUDGE_ROUTE,
     EvalPlan,
     RoutePlan,
     judge_config,
     route_changes,
+    without_dataset,
 )
 from tierwise.evals.stats import Interval, PairedCounts, percentile, wilson_interval
 from tierwise.router.engine import CascadeEngine
@@ -288,20 +288,13 @@ def check_datasets(plan: EvalPlan, datasets: Mapping[str, Dataset]) -> None:
             raise DatasetError(dataset.source, None, problem)
 
 
-def unevaluated_decisions(plan: EvalPlan, changes: Mapping[str, str]) -> dict[str, Decision]:
-    """A decision per changed route without a dataset: never a silent promotion."""
-    decisions = {}
-    for name, change in changes.items():
-        if change != CHANGED_NOT_EVALUATED:
-            continue
-        reason = f"route {name} changed and has no dataset"
-        if plan.unevaluated_routes == "Promote":
-            decisions[name] = Decision(
-                PROMOTED, (f"{reason}: promoted untested (unevaluatedRoutes: Promote)",)
-            )
-        else:
-            decisions[name] = Decision(INCONCLUSIVE, (reason,))
-    return decisions
+def unevaluated_decisions(
+    plan: EvalPlan, changes: Mapping[str, str], *, shadow: bool = False
+) -> dict[str, Decision]:
+    """A decision per changed route without a dataset: never a silent promotion. ``shadow``:
+    a shadow stage follows this eval (the baseline is the live config), so the routes it
+    gates are left to it."""
+    return without_dataset(changes, plan.unevaluated_routes, plan.shadows if shadow else None)
 
 
 async def run_eval(
@@ -320,7 +313,7 @@ async def run_eval(
     started = time.perf_counter()
     candidate_config = load_config(candidate)
     baseline_config = load_config(baseline) if baseline is not None else None
-    judge_doc = judge_config(candidate, plan)
+    judge_doc = judge_config(candidate, plan.judge_tiers)
     check_datasets(plan, datasets)
     distinct = {name: dataset.distinct() for name, dataset in datasets.items()}
     datasets = {name: found[0] for name, found in distinct.items()}
@@ -368,7 +361,7 @@ async def run_eval(
         r.name: replace(r.decision, reasons=tuple(f"{r.name}: {x}" for x in r.decision.reasons))
         for r in reports
     }
-    decisions.update(unevaluated_decisions(plan, changes))
+    decisions.update(unevaluated_decisions(plan, changes, shadow=baseline_kind == "promoted"))
     decision = combine(decisions.values())
     return EvalReport(
         policy=plan.policy,

@@ -48,6 +48,7 @@ from tierwise.router.runtime import Runtime, build_runtime
 from tierwise.router.upstream import Upstream, UpstreamFailure
 from tierwise.routerconfig import ConfigError
 from tierwise.routerconfig.shadow import (
+    JUDGE_ROUTE_PREFIX,
     NO_SHADOW_HEADER,
     SHADOW_KEY,
     ShadowRoute,
@@ -110,11 +111,14 @@ class ShadowMetrics:
 
 
 class _Active:
-    """One loaded shadow document: its settings and the candidate's runtime."""
+    """One loaded shadow document: its settings, the candidate's runtime and the judge's."""
 
-    def __init__(self, settings: ShadowSettings, runtime: Runtime) -> None:
+    def __init__(
+        self, settings: ShadowSettings, runtime: Runtime, judge: Runtime | None = None
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.judge = judge
         self.slots = settings.max_concurrency
 
 
@@ -213,6 +217,8 @@ class ShadowRunner:
                 f"{self._live_policy()}",
             )
         missing = missing_key_envs(settings.candidate, self.env)
+        if settings.judge_config is not None:
+            missing = [*missing, *missing_key_envs(settings.judge_config, self.env)]
         if missing:
             return self._reject(
                 "missing_key_env",
@@ -221,7 +227,11 @@ class ShadowRunner:
             )
         runtime = build_runtime(settings.candidate, self.env)
         runtime.response_cache = None  # a shadow answer is never cached nor served from cache
-        self._set(_Active(settings, runtime))
+        judge = None
+        if settings.judge_config is not None:
+            judge = build_runtime(settings.judge_config, self.env)
+            judge.response_cache = None
+        self._set(_Active(settings, runtime, judge))
         log.info(
             "shadowing candidate %s on routes %s at sample rate %s",
             settings.candidate_hash,
@@ -345,12 +355,16 @@ class ShadowRunner:
             body=body,
             forwarded=forwarded,
         )
+        judged: list[Exchange] = []  # the judge's call, when a judge compares
         result = "failed"
         try:
             await asyncio.sleep(0)  # let the client's response go out first
             async with asyncio.timeout(active.settings.timeout_seconds):
                 answer = await self._path.run(ex)
-            result = "agree" if _agree(route, live, answer.message) else "disagree"
+                if route.comparison == "judge":
+                    result = await self._judged(active, route, body, live, answer.message, judged)
+                else:
+                    result = "agree" if _agree(route, live, answer.message) else "disagree"
         except (TimeoutError, RouterError, UpstreamFailure, aiohttp.ClientError):
             result = "failed"
         except asyncio.CancelledError:
@@ -362,14 +376,54 @@ class ShadowRunner:
             self._in_flight -= 1
             self.metrics.in_flight.dec()
             self._spent_this_hour()
-            self._hour_spend += ex.cost
+            cost = ex.cost + sum((j.cost for j in judged), Decimal(0))
+            self._hour_spend += cost
             labels = (policy, route.name, candidate.hash)
-            self.metrics.cost.labels(*labels).inc(float(ex.cost))
+            self.metrics.cost.labels(*labels).inc(float(cost))
             if result:
                 self.metrics.samples.labels(*labels, result).inc()
                 self.metrics.latency.labels(policy, route.name).observe(
                     time.perf_counter() - ex.started
                 )
+
+    async def _judged(
+        self,
+        active: _Active,
+        route: ShadowRoute,
+        body: Mapping[str, Any],
+        live: Mapping[str, Any],
+        candidate: Mapping[str, Any],
+        judged: list[Exchange],
+    ) -> str:
+        """The eval's judge grader on the candidate's answer, production's as the reference:
+        agree when it passes, disagree when it fails, failed without a usable verdict."""
+        # The eval's judge grader. Imported here: ``evals.graders`` reads the router's answer
+        # helpers, so importing it while the router package loads would be circular.
+        from tierwise.evals.dataset import Item
+        from tierwise.evals.graders import GraderSpec, judge_answer
+
+        assert self._path is not None and active.judge is not None and route.judge_tier
+        judge = active.judge
+        judge_route = judge.config.routes_by_name[f"{JUDGE_ROUTE_PREFIX}{route.judge_tier}"]
+
+        async def ask(request: dict[str, Any]) -> Mapping[str, Any]:
+            ex = Exchange(runtime=judge, route=judge_route, body=request, forwarded={})
+            judged.append(ex)
+            return (await self._path.run(ex)).message  # type: ignore[union-attr]
+
+        messages = body.get("messages")
+        item = Item(
+            id="shadow",
+            line=0,
+            messages=tuple(messages) if isinstance(messages, list) else (),
+            system=body.get("system"),
+            expected=answer_text(live),
+        )
+        spec = GraderSpec(type="judge", tier=route.judge_tier, criteria=route.criteria)
+        verdict = await judge_answer(spec, item, candidate, ask)
+        if verdict.correct is None:
+            return "failed"
+        return "agree" if verdict.correct else "disagree"
 
 
 def _ignore_failure(_tier: str, _kind: str) -> None:

@@ -24,7 +24,9 @@ from tierwise.routerconfig.reader import ConfigError
 
 SHADOW_KEY = "shadow-config.json"  # the ConfigMap key and the file beside the router's config
 SHADOW_SCHEMA_VERSION = "tierwise.dev/shadow/v1alpha1"
-COMPARISONS = ("graderField", "exactText")
+COMPARISONS = ("graderField", "exactText", "judge")
+# The judge config's route for a judge tier (as the eval's judge routes are named).
+JUDGE_ROUTE_PREFIX = "judge-"
 # The request header with which a client keeps one request out of the shadow stage.
 NO_SHADOW_HEADER = "x-tierwise-no-shadow"
 
@@ -34,8 +36,20 @@ class ShadowRoute:
     """One shadowed route and how its answers are compared."""
 
     name: str
-    comparison: str = "graderField"  # or exactText
+    comparison: str = "graderField"  # or exactText, or judge
     field: tuple[str, ...] = ("label",)  # the dot path compared (graderField)
+    judge_tier: str | None = None  # judge: the tier that judges (a route of judge_config)
+    criteria: str | None = None  # judge: what a good answer does
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "comparison": self.comparison,
+            "field": ".".join(self.field),
+        }
+        if self.comparison == "judge":
+            doc.update(judgeTier=self.judge_tier, criteria=self.criteria)
+        return doc
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,9 @@ class ShadowSettings:
     max_concurrency: int
     timeout_seconds: float
     spend_limit_per_hour_usd: Decimal
+    # The judge tiers' router config (one route ``judge-<tier>`` each), when a route is
+    # compared by a judge: its calls go through the same request path, deadline and cap.
+    judge_config: RouterConfig | None = None
 
     @property
     def candidate_hash(self) -> str:
@@ -58,11 +75,13 @@ class ShadowSettings:
             "maxConcurrency": self.max_concurrency,
             "timeoutSeconds": self.timeout_seconds,
             "spendLimitPerHourUSD": str(self.spend_limit_per_hour_usd),
-            "routes": [
-                {"name": r.name, "comparison": r.comparison, "field": ".".join(r.field)}
-                for r in self.routes.values()
-            ],
+            "routes": [r.to_document() for r in self.routes.values()],
             "config": self.candidate.to_document(),
+            **(
+                {"judgeConfig": self.judge_config.to_document()}
+                if self.judge_config is not None
+                else {}
+            ),
         }
 
 
@@ -90,7 +109,17 @@ def parse_shadow(doc: Any, source: str = "shadow config") -> ShadowSettings:
     except ConfigError as exc:
         problems.extend(f"config: {p}" for p in exc.problems)
         candidate = None
+    judge = None
+    if doc.get("judgeConfig") is not None:
+        try:
+            judge = parse(doc["judgeConfig"], f"{source}: judgeConfig")
+        except ConfigError as exc:
+            problems.extend(f"judgeConfig: {p}" for p in exc.problems)
     routes = _routes(doc.get("routes"), candidate, problems)
+    for route in routes.values():
+        wanted = f"{JUDGE_ROUTE_PREFIX}{route.judge_tier}"
+        if route.comparison == "judge" and (judge is None or wanted not in judge.routes_by_name):
+            problems.append(f"route {route.name!r}: judgeConfig has no route {wanted!r}")
     if problems or candidate is None:
         raise ConfigError(problems, source)
     assert rate is not None and timeout is not None and limit is not None
@@ -101,6 +130,7 @@ def parse_shadow(doc: Any, source: str = "shadow config") -> ShadowSettings:
         max_concurrency=int(concurrency),  # type: ignore[arg-type]
         timeout_seconds=float(timeout),
         spend_limit_per_hour_usd=limit,
+        judge_config=judge,
     )
 
 
@@ -152,5 +182,17 @@ def _routes(
         if not isinstance(field, str) or not all(field.split(".")):
             problems.append(f"{where}.field must be a dot path such as label or result.label")
             field = "label"
-        routes[name] = ShadowRoute(name, comparison, tuple(field.split(".")))
+        tier, criteria = item.get("judgeTier"), item.get("criteria")
+        if comparison == "judge" and not isinstance(tier, str):
+            problems.append(f"{where}.judgeTier must name the tier that judges")
+        if criteria is not None and not isinstance(criteria, str):
+            problems.append(f"{where}.criteria must be text")
+            criteria = None
+        routes[name] = ShadowRoute(
+            name,
+            comparison,
+            tuple(field.split(".")),
+            tier if comparison == "judge" and isinstance(tier, str) else None,
+            criteria if comparison == "judge" else None,
+        )
     return routes
