@@ -241,7 +241,7 @@ def test_no_dataset_starts_no_job_and_the_shadow_stage_takes_the_candidate() -> 
     step = next_step(situation, "p-eval-x")
     assert not step.start_job and step.reason == NO_DATASET and step.promote
     stage = shadow_stage(
-        Observed("CascadePolicy", "ns", "p"), evaluation, candidate, live, {}, step, None
+        Observed("CascadePolicy", "ns", "p"), evaluation, candidate, live, {}, step, None, tuple
     )
     assert stage.step.phase == SHADOWING and not stage.step.promote
     assert stage.step.message.startswith("no route has a dataset; shadowing candidate")
@@ -297,6 +297,7 @@ def test_a_held_shadow_stage_is_paused_keeps_shadowing_and_leaves_its_figures() 
         current,
         paused,
         None,
+        pods=_no_pods_read,
     )
     assert stage.step.phase == PAUSED and stage.step.reason == SHADOW_PAUSED
     assert not stage.step.decided and not stage.step.promote and stage.step.progressing is False
@@ -355,8 +356,20 @@ def test_a_judge_tier_that_does_not_exist_ends_the_stage_inconclusive() -> None:
         "j",
     )
     stage = shadow_stage(
-        Observed("CascadePolicy", "ns", "p"), evaluation, candidate, live, {}, step, None, {}
+        Observed("CascadePolicy", "ns", "p"),
+        evaluation,
+        candidate,
+        live,
+        {},
+        step,
+        None,
+        tuple,
+        {},
     )
     assert stage.step.phase == INCONCLUSIVE and stage.step.decided and not stage.step.promote
     assert "ModelTier 'opus' not found" in stage.step.message
     assert stage.document is None
+
+
+def _no_pods_read() -> tuple[()]:
+    raise AssertionError("a paused shadow stage reads no figures")
