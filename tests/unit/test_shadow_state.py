@@ -373,3 +373,102 @@ def test_a_judge_tier_that_does_not_exist_ends_the_stage_inconclusive() -> None:
 
 def _no_pods_read() -> tuple[()]:
     raise AssertionError("a paused shadow stage reads no figures")
+
+
+# --- a candidate shadowed again ----------------------------------------------------------------
+
+
+def test_a_candidate_shadowed_again_counts_only_what_came_after_its_new_start() -> None:
+    """A router keeps a candidate's counters for its whole run: a second stage of the same
+    candidate (re-evaluated after an Inconclusive) must not inherit the first stage's."""
+    import http.server
+    import threading
+
+    from tierwise.controller.pods import PodView
+
+    live = _documents("0.9")
+    candidate = _chat_changed(live)
+    hash_ = candidate["hash"]
+    exposition = {"text": ""}
+
+    def counters(agree: int, disagree: int) -> str:
+        return (
+            "# TYPE tierwise_shadow_info gauge\n"
+            f'tierwise_shadow_info{{candidate="{hash_}",start="s1"}} 1.0\n'
+            "# TYPE tierwise_shadow_samples counter\n"
+            f'tierwise_shadow_samples_total{{candidate="{hash_}",result="agree"}} {agree}.0\n'
+            f'tierwise_shadow_samples_total{{candidate="{hash_}",result="disagree"}} {disagree}.0\n'
+        )
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition["text"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        pod = PodView("app-1", True, True, uid="uid-1", metrics_url=url)
+        evaluation = _shadow_only([])
+        step = next_step(
+            Situation(
+                hash_,
+                live["hash"],
+                {},
+                [],
+                without_eval=without_offline_eval(evaluation, candidate, live),
+            ),
+            "p-eval-x",
+        )
+        # The earlier stage left 40 disagreements in this router's counters.
+        exposition["text"] = counters(0, 40)
+        start = shadow_stage(
+            Observed("CascadePolicy", "ns", "p"),
+            evaluation,
+            candidate,
+            live,
+            {},
+            step,
+            None,
+            lambda: [pod],
+        )
+        assert start.step.phase == SHADOWING and start.status is not None
+        assert start.status["samples"] == 0
+        # Since then: 30 agreements. The stage sees 30 of 30, not 30 of 70.
+        exposition["text"] = counters(30, 40)
+        current = {
+            "rollout": {"phase": SHADOWING, "reason": "ShadowStarted"},
+            "shadow": start.status,
+        }
+        going = shadow_stage(
+            Observed("CascadePolicy", "ns", "p"),
+            evaluation,
+            candidate,
+            live,
+            current,
+            step,
+            None,
+            lambda: [pod],
+        )
+        assert going.status is not None
+        assert (going.status["samples"], going.status["agreements"]) == (30, 30), going.status
+        assert going.step.phase == SHADOWING and "30 samples" in going.step.message
+    finally:
+        server.shutdown()
+
+
+def test_what_a_run_counted_before_the_stage_survives_the_status_round_trip() -> None:
+    at_start = Source("pod-a", "s1", 40, 0, 2, Decimal("0.01")).as_stage_start()
+    status = shadow_status("sha256:c", "2026-12-06T04:00:00Z", [at_start], totals([at_start]))
+    assert status["samples"] == 0
+    later = merge(
+        known_sources(status, "sha256:c"), [Source("pod-a", "s1", 45, 5, 2, Decimal("0.02"))]
+    )
+    assert totals(later) == Totals(5, 5, 0, Decimal("0.01"))

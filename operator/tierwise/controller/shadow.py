@@ -122,7 +122,10 @@ def shadow_stage(
             event=("Normal", SHADOW_STARTED, message),
             progressing=True,
         )
-        return Stage(started, document, shadow_status(config_hash, now_iso(), [], Totals()))
+        # What the routers already counted for this candidate (an earlier stage of it) is
+        # recorded as before this one: only what comes after counts.
+        before = [source.as_stage_start() for source in read_figures(pods(), config_hash)]
+        return Stage(started, document, shadow_status(config_hash, now_iso(), before, Totals()))
     if move == HOLD:
         # Paused: the sidecars go on sampling (their counters are cumulative), but no
         # decision is made from the figures, nor are they read, until the pause ends.

@@ -27,7 +27,7 @@ promoted).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -57,8 +57,20 @@ MAX_SOURCES = 1024  # status.shadow.sources: the oldest runs beyond this are sum
 
 
 @dataclass(frozen=True)
+class Totals:
+    samples: int = 0
+    agreements: int = 0
+    failed: int = 0
+    spend: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
 class Source:
-    """One router run's cumulative shadow counters for one candidate."""
+    """One router run's cumulative shadow counters for one candidate.
+
+    ``before``: what the run had already counted for this candidate when the stage started
+    (a candidate shadowed again, e.g. re-evaluated after an Inconclusive, finds its routers'
+    counters where the earlier stage left them); only what came after counts."""
 
     pod: str  # pod uid
     start: str  # the router process's start id
@@ -66,13 +78,28 @@ class Source:
     agreements: int = 0
     failed: int = 0
     spend: Decimal = Decimal(0)
+    before: Totals | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.pod, self.start)
 
+    def counted(self) -> Totals:
+        """This run's figures in this stage."""
+        base = self.before or Totals()
+        return Totals(
+            max(0, self.samples - base.samples),
+            max(0, self.agreements - base.agreements),
+            max(0, self.failed - base.failed),
+            max(Decimal(0), self.spend - base.spend),
+        )
+
+    def as_stage_start(self) -> Source:
+        """This run read as the stage starts: everything it counted so far is before it."""
+        return replace(self, before=Totals(self.samples, self.agreements, self.failed, self.spend))
+
     def to_status(self) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "pod": self.pod,
             "start": self.start,
             "samples": self.samples,
@@ -80,9 +107,18 @@ class Source:
             "failed": self.failed,
             "spendUSD": str(self.spend),
         }
+        if self.before is not None and self.before != Totals():
+            item["before"] = {
+                "samples": self.before.samples,
+                "agreements": self.before.agreements,
+                "failed": self.before.failed,
+                "spendUSD": str(self.before.spend),
+            }
+        return item
 
     @classmethod
     def from_status(cls, item: Mapping[str, Any]) -> Source:
+        before = item.get("before")
         return cls(
             pod=str(item.get("pod") or ""),
             start=str(item.get("start") or ""),
@@ -90,10 +126,19 @@ class Source:
             agreements=_int(item.get("agreements")),
             failed=_int(item.get("failed")),
             spend=_decimal(item.get("spendUSD")),
+            before=None
+            if not isinstance(before, Mapping)
+            else Totals(
+                _int(before.get("samples")),
+                _int(before.get("agreements")),
+                _int(before.get("failed")),
+                _decimal(before.get("spendUSD")),
+            ),
         )
 
     def later(self, other: Source) -> Source:
-        """The later of two reads of the same run: counters only grow."""
+        """The later of two reads of the same run: counters only grow; what was before the
+        stage is kept from the first read."""
         return Source(
             self.pod,
             self.start,
@@ -101,15 +146,8 @@ class Source:
             max(self.agreements, other.agreements),
             max(self.failed, other.failed),
             max(self.spend, other.spend),
+            self.before if self.before is not None else other.before,
         )
-
-
-@dataclass(frozen=True)
-class Totals:
-    samples: int = 0
-    agreements: int = 0
-    failed: int = 0
-    spend: Decimal = Decimal(0)
 
 
 def merge(known: Iterable[Source], read: Iterable[Source]) -> list[Source]:
@@ -122,8 +160,10 @@ def merge(known: Iterable[Source], read: Iterable[Source]) -> list[Source]:
 
 
 def totals(sources: Iterable[Source]) -> Totals:
+    """The stage's figures: each run's counts since the stage started, summed."""
     t = Totals()
-    for s in sources:
+    for source in sources:
+        s = source.counted()
         t = Totals(
             t.samples + s.samples,
             t.agreements + s.agreements,
