@@ -234,3 +234,24 @@ def test_a_rolling_window_in_redis_lets_spend_go_one_bucket_at_a_time(emu, make_
     clock["now"] += 31  # a minute later: every bucket has left the window
     assert call(client).headers["x-tierwise-tier"] == "sonnet"
     assert metric(metrics(router.metrics_url), "tierwise_budget_shared", budget="rolling") == 1
+
+
+def test_after_a_window_ends_the_metrics_show_the_new_one_before_any_request(emu, make_router):
+    """The gauges move at admissions; at midnight with no request since, they must not keep
+    saying yesterday's spend and action (the status, report and alerts read them)."""
+    clock = {"now": 1796601590.0}  # 2026-12-06T23:59:50Z
+    doc = budget_config(emu.base_url, [budget("0.0005", {"atPercent": 1, "action": "alert"})])
+    router = make_router(doc, spend_clock=lambda: clock["now"])
+    client = sdk(router)
+    call(client)
+    call(client)
+    before = metrics(router.metrics_url)
+    assert metric(before, "tierwise_budget_spend_usd", budget="shared") > 0
+    assert metric(before, "tierwise_budget_action", budget="shared") == 1
+    assert metric(before, "tierwise_budget_window_reset_timestamp_seconds") == 1796601600
+    clock["now"] = 1796601605.0  # 2026-12-07T00:00:05Z, no request since
+    after = metrics(router.metrics_url)
+    assert metric(after, "tierwise_budget_spend_usd", budget="shared") == 0
+    assert metric(after, "tierwise_budget_reserved_usd", budget="shared") == 0
+    assert metric(after, "tierwise_budget_action", budget="shared") == 0
+    assert metric(after, "tierwise_budget_window_reset_timestamp_seconds") == 1796601600 + 86400

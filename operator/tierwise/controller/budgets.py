@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,6 @@ from tierwise.controller.objects import Observed
 from tierwise.controller.pods import PodView
 from tierwise.controller.router_metrics import read_all, samples
 from tierwise.pricing import format_usd
-from tierwise.pricing.spend import Window
 
 log = logging.getLogger("tierwise.budgets")
 
@@ -101,26 +100,12 @@ def aggregate(per_router: Iterable[Mapping[str, Figures]]) -> dict[str, Figures]
     return out
 
 
-def status_entries(
-    spec_budgets: Sequence[Any], figures: Mapping[str, Figures], now: datetime
-) -> list[dict]:
-    """``status.budgets``, in the spec's order; a budget no router reported yet has no spend.
-
-    A router refreshes its figures when it admits a request, so after a calendar window's
-    reset with no request since, they still describe the window that ended: the status
-    then says what is true, nothing spent in the new one."""
+def status_entries(spec_budgets: Sequence[Any], figures: Mapping[str, Figures]) -> list[dict]:
+    """``status.budgets``, in the spec's order; a budget no router reported yet has no spend."""
     entries = []
     for budget in spec_budgets:
         entry: dict[str, Any] = {"name": budget.name, "limitUSD": budget.limit_usd}
         figure = figures.get(budget.name)
-        if figure is not None and _window_ended(budget, figure, now):
-            figure = replace(
-                figure,
-                spend=Decimal(0),
-                reserved=Decimal(0),
-                action=0,
-                reset=Window(budget.window.period).reset(now).timestamp(),
-            )
         if figure is not None:
             limit = Decimal(budget.limit_usd)
             entry.update(
@@ -136,14 +121,6 @@ def status_entries(
             )
         entries.append(entry)
     return entries
-
-
-def _window_ended(budget: Any, figure: Figures, now: datetime) -> bool:
-    """The figure describes a calendar window that has ended (a rolling window's spend leaves
-    bucket by bucket: only a router knows what is left of it)."""
-    return (
-        budget.window.period != "rolling" and figure.reset > 0 and now.timestamp() >= figure.reset
-    )
 
 
 def summary(entries: Sequence[Mapping[str, Any]]) -> str:
@@ -177,7 +154,7 @@ def refresh(policy: Observed, pods: Iterable[PodView]) -> bool:
     label = f"{policy.namespace}/{policy.name}"
     texts = read_all(p.metrics_url for p in pods if p.metrics_url)
     scraped = [router_figures(text, label) for text in texts if text is not None]
-    entries = status_entries(spec.budgets, aggregate(scraped), datetime.now(UTC))
+    entries = status_entries(spec.budgets, aggregate(scraped))
     old = list(policy.status.get("budgets") or [])
     if entries == old:
         return False  # spend that did not move writes nothing

@@ -214,9 +214,9 @@ class SpendBudgets:
                 reservation, store = await self._reserve(ex, budget, args)
                 before = reservation.committed - (units if reservation.admitted else 0)
                 reached = [a for a in budget.actions if a.threshold.reached(before, limit)]
-                self._observe(ex, budget, scope, reservation.spent, reservation.held, reached)
-                self.m_reset.labels(ex.runtime.policy, budget.name).set(
-                    budget.window.reset(moment).timestamp()
+                reset = budget.window.reset(moment).timestamp()
+                self._observe(
+                    ex, budget, scope, reservation.spent, reservation.held, reached, reset
                 )
                 if not reservation.admitted:
                     raise self._refusal(ex, budget, moment, reservation.spent, limit)
@@ -288,6 +288,23 @@ class SpendBudgets:
         local = await self.local.reserve(base, keys, rid, units, limit, deadline, ttl)
         return replace(local, spent=local.spent + seen), self.local
 
+    def _publish(
+        self, gauge: Gauge, policy: str, budget: Budget, value: float, reset: float
+    ) -> None:
+        """Set a figure of the window ending at ``reset``. The figures move at admissions: a
+        calendar window that ended with no request since reads 0 (nothing spent in the new
+        one), never the old window's figure; a rolling window's spend leaves bucket by
+        bucket and is shown as last counted."""
+        if budget.window.period == "rolling":
+            gauge.labels(policy, budget.name).set(value)
+            return
+        gauge.labels(policy, budget.name).set_function(
+            lambda: value if self.clock() < reset else 0.0
+        )
+
+    def _next_reset(self, budget: Budget) -> float:
+        return budget.window.reset(datetime.fromtimestamp(self.clock(), UTC)).timestamp()
+
     def _refusal(
         self, ex: Exchange, budget: Budget, moment: datetime, spent: int, limit: int
     ) -> RouterError:
@@ -313,13 +330,17 @@ class SpendBudgets:
         spent: int,
         held: int,
         reached: Sequence[BudgetAction],
+        reset: float,
     ) -> None:
         policy = ex.runtime.policy
         level = ACTION_LEVELS[strongest([a.threshold for a in reached])]
         if scope == "all":  # per-caller figures stay out of the metrics (cardinality)
-            self.m_spend.labels(policy, budget.name).set(float(from_units(spent)))
-            self.m_reserved.labels(policy, budget.name).set(float(from_units(held)))
-            self.m_action.labels(policy, budget.name).set(level)
+            self._publish(self.m_spend, policy, budget, float(from_units(spent)), reset)
+            self._publish(self.m_reserved, policy, budget, float(from_units(held)), reset)
+            self._publish(self.m_action, policy, budget, float(level), reset)
+        self.m_reset.labels(policy, budget.name).set_function(
+            lambda: reset if self.clock() < reset else self._next_reset(budget)
+        )
         self.m_limit.labels(policy, budget.name).set(float(budget.limit_usd))
         key = f"{policy}/{budget.name}/{scope}"
         seen = self._levels.get(key, -1)
