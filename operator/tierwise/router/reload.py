@@ -154,11 +154,17 @@ class ConfigHolder:
         return report
 
     async def watch(self, interval: float) -> None:
-        # Polling, not inotify: a ConfigMap update swaps a `..data` symlink, which file
-        # watches on the old path miss; reading a small file each second is cheap.
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.check_file()
-            except Exception:
-                log.exception("config watch failed")
+        await poll_forever(self.check_file, interval, "config")
+
+
+async def poll_forever(check: Callable[[], Any], interval: float, what: str) -> None:
+    """Call ``check`` every ``interval`` seconds; a failure is logged, never the end.
+
+    Polling, not inotify: a ConfigMap update swaps a `..data` symlink, which file watches on
+    the old path miss; reading a small file each second is cheap."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            check()
+        except Exception:
+            log.exception("%s watch failed", what)

@@ -42,7 +42,7 @@ from tierwise.router.errors import RouterError
 from tierwise.router.escalation import answer_field, answer_text
 from tierwise.router.jsonutil import sha256_hex
 from tierwise.router.metrics import LATENCY_BUCKETS, RouterMetrics
-from tierwise.router.reload import missing_key_envs
+from tierwise.router.reload import missing_key_envs, poll_forever
 from tierwise.router.request_path import RequestPath
 from tierwise.router.runtime import Runtime, build_runtime
 from tierwise.router.upstream import Upstream, UpstreamFailure
@@ -256,12 +256,7 @@ class ShadowRunner:
         return False
 
     async def watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.check_file()
-            except Exception:
-                log.exception("shadow document watch failed")
+        await poll_forever(self.check_file, interval, "shadow document")
 
     # ------------------------------------------------------------------ sampling
 
